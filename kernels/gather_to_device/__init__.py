@@ -1,0 +1,2 @@
+def gather_to_device(*a, **k):  # placeholder
+    raise NotImplementedError

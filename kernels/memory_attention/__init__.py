@@ -1,0 +1,2 @@
+def memory_attention(*a, **k):  # placeholder
+    raise NotImplementedError

@@ -1,0 +1,59 @@
+"""route_topk: fused MSA routing score, document max-reduction, mask and top-k."""
+
+from __future__ import annotations
+
+import torch
+
+from .._dispatch import use_triton
+from .naive import route_topk_ref
+
+
+def route_topk(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    chunk_doc: torch.Tensor,
+    num_docs: int,
+    k: int = 16,
+    *,
+    doc_mask: torch.Tensor | None = None,
+    key_scale: torch.Tensor | None = None,
+    keys_normalized: bool = False,
+    return_chunk_scores: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """Top-k documents by MSA chunk score, one pass over the routing keys.
+
+    S[n] = max_t mean_h cos(q[t, h], keys[n, h // G]); doc score = max over its chunks.
+
+    Args:
+        q: `[T, HQ, D]` router queries of one request, or `[B, T, HQ, D]` for B requests
+            sharing one pass over the keys. HQ = G * HKV.
+        keys: `[N, HKV, D]` pooled routing keys (bf16, fp16, fp32 or float8_e4m3fn).
+        chunk_doc: `[N]` int, the document (0..num_docs-1) of each chunk.
+        num_docs: M, the number of documents.
+        k: how many documents to return.
+        doc_mask: `[M]` bool, False = never return this document (applied before top-k).
+        key_scale: `[N]` float32 per-chunk dequant scale for fp8 keys. A positive scale
+            cancels in the cosine, so the kernel ignores it; the reference applies it.
+        keys_normalized: keys already have unit norm per (chunk, kv head): skip the norms.
+        return_chunk_scores: also return the per-chunk scores.
+
+    Returns:
+        ids `[k]` int64 (or `[B, k]`), scores `[k]` float32 (or `[B, k]`), descending.
+        Slots past the number of valid (unmasked, non-empty) documents hold id -1 and
+        score -inf. With return_chunk_scores, a third tensor `[N]` (or `[B, N]`) float32.
+    """
+    batched = q.dim() == 4
+    qb = q if batched else q[None]
+    if use_triton(keys):
+        from .parallel import route_topk_triton
+
+        ids, val, cs = route_topk_triton(
+            qb, keys, chunk_doc, num_docs, k, doc_mask, keys_normalized, return_chunk_scores
+        )
+    else:
+        ids, val, cs = route_topk_ref(qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale)
+    out = (ids, val, cs) if return_chunk_scores else (ids, val)
+    return out if batched else tuple(t[0] for t in out)
+
+
+__all__ = ["route_topk"]
