@@ -1,0 +1,21 @@
+"""msa_agent.store: persistent spaces of encoded memories (SQLite metadata + Zarr v3 arrays).
+
+numpy in, numpy out; knows nothing about models. See docs/store.md.
+"""
+
+from .errors import (
+    FingerprintMismatchError,
+    SpaceExistsError,
+    SpaceLockedError,
+    SpaceNotFoundError,
+    StoreCorruptedError,
+    StoreError,
+)
+from .space import Space
+from .types import ArraySpec, NewMemory, StoredMemory
+
+__all__ = [
+    "ArraySpec", "NewMemory", "StoredMemory", "Space",
+    "StoreError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
+    "FingerprintMismatchError", "StoreCorruptedError",
+]

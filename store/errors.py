@@ -1,0 +1,31 @@
+"""Exceptions raised by the store. Every failure of the underlying engines is wrapped in one."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every store error."""
+
+
+class SpaceNotFoundError(StoreError):
+    """No space exists at the given path."""
+
+
+class SpaceExistsError(StoreError):
+    """``Space.create`` was pointed at a path that already holds something."""
+
+
+class SpaceLockedError(StoreError):
+    """Another writer (process or open ``Space``) holds the space's lock file."""
+
+
+class FingerprintMismatchError(StoreError):
+    """The space was made by a different model/config than the caller expects."""
+
+    def __init__(self, message: str, differing_keys: list[str]) -> None:
+        super().__init__(message)
+        self.differing_keys = differing_keys
+
+
+class StoreCorruptedError(StoreError):
+    """The sqlite file or the zarr arrays are unreadable, inconsistent or too new."""

@@ -1,0 +1,358 @@
+"""SQLite metadata of a space (SQLAlchemy 2.0). The source of truth for what is committed.
+
+ORM rows never leave this module: every public method returns domain objects.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+
+from .errors import StoreCorruptedError
+from .types import StoredMemory
+
+SCHEMA_VERSION = 1
+SPACE_ID = "space"
+FILTER_COLUMNS = ("kind", "session_id", "user_id", "agent_id", "source_id")
+Scalar = str | int | float | bool | None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=False)}
+
+
+class SchemaVersionRow(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class SpaceRow(Base):
+    __tablename__ = "spaces"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[dict[str, Any]]
+    arrays: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    n_chunk_rows: Mapped[int] = mapped_column(default=0)
+    n_token_rows: Mapped[int] = mapped_column(default=0)
+    arrays_dir: Mapped[str] = mapped_column(String(64), default="arrays.zarr")
+
+
+class MemoryRow(Base):
+    __tablename__ = "memories"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[str | None] = mapped_column(String(255))
+    source_id: Mapped[str | None] = mapped_column(String(255))
+    part: Mapped[int]
+    created_at: Mapped[datetime]
+    token_start: Mapped[int]
+    n_tokens: Mapped[int]
+    chunk_start: Mapped[int]
+    n_chunks: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_memories_namespace_created", "namespace", "created_at"),
+        Index("ix_memories_namespace_kind", "namespace", "kind"),
+        Index("ix_memories_namespace_session", "namespace", "session_id"),
+        Index("ix_memories_namespace_user", "namespace", "user_id"),
+        Index("ix_memories_source_part", "source_id", "part"),
+        Index("ix_memories_content_hash", "content_hash"),
+        Index("ix_memories_chunk_start", "chunk_start"),
+    )
+
+    def to_domain(self) -> StoredMemory:
+        return StoredMemory(
+            id=self.id, namespace=self.namespace, kind=self.kind, text=self.text,
+            metadata=dict(self.meta or {}), session_id=self.session_id, user_id=self.user_id,
+            agent_id=self.agent_id, source_id=self.source_id, part=self.part,
+            created_at=self.created_at.replace(tzinfo=timezone.utc),
+            token_start=self.token_start, n_tokens=self.n_tokens,
+            chunk_start=self.chunk_start, n_chunks=self.n_chunks,
+            content_hash=self.content_hash,
+        )
+
+    @classmethod
+    def from_domain(cls, m: StoredMemory) -> MemoryRow:
+        return cls(
+            id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, meta=m.metadata,
+            session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id,
+            source_id=m.source_id, part=m.part,
+            created_at=m.created_at.astimezone(timezone.utc).replace(tzinfo=None),
+            token_start=m.token_start, n_tokens=m.n_tokens, chunk_start=m.chunk_start,
+            n_chunks=m.n_chunks, content_hash=m.content_hash,
+        )
+
+
+class SettingRow(Base):
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class PendingWipeRow(Base):
+    """Array row ranges of deleted memories not yet zeroed (redone at next open)."""
+
+    __tablename__ = "pending_wipes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    unit: Mapped[str] = mapped_column(String(8))
+    start: Mapped[int]
+    stop: Mapped[int]
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    fingerprint: dict[str, Any]
+    arrays: list[dict[str, Any]]
+    n_chunk_rows: int
+    n_token_rows: int
+    arrays_dir: str
+
+
+def _make_engine(path: Path, durable: bool) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cur.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in pages
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+@contextmanager
+def sql_errors(what: str) -> Iterator[None]:
+    """Turn any SQLAlchemy/sqlite failure into ``StoreCorruptedError``."""
+    try:
+        yield
+    except SQLAlchemyError as e:
+        cause = getattr(e, "orig", None) or e
+        raise StoreCorruptedError(f"{what}: metadata database error: {cause}") from None
+    except sqlite3.Error as e:
+        raise StoreCorruptedError(f"{what}: metadata database error: {e}") from None
+
+
+def _metadata_value(key: str, value: Scalar) -> ColumnElement[Any]:
+    """A typed JSON extraction of top-level metadata ``key`` that compares with ``value``."""
+    if not key or '"' in key:
+        raise ValueError(f"bad metadata key {key!r}")
+    elem = MemoryRow.meta[key]
+    if isinstance(value, bool):
+        return elem.as_boolean()
+    if isinstance(value, int):
+        return elem.as_integer()
+    if isinstance(value, float):
+        return elem.as_float()
+    return elem.as_string()
+
+
+def _check_scalar(key: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError(f"filter {key!r}: values must be scalars or lists of scalars, "
+                         f"got {type(value).__name__}")
+
+
+def _equals(key: str, value: Scalar) -> ColumnElement[bool]:
+    if key.startswith("metadata."):
+        key, is_meta = key[len("metadata."):], True
+    else:
+        is_meta = key not in FILTER_COLUMNS
+    if is_meta:
+        if value is None:  # missing key or JSON null
+            return MemoryRow.meta[key].as_string().is_(None)
+        return _metadata_value(key, value) == value
+    col = getattr(MemoryRow, key)
+    return col.is_(None) if value is None else col == value
+
+
+def _condition(key: str, value: Any) -> ColumnElement[bool]:
+    if isinstance(value, list | tuple):
+        for v in value:
+            _check_scalar(key, v)
+        return or_(false(), *(_equals(key, v) for v in value))
+    _check_scalar(key, value)
+    return _equals(key, value)
+
+
+def id_filter(ids: Sequence[str]) -> list[Any]:
+    """SQL condition selecting memories by id."""
+    return [MemoryRow.id.in_(list(ids))]
+
+
+def build_filters(namespace: str | None, where: Mapping[str, Any] | None) -> list[Any]:
+    """SQL conditions for ``namespace`` plus equality/IN filters of ``where``."""
+    conds: list[Any] = [] if namespace is None else [MemoryRow.namespace == namespace]
+    for key, value in (where or {}).items():
+        if not isinstance(key, str):
+            raise ValueError(f"filter keys must be strings, got {key!r}")
+        conds.append(_condition(key, value))
+    return conds
+
+
+class MetaStore:
+    """The SQL side of a space: allocation ends, memory rows, settings, pending wipes."""
+
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self.engine = _make_engine(path, durable)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def create(self, fingerprint: dict[str, Any], arrays: list[dict[str, Any]]) -> None:
+        """Create the schema and the single ``spaces`` row."""
+        with sql_errors("create"):
+            Base.metadata.create_all(self.engine)
+            with Session(self.engine) as s, s.begin():
+                s.add(SchemaVersionRow(version=SCHEMA_VERSION))
+                s.add(SpaceRow(id=SPACE_ID, fingerprint=fingerprint, arrays=arrays,
+                               created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                               n_chunk_rows=0, n_token_rows=0, arrays_dir="arrays.zarr"))
+
+    def load(self) -> SpaceInfo:
+        """Read the space row, checking the schema version."""
+        with sql_errors("open"), Session(self.engine) as s:
+            versions = s.scalars(select(SchemaVersionRow.version)).all()
+            if len(versions) != 1:
+                raise StoreCorruptedError(f"schema_version table has {len(versions)} rows")
+            if versions[0] > SCHEMA_VERSION:
+                raise StoreCorruptedError(
+                    f"space schema version {versions[0]} is newer than supported "
+                    f"({SCHEMA_VERSION}); upgrade msa-agent")
+            row = s.get(SpaceRow, SPACE_ID)
+            if row is None:
+                raise StoreCorruptedError("spaces row missing")
+            return SpaceInfo(dict(row.fingerprint), list(row.arrays), row.n_chunk_rows,
+                             row.n_token_rows, row.arrays_dir)
+
+    # -- writes ------------------------------------------------------------------------------
+    def commit_add(self, memories: Sequence[StoredMemory], ends: tuple[int, int]) -> None:
+        """Insert ``memories`` and advance the committed ends in ONE transaction."""
+        with sql_errors("add"), Session(self.engine) as s, s.begin():
+            s.add_all([MemoryRow.from_domain(m) for m in memories])
+            s.execute(update(SpaceRow).where(SpaceRow.id == SPACE_ID)
+                      .values(n_chunk_rows=ends[0], n_token_rows=ends[1]))
+
+    def delete(self, conds: list[Any]) -> list[StoredMemory]:
+        """Delete matching rows and record their array ranges as pending wipes."""
+        with sql_errors("delete"), Session(self.engine) as s, s.begin():
+            rows = s.scalars(select(MemoryRow).where(*conds)).all()
+            gone = [r.to_domain() for r in rows]
+            for m in gone:
+                s.add(PendingWipeRow(unit="chunk", start=m.chunk_start,
+                                     stop=m.chunk_start + m.n_chunks))
+                s.add(PendingWipeRow(unit="token", start=m.token_start,
+                                     stop=m.token_start + m.n_tokens))
+            if gone:
+                s.execute(delete(MemoryRow).where(MemoryRow.id.in_([m.id for m in gone])))
+            return gone
+
+    def pending_wipes(self) -> list[tuple[int, str, int, int]]:
+        with sql_errors("read pending wipes"), Session(self.engine) as s:
+            rows = s.scalars(select(PendingWipeRow)).all()
+            return [(r.id, r.unit, r.start, r.stop) for r in rows if r.stop > r.start]
+
+    def clear_wipes(self, ids: Sequence[int] | None = None) -> None:
+        with sql_errors("clear pending wipes"), Session(self.engine) as s, s.begin():
+            stmt = delete(PendingWipeRow)
+            s.execute(stmt if ids is None else stmt.where(PendingWipeRow.id.in_(list(ids))))
+
+    def relocate(self, moves: list[dict[str, Any]], ends: tuple[int, int],
+                 arrays_dir: str) -> None:
+        """After compaction: new offsets for every memory, new ends and arrays folder."""
+        with sql_errors("compact"), Session(self.engine) as s, s.begin():
+            if moves:
+                s.execute(update(MemoryRow), moves)
+            s.execute(update(SpaceRow).where(SpaceRow.id == SPACE_ID).values(
+                n_chunk_rows=ends[0], n_token_rows=ends[1], arrays_dir=arrays_dir))
+            s.execute(delete(PendingWipeRow))
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_many(self, ids: Sequence[str]) -> dict[str, StoredMemory]:
+        ids, out = list(dict.fromkeys(ids)), {}
+        with sql_errors("get"), Session(self.engine) as s:
+            for i in range(0, len(ids), 10_000):  # stay under SQLite's bound-variable limit
+                stmt = select(MemoryRow).where(MemoryRow.id.in_(ids[i:i + 10_000]))
+                out.update({r.id: r.to_domain() for r in s.scalars(stmt)})
+        return out
+
+    def find(self, conds: list[Any], limit: int | None, offset: int,
+             descending: bool) -> list[StoredMemory]:
+        keys = (MemoryRow.created_at, MemoryRow.chunk_start, MemoryRow.token_start)
+        order = [k.desc() for k in keys] if descending else list(keys)
+        stmt = select(MemoryRow).where(and_(*conds)).order_by(*order).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with sql_errors("find"), Session(self.engine) as s:
+            return [r.to_domain() for r in s.scalars(stmt)]
+
+    def count(self, conds: list[Any]) -> int:
+        with sql_errors("count"), Session(self.engine) as s:
+            return int(s.scalar(select(func.count()).select_from(MemoryRow).where(*conds)) or 0)
+
+    def live(self) -> list[StoredMemory]:
+        """Every memory ordered by its array position."""
+        stmt = select(MemoryRow).order_by(MemoryRow.chunk_start, MemoryRow.token_start,
+                                          MemoryRow.id)
+        with sql_errors("live"), Session(self.engine) as s:
+            return [r.to_domain() for r in s.scalars(stmt)]
+
+    def namespace_counts(self) -> dict[str, int]:
+        stmt = (select(MemoryRow.namespace, func.count()).group_by(MemoryRow.namespace)
+                .order_by(MemoryRow.namespace))
+        with sql_errors("namespaces"), Session(self.engine) as s:
+            return {ns: int(n) for ns, n in s.execute(stmt).all()}
+
+    def totals(self) -> tuple[int, int, int]:
+        stmt = select(func.count(), func.coalesce(func.sum(MemoryRow.n_tokens), 0),
+                      func.coalesce(func.sum(MemoryRow.n_chunks), 0))
+        with sql_errors("stats"), Session(self.engine) as s:
+            n, t, c = s.execute(stmt).one()
+            return int(n), int(t), int(c)
+
+    def get_setting(self, key: str) -> Any:
+        with sql_errors("get_setting"), Session(self.engine) as s:
+            row = s.get(SettingRow, key)
+            return None if row is None else row.value
+
+    def set_setting(self, key: str, value: Any) -> None:
+        json.dumps(value)  # raises TypeError early for non-JSON values
+        with sql_errors("set_setting"), Session(self.engine) as s, s.begin():
+            s.merge(SettingRow(key=key, value=value))

@@ -1,0 +1,477 @@
+"""``Space``: one folder = SQLite metadata (source of truth) + Zarr v3 arrays.
+
+Write protocol of ``add`` (see docs/store.md): validate everything, write array rows past the
+committed ends, (fsync them when durable), then ONE SQL transaction inserts the rows and
+advances the ends. A crash in between leaves only unreferenced rows past the ends.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import validate as v
+from .arrays import ArrayStore, dir_size, gather, merge_ranges
+from .errors import (
+    FingerprintMismatchError,
+    SpaceExistsError,
+    SpaceLockedError,
+    SpaceNotFoundError,
+    StoreCorruptedError,
+)
+from .meta import MetaStore, build_filters, id_filter
+from .types import ArraySpec, NewMemory, StoredMemory, Unit
+
+META_FILE = "meta.sqlite"
+LOCK_FILE = ".lock"
+COPY_ROWS = 4096  # compaction copies at most this many rows per slice
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpaceLockedError(f"space {path} is open for writing elsewhere") from None
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _utc(dt: datetime | None) -> datetime:
+    if dt is None:
+        return datetime.now(timezone.utc)
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+class Space:
+    """A memory space: metadata rows plus per-memory contiguous row ranges in each array.
+
+    Single writer: the constructor holds an exclusive ``flock`` on ``PATH/.lock`` until
+    ``close``. Methods are serialised by an in-process lock, so one ``Space`` may be shared
+    between threads.
+    """
+
+    def __init__(self, path: Path, meta: MetaStore, arrays: ArrayStore,
+                 fingerprint: dict[str, Any], ends: dict[str, int], arrays_dir: str,
+                 lock_fd: int, durable: bool) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self.arrays: dict[str, ArraySpec] = dict(arrays.specs)
+        self._meta, self._store = meta, arrays
+        self._ends, self._arrays_dir = ends, arrays_dir
+        self._lock_fd: int | None = lock_fd
+        self._durable = durable
+        self._mutex = threading.RLock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, fingerprint: dict[str, Any],
+               arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
+        """Create a new space at ``path``; ``SpaceExistsError`` if it holds anything."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise SpaceExistsError(f"{path} already exists and is not empty")
+        fp = v.json_normal(fingerprint, "fingerprint")
+        specs = v.check_specs(arrays)
+        path.mkdir(parents=True, exist_ok=True)
+        fd = _lock(path)
+        try:
+            store = ArrayStore.create(path / "arrays.zarr", specs)
+            meta = MetaStore(path / META_FILE, durable)
+            meta.create(fp, [s.to_json() for s in specs])
+        except BaseException:
+            _unlock(fd)
+            raise
+        return cls(path, meta, store, fp, {"chunk": 0, "token": 0}, "arrays.zarr", fd, durable)
+
+    @classmethod
+    def open(cls, path: str | Path, fingerprint: dict[str, Any] | None = None, *,
+             durable: bool = True) -> Space:
+        """Open an existing space, checking ``fingerprint`` when given."""
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            if (path / "arrays.zarr").exists():
+                raise StoreCorruptedError(f"{path}: {META_FILE} is missing")
+            raise SpaceNotFoundError(f"no space at {path}")
+        fd = _lock(path)
+        meta = MetaStore(path / META_FILE, durable)
+        try:
+            return cls._open_locked(path, meta, fingerprint, fd, durable)
+        except BaseException:
+            meta.close()
+            _unlock(fd)
+            raise
+
+    @classmethod
+    def _open_locked(cls, path: Path, meta: MetaStore, fingerprint: dict[str, Any] | None,
+                     fd: int, durable: bool) -> Space:
+        info = meta.load()
+        try:
+            specs = [ArraySpec.from_json(d) for d in info.arrays]
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreCorruptedError(f"{path}: bad array specs in metadata: {e}") from None
+        if fingerprint is not None:
+            _check_fingerprint(path, info.fingerprint, fingerprint)
+        ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
+        store = ArrayStore.open(path / info.arrays_dir, specs, ends)
+        space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable)
+        space._remove_stray_dirs()
+        space._apply_wipes()
+        return space
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, fingerprint: dict[str, Any],
+                       arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
+        """Open the space at ``path`` (checking fingerprint and array layout) or create it."""
+        path = Path(path)
+        if not (path / META_FILE).is_file() and not (path.exists() and any(path.iterdir())):
+            return cls.create(path, fingerprint, arrays, durable=durable)
+        space = cls.open(path, fingerprint, durable=durable)
+        want = {s.name: s for s in v.check_specs(arrays)}
+        have = space.arrays
+        bad = sorted(n for n in set(want) | set(have)
+                     if n not in want or n not in have or not want[n].same_layout(have[n]))
+        if bad:
+            space.close()
+            raise FingerprintMismatchError(
+                f"space {path} declares different arrays: {bad}", [f"arrays.{n}" for n in bad])
+        return space
+
+    def close(self) -> None:
+        """Release the database and the writer lock. Idempotent."""
+        with self._mutex:
+            if self._lock_fd is None:
+                return
+            self._meta.close()
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Space:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Space({str(self.path)!r}, arrays={list(self.arrays)})"
+
+    def _check_open(self) -> None:
+        if self._lock_fd is None:
+            raise ValueError("space is closed")
+
+    # -- writes ------------------------------------------------------------------------------
+    def add(self, memories: Sequence[NewMemory],
+            data: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
+        """Add a batch atomically: all memories become visible together, or none does.
+
+        ``data[i]`` maps every declared array name to ``memories[i]``'s rows: ``n_chunks``
+        rows for "chunk" arrays, ``n_tokens`` rows for "token" arrays. Returns the new ids.
+        """
+        v.check_batch(memories, data, self.arrays)
+        with self._mutex:
+            self._check_open()
+            stored = self._allocate(memories)
+            ends = {u: self._ends[u] + sum(v.rows_for(m, u) for m in memories)
+                    for u in ("chunk", "token")}
+            for name, spec in self.arrays.items():
+                self._write_batch(name, spec, data, ends)
+            self._meta.commit_add(stored, (ends["chunk"], ends["token"]))
+            self._ends = ends
+            return [m.id for m in stored]
+
+    def _allocate(self, memories: Sequence[NewMemory]) -> list[StoredMemory]:
+        out, chunk, token = [], self._ends["chunk"], self._ends["token"]
+        for m in memories:
+            out.append(StoredMemory(
+                id=uuid.uuid4().hex, namespace=m.namespace, kind=m.kind, text=m.text,
+                metadata=v.json_normal(m.metadata, "metadata"), session_id=m.session_id,
+                user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
+                part=int(m.part), created_at=_utc(m.created_at), token_start=token,
+                n_tokens=int(m.n_tokens), chunk_start=chunk, n_chunks=int(m.n_chunks),
+                content_hash=hashlib.sha256(m.text.encode()).hexdigest()))
+            chunk, token = chunk + m.n_chunks, token + m.n_tokens
+        return out
+
+    def _write_batch(self, name: str, spec: ArraySpec,
+                     data: Sequence[Mapping[str, np.ndarray]], ends: dict[str, int]) -> None:
+        start, stop = self._ends[spec.unit], ends[spec.unit]
+        if stop == start:
+            return
+        rows = np.concatenate([d[name] for d in data], axis=0)  # one slice write per array
+        self._store.write(name, start, rows)
+        if self._durable:
+            self._store.fsync(name, start, stop)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete memories by id: rows gone and their array rows zeroed. Returns how many."""
+        if isinstance(ids, str):
+            raise ValueError("ids must be a sequence of ids, not a str")
+        return self._delete(id_filter(list(ids))) if ids else 0
+
+    def delete_where(self, namespace: str | None, where: Mapping[str, Any]) -> int:
+        """Delete every memory of ``namespace`` (None = all) matching ``where``."""
+        return self._delete(build_filters(namespace, where))
+
+    def _delete(self, conds: list[Any]) -> int:
+        with self._mutex:
+            self._check_open()
+            gone = self._meta.delete(conds)  # also records pending wipes, same transaction
+            self._apply_wipes()
+            return len(gone)
+
+    def _apply_wipes(self) -> None:
+        """Zero the array ranges of deleted memories, then forget them."""
+        wipes = self._meta.pending_wipes()
+        if not wipes:
+            return
+        for name, spec in self.arrays.items():
+            ranges = [(a, b) for _, unit, a, b in wipes if unit == spec.unit]
+            self._store.zero(name, ranges)
+            if self._durable:
+                for a, b in merge_ranges(ranges, gap=0):
+                    self._store.fsync(name, a, min(b, self._store.arrays[name].shape[0]))
+        self._meta.clear_wipes([w[0] for w in wipes])
+
+    def overwrite(self, name: str, memory: StoredMemory, rows: np.ndarray) -> None:
+        """Rewrite ``memory``'s rows of array ``name`` (e.g. routing keys after a router change).
+
+        Not atomic across a crash (the rows are derived data and can be recomputed).
+        """
+        spec = self._spec(name)
+        with self._mutex:
+            self._check_open()
+            current = self._meta.get_many([memory.id]).get(memory.id)
+            if current is None:
+                raise KeyError(f"memory {memory.id} does not exist")
+            v.check_rows(spec, rows, v.rows_for(current, spec.unit), f"rows for {name!r}")
+            start, stop = current.rows(spec.unit)
+            self._store.write(name, start, rows)
+            if self._durable and stop > start:
+                self._store.fsync(name, start, stop)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Store a small JSON value under ``key``."""
+        v.json_normal(value, f"setting {key!r}")
+        with self._mutex:
+            self._check_open()
+            self._meta.set_setting(key, value)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, id: str) -> StoredMemory | None:
+        """The memory with this id, or None."""
+        found = self.get_many([id])
+        return found[0] if found else None
+
+    def get_many(self, ids: Sequence[str]) -> list[StoredMemory]:
+        """Memories for ``ids`` in the given order; unknown ids are skipped."""
+        with self._mutex:
+            self._check_open()
+            found = self._meta.get_many(ids)
+        return [found[i] for i in ids if i in found]
+
+    def find(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
+             limit: int | None = None, offset: int = 0,
+             order: Literal["created_at", "-created_at"] = "created_at") -> list[StoredMemory]:
+        """Memories of ``namespace`` (None = all) matching ``where``, ordered by creation.
+
+        ``where`` holds equality filters on kind/session_id/user_id/agent_id/source_id or on
+        top-level metadata keys (any other key; prefix ``metadata.`` to force); a list is IN.
+        """
+        if order not in ("created_at", "-created_at"):
+            raise ValueError(f"order must be 'created_at' or '-created_at', got {order!r}")
+        if (limit is not None and limit < 0) or offset < 0:
+            raise ValueError("limit and offset must be non-negative")
+        conds = build_filters(namespace, where)
+        with self._mutex:
+            self._check_open()
+            return self._meta.find(conds, limit, offset, order == "-created_at")
+
+    def count(self, namespace: str | None = None, where: Mapping[str, Any] | None = None) -> int:
+        """How many memories ``find(namespace, where)`` would return without a limit."""
+        conds = build_filters(namespace, where)
+        with self._mutex:
+            self._check_open()
+            return self._meta.count(conds)
+
+    def read(self, name: str, memories: Sequence[StoredMemory]) -> list[np.ndarray]:
+        """Each memory's rows of array ``name``, in order.
+
+        Nearby ranges are merged into few contiguous slice reads; the results are views
+        into those blocks. ``StoredMemory`` objects from before a ``compact`` are stale.
+        """
+        spec = self._spec(name)
+        ranges = [m.rows(spec.unit) for m in memories]
+        with self._mutex:
+            self._check_open()
+            end = self._ends[spec.unit]
+            if any(a < 0 or b > end for a, b in ranges):
+                raise ValueError("a memory's rows lie outside the committed rows (stale?)")
+            blocks = merge_ranges(ranges, gap=spec.chunk_rows)
+            data = [self._store.read(name, a, b) for a, b in blocks]
+        starts = [a for a, _ in blocks]
+        empty = np.zeros((0, *spec.row_shape), dtype=spec.dtype)
+        out = []
+        for a, b in ranges:
+            if b <= a:
+                out.append(empty)
+                continue
+            k = bisect.bisect_right(starts, a) - 1  # the block holding [a, b)
+            out.append(data[k][a - starts[k]:b - starts[k]])
+        return out
+
+    def read_all(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every live row of ``name`` concatenated, and each row's owner index.
+
+        Owner ``i`` refers to ``live_chunks()[i]``. One contiguous read (dead rows of deleted
+        memories are dropped in RAM).
+        """
+        rows, owners, _ = self.read_all_with_memories(name)
+        return rows, owners
+
+    def read_all_with_memories(self, name: str
+                               ) -> tuple[np.ndarray, np.ndarray, list[StoredMemory]]:
+        """``read_all`` plus the owner list, taken under one lock (race-free)."""
+        spec = self._spec(name)
+        with self._mutex:
+            self._check_open()
+            live = self._meta.live()
+            ranges = [m.rows(spec.unit) for m in live]
+            lo = min((a for a, b in ranges if b > a), default=0)
+            hi = max((b for a, b in ranges if b > a), default=0)
+            block = self._store.read(name, lo, hi)
+        lens = np.fromiter((b - a for a, b in ranges), dtype=np.int64, count=len(ranges))
+        owners = np.repeat(np.arange(len(live), dtype=np.int64), lens)
+        if len(owners) != len(block):
+            block = block[gather(block, lo, ranges)]
+        return block, owners, live
+
+    def live_chunks(self) -> list[StoredMemory]:
+        """All memories ordered by array position: what ``read_all``'s owners index."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.live()
+
+    def get_setting(self, key: str) -> Any:
+        """The JSON value stored under ``key``, or None."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.get_setting(key)
+
+    def namespaces(self) -> list[str]:
+        """Namespaces that hold at least one memory, sorted."""
+        with self._mutex:
+            self._check_open()
+            return list(self._meta.namespace_counts())
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: memories, per-namespace counts, tokens, chunks, bytes on disk."""
+        with self._mutex:
+            self._check_open()
+            n, tokens, chunks = self._meta.totals()
+            sqlite_bytes = sum(
+                (self.path / f).stat().st_size for f in
+                (META_FILE, META_FILE + "-wal", META_FILE + "-shm") if (self.path / f).exists())
+            return {
+                "memories": n, "namespaces": self._meta.namespace_counts(),
+                "tokens": tokens, "chunks": chunks,
+                "committed_rows": dict(self._ends),
+                "arrays": {name: {"unit": s.unit, "capacity_rows":
+                                  self._store.arrays[name].shape[0],
+                                  "bytes_on_disk": self._store.nbytes_on_disk(name)}
+                           for name, s in self.arrays.items()},
+                "sqlite_bytes": sqlite_bytes,
+                "bytes_on_disk": dir_size(self.path),
+            }
+
+    def _spec(self, name: str) -> ArraySpec:
+        if name not in self.arrays:
+            raise KeyError(f"no array {name!r}; space has {sorted(self.arrays)}")
+        return self.arrays[name]
+
+    # -- compaction --------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Rewrite the arrays without dead rows into a new folder, then switch to it.
+
+        Crash-safe: the switch (new offsets, ends and folder name) is one SQL transaction;
+        the losing folder is removed at the next open.
+        """
+        with self._mutex:
+            self._check_open()
+            live = self._meta.live()
+            new_dir = self._next_arrays_dir()
+            new = ArrayStore.create(self.path / new_dir, list(self.arrays.values()))
+            moves, ends = _relocations(live)
+            for name, spec in self.arrays.items():
+                self._copy_live(new, name, spec.unit, live, moves)
+                if self._durable and ends[spec.unit]:
+                    new.fsync(name, 0, ends[spec.unit])
+            self._meta.relocate(moves, (ends["chunk"], ends["token"]), new_dir)
+            old = self.path / self._arrays_dir
+            self._store, self._arrays_dir, self._ends = new, new_dir, ends
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _copy_live(self, new: ArrayStore, name: str, unit: Unit,
+                   live: list[StoredMemory], moves: list[dict[str, Any]]) -> None:
+        key = "chunk_start" if unit == "chunk" else "token_start"
+        pairs = [(m.rows(unit), mv[key]) for m, mv in zip(live, moves, strict=True)]
+        for (a, b), dst in _runs(pairs):
+            for off in range(0, b - a, COPY_ROWS):
+                stop = min(b, a + off + COPY_ROWS)
+                new.write(name, dst + off, self._store.read(name, a + off, stop))
+
+    def _next_arrays_dir(self) -> str:
+        n = 0 if self._arrays_dir == "arrays.zarr" else int(self._arrays_dir.split(".")[1])
+        return f"arrays.{n + 1}.zarr"
+
+    def _remove_stray_dirs(self) -> None:
+        """Delete array folders left by a compaction that crashed (either side of commit)."""
+        for p in self.path.glob("arrays*.zarr"):
+            if p.name != self._arrays_dir and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _relocations(live: list[StoredMemory]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """New packed offsets for ``live`` (kept in order) and the new committed ends."""
+    moves, chunk, token = [], 0, 0
+    for m in live:
+        moves.append({"id": m.id, "chunk_start": chunk, "token_start": token})
+        chunk, token = chunk + m.n_chunks, token + m.n_tokens
+    return moves, {"chunk": chunk, "token": token}
+
+
+def _runs(pairs: list[tuple[tuple[int, int], int]]) -> list[tuple[tuple[int, int], int]]:
+    """Merge ``((src_start, src_stop), dst_start)`` pairs that are contiguous on both sides."""
+    out: list[tuple[tuple[int, int], int]] = []
+    for (a, b), dst in pairs:
+        if b <= a:
+            continue
+        if out and out[-1][0][1] == a and out[-1][1] + (out[-1][0][1] - out[-1][0][0]) == dst:
+            out[-1] = ((out[-1][0][0], b), out[-1][1])
+        else:
+            out.append(((a, b), dst))
+    return out
+
+
+def _check_fingerprint(path: Path, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    given = v.json_normal(given, "fingerprint")
+    keys = v.fingerprint_diff(stored, given)
+    if keys:
+        raise FingerprintMismatchError(
+            f"space {path} was made with a different fingerprint; differing keys: "
+            f"{', '.join(keys)}\n{v.describe_diff(stored, given, keys)}", keys)

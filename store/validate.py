@@ -1,0 +1,123 @@
+"""Input checks for ``Space.add`` and friends. Everything is checked before anything is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from .types import ArraySpec, NewMemory, StoredMemory, Unit
+
+
+def json_normal(value: Any, what: str) -> Any:
+    """``value`` after a JSON round trip (tuples -> lists); ValueError if not JSON-able."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+def _check_int(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+
+
+def _check_opt_str(value: Any, what: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{what} must be a str or None, got {type(value).__name__}")
+
+
+def check_memory(m: Any, i: int) -> None:
+    """Field checks of one ``NewMemory``."""
+    if not isinstance(m, NewMemory):
+        raise ValueError(f"memories[{i}] must be a NewMemory, got {type(m).__name__}")
+    if not isinstance(m.text, str):
+        raise ValueError(f"memories[{i}].text must be a str")
+    for name in ("namespace", "kind"):
+        value = getattr(m, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"memories[{i}].{name} must be a non-empty str")
+    for name in ("session_id", "user_id", "agent_id", "source_id"):
+        _check_opt_str(getattr(m, name), f"memories[{i}].{name}")
+    for name in ("part", "n_tokens", "n_chunks"):
+        _check_int(getattr(m, name), f"memories[{i}].{name}")
+    if not isinstance(m.metadata, dict) or not all(isinstance(k, str) for k in m.metadata):
+        raise ValueError(f"memories[{i}].metadata must be a dict with str keys")
+    json_normal(m.metadata, f"memories[{i}].metadata")
+    if m.created_at is not None and not isinstance(m.created_at, datetime):
+        raise ValueError(f"memories[{i}].created_at must be a datetime or None")
+
+
+def rows_for(m: NewMemory | StoredMemory, unit: Unit) -> int:
+    return m.n_chunks if unit == "chunk" else m.n_tokens
+
+
+def check_rows(spec: ArraySpec, arr: Any, n_rows: int, what: str) -> None:
+    """``arr`` is an ndarray of ``spec.dtype`` shaped ``(n_rows, *spec.row_shape)``."""
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.dtype(spec.dtype):
+        raise ValueError(f"{what}: dtype {arr.dtype}, space stores {spec.dtype}")
+    want = (n_rows, *spec.row_shape)
+    if arr.shape != want:
+        raise ValueError(f"{what}: shape {arr.shape}, expected {want} "
+                         f"(n_{spec.unit}s={n_rows}, row_shape={spec.row_shape})")
+
+
+def check_batch(memories: Sequence[NewMemory], data: Sequence[Mapping[str, np.ndarray]],
+                specs: Mapping[str, ArraySpec]) -> None:
+    """Validate a whole ``add`` batch; raises ValueError naming the first problem."""
+    if isinstance(memories, NewMemory) or len(memories) != len(data):
+        raise ValueError("memories and data must be sequences of equal length")
+    for i, (m, d) in enumerate(zip(memories, data, strict=True)):
+        check_memory(m, i)
+        if not isinstance(d, Mapping):
+            raise ValueError(f"data[{i}] must be a mapping of array name -> ndarray")
+        if set(d) != set(specs):
+            raise ValueError(f"data[{i}] has arrays {sorted(d)}, space declares {sorted(specs)}")
+        for name, spec in specs.items():
+            check_rows(spec, d[name], rows_for(m, spec.unit), f"data[{i}][{name!r}]")
+
+
+def check_specs(arrays: Sequence[ArraySpec]) -> list[ArraySpec]:
+    specs = list(arrays)
+    if not all(isinstance(s, ArraySpec) for s in specs):
+        raise ValueError("arrays must be ArraySpec instances")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate array names in {names}")
+    return specs
+
+
+def fingerprint_diff(stored: Any, given: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two (JSON-normalised) fingerprints."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        out: list[str] = []
+        for k in sorted(set(stored) | set(given)):
+            key = f"{prefix}{k}"
+            if k not in stored or k not in given:
+                out.append(key)
+            else:
+                out.extend(fingerprint_diff(stored[k], given[k], key + "."))
+        return out
+    same = stored == given and not (_is_nan(stored) or _is_nan(given))
+    return [] if same else [prefix.rstrip(".") or "<root>"]
+
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def describe_diff(stored: dict[str, Any], given: dict[str, Any], keys: list[str]) -> str:
+    """One line per differing key: ``key: stored=... given=...``."""
+    def dig(d: Any, key: str) -> Any:
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return "<missing>"
+            d = d[part]
+        return d
+    return "\n".join(f"  {k}: stored={dig(stored, k)!r} given={dig(given, k)!r}" for k in keys)
