@@ -21,7 +21,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    and_,
     create_engine,
     delete,
     event,
@@ -317,7 +316,7 @@ class MetaStore:
              descending: bool) -> list[StoredMemory]:
         keys = (MemoryRow.created_at, MemoryRow.chunk_start, MemoryRow.token_start)
         order = [k.desc() for k in keys] if descending else list(keys)
-        stmt = select(MemoryRow).where(and_(*conds)).order_by(*order).offset(offset)
+        stmt = select(MemoryRow).where(*conds).order_by(*order).offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
         with sql_errors("find"), Session(self.engine) as s:

@@ -1,0 +1,219 @@
+"""Round trips, persistence, deletion, isolation and filters of ``Space``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from msa_agent.store import (
+    NewMemory,
+    Space,
+    SpaceExistsError,
+    SpaceLockedError,
+    SpaceNotFoundError,
+)
+from store_helpers import FP, SPECS, make_data, mem
+
+
+def add_n(space: Space, n: int, start: int = 0, **kw: object) -> tuple[list[str], list[dict]]:
+    mems = [mem(i, **kw) for i in range(start, start + n)]
+    data = [make_data(m, i) for i, m in zip(range(start, start + n), mems, strict=True)]
+    return space.add(mems, data), data
+
+
+def assert_rows(space: Space, ids: list[str], data: list[dict]) -> None:
+    stored = space.get_many(ids)
+    assert [m.id for m in stored] == ids
+    for s in SPECS:
+        for got, want in zip(space.read(s.name, stored), data, strict=True):
+            np.testing.assert_array_equal(got, want[s.name])
+
+
+def test_round_trip(space: Space) -> None:
+    ids, data = add_n(space, 10)
+    assert len(set(ids)) == 10
+    assert_rows(space, ids, data)
+    m = space.get(ids[3])
+    assert m is not None and m.text == "memory 3" and m.namespace == "default"
+    assert m.created_at.tzinfo is not None
+    assert len(m.content_hash) == 64
+    assert space.get("nope") is None
+
+
+def test_get_many_order_and_missing(space: Space) -> None:
+    ids, _ = add_n(space, 4)
+    got = space.get_many([ids[2], "missing", ids[0]])
+    assert [m.id for m in got] == [ids[2], ids[0]]
+
+
+def test_reopen_identical(space_path: Path) -> None:
+    with Space.create(space_path, FP, SPECS) as s:
+        ids, data = add_n(s, 7)
+        s.set_setting("router", {"id": "r1"})
+        before = s.get_many(ids)
+    with Space.open(space_path, FP) as s:
+        assert s.get_many(ids) == before
+        assert_rows(s, ids, data)
+        assert s.get_setting("router") == {"id": "r1"}
+        assert s.get_setting("missing") is None
+        ids2, data2 = add_n(s, 3, start=7)
+        assert_rows(s, ids + ids2, data + data2)
+
+
+def test_delete_really_deletes(space: Space) -> None:
+    ids, data = add_n(space, 6)
+    victim = space.get(ids[2])
+    assert victim is not None
+    assert space.delete([ids[2], "missing"]) == 1
+    assert space.get(ids[2]) is None
+    for s in SPECS:  # the victim's array rows are zero on disk
+        a, b = victim.rows(s.unit)
+        raw = space._store.read(s.name, a, b)
+        assert raw.shape[0] == b - a and not raw.any()
+    keep = ids[:2] + ids[3:]
+    assert_rows(space, keep, data[:2] + data[3:])
+    assert space.delete([ids[2]]) == 0
+
+
+def test_delete_where_and_read_all(space: Space) -> None:
+    ids, data = add_n(space, 6, kind="tool")
+    ids2, data2 = add_n(space, 3, start=6, kind="session")
+    assert space.delete_where(None, {"kind": "tool"}) == 6
+    rows, owners = space.read_all("route_k")
+    live = space.live_chunks()
+    assert [m.id for m in live] == ids2
+    np.testing.assert_array_equal(rows, np.concatenate([d["route_k"] for d in data2]))
+    np.testing.assert_array_equal(owners, np.repeat(np.arange(3), [m.n_chunks for m in live]))
+
+
+def test_namespace_isolation(space: Space) -> None:
+    a, _ = add_n(space, 4, namespace="alice")
+    b, _ = add_n(space, 3, start=4, namespace="bob")
+    assert {m.id for m in space.find("alice")} == set(a)
+    assert {m.id for m in space.find("bob")} == set(b)
+    assert space.count("alice") == 4 and space.count("bob") == 3 and space.count() == 7
+    assert space.find("carol") == [] and space.count("carol") == 0
+    assert space.namespaces() == ["alice", "bob"]
+    assert space.delete_where("alice", {}) == 4
+    assert space.count("bob") == 3 and space.count("alice") == 0
+
+
+def test_where_filters(space: Space) -> None:
+    specs = [("music", "s1", 1, True), ("art", "s1", 2, False), ("music", "s2", 3, True),
+             ("food", None, 4, False)]
+    mems = [mem(i, session_id=sid, user_id="u", kind="session" if i % 2 else "tool",
+                metadata={"topic": t, "n": n, "flag": f, "score": n / 2})
+            for i, (t, sid, n, f) in enumerate(specs)]
+    ids = space.add(mems, [make_data(m, i) for i, m in enumerate(mems)])
+
+    def found(where: dict) -> set[int]:
+        return {ids.index(m.id) for m in space.find(where=where)}
+
+    assert found({"topic": "music"}) == {0, 2}
+    assert found({"topic": ["art", "food"]}) == {1, 3}
+    assert found({"session_id": "s1"}) == {0, 1}
+    assert found({"session_id": None}) == {3}
+    assert found({"n": 3}) == {2}
+    assert found({"n": [1, 4, 99]}) == {0, 3}
+    assert found({"flag": True}) == {0, 2}
+    assert found({"score": 1.5}) == {2}
+    assert found({"kind": "tool", "topic": "music"}) == {0, 2}
+    assert found({"missing_key": None}) == {0, 1, 2, 3}
+    assert found({"topic": []}) == set()
+    assert space.count(where={"user_id": "u", "topic": "music"}) == 2
+    for bad in ({"topic": {"a": 1}}, {"topic": [[1]]}, {"topic": object()}):
+        with pytest.raises(ValueError):
+            space.find(where=bad)
+
+
+def test_find_order_limit_offset(space: Space) -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    mems = [mem(i, created_at=t0 + timedelta(hours=5 - i)) for i in range(5)]
+    ids = space.add(mems, [make_data(m, i) for i, m in enumerate(mems)])
+    asc = [m.id for m in space.find()]
+    assert asc == ids[::-1]
+    assert [m.id for m in space.find(order="-created_at")] == ids
+    assert [m.id for m in space.find(limit=2, offset=1)] == ids[::-1][1:3]
+    assert space.find()[0].created_at == t0 + timedelta(hours=1)
+
+
+def test_validation_writes_nothing(space: Space) -> None:
+    add_n(space, 2)
+    before = space.stats()
+    m = mem(0)
+    good = make_data(m, 0)
+    bad_cases = [
+        ([m], [{**good, "route_k": good["route_k"][:-1]}]),                  # wrong rows
+        ([m], [{**good, "route_k": good["route_k"].astype("float32")}]),     # wrong dtype
+        ([m], [{k: v for k, v in good.items() if k != "full_k"}]),           # missing array
+        ([m], [{**good, "extra": good["route_k"]}]),                         # unknown array
+        ([NewMemory(text=b"x", n_chunks=1, n_tokens=3)], [good]),            # type: ignore
+        ([mem(0, metadata={"x": object()})], [good]),                        # not JSON
+        ([m, m], [good]),                                                    # length mismatch
+        ([m, mem(1)], [good, good]),                                         # 2nd is wrong
+    ]
+    for mems, data in bad_cases:
+        with pytest.raises(ValueError):
+            space.add(mems, data)
+    assert space.stats() == before
+
+
+def test_create_open_errors(space_path: Path) -> None:
+    with pytest.raises(SpaceNotFoundError):
+        Space.open(space_path)
+    with Space.create(space_path, FP, SPECS):
+        with pytest.raises(SpaceLockedError):
+            Space.open(space_path)
+    with pytest.raises(SpaceExistsError):
+        Space.create(space_path, FP, SPECS)
+    with Space.open_or_create(space_path, FP, SPECS) as s:
+        assert s.fingerprint == FP and set(s.arrays) == {x.name for x in SPECS}
+    with Space.open_or_create(space_path.parent / "new", FP, SPECS) as s:
+        assert s.count() == 0
+
+
+def test_overwrite(space: Space) -> None:
+    ids, data = add_n(space, 3)
+    m = space.get(ids[1])
+    assert m is not None
+    new = np.full_like(data[1]["route_k"], 7)
+    space.overwrite("route_k", m, new)
+    np.testing.assert_array_equal(space.read("route_k", [m])[0], new)
+    assert_rows(space, [ids[0], ids[2]], [data[0], data[2]])
+    with pytest.raises(ValueError):
+        space.overwrite("route_k", m, new[:-1])
+
+
+def test_compact(space_path: Path) -> None:
+    with Space.create(space_path, FP, SPECS) as s:
+        ids, data = add_n(s, 12)
+        s.delete(ids[::3])
+        s.compact()
+        keep = [i for k, i in enumerate(ids) if k % 3]
+        kept = [d for k, d in enumerate(data) if k % 3]
+        assert_rows(s, keep, kept)
+        st = s.stats()
+        assert st["committed_rows"]["chunk"] == sum(m.n_chunks for m in s.get_many(keep))
+    with Space.open(space_path) as s:
+        assert_rows(s, keep, kept)
+        assert [p.name for p in space_path.glob("arrays*.zarr")] == ["arrays.1.zarr"]
+
+
+def test_zero_row_memories(space: Space) -> None:
+    mems = [NewMemory(text="empty"), mem(1), NewMemory(text="empty2")]
+    ids = space.add(mems, [make_data(m, i) for i, m in enumerate(mems)])
+    out = space.read("route_k", space.get_many(ids))
+    assert [len(x) for x in out] == [0, 2, 0]
+    rows, owners = space.read_all("route_k")
+    assert len(rows) == 2 and len(space.live_chunks()) == 3
+
+
+def test_stats(space: Space) -> None:
+    add_n(space, 3, namespace="a")
+    st = space.stats()
+    assert st["memories"] == 3 and st["namespaces"] == {"a": 3}
+    assert st["chunks"] == 1 + 2 + 3
+    assert all(a["bytes_on_disk"] > 0 for a in st["arrays"].values())
+    assert st["sqlite_bytes"] > 0
