@@ -1,0 +1,66 @@
+"""One pydantic config for the whole runtime. Lower layers take plain arguments, not this object."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RoutingMode = Literal["auto", "learned", "own_qk"]
+LayerCombine = Literal["heads", "mean", "max"]
+
+
+class MemoryConfig(BaseModel):
+    """Settings of a memory space and its runtime.
+
+    Settings that shape what is stored (model, layers, chunk size, store dtype, full K/V) are
+    part of the space's fingerprint; opening a space with different ones is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str | None = Field(
+        None, description="HF model id or local path; None = embedded SmolLM2-135M-Instruct."
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Compute dtype of the backbone. float32 is the CPU default."
+    )
+    namespace: str = Field("default", min_length=1, description="Default namespace.")
+    msa_layers: list[int] | None = Field(
+        None, description="Layers that route and keep KV; None = the latter half (paper)."
+    )
+    chunk_size: int = Field(64, ge=1, le=4096, description="Tokens per pooled chunk (paper: 64).")
+    max_doc_tokens: int = Field(
+        512, ge=16, description="Longer texts are split into documents of at most this many tokens."
+    )
+    batch_tokens: int = Field(
+        8192, ge=64, description="Upper bound on padded tokens per encoder forward pass."
+    )
+    keep_full_kv: bool = Field(
+        False, description="Also store exact per-token pre-RoPE K/V (for read='full')."
+    )
+    store_dtype: Literal["float16", "float32"] = "float16"
+    routing: RoutingMode = Field(
+        "auto",
+        description="'learned' needs a router; 'own_qk' uses the model's own Q/K (chance-level "
+        "across documents, see docs/recall.md); 'auto' = learned if a router exists.",
+    )
+    router_path: str | None = Field(
+        None, description="Router safetensors; None = the one shipped for the model, if any."
+    )
+    layer_combine: LayerCombine = Field(
+        "heads",
+        description="How per-layer routing combines into one ranking: 'heads' treats layers as "
+        "extra heads in the paper's rule; 'mean'/'max' reduce per-layer document scores.",
+    )
+    top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+
+    @field_validator("msa_layers")
+    @classmethod
+    def _layers_sorted_unique(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if not v or len(set(v)) != len(v) or any(i < 0 for i in v):
+            raise ValueError("msa_layers must be a non-empty list of distinct layer indices >= 0")
+        return sorted(v)

@@ -1,0 +1,287 @@
+"""The ``Memory`` facade: wires config, model, encoder, router, routing index and store.
+
+It holds no algorithm: encoding lives in ``msa_agent.model``, scoring in ``msa_agent.runtime``,
+persistence in ``msa_agent.store``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from msa_agent.config import MemoryConfig
+from msa_agent.errors import InvalidInputError, UnknownMemoryError
+from msa_agent.model.loader import LoadedModel, load_model, wrap_model
+from msa_agent.model.text import check_text, query_ids, split_text
+from msa_agent.runtime.engine import Engine
+from msa_agent.store import NewMemory, Space, StoredMemory
+from msa_agent.types import Explanation, MemoryRecord, RecallHit, SpaceStats
+
+
+def _record(m: StoredMemory) -> MemoryRecord:
+    return MemoryRecord(
+        id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, metadata=m.metadata,
+        session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
+        part=m.part, created_at=m.created_at, n_tokens=m.n_tokens, n_chunks=m.n_chunks,
+    )
+
+
+class Memory:
+    """Lifelong memory of an agent, persisted in a folder.
+
+    >>> with Memory.open("./mem") as mem:  # doctest: +SKIP
+    ...     mid = mem.remember("The cat is called Ada.", kind="session")
+    ...     mem.recall("What is the cat's name?", k=3)
+    """
+
+    def __init__(self, engine: Engine, space: Space, config: MemoryConfig) -> None:
+        self._engine, self._space, self.config = engine, space, config
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        model: str | LoadedModel | tuple[Any, Any] | None = None,
+        namespace: str = "default",
+        *,
+        config: MemoryConfig | None = None,
+        **overrides: Any,
+    ) -> Memory:
+        """Open (or create) the memory space at ``path``.
+
+        ``model``: an HF id or local path, a ``(model, tokenizer)`` pair you already hold, or
+        None for the space's own model (the embedded SmolLM2-135M-Instruct for a new space).
+        ``overrides`` are :class:`MemoryConfig` fields. A space is bound to one model: opening
+        it with another is refused (``FingerprintMismatchError``).
+        """
+        base = config or MemoryConfig()
+        explicit = set(base.model_fields_set) | set(overrides)
+        if namespace != "default":
+            explicit.add("namespace")
+        cfg = MemoryConfig.model_validate({**base.model_dump(), **overrides, "namespace": namespace})
+        path = Path(path)
+        lm, cfg = _resolve_model(path, model, cfg, explicit)
+        engine = Engine.build(lm, cfg)
+        space = Space.open_or_create(path, engine.fingerprint(), engine.array_specs())
+        space.set_setting("config", _space_config(cfg, lm))
+        engine.attach(space)
+        return cls(engine, space, cfg)
+
+    def close(self) -> None:
+        """Release the space (its lock and files). Safe to call twice."""
+        with self._lock:
+            self._space.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+    def remember(
+        self,
+        text: str,
+        kind: str = "document",
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        namespace: str | None = None,
+    ) -> str:
+        """Encode and store one memory; returns its id.
+
+        A text longer than ``max_doc_tokens`` is split into several documents; the id returned
+        is the first part's, and every part's ``source_id`` is that id (``forget`` of it
+        removes all parts).
+        """
+        item = dict(text=text, kind=kind, metadata=metadata, session_id=session_id,
+                    user_id=user_id, agent_id=agent_id, namespace=namespace)
+        return self.remember_many([item])[0]
+
+    def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
+        """Store many memories in one batched encoder pass and one atomic write.
+
+        Each item is a text or a dict of :meth:`remember`'s arguments. Returns one id per item.
+        Input is validated first: one bad item rejects the whole call and stores nothing.
+        """
+        plans = [self._plan(i, item) for i, item in enumerate(items)]
+        if not plans:
+            return []
+        pieces = [p for plan in plans for p in plan]
+        with self._lock:
+            self._engine.store(self._space, pieces)
+        return [plan[0].memory.source_id or "" for plan in plans]
+
+    def _plan(self, index: int, item: str | Mapping[str, Any]) -> list[_Pending]:
+        spec = {"text": item} if isinstance(item, (str, bytes, bytearray)) else dict(item)
+        unknown = set(spec) - {"text", "kind", "metadata", "session_id", "user_id", "agent_id",
+                               "namespace"}
+        if unknown:
+            raise InvalidInputError(f"item {index}: unknown fields {sorted(unknown)}")
+        text = check_text(spec.get("text"), f"item {index} text")
+        kind = spec.get("kind") or "document"
+        if not isinstance(kind, str):
+            raise InvalidInputError(f"item {index}: kind must be a string")
+        pieces = split_text(self._engine.tokenizer, text, self.config.max_doc_tokens)
+        first = uuid.uuid4().hex
+        return [
+            _Pending(
+                ids=p.ids,
+                memory=NewMemory(
+                    text=p.text, namespace=spec.get("namespace") or self.config.namespace,
+                    kind=kind, metadata=dict(spec.get("metadata") or {}),
+                    session_id=spec.get("session_id"), user_id=spec.get("user_id"),
+                    agent_id=spec.get("agent_id"), source_id=first, part=p.part,
+                    n_tokens=len(p.ids),
+                ),
+                id=first if p.part == 0 else uuid.uuid4().hex,
+            )
+            for p in pieces
+        ]
+
+    def forget(
+        self, id: str | None = None, *, where: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+    ) -> int:
+        """Delete a memory (and the other parts of its source), or every match of ``where``.
+
+        Deletion is real: rows are removed and the arrays' rows are overwritten. Returns the
+        number of documents deleted. An unknown id raises :class:`UnknownMemoryError`.
+        """
+        if (id is None) == (where is None):
+            raise InvalidInputError("forget() takes exactly one of an id or where=")
+        with self._lock:
+            if id is not None:
+                target = self._space.get(id)
+                if target is None:
+                    raise UnknownMemoryError(f"no memory with id {id!r}")
+                ids = {id} | {m.id for m in self._space.find(None, {"source_id": id})}
+            else:
+                ids = {m.id for m in self._space.find(namespace or self.config.namespace, where)}
+            n = self._space.delete(sorted(ids))
+            self._engine.index.remove(sorted(ids))
+            return n
+
+    # ------------------------------------------------------------------ reads
+    def recall(
+        self,
+        query: str,
+        k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        explain: bool = False,
+    ) -> list[RecallHit]:
+        """The ``k`` memories the router scores highest for ``query``, best first.
+
+        Candidates are restricted to ``namespace`` (default: the space's) and ``where``
+        (equality on kind/session_id/user_id/agent_id/source_id or metadata keys) *before*
+        top-k, so a memory outside them is never returned.
+        """
+        check_text(query, "query")
+        k = self.config.top_k if k is None else k
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        ns = namespace or self.config.namespace
+        with self._lock:
+            allowed = [m.id for m in self._space.find(ns, where)] if where else None
+            ids = query_ids(self._engine.tokenizer, query, self.config.max_doc_tokens)
+            ranked = self._engine.route(ids, k, ns, allowed)
+            found = {m.id: m for m in self._space.get_many([self._engine.index.doc_ids[d]
+                                                            for d in ranked.docs])}
+        return [self._hit(found, ranked, i, explain) for i in range(len(ranked.docs))
+                if self._engine.index.doc_ids[ranked.docs[i]] in found]
+
+    def _hit(self, found: dict[str, StoredMemory], ranked: Any, i: int, explain: bool) -> RecallHit:
+        m = found[self._engine.index.doc_ids[ranked.docs[i]]]
+        exp = None
+        if explain:
+            chunk = ranked.best_chunk[i]
+            layers = self._engine.layers
+            exp = Explanation(
+                layer_scores=dict(zip(layers, ranked.layer_scores[i])),
+                best_chunk=chunk,
+                best_chunk_text=self._engine.chunk_text(m.text, chunk),
+                combine=self.config.layer_combine,
+            )
+        return RecallHit(id=m.id, text=m.text, score=ranked.scores[i], kind=m.kind,
+                         namespace=m.namespace, metadata=m.metadata, created_at=m.created_at,
+                         source_id=m.source_id, explanation=exp)
+
+    def get(self, id: str) -> MemoryRecord:
+        """The memory with this id; :class:`UnknownMemoryError` if there is none."""
+        with self._lock:
+            m = self._space.get(id)
+        if m is None:
+            raise UnknownMemoryError(f"no memory with id {id!r}")
+        return _record(m)
+
+    def list(
+        self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
+        limit: int | None = 100, offset: int = 0, newest_first: bool = False,
+    ) -> list[MemoryRecord]:
+        """Memories of a namespace (default: the space's), oldest first unless asked."""
+        order = "-created_at" if newest_first else "created_at"
+        with self._lock:
+            rows = self._space.find(namespace or self.config.namespace, where, limit=limit,
+                                    offset=offset, order=order)
+        return [_record(m) for m in rows]
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            return self._space.namespaces()
+
+    def stats(self) -> SpaceStats:
+        """Counts and on-disk size of the space."""
+        with self._lock:
+            s = self._space.stats()
+        return SpaceStats(
+            path=str(self._space.path), model=self._engine.lm.name,
+            routing=self._engine.routing_mode, router_id=self._engine.router_id,
+            memories=s["memories"], namespaces=s["namespaces"], tokens=s["tokens"],
+            chunks=s["chunks"], bytes_on_disk=s["bytes_on_disk"],
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._space.path
+
+
+class _Pending:
+    """A document about to be stored: its token ids, its row, and its pre-assigned id."""
+
+    __slots__ = ("ids", "memory", "id")
+
+    def __init__(self, ids: list[int], memory: NewMemory, id: str) -> None:
+        self.ids, self.memory, self.id = ids, memory, id
+
+
+def _space_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:
+    return {"model": lm.name, "msa_layers": cfg.msa_layers, "chunk_size": cfg.chunk_size,
+            "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv}
+
+
+def _resolve_model(
+    path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
+) -> tuple[LoadedModel, MemoryConfig]:
+    """Load the model; an existing space supplies its own model and layout unless overridden."""
+    stored: dict[str, Any] = {}
+    if (path / "meta.sqlite").exists():
+        with Space.open(path) as existing:
+            stored = existing.get_setting("config") or {}
+    keep = {k: v for k, v in stored.items() if k != "model" and k not in explicit}
+    cfg = cfg.model_copy(update=keep)
+    if isinstance(model, LoadedModel):
+        return model, cfg
+    if isinstance(model, Sequence) and not isinstance(model, str):
+        return wrap_model(model[0], model[1], device=cfg.device), cfg
+    name = model or cfg.model or stored.get("model")
+    lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
+    return lm, cfg.model_copy(update={"model": name})

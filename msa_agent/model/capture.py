@@ -1,0 +1,95 @@
+"""Forward hooks that tap per-layer attention inputs and pre-RoPE Q/K/V.
+
+Taps (per MSA layer, all ``[B, T, H, D]`` except ``hidden`` which is ``[B, T, hidden]``):
+- ``hidden``: the attention module's input (after the layer's input norm), what routers read;
+- ``q`` / ``k``: the projections before RoPE (after q/k-norm for Qwen3 and Gemma3);
+- ``v``: the value projection (V never gets RoPE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+Taps = dict[str, dict[int, torch.Tensor]]  # tap name -> layer index -> tensor
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The decoder's layer list (``model.model.layers`` for every supported family)."""
+    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layers = getattr(inner, "layers", None)
+    if layers is None and hasattr(inner, "language_model"):
+        layers = inner.language_model.layers
+    if layers is None:
+        raise TypeError(f"cannot find decoder layers in {type(model).__name__}")
+    return layers
+
+
+def _norm_of(attn: nn.Module, name: str) -> nn.Module | None:
+    """Per-head q/k norm applied before RoPE (Qwen3, Gemma3), if the family has one."""
+    return getattr(attn, f"{name}_norm", None) if name in ("q", "k") else None
+
+
+@contextmanager
+def tap_layers(
+    model: PreTrainedModel, layers: list[int], names: tuple[str, ...]
+) -> Iterator[Taps]:
+    """Register hooks for the duration of the block; the yielded dict fills during forward."""
+    taps: Taps = {n: {} for n in names}
+    handles = []
+    head_dim_of = {}
+    for i in layers:
+        attn = decoder_layers(model)[i].self_attn
+        head_dim_of[i] = attn.head_dim
+        if "hidden" in names:
+            handles.append(attn.register_forward_pre_hook(_hidden_hook(taps, i), with_kwargs=True))
+        for n in (x for x in names if x != "hidden"):
+            hook = _proj_hook(taps[n], i, attn.head_dim, _norm_of(attn, n))
+            handles.append(getattr(attn, f"{n}_proj").register_forward_hook(hook))
+    try:
+        yield taps
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _hidden_hook(taps: Taps, layer: int):  # noqa: ANN202 - torch hook signature
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        taps["hidden"][layer] = hidden
+
+    return hook
+
+
+def _proj_hook(
+    store: dict[int, torch.Tensor], layer: int, head_dim: int, norm: nn.Module | None
+):  # noqa: ANN202 - torch hook
+    def hook(_mod: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+        # Linear output [B, T, H*D] -> [B, T, H, D]; the per-head norm acts on the last dim,
+        # so applying it here equals the model's own (whatever layout it uses).
+        x = out.reshape(*out.shape[:2], -1, head_dim)
+        store[layer] = norm(x) if norm is not None else x
+
+    return hook
+
+
+class StopForward(Exception):
+    """Raised by a hook on the last needed layer so layers above it are not computed."""
+
+
+@contextmanager
+def stop_after(model: PreTrainedModel, layer: int) -> Iterator[None]:
+    """Stop the forward once ``layer``'s attention ran: nothing above it is needed to encode."""
+
+    def hook(_mod: nn.Module, _args: tuple, _out: object) -> None:
+        raise StopForward
+
+    handle = decoder_layers(model)[layer].self_attn.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

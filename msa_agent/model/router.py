@@ -1,0 +1,122 @@
+"""The MSA router: learned ``router_q_proj`` / ``router_k_proj`` per MSA layer (paper form).
+
+Both are bias-free linear maps on the attention module's input hidden states, with no RoPE and
+no q/k-norm: ``router_q_proj``: hidden -> n_heads * head_dim, ``router_k_proj``: hidden ->
+n_kv_heads * head_dim. They learn only from the routing (InfoNCE) loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from msa_agent.errors import RouterMismatchError
+from msa_agent.model.shape import ModelShape
+
+
+class RouterLayer(nn.Module):
+    """Router projections of one layer."""
+
+    def __init__(self, shape: ModelShape) -> None:
+        super().__init__()
+        self.head_dim = shape.head_dim
+        self.router_q_proj = nn.Linear(shape.hidden, shape.n_heads * shape.head_dim, bias=False)
+        self.router_k_proj = nn.Linear(shape.hidden, shape.n_kv_heads * shape.head_dim, bias=False)
+
+    def q(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., hidden]`` -> ``[..., n_heads, head_dim]``."""
+        out = self.router_q_proj(hidden.to(self.router_q_proj.weight.dtype))
+        return out.unflatten(-1, (-1, self.head_dim))
+
+    def k(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., hidden]`` -> ``[..., n_kv_heads, head_dim]``."""
+        out = self.router_k_proj(hidden.to(self.router_k_proj.weight.dtype))
+        return out.unflatten(-1, (-1, self.head_dim))
+
+
+class Router(nn.Module):
+    """Router projections for a set of MSA layers, bound to one model fingerprint."""
+
+    def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.shape = shape
+        self.layer_ids = list(layers)
+        self.layers = nn.ModuleDict({str(i): RouterLayer(shape) for i in layers})
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    def __getitem__(self, layer: int) -> RouterLayer:
+        return self.layers[str(layer)]
+
+    @property
+    def router_id(self) -> str:
+        """Content hash of the weights; routing keys made by another router are stale."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | Path, model_fingerprint: dict[str, Any]) -> Path:
+        """Write safetensors with the model fingerprint, shape and layers in its metadata."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format": "msa-agent-router/1",
+            "fingerprint": json.dumps(_identity(model_fingerprint), sort_keys=True),
+            "shape": json.dumps(self.shape.__dict__),
+            "layers": json.dumps(self.layer_ids),
+            "meta": json.dumps(self.meta, default=str),
+        }
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=header)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model_fingerprint: dict[str, Any] | None = None) -> Router:
+        """Load a router; refuse one trained for another model (config or weights differ)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        if header.get("format") != "msa-agent-router/1":
+            raise RouterMismatchError(f"{path} is not an msa-agent router file")
+        saved = json.loads(header["fingerprint"])
+        if model_fingerprint is not None and saved != _identity(model_fingerprint):
+            diff = sorted(k for k in saved if saved.get(k) != _identity(model_fingerprint).get(k))
+            raise RouterMismatchError(f"router {path} was trained for another model ({diff} differ)")
+        router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
+                     json.loads(header.get("meta", "{}")))
+        router.load_state_dict(load_file(str(path)))
+        return router.eval().requires_grad_(False)
+
+
+def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a model fingerprint a router depends on (not its dtype or display name)."""
+    return {k: fingerprint.get(k) for k in ("architecture", "config_hash", "weights_hash")}
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "routers"
+
+
+def shipped_router(model_fingerprint: dict[str, Any], layers: list[int]) -> Path | None:
+    """A router shipped inside the package for this exact model and layer set, if any."""
+    from safetensors import safe_open
+
+    want = _identity(model_fingerprint)
+    for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        try:
+            same_model = json.loads(header["fingerprint"]) == want
+            same_layers = json.loads(header["layers"]) == list(layers)
+        except (KeyError, ValueError):
+            continue
+        if same_model and same_layers:
+            return path
+    return None

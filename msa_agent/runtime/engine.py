@@ -1,0 +1,156 @@
+"""The runtime behind ``Memory``: encoder + router + resident routing index, over one space."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from msa_agent.config import MemoryConfig
+from msa_agent.errors import InvalidInputError
+from msa_agent.model.encoder import EncodedDoc, Encoder
+from msa_agent.model.loader import LoadedModel, model_fingerprint
+from msa_agent.model.router import Router, shipped_router
+from msa_agent.model.shape import ModelShape, resolve_msa_layers
+from msa_agent.model.text import query_ids, special_prefix
+from msa_agent.runtime.routing import Ranked, RoutingIndex
+from msa_agent.store import ArraySpec, Space, StoredMemory
+
+OWN_QK = "own_qk"
+_REENCODE_BATCH = 64
+
+
+class RoutingQualityWarning(UserWarning):
+    """Routing runs on the model's own Q/K, measured at chance level across documents."""
+
+
+class Engine:
+    """Encodes, stores and routes; the facade only validates and formats."""
+
+    def __init__(self, lm: LoadedModel, cfg: MemoryConfig, router: Router | None) -> None:
+        self.lm, self.cfg, self.router = lm, cfg, router
+        self.tokenizer = lm.tokenizer
+        self.shape = ModelShape.of(lm.model)
+        self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
+        self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
+                               keep_full_kv=cfg.keep_full_kv, batch_tokens=cfg.batch_tokens)
+        self.index = RoutingIndex(lm.device)
+
+    @classmethod
+    def build(cls, lm: LoadedModel, cfg: MemoryConfig) -> Engine:
+        """Pick the router per ``cfg.routing``; warn when falling back to the model's own Q/K."""
+        layers = resolve_msa_layers(ModelShape.of(lm.model), cfg.msa_layers)
+        return cls(lm, cfg, _pick_router(lm, cfg, layers))
+
+    @property
+    def routing_mode(self) -> str:
+        return "learned" if self.router is not None else OWN_QK
+
+    @property
+    def router_id(self) -> str:
+        return self.router.router_id if self.router is not None else OWN_QK
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a space's arrays depend on; a different one cannot share the space."""
+        return {**model_fingerprint(self.lm), "msa_layers": self.layers,
+                "chunk_size": self.cfg.chunk_size, "store_dtype": self.cfg.store_dtype,
+                "keep_full_kv": self.cfg.keep_full_kv}
+
+    def array_specs(self) -> list[ArraySpec]:
+        s, n_layers, dt = self.shape, len(self.layers), self.cfg.store_dtype
+        kv = (n_layers, s.n_kv_heads, s.head_dim)
+        specs = [ArraySpec(n, "chunk", kv, dt) for n in ("route_k", "pooled_k", "pooled_v")]
+        if self.cfg.keep_full_kv:
+            specs += [ArraySpec(n, "token", kv, dt) for n in ("full_k", "full_v")]
+        return specs
+
+    # ---------------------------------------------------------------- space binding
+    def attach(self, space: Space) -> None:
+        """Load routing keys into the resident index, re-encoding them if the router changed."""
+        made_with = space.get_setting("router_id")
+        live = space.live_chunks()
+        if live and made_with not in (None, self.router_id):
+            self.reencode_routing(space, live)
+        space.set_setting("router_id", self.router_id)
+        if live:
+            keys, _owner = space.read_all("route_k")
+            splits = [m.n_chunks for m in live]
+            self.index.add([m.id for m in live], [m.namespace for m in live],
+                           list(torch.from_numpy(keys).split(splits)))
+
+    def reencode_routing(self, space: Space, live: Sequence[StoredMemory]) -> None:
+        """Recompute only the routing keys of stored memories (their K/V stay)."""
+        with Progress(transient=True) as bar:
+            task = bar.add_task("re-encoding routing keys", total=len(live))
+            for s in range(0, len(live), _REENCODE_BATCH):
+                batch = live[s : s + _REENCODE_BATCH]
+                docs = self.encoder.encode([self._ids(m.text) for m in batch])
+                for m, d in zip(batch, docs):
+                    space.overwrite("route_k", m, self._np(d.route_k))
+                bar.advance(task, len(batch))
+
+    # ---------------------------------------------------------------- write / route
+    def store(self, space: Space, pending: Sequence[Any]) -> None:
+        """Encode every pending document in batched passes, then one atomic space write."""
+        docs = self.encoder.encode([p.ids for p in pending])
+        memories = [_with_counts(p, d) for p, d in zip(pending, docs)]
+        ids = space.add(memories, [self._arrays(d) for d in docs])
+        self.index.add(ids, [m.namespace for m in memories], [d.route_k for d in docs])
+
+    def route(self, ids: list[int], k: int, namespace: str | None,
+              allowed: list[str] | None) -> Ranked:
+        q = self.encoder.query_vectors(ids)
+        mask = self.index.mask_for(namespace, allowed)
+        return self.index.rank(q, k, mask, self.cfg.layer_combine)
+
+    def chunk_text(self, text: str, chunk: int) -> str:
+        """The characters of ``text`` covered by pooled chunk number ``chunk``."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offs = enc["offset_mapping"]
+        p, lead = self.cfg.chunk_size, len(special_prefix(self.tokenizer))
+        lo = max(0, chunk * p - lead)
+        hi = min(len(offs), (chunk + 1) * p - lead)
+        return text[offs[lo][0] : offs[hi - 1][1]] if lo < hi else ""
+
+    def _ids(self, text: str) -> list[int]:
+        return query_ids(self.tokenizer, text, 1 << 30)
+
+    def _np(self, t: torch.Tensor) -> np.ndarray:
+        return t.to(torch.float32).numpy().astype(self.cfg.store_dtype)
+
+    def _arrays(self, d: EncodedDoc) -> dict[str, np.ndarray]:
+        out = {"route_k": self._np(d.route_k), "pooled_k": self._np(d.pooled_k),
+               "pooled_v": self._np(d.pooled_v)}
+        if self.cfg.keep_full_kv:
+            out["full_k"], out["full_v"] = self._np(d.full_k), self._np(d.full_v)
+        return out
+
+
+def _with_counts(p: Any, d: EncodedDoc) -> Any:
+    return replace(p.memory, id=p.id, n_tokens=d.n_tokens, n_chunks=d.n_chunks)
+
+
+def _pick_router(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> Router | None:
+    if cfg.routing == OWN_QK:
+        return None
+    fp = model_fingerprint(lm)
+    path = cfg.router_path or shipped_router(fp, layers)
+    if path is not None:
+        return Router.load(path, fp).to(lm.device)
+    if cfg.routing == "learned":
+        raise InvalidInputError(
+            f"routing='learned' but no router exists for {lm.name} on layers {layers}: "
+            "train one with `msa train-router` and pass router_path=..."
+        )
+    warnings.warn(
+        f"no trained router for {lm.name}: routing uses the model's own Q/K, which ranks "
+        "documents at about chance level (docs/recall.md). Train one with `msa train-router`.",
+        RoutingQualityWarning,
+        stacklevel=3,
+    )
+    return None

@@ -1,0 +1,63 @@
+"""Pydantic result types returned by the public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class MemoryRecord(BaseModel):
+    """One stored memory (a document; long texts are split into several, linked by source_id)."""
+
+    id: str
+    namespace: str
+    kind: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
+    source_id: str | None = None
+    part: int = 0
+    created_at: datetime
+    n_tokens: int
+    n_chunks: int
+
+
+class Explanation(BaseModel):
+    """Why a memory was recalled: its routing score in each MSA layer and the chunk that matched."""
+
+    layer_scores: dict[int, float]
+    best_chunk: int
+    best_chunk_text: str
+    combine: str
+
+
+class RecallHit(BaseModel):
+    """A recalled memory with its routing score (higher is more relevant)."""
+
+    id: str
+    text: str
+    score: float
+    kind: str
+    namespace: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    source_id: str | None = None
+    explanation: Explanation | None = None
+
+
+class SpaceStats(BaseModel):
+    """Counts and sizes of a memory space."""
+
+    path: str
+    model: str
+    routing: str
+    router_id: str | None
+    memories: int
+    namespaces: dict[str, int]
+    tokens: int
+    chunks: int
+    bytes_on_disk: int

@@ -1,0 +1,108 @@
+"""Encoder: pooled routing keys and K/V equal a naive recomputation from the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen3Config
+
+from msa_agent.model.encoder import Encoder, chunk_mean, length_batches
+from msa_agent.model.loader import wrap_model
+from msa_agent.model.router import Router
+from msa_agent.model.shape import ModelShape
+
+
+def naive_kv(model: torch.nn.Module, ids: list[int], layer: int) -> tuple[torch.Tensor, ...]:
+    """Pre-RoPE K, V and attention input of ``layer`` for one document, without hooks."""
+    out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    dec = model.model.layers[layer]
+    h = dec.input_layernorm(out.hidden_states[layer][0])  # [T, hidden]
+    attn = dec.self_attn
+    k = attn.k_proj(h).view(len(ids), -1, attn.head_dim)
+    if hasattr(attn, "k_norm"):
+        k = attn.k_norm(k)
+    v = attn.v_proj(h).view(len(ids), -1, attn.head_dim)
+    return k, v, h
+
+
+def naive_pool(x: torch.Tensor, p: int) -> torch.Tensor:
+    return torch.stack([x[s : s + p].mean(0) for s in range(0, x.shape[0], p)])
+
+
+def test_chunk_mean_partial_chunk_averages_real_tokens() -> None:
+    x = torch.arange(10, dtype=torch.float32).view(10, 1)
+    pooled = chunk_mean(x, 10, 4)
+    assert pooled.squeeze(1).tolist() == [1.5, 5.5, 8.5]
+
+
+def test_length_batches_respect_budget_and_cover_all() -> None:
+    lengths = [5, 100, 7, 60, 3, 99]
+    batches = list(length_batches(lengths, 200))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len(b) * max(lengths[i] for i in b) <= 200 or len(b) == 1 for b in batches)
+
+
+def _qwen3() -> torch.nn.Module:
+    torch.manual_seed(1)
+    cfg = Qwen3Config(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_stored_keys_equal_naive_recomputation(family: str, tiny_llama, tokenizer) -> None:
+    model = tiny_llama if family == "llama" else _qwen3()
+    layers = [1, 2]
+    enc = Encoder(wrap_model(model, tokenizer), layers, chunk_size=8, keep_full_kv=True)
+    docs = [list(range(3, 40)), list(range(50, 61)), list(range(100, 103))]
+    encoded = enc.encode(docs)  # one padded batch
+    for ids, e in zip(docs, encoded):
+        for j, layer in enumerate(layers):
+            k, v, _ = naive_kv(model, ids, layer)
+            torch.testing.assert_close(e.full_k[:, j], k, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(e.pooled_k[:, j], naive_pool(k, 8), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(e.pooled_v[:, j], naive_pool(v, 8), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(e.route_k[:, j], naive_pool(k, 8), atol=1e-5, rtol=1e-4)
+
+
+def test_router_keys_equal_naive_projection(tiny_llama, tokenizer) -> None:
+    layers = [2, 3]
+    torch.manual_seed(3)
+    router = Router(ModelShape.of(tiny_llama), layers)
+    enc = Encoder(wrap_model(tiny_llama, tokenizer), layers, chunk_size=4, router=router)
+    ids = list(range(5, 22))
+    e = enc.encode([ids])[0]
+    for j, layer in enumerate(layers):
+        _, _, h = naive_kv(tiny_llama, ids, layer)
+        want = naive_pool(router[layer].k(h), 4)
+        torch.testing.assert_close(e.route_k[:, j], want, atol=1e-5, rtol=1e-4)
+    q = enc.query_vectors(ids)
+    _, _, h = naive_kv(tiny_llama, ids, 3)
+    torch.testing.assert_close(q[:, 1], router[3].q(h), atol=1e-5, rtol=1e-4)
+
+
+def test_positions_are_document_local(tiny_llama, tokenizer) -> None:
+    """A document encodes the same alone, in a batch, or beside a much longer one."""
+    enc = Encoder(wrap_model(tiny_llama, tokenizer), [3], chunk_size=4, batch_tokens=10_000)
+    short = list(range(10, 19))
+    alone = enc.encode([short])[0]
+    batched = enc.encode([list(range(1, 200)), short])[1]
+    torch.testing.assert_close(alone.pooled_k, batched.pooled_k, atol=1e-5, rtol=1e-4)
+
+
+def test_gemma3_encodes(tokenizer) -> None:
+    torch.manual_seed(2)
+    cfg = Gemma3TextConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+                           head_dim=8, sliding_window=16)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    enc = Encoder(wrap_model(model, tokenizer), [2, 3], chunk_size=8)
+    e = enc.encode([list(range(1, 30))])[0]
+    assert e.pooled_k.shape == (4, 2, 1, 8)
+    assert torch.isfinite(e.route_k).all()
+
+
+def test_empty_document_is_refused(tiny_llama, tokenizer) -> None:
+    enc = Encoder(wrap_model(tiny_llama, tokenizer), [3])
+    with pytest.raises(ValueError, match="empty"):
+        enc.encode([[]])
