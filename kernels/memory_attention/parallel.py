@@ -149,7 +149,7 @@ def _num_splits(n_programs: int, n_blocks: int, device: torch.device) -> int:
     if device.type != "cuda":
         return min(2, n_blocks)  # exercise the split path in the interpreter
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(triton.cdiv(2 * sms, n_programs), triton.cdiv(n_blocks, 2), 256))
+    return max(1, min(triton.cdiv(4 * sms, n_programs), triton.cdiv(n_blocks, 2), 256))
 
 
 def memory_attention_triton(
