@@ -62,8 +62,9 @@ def route_score_kernel(
         b_q = tl.load(p_q, mask=m_d[:, None], other=0.0)
         if DOT_F32:  # the CPU interpreter's bf16 dot is wrong (triton 3.9)
             b_q = b_q.to(tl.float32)
+        b_k = b_k.to(b_q.dtype)
         # [BN, BD] @ [BD, BB*TP] -> [BN, BB*TP]
-        b_s = tl.dot(b_k.to(b_q.dtype), b_q)
+        b_s = tl.dot(b_k, b_q)
         if NORMALIZED:
             b_acc += b_s
         else:
@@ -118,7 +119,10 @@ def route_topk_triton(
     B, T, HQ, D = q.shape
     N, HKV, _ = keys.shape
     TP, BB = tile_shape(B, T)
-    qdtype = torch.float16 if keys.dtype == torch.float16 else torch.bfloat16
+    # fp8 -> fp16 is one native convert on Hopper; fp32 keys would overflow fp16.
+    qdtype = torch.float16 if keys.element_size() <= 2 and keys.dtype != torch.bfloat16 else (
+        torch.bfloat16
+    )
     qf = fold_query(q, HKV, TP, BB, qdtype)
     doc_score = torch.full((B, num_docs), float("-inf"), dtype=torch.float32, device=q.device)
     chunk_score = torch.empty((B, N) if return_chunk_scores else (1, 1), device=q.device)
