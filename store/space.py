@@ -186,6 +186,7 @@ class Space:
         v.check_batch(memories, data, self.arrays)
         with self._mutex:
             self._check_open()
+            self._check_new_ids(memories)
             stored = self._allocate(memories)
             ends = {u: self._ends[u] + sum(v.rows_for(m, u) for m in memories)
                     for u in ("chunk", "token")}
@@ -195,11 +196,17 @@ class Space:
             self._ends = ends
             return [m.id for m in stored]
 
+    def _check_new_ids(self, memories: Sequence[NewMemory]) -> None:
+        """Pre-assigned ids must be unique in the batch and new to the space."""
+        given = [m.id for m in memories if m.id is not None]
+        if len(set(given)) != len(given) or (given and self._meta.get_many(given)):
+            raise ValueError("a pre-assigned memory id is duplicated or already exists")
+
     def _allocate(self, memories: Sequence[NewMemory]) -> list[StoredMemory]:
         out, chunk, token = [], self._ends["chunk"], self._ends["token"]
         for m in memories:
             out.append(StoredMemory(
-                id=uuid.uuid4().hex, namespace=m.namespace, kind=m.kind, text=m.text,
+                id=m.id or uuid.uuid4().hex, namespace=m.namespace, kind=m.kind, text=m.text,
                 metadata=v.json_normal(m.metadata, "metadata"), session_id=m.session_id,
                 user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
                 part=int(m.part), created_at=_utc(m.created_at), token_start=token,

@@ -81,6 +81,7 @@ class NewMemory:
     n_tokens: int = 0
     n_chunks: int = 0
     created_at: datetime | None = None
+    id: str | None = None  # pre-assigned id (e.g. to link parts via source_id); None = new uuid4
 
 
 @dataclass(frozen=True)
