@@ -103,10 +103,21 @@ class Encoder:
         return torch.stack([self.router[i].q(taps["hidden"][i][0]) for i in self.layers], 1)
 
     @torch.inference_mode()
-    def hidden_states(self, ids: Sequence[int]) -> torch.Tensor:
-        """Attention-input hidden states ``[T, L, hidden]`` of one text (for router training)."""
-        taps = self._forward([ids], ("hidden",))
-        return torch.stack([taps["hidden"][i][0] for i in self.layers], 1)
+    def hidden_states(self, docs: Sequence[Sequence[int]], pooled: bool) -> list[torch.Tensor]:
+        """Attention-input hidden states of the MSA layers, per text (for router training).
+
+        ``pooled=False``: ``[T, L, hidden]`` per token (queries). ``pooled=True``: chunk means
+        ``[C, L, hidden]`` (documents); since ``router_k_proj`` is linear and bias-free, the
+        projection of a chunk mean equals the chunk mean of the projections the encoder stores.
+        """
+        out: list[torch.Tensor | None] = [None] * len(docs)
+        for batch in length_batches([len(d) for d in docs], self.batch_tokens):
+            taps = self._forward([docs[i] for i in batch], ("hidden",))
+            for row, i in enumerate(batch):
+                n = len(docs[i])
+                h = torch.stack([taps["hidden"][layer][row, :n] for layer in self.layers], 1)
+                out[i] = (chunk_mean(h.float(), n, self.chunk_size) if pooled else h.float()).cpu()
+        return out  # type: ignore[return-value]
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...]) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper)."""

@@ -92,7 +92,7 @@ class Router(nn.Module):
             raise RouterMismatchError(f"router {path} was trained for another model ({diff} differ)")
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
                      json.loads(header.get("meta", "{}")))
-        router.load_state_dict(load_file(str(path)))
+        router.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
         return router.eval().requires_grad_(False)
 
 
