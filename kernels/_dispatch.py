@@ -21,6 +21,11 @@ def interpret_mode() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def autotune_off() -> bool:
+    """One default config per kernel: the interpreter, or MSA_KERNELS_NO_AUTOTUNE=1 (GPU tests)."""
+    return interpret_mode() or os.environ.get("MSA_KERNELS_NO_AUTOTUNE", "0") == "1"
+
+
 def use_triton(x: torch.Tensor) -> bool:
     """True when `x` should go through the Triton kernels."""
     if not triton_available():

@@ -96,6 +96,7 @@ def max_layers(bytes_per_layer: int, want: int, reserve: float = 10 * GB) -> int
 
 
 def bench_route(copy_bw: float, N: int, M: int) -> None:
+    torch.cuda.empty_cache()
     q = torch.randn(64, HQ, D, device="cuda")
     doc = (torch.arange(N, device="cuda") * M // N).int()
     mask = torch.rand(M, device="cuda") > 0.1

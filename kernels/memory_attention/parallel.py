@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._dispatch import interpret_mode
+from .._dispatch import autotune_off, interpret_mode
 
 LOG2E = 1.4426950408889634
 
@@ -14,9 +14,11 @@ LOG2E = 1.4426950408889634
 def _configs() -> list[triton.Config]:
     if interpret_mode():
         return [triton.Config({"BS": 16}, num_warps=4)]
+    if autotune_off():
+        return [triton.Config({"BS": 64}, num_warps=4, num_stages=2)]
     return [
         triton.Config({"BS": bs}, num_warps=w, num_stages=s)
-        for bs in (32, 64, 128)
+        for bs in (64, 128)
         for w in (4, 8)
         for s in (2, 3)
     ]
@@ -38,7 +40,7 @@ def _online_step(b_q, b_kt, b_v, m_s, b_m, b_l, b_acc, qk_scale, DOT_F32: tl.con
     return b_mn, b_l, b_acc
 
 
-@triton.autotune(configs=_configs(), key=["D", "G", "BM", "PAGE", "NSPLIT"])
+@triton.autotune(configs=_configs(), key=["D", "G", "BM", "PAGE", "ONE_SPLIT"])
 @triton.jit
 def memory_attn_kernel(
     q,  # [T, HQ, D]
@@ -54,6 +56,7 @@ def memory_attn_kernel(
     T,
     TK,
     L,
+    NSPLIT,
     HKV: tl.constexpr,
     G: tl.constexpr,
     D: tl.constexpr,
@@ -61,7 +64,7 @@ def memory_attn_kernel(
     PAGE: tl.constexpr,
     BM: tl.constexpr,
     BS: tl.constexpr,
-    NSPLIT: tl.constexpr,
+    ONE_SPLIT: tl.constexpr,
     HAS_LEN: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
@@ -111,7 +114,7 @@ def memory_attn_kernel(
     b_o = b_acc / tl.maximum(b_l, 1e-30)[:, None]
     o_out = (o_t[:, None].to(tl.int64) * HQ + o_hq[:, None]) * D + o_d[None, :]
     m_out = m_r[:, None] & m_d[None, :]
-    if NSPLIT == 1:
+    if ONE_SPLIT:
         tl.store(o + o_out, b_o.to(o.dtype.element_ty), mask=m_out)
     else:
         tl.store(o + i_sp * T * HQ * D + o_out, b_o, mask=m_out)
@@ -126,9 +129,9 @@ def combine_kernel(
     lse,  # [NSPLIT, T*HQ] float32 (log2 units)
     o,  # [T*HQ, D]
     R,
+    NSPLIT,
     D: tl.constexpr,
     BD: tl.constexpr,
-    NSPLIT: tl.constexpr,
     BSP: tl.constexpr,
 ):
     i_r = tl.program_id(0).to(tl.int64)
@@ -175,12 +178,12 @@ def memory_attention_triton(
     lse = torch.empty((NS, T, HQ) if NS > 1 else (1,), device=q.device)
     memory_attn_kernel[(n_m, HKV, NS)](
         q, k_local, v_local, k_pool, v_pool, mem_idx, page_len if page_len is not None else mem_idx,
-        o_buf, lse, scale * LOG2E, T, TK, L,
-        HKV=HKV, G=G, D=D, BD=BD, PAGE=PAGE, BM=BM, NSPLIT=NS,
+        o_buf, lse, scale * LOG2E, T, TK, L, NS,
+        HKV=HKV, G=G, D=D, BD=BD, PAGE=PAGE, BM=BM, ONE_SPLIT=NS == 1,
         HAS_LEN=page_len is not None, DOT_F32=interpret_mode(),
     )  # fmt: skip
     if NS > 1:
         combine_kernel[(T * HQ,)](
-            o_buf, lse, out, T * HQ, D=D, BD=BD, NSPLIT=NS, BSP=triton.next_power_of_2(NS)
+            o_buf, lse, out, T * HQ, NS, D=D, BD=BD, BSP=triton.next_power_of_2(NS)
         )
     return out

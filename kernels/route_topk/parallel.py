@@ -6,13 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .._dispatch import interpret_mode
+from .._dispatch import autotune_off, interpret_mode
 from .naive import EPS, topk_docs
 
 
 def _configs() -> list[triton.Config]:
     if interpret_mode():
         return [triton.Config({"BN": 16}, num_warps=4)]
+    if autotune_off():
+        return [triton.Config({"BN": 64}, num_warps=4, num_stages=3)]
     return [
         triton.Config({"BN": bn}, num_warps=w, num_stages=s)
         for bn in (32, 64, 128)
@@ -69,7 +71,7 @@ def route_score_kernel(
             b_acc += b_s
         else:
             b_kf = b_k.to(tl.float32)
-            b_inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(b_kf * b_kf, axis=1)), EPS)
+            b_inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(b_kf * b_kf, axis=1)), 1e-6)  # naive.EPS
             b_acc += b_s * b_inv[:, None]
 
     b_acc = tl.where(m_c[None, :], b_acc, float("-inf"))
