@@ -24,10 +24,14 @@ MIN_GROWTH_CHUNKS = 16  # capacity grows by >= 16 zarr chunks (and >= 1.5x) at a
 GROWTH_FACTOR = 1.5
 
 
-def codec_for(spec: ArraySpec) -> BloscCodec:
-    """Blosc lz4 + byte shuffle: fast enough not to bottleneck appends (docs/store.md)."""
-    return BloscCodec(typesize=np.dtype(spec.dtype).itemsize, cname="lz4", clevel=5,
-                      shuffle="shuffle")
+def compressors_for(spec: ArraySpec) -> list[BloscCodec]:
+    """Blosc + byte shuffle with ``spec.codec`` (default lz4: near-memcpy decode, and
+    zeroed rows of deleted memories compress away); [] for "none". See docs/store.md."""
+    if spec.codec == "none":
+        return []
+    level = 5 if spec.codec == "lz4" else 1
+    return [BloscCodec(typesize=np.dtype(spec.dtype).itemsize, cname=spec.codec,
+                       clevel=level, shuffle="shuffle")]
 
 
 @contextmanager
@@ -62,7 +66,7 @@ class ArrayStore:
             for s in specs:
                 store.arrays[s.name] = group.create_array(
                     s.name, shape=(0, *s.row_shape), dtype=s.dtype,
-                    chunks=(s.chunk_rows, *s.row_shape), compressors=[codec_for(s)],
+                    chunks=(s.chunk_rows, *s.row_shape), compressors=compressors_for(s),
                     fill_value=0)
             return store
 

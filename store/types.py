@@ -9,7 +9,9 @@ from typing import Any, Literal
 import numpy as np
 
 Unit = Literal["chunk", "token"]
+Codec = Literal["lz4", "zstd", "none"]
 SUPPORTED_DTYPES = ("float16", "float32")
+CODECS = ("lz4", "zstd", "none")
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class ArraySpec:
     """One array of a space: ``unit`` rows per memory, each of shape ``row_shape``.
 
     ``rows_per_chunk`` is the zarr chunk length along axis 0; ``None`` picks a size
-    of about 512 KiB uncompressed (see docs/store.md).
+    of about 512 KiB uncompressed. ``codec`` is the Blosc compressor (byte shuffle) or
+    "none" (see docs/store.md for the measurements behind the defaults).
     """
 
     name: str
@@ -25,6 +28,7 @@ class ArraySpec:
     row_shape: tuple[int, ...]
     dtype: str = "float16"
     rows_per_chunk: int | None = None
+    codec: Codec = "lz4"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "row_shape", tuple(int(d) for d in self.row_shape))
@@ -38,6 +42,8 @@ class ArraySpec:
             raise ValueError(f"row_shape must be positive, got {self.row_shape}")
         if self.rows_per_chunk is not None and self.rows_per_chunk <= 0:
             raise ValueError("rows_per_chunk must be positive")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
 
     @property
     def row_bytes(self) -> int:
@@ -53,11 +59,12 @@ class ArraySpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "unit": self.unit, "row_shape": list(self.row_shape),
-                "dtype": self.dtype, "rows_per_chunk": self.chunk_rows}
+                "dtype": self.dtype, "rows_per_chunk": self.chunk_rows, "codec": self.codec}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ArraySpec:
-        return cls(d["name"], d["unit"], tuple(d["row_shape"]), d["dtype"], d["rows_per_chunk"])
+        return cls(d["name"], d["unit"], tuple(d["row_shape"]), d["dtype"], d["rows_per_chunk"],
+                   d.get("codec", "lz4"))
 
     def same_layout(self, other: ArraySpec) -> bool:
         """Equal name, unit, row shape and dtype (chunking may differ)."""
