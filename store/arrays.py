@@ -134,7 +134,7 @@ class ArrayStore:
         base = self.path / name
         tail = "/".join("0" for _ in self.specs[name].row_shape)
         files = [base / "c" / f"{i}/{tail}" for i in range(start // step, (stop - 1) // step + 1)]
-        dirs = {f.parent for f in files} | {base}
+        dirs = {base, base / "c"} | {p for f in files for p in f.parents if base in p.parents}
         for f in [*files, base / "zarr.json", *dirs]:
             _fsync_path(f)
 

@@ -281,7 +281,15 @@ class MetaStore:
                                      stop=m.token_start + m.n_tokens))
             if gone:
                 s.execute(delete(MemoryRow).where(MemoryRow.id.in_([m.id for m in gone])))
-            return gone
+        if gone:
+            self.checkpoint()
+        return gone
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so deleted text does not linger
+        in old WAL frames (``secure_delete`` already zeroes it in the database pages)."""
+        with sql_errors("checkpoint"), self.engine.connect() as c:
+            c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def pending_wipes(self) -> list[tuple[int, str, int, int]]:
         with sql_errors("read pending wipes"), Session(self.engine) as s:

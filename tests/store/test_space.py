@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from msa_agent.store import (
+    ArraySpec,
     NewMemory,
     Space,
     SpaceExistsError,
@@ -217,3 +218,41 @@ def test_stats(space: Space) -> None:
     assert st["chunks"] == 1 + 2 + 3
     assert all(a["bytes_on_disk"] > 0 for a in st["arrays"].values())
     assert st["sqlite_bytes"] > 0
+
+
+def test_deleted_text_leaves_sqlite_files(space: Space, space_path: Path) -> None:
+    secret = "my-secret-phone-number-555-0199"
+    m = mem(0)
+    keep = space.add([mem(1)], [make_data(mem(1), 1)])
+    (victim,) = space.add([NewMemory(text=secret, n_chunks=m.n_chunks, n_tokens=m.n_tokens)],
+                          [make_data(m, 0)])
+    assert space.delete([victim]) == 1
+    for f in space_path.glob("meta.sqlite*"):
+        assert secret.encode() not in f.read_bytes(), f.name
+    assert space.get(keep[0]) is not None
+
+
+def test_add_does_not_rewrite_old_chunks(space: Space, space_path: Path) -> None:
+    for k in range(8):
+        add_n(space, 6, start=6 * k)
+    spec = SPECS[0]
+    files = {p: p.stat().st_ino for p in (space_path / "arrays.zarr" / spec.name / "c").rglob("*")
+             if p.is_file()}
+    end = space._ends[spec.unit]
+    add_n(space, 6, start=100)
+    first_touched = end // spec.chunk_rows  # only the partial last chunk may be rewritten
+    for p, ino in files.items():
+        chunk_index = int(p.relative_to(space_path / "arrays.zarr" / spec.name / "c").parts[0])
+        if chunk_index < first_touched:
+            assert p.stat().st_ino == ino, p
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
+def test_codecs_round_trip(tmp_path: Path, codec: str) -> None:
+    spec = ArraySpec("route_k", "chunk", (2, 3, 4), codec=codec)  # type: ignore[arg-type]
+    rows = np.arange(3 * 24, dtype="float16").reshape(3, 2, 3, 4)
+    with Space.create(tmp_path / "s", {}, [spec], durable=False) as s:
+        (i,) = s.add([NewMemory(text="x", n_chunks=3)], [{"route_k": rows}])
+    with Space.open(tmp_path / "s") as s:
+        np.testing.assert_array_equal(s.read("route_k", s.get_many([i]))[0], rows)
+        assert s.arrays["route_k"].codec == codec
