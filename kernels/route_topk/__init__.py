@@ -18,6 +18,7 @@ def route_topk(
     doc_mask: torch.Tensor | None = None,
     key_scale: torch.Tensor | None = None,
     keys_normalized: bool = False,
+    fp8_dot: bool = False,
     return_chunk_scores: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Top-k documents by MSA chunk score, one pass over the routing keys.
@@ -32,9 +33,12 @@ def route_topk(
         num_docs: M, the number of documents.
         k: how many documents to return.
         doc_mask: `[M]` bool, False = never return this document (applied before top-k).
-        key_scale: `[N]` float32 per-chunk dequant scale for fp8 keys. A positive scale
-            cancels in the cosine, so the kernel ignores it; the reference applies it.
-        keys_normalized: keys already have unit norm per (chunk, kv head): skip the norms.
+        key_scale: `[N]` float32 per-chunk dequant scale for fp8 keys (k = k8 * scale). A
+            positive scale cancels in the cosine, so it is only read with keys_normalized.
+        keys_normalized: keys (times key_scale) already have unit norm per (chunk, kv head):
+            skip the norms; the score becomes a pure GEMM.
+        fp8_dot: with fp8 keys, also quantise the folded query to e4m3 (per kv head and
+            query token scale) and use the fp8 tensor-core dot; faster, less exact.
         return_chunk_scores: also return the per-chunk scores.
 
     Returns:
@@ -48,10 +52,13 @@ def route_topk(
         from .parallel import route_topk_triton
 
         ids, val, cs = route_topk_triton(
-            qb, keys, chunk_doc, num_docs, k, doc_mask, keys_normalized, return_chunk_scores
-        )
+            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, fp8_dot,
+            return_chunk_scores,
+        )  # fmt: skip
     else:
-        ids, val, cs = route_topk_ref(qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale)
+        ids, val, cs = route_topk_ref(
+            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized
+        )
     out = (ids, val, cs) if return_chunk_scores else (ids, val)
     return out if batched else tuple(t[0] for t in out)
 

@@ -11,17 +11,19 @@ def chunk_scores_ref(
     q: torch.Tensor,
     keys: torch.Tensor,
     key_scale: torch.Tensor | None = None,
+    keys_normalized: bool = False,
 ) -> torch.Tensor:
     """S[b, n] = max_t mean_h cos(q[b, t, h], k[n, h // G]).
 
     q: `[B, T, HQ, D]`, keys: `[N, HKV, D]`, key_scale: `[N]` or None -> `[B, N]` float32.
+    With keys_normalized, keys * key_scale are taken as unit vectors (not renormalised).
     """
     HQ, HKV = q.shape[2], keys.shape[1]
     k = keys.float()
     if key_scale is not None:
         k = k * key_scale.float()[:, None, None]
     q_hat = q.float() / q.float().norm(dim=-1, keepdim=True).clamp_min(EPS)
-    k_hat = k / k.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    k_hat = k if keys_normalized else k / k.norm(dim=-1, keepdim=True).clamp_min(EPS)
     k_hat = k_hat.repeat_interleave(HQ // HKV, dim=1)  # (N, HQ, D)
     cos = torch.einsum("bthd,nhd->bnth", q_hat, k_hat)  # (B, N, T, HQ)
     return cos.mean(-1).amax(-1)
@@ -59,9 +61,10 @@ def route_topk_ref(
     k: int,
     doc_mask: torch.Tensor | None = None,
     key_scale: torch.Tensor | None = None,
+    keys_normalized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference route_topk on `[B, T, HQ, D]` queries: (doc ids `[B, k]`, scores `[B, k]`,
     chunk scores `[B, N]`)."""
-    s = chunk_scores_ref(q, keys, key_scale)
+    s = chunk_scores_ref(q, keys, key_scale, keys_normalized)
     ids, val = topk_docs(doc_scores_ref(s, chunk_doc, num_docs, doc_mask), k)
     return ids, val, s

@@ -1,4 +1,5 @@
-"""Triton routing kernel: one pass over the keys, chunk score -> masked atomic doc max."""
+"""Triton routing kernels: fold the query, then one pass over the keys (chunk score ->
+masked atomic document max), then a top-k over the M document scores."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import triton
 import triton.language as tl
 
 from .._dispatch import autotune_off, interpret_mode
-from .naive import EPS, topk_docs
+from .naive import topk_docs
+
+FP8_MAX = 448.0
 
 
 def _configs() -> list[triton.Config]:
@@ -17,19 +20,50 @@ def _configs() -> list[triton.Config]:
         return [triton.Config({"BN": 64}, num_warps=4, num_stages=3)]
     return [
         triton.Config({"BN": bn}, num_warps=w, num_stages=s)
-        for bn in (32, 64, 128)
+        for bn in (64, 128, 256)
         for w in (4, 8)
-        for s in (2, 3)
+        for s in (2, 3, 4)
+        if not (bn == 256 and w == 4)
     ]
 
 
-@triton.autotune(configs=_configs(), key=["HKV", "D", "TP", "BB", "NORMALIZED"])
+@triton.jit
+def fold_query_kernel(
+    q,  # [B, T, HQ, D]
+    qf,  # [HKV, C, D]: C = padded B * TP columns, zero where t >= T or b >= B
+    T,
+    B,
+    C,
+    HQ: tl.constexpr,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BG: tl.constexpr,
+    BD: tl.constexpr,
+    TP: tl.constexpr,
+):
+    i_c, i_j = tl.program_id(0), tl.program_id(1)
+    i_b, i_t = i_c // TP, i_c % TP
+    o_g = tl.arange(0, BG)
+    o_d = tl.arange(0, BD)
+    n_g = tl.where((i_t < T) & (i_b < B), G, 0)  # padding columns fold to zero
+    m_q = (o_g < n_g)[:, None] & (o_d < D)[None, :]
+    p_q = q + ((i_b * T + i_t).to(tl.int64) * HQ + i_j * G + o_g[:, None]) * D + o_d[None, :]
+    b_q = tl.load(p_q, mask=m_q, other=0.0).to(tl.float32)  # [BG, BD]
+    b_n = tl.sqrt(tl.sum(b_q * b_q, axis=1))
+    b_f = tl.sum(b_q / tl.maximum(b_n, 1e-6)[:, None], axis=0) / HQ  # [BD]
+    p_f = qf + (i_j * C + i_c).to(tl.int64) * D + o_d
+    tl.store(p_f, b_f.to(qf.dtype.element_ty), mask=o_d < D)
+
+
+@triton.autotune(configs=_configs(), key=["HKV", "D", "TP", "BB", "NORMALIZED", "FP8_DOT"])
 @triton.jit
 def route_score_kernel(
     qf,  # [HKV, C, D] folded, normalised queries (C = padded B * TP columns)
+    q_scale,  # [HKV, C] float32 dequant scale of qf (unused unless FP8_DOT)
     keys,  # [N, HKV, D]
+    key_scale,  # [N] float32 (unused unless HAS_SCALE)
     chunk_doc,  # [N] int32/int64
-    doc_mask,  # [M] int8 (unused unless HAS_MASK)
+    doc_mask,  # [M] bool (unused unless HAS_MASK)
     doc_score,  # [B, M] float32, pre-filled with -inf
     chunk_score,  # [B, N] float32 (unused unless STORE_CHUNK)
     N,
@@ -44,6 +78,8 @@ def route_score_kernel(
     BB: tl.constexpr,
     BN: tl.constexpr,
     NORMALIZED: tl.constexpr,
+    FP8_DOT: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     HAS_MASK: tl.constexpr,
     STORE_CHUNK: tl.constexpr,
     DOT_F32: tl.constexpr,
@@ -67,12 +103,16 @@ def route_score_kernel(
         b_k = b_k.to(b_q.dtype)
         # [BN, BD] @ [BD, BB*TP] -> [BN, BB*TP]
         b_s = tl.dot(b_k, b_q)
+        if FP8_DOT:
+            b_s = b_s * tl.load(q_scale + i_j * C + o_c)[None, :]
         if NORMALIZED:
             b_acc += b_s
         else:
             b_kf = b_k.to(tl.float32)
             b_inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(b_kf * b_kf, axis=1)), 1e-6)  # naive.EPS
             b_acc += b_s * b_inv[:, None]
+    if HAS_SCALE:  # pre-normalised fp8 keys: k_hat = k8 * scale (it cancels otherwise)
+        b_acc = b_acc * tl.load(key_scale + o_n, mask=m_n, other=0.0)[:, None]
 
     b_acc = tl.where(m_c[None, :], b_acc, float("-inf"))
     b_sc = tl.max(tl.reshape(b_acc, [BN, BB, TP]), axis=2)  # [BN, BB]
@@ -92,12 +132,20 @@ def route_score_kernel(
 def fold_query(q: torch.Tensor, HKV: int, TP: int, BB: int, dtype: torch.dtype) -> torch.Tensor:
     """[B, T, HQ, D] -> [HKV, C, D]: per-head normalised, group-summed, / HQ, zero-padded."""
     B, T, HQ, D = q.shape
-    q_hat = q.float() / q.float().norm(dim=-1, keepdim=True).clamp_min(EPS)
-    q_fold = q_hat.view(B, T, HKV, HQ // HKV, D).sum(3) / HQ  # (B, T, HKV, D)
-    Bp = triton.cdiv(B, BB) * BB
-    out = q.new_zeros((HKV, Bp, TP, D), dtype=dtype)
-    out[:, :B, :T] = q_fold.permute(2, 0, 1, 3).to(dtype)
-    return out.view(HKV, Bp * TP, D)
+    C = triton.cdiv(B, BB) * BB * TP
+    qf = torch.empty((HKV, C, D), dtype=dtype, device=q.device)
+    G = HQ // HKV
+    fold_query_kernel[(C, HKV)](
+        q.contiguous(), qf, T, B, C, HQ=HQ, G=G, D=D,
+        BG=max(2, triton.next_power_of_2(G)), BD=triton.next_power_of_2(D), TP=TP,
+    )  # fmt: skip
+    return qf
+
+
+def quantize_query(qf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(kv head, column) e4m3 quantisation of the folded query: (q8, scale `[HKV, C]`)."""
+    scale = (qf.float().abs().amax(-1) / FP8_MAX).clamp_min(1e-12)
+    return (qf.float() / scale[..., None]).to(torch.float8_e4m3fn), scale
 
 
 def tile_shape(B: int, T: int) -> tuple[int, int]:
@@ -115,31 +163,37 @@ def route_topk_triton(
     num_docs: int,
     k: int,
     doc_mask: torch.Tensor | None,
+    key_scale: torch.Tensor | None,
     keys_normalized: bool,
+    fp8_dot: bool,
     return_chunk_scores: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     B, T, HQ, D = q.shape
     N, HKV, _ = keys.shape
     TP, BB = tile_shape(B, T)
+    fp8_dot = fp8_dot and keys.dtype == torch.float8_e4m3fn
     # fp8 -> fp16 is one native convert on Hopper; fp32 keys would overflow fp16.
-    qdtype = torch.float16 if keys.element_size() <= 2 and keys.dtype != torch.bfloat16 else (
-        torch.bfloat16
-    )
-    qf = fold_query(q, HKV, TP, BB, qdtype)
+    small = keys.element_size() <= 2 and keys.dtype != torch.bfloat16
+    qf = fold_query(q, HKV, TP, BB, torch.float16 if small or fp8_dot else torch.bfloat16)
+    q_scale = qf
+    if fp8_dot:
+        qf, q_scale = quantize_query(qf)
     doc_score = torch.full((B, num_docs), float("-inf"), dtype=torch.float32, device=q.device)
     chunk_score = torch.empty((B, N) if return_chunk_scores else (1, 1), device=q.device)
-    mask = doc_mask.to(torch.int8) if doc_mask is not None else doc_score
+    has_scale = keys_normalized and key_scale is not None
     n_col = triton.cdiv(B, BB)
 
     def grid(meta: dict) -> tuple[int, int]:
         return (n_col, triton.cdiv(N, meta["BN"]))
 
     route_score_kernel[grid](
-        qf, keys.contiguous(), chunk_doc.contiguous(), mask, doc_score, chunk_score,
-        N, num_docs, T, B, qf.shape[1],
+        qf, q_scale, keys.contiguous(), key_scale if has_scale else doc_score,
+        chunk_doc.contiguous(), doc_mask if doc_mask is not None else doc_score,
+        doc_score, chunk_score, N, num_docs, T, B, qf.shape[1],
         HKV=HKV, D=D, BD=max(16, triton.next_power_of_2(D)), TP=TP, BB=BB,
-        NORMALIZED=keys_normalized, HAS_MASK=doc_mask is not None,
-        STORE_CHUNK=return_chunk_scores, DOT_F32=interpret_mode(),
-    )
+        NORMALIZED=keys_normalized, FP8_DOT=fp8_dot, HAS_SCALE=has_scale,
+        HAS_MASK=doc_mask is not None, STORE_CHUNK=return_chunk_scores,
+        DOT_F32=interpret_mode(),
+    )  # fmt: skip
     ids, val = topk_docs(doc_score, k)
     return ids, val, chunk_score if return_chunk_scores else None

@@ -74,3 +74,38 @@ def test_route_topk_fewer_docs_than_k() -> None:
 def test_route_topk_gpu(assert_rms: Check, dt: torch.dtype, shape: tuple[int, ...]) -> None:
     torch.manual_seed(3)
     run_case(assert_rms, *shape, dt, "cuda", True, k=16)
+
+
+def normalized_fp8(N: int, HKV: int, D: int, dev: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit keys per (chunk, kv head), stored as e4m3 with a per-chunk scale."""
+    k = torch.nn.functional.normalize(torch.randn(N, HKV, D, device=dev), dim=-1)
+    scale = k.abs().amax((1, 2)) / 448
+    return (k / scale[:, None, None]).to(torch.float8_e4m3fn), scale
+
+
+@pytest.mark.parametrize("fp8_dot", [False, True])
+def test_route_topk_normalized_fp8_interpret(assert_rms: Check, fp8_dot: bool) -> None:
+    torch.manual_seed(4)
+    q = torch.randn(2, 7, 8, 64)
+    keys, scale = normalized_fp8(50, 2, 64, "cpu")
+    doc = torch.arange(50) // 3
+    mask = torch.rand(17) > 0.3
+    ids, val, cs = route_topk(q, keys, doc, 17, 5, doc_mask=mask, key_scale=scale,
+                              keys_normalized=True, fp8_dot=fp8_dot, return_chunk_scores=True)
+    _, _, rcs = route_topk_ref(q, keys, doc, 17, 5, mask, scale, keys_normalized=True)
+    assert_rms(cs, rcs, 3e-2 if fp8_dot else 5e-3)
+    assert mask[ids[ids >= 0]].all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fp8_dot", [False, True])
+def test_route_topk_normalized_fp8_gpu(assert_rms: Check, fp8_dot: bool) -> None:
+    torch.manual_seed(5)
+    q = torch.randn(3, 64, 32, 128, device="cuda")
+    keys, scale = normalized_fp8(4099, 8, 128, "cuda")
+    doc = torch.arange(4099, device="cuda") // 7
+    ids, val, cs = route_topk(q, keys, doc, 586, 16, key_scale=scale, keys_normalized=True,
+                              fp8_dot=fp8_dot, return_chunk_scores=True)  # fmt: skip
+    _, _, rcs = route_topk_ref(q, keys, doc, 586, 16, None, scale, keys_normalized=True)
+    assert_rms(cs, rcs, 3e-2 if fp8_dot else 5e-3)
