@@ -343,30 +343,38 @@ class Space:
         return out
 
     def read_all(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every live row of ``name`` concatenated, and each row's owner index.
+        """Every live row of ``name`` concatenated, and each row's owner index (int64).
 
-        Owner ``i`` refers to ``live_chunks()[i]``. One contiguous read (dead rows of deleted
-        memories are dropped in RAM).
+        Owner ``i`` refers to ``live_chunks()[i]`` (same order, as long as nothing is written
+        in between; ``read_all_with_memories`` takes both under one lock). One contiguous
+        slice read; dead rows of deleted memories are dropped in RAM.
         """
-        rows, owners, _ = self.read_all_with_memories(name)
-        return rows, owners
+        spec = self._spec(name)
+        with self._mutex:
+            self._check_open()
+            ranges = self._meta.live_ranges(spec.unit)
+            return self._gather_live(name, ranges)
 
     def read_all_with_memories(self, name: str
                                ) -> tuple[np.ndarray, np.ndarray, list[StoredMemory]]:
-        """``read_all`` plus the owner list, taken under one lock (race-free)."""
+        """``read_all`` plus the memories its owners index, race-free."""
         spec = self._spec(name)
         with self._mutex:
             self._check_open()
             live = self._meta.live()
-            ranges = [m.rows(spec.unit) for m in live]
-            lo = min((a for a, b in ranges if b > a), default=0)
-            hi = max((b for a, b in ranges if b > a), default=0)
-            block = self._store.read(name, lo, hi)
+            rows, owners = self._gather_live(name, [m.rows(spec.unit) for m in live])
+            return rows, owners, live
+
+    def _gather_live(self, name: str, ranges: list[tuple[int, int]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        lo = min((a for a, b in ranges if b > a), default=0)
+        hi = max((b for a, b in ranges if b > a), default=0)
+        block = self._store.read(name, lo, hi)  # (hi - lo, *row_shape), one slice
         lens = np.fromiter((b - a for a, b in ranges), dtype=np.int64, count=len(ranges))
-        owners = np.repeat(np.arange(len(live), dtype=np.int64), lens)
+        owners = np.repeat(np.arange(len(ranges), dtype=np.int64), lens)
         if len(owners) != len(block):
             block = block[gather(block, lo, ranges)]
-        return block, owners, live
+        return block, owners
 
     def live_chunks(self) -> list[StoredMemory]:
         """All memories ordered by array position: what ``read_all``'s owners index."""
