@@ -32,6 +32,21 @@ def bench(fn: Callable[[], object], rep: int = 200) -> float:
     return triton.testing.do_bench(fn, warmup=50, rep=rep, return_mode="median")
 
 
+def bench_graph(fns: list[Callable[[], object]]) -> float:
+    """Median ms per call of a CUDA graph replaying every fn once (no launch overhead)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for f in fns:
+            f()
+    return bench(g.replay) / len(fns)
+
+
 def row(op: str, cfg: str, ms: float, base_ms: float | None, metric: str, note: str = "") -> None:
     r = {"op": op, "config": cfg, "ms": ms, "base_ms": base_ms, "metric": metric, "note": note}
     ROWS.append(r)
@@ -83,14 +98,22 @@ def check_route(N: int = 60_000, M: int = 997) -> None:
         assert err < 5e-3 and verr < 5e-3 and bool(mask[ids].all())
 
 
-def route_layers(dt: torch.dtype, N: int, n_layers: int) -> list[torch.Tensor]:
+def route_layers(dt: torch.dtype, N: int, n_layers: int) -> list[tuple[torch.Tensor, ...]]:
+    """Random keys per layer; fp8 ones are unit per (chunk, kv head) with a per-chunk scale."""
     layers = []
     for _ in range(n_layers):
-        layers.append(torch.randn(N, HKV, D, device="cuda", dtype=torch.bfloat16).to(dt))
+        k = torch.randn(N, HKV, D, device="cuda", dtype=torch.bfloat16)
+        if dt == torch.bfloat16:
+            layers.append((k, None))
+            continue
+        k = torch.nn.functional.normalize(k.float(), dim=-1)
+        scale = k.abs().amax((1, 2)) / 448
+        layers.append(((k / scale[:, None, None]).to(dt), scale))
+        del k
     return layers
 
 
-def max_layers(bytes_per_layer: int, want: int, reserve: float = 10 * GB) -> int:
+def max_layers(bytes_per_layer: int, want: int, reserve: float = 12 * GB) -> int:
     free, _ = torch.cuda.mem_get_info()
     return max(1, min(want, int((free - reserve) // bytes_per_layer)))
 
@@ -106,30 +129,56 @@ def bench_route(copy_bw: float, N: int, M: int) -> None:
         layers = route_layers(dt, N, nl)
         nbytes = N * HKV * D * esz + N * 4  # keys + chunk_doc (int32) per layer
 
-        def ours(norm: bool, layers: list[torch.Tensor] = layers) -> None:
-            for keys in layers:
-                route_topk(q, keys, doc, M, 16, doc_mask=mask, keys_normalized=norm)
+        def ours(norm: bool, f8: bool, layers: list = layers) -> None:
+            for keys, sc in layers:
+                route_topk(q, keys, doc, M, 16, doc_mask=mask, key_scale=sc,
+                           keys_normalized=norm, fp8_dot=f8)  # fmt: skip
 
-        for norm in (False, True):
-            ms = bench(lambda norm=norm: ours(norm), rep=500) / nl
-            tag = "prenormed keys" if norm else "norms on the fly"
+        variants = [(False, False), (True, False)]
+        if dt != torch.bfloat16:
+            variants += [(True, True), (False, True)]
+            agree = fp8_dot_agreement(q, layers[0], doc, M, mask)
+        for norm, f8 in variants:
+            ms = bench(lambda norm=norm, f8=f8: ours(norm, f8), rep=500) / nl
+            tag = ("prenormed keys" if norm else "norms on the fly") + (" fp8 dot" if f8 else "")
             pct = nbytes / (ms * 1e-3) / copy_bw * 100
+            extra = f"; top-16 overlap vs exact {agree:.3f}" if f8 else ""
             row("route", f"{dt_name(dt)} T=64 B=1 {tag} (/layer)", ms, None,
-                f"{nbytes / ms / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * ms:.1f} ms",
-                f"{nl} layers resident")  # fmt: skip
+                f"{nbytes / ms / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * ms:.1f} ms "
+                f"({nl} layers resident){extra}")  # fmt: skip
         if dt == torch.bfloat16:
-            dl = doc.long()
-            def plain(ls: list[torch.Tensor] = layers, dl: torch.Tensor = dl) -> None:
-                for k_ in ls:
-                    torch_route(q, k_, dl, M, mask, 16)
-
-            base = bench(plain, rep=500) / nl
-            pct = nbytes / (base * 1e-3) / copy_bw * 100
-            row("route", "bf16 plain torch folded GEMM (/layer)", base, None,
-                f"{nbytes / base / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * base:.1f} ms")
-            bench_route_batched(layers[0], doc, M, mask, nbytes)
+            bench_route_plain(q, layers, doc, M, mask, nbytes, copy_bw)
+            bench_route_batched(layers[0][0], doc, M, mask, nbytes)
         layers.clear()
         torch.cuda.empty_cache()
+
+
+def fp8_dot_agreement(q: torch.Tensor, layer: tuple, doc: torch.Tensor, M: int,
+                      mask: torch.Tensor) -> float:  # fmt: skip
+    """Fraction of the top-16 that the fp8-dot path shares with the fp16-dot path."""
+    keys, sc = layer
+    hits = 0
+    for _ in range(8):
+        qq = torch.randn_like(q)
+        a, _ = route_topk(qq, keys, doc, M, 16, doc_mask=mask, key_scale=sc, keys_normalized=True)
+        b, _ = route_topk(qq, keys, doc, M, 16, doc_mask=mask, key_scale=sc, keys_normalized=True,
+                          fp8_dot=True)  # fmt: skip
+        hits += len(set(a.tolist()) & set(b.tolist()))
+    return hits / (8 * 16)
+
+
+def bench_route_plain(q: torch.Tensor, layers: list, doc: torch.Tensor, M: int,
+                      mask: torch.Tensor, nbytes: int, copy_bw: float) -> None:  # fmt: skip
+    dl = doc.long()
+
+    def plain() -> None:
+        for k_, _ in layers:
+            torch_route(q, k_, dl, M, mask, 16)
+
+    base = bench(plain, rep=500) / len(layers)
+    pct = nbytes / (base * 1e-3) / copy_bw * 100
+    row("route", "bf16 plain torch folded GEMM (/layer)", base, None,
+        f"{nbytes / base / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * base:.1f} ms")
 
 
 def bench_route_batched(keys: torch.Tensor, doc: torch.Tensor, M: int, mask: torch.Tensor,
@@ -212,9 +261,13 @@ def bench_attn_one(mode: str, doc_tokens: int, copy_bw: float) -> None:
     ms = bench(lambda: memory_attention(*rot.next()))
     base = bench(lambda: sdpa(*rot_s.next()))
     if mode == "decode":
+        eager, eager_base = ms, base
+        ms = bench_graph([lambda a=a: memory_attention(*a) for a in rot.sets])
+        base = bench_graph([lambda a=a: sdpa(*a) for a in rot_s.sets])
         nbytes = kv_bytes + 2 * T * HQ * D * 2
         metric = (f"{nbytes / ms / 1e6:.0f} GB/s = {nbytes / (ms * 1e-3) / copy_bw * 100:.0f}% "
-                  f"copy (SDPA {nbytes / base / 1e6:.0f} GB/s)")  # fmt: skip
+                  f"copy (SDPA {nbytes / base / 1e6:.0f} GB/s); CUDA graph; eager "
+                  f"{eager:.3f} ms (SDPA {eager_base:.3f})")  # fmt: skip
     else:
         flops = 4 * HQ * D * (T * S + T * (T + 1) / 2)
         metric = f"{flops / ms / 1e9:.0f} TFLOP/s (SDPA {flops / base / 1e9:.0f})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -148,10 +150,15 @@ def combine_kernel(
     tl.store(o + i_r * D + o_d, b_out.to(o.dtype.element_ty), mask=m_d)
 
 
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _num_splits(n_programs: int, n_blocks: int, device: torch.device) -> int:
     if device.type != "cuda":
         return min(2, n_blocks)  # exercise the split path in the interpreter
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device)
     return max(1, min(triton.cdiv(4 * sms, n_programs), triton.cdiv(n_blocks, 2), 256))
 
 

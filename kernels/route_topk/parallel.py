@@ -149,9 +149,10 @@ def quantize_query(qf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tile_shape(B: int, T: int) -> tuple[int, int]:
-    """TP (padded T) and BB (queries per column tile): at least 16 and at most 128 columns."""
+    """TP (padded T) and BB (queries per column tile): 16 to 128 columns (256 when batched)."""
     TP = triton.next_power_of_2(T)
-    BB = max(1, 128 // TP) if TP < 128 else 1
+    cols = 256 if B * TP >= 256 else 128
+    BB = max(1, cols // TP) if TP < cols else 1
     BB = min(BB, max(triton.next_power_of_2(B), max(1, 16 // TP)))
     return TP, BB
 
