@@ -92,8 +92,19 @@ class Router(nn.Module):
             raise RouterMismatchError(f"router {path} was trained for another model ({diff} differ)")
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
                      json.loads(header.get("meta", "{}")))
-        router.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        tensors = _merge_low_rank(load_file(str(path)))
+        router.load_state_dict({k: v.float() for k, v in tensors.items()})
         return router.eval().requires_grad_(False)
+
+
+def _merge_low_rank(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Low-rank files store ``W = lr_b @ lr_a`` per projection; expand to Linear weights."""
+    out = {k: v for k, v in tensors.items() if not k.endswith((".lr_a", ".lr_b"))}
+    for k, a in tensors.items():
+        if k.endswith(".lr_a"):
+            base = k.removesuffix(".lr_a")
+            out[f"{base}.weight"] = tensors[f"{base}.lr_b"].float() @ a.float()
+    return out
 
 
 def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:

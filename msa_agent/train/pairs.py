@@ -1,0 +1,112 @@
+"""Training pairs for the router: labelled JSONL, and self-supervised inverse cloze.
+
+A pair is a query, the memory text it should recall, and optional explicit negatives. Its
+``group`` names where the positive came from: two documents of one group are never used as
+negatives of each other (inverse-cloze passages of one source share sentences).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from msa_agent.errors import InvalidInputError
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One supervised example: ``query`` should recall ``positive`` rather than ``negatives``."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = field(default_factory=tuple)
+    group: str = ""
+
+    @property
+    def source(self) -> str:
+        """Group key used to avoid false negatives (the positive itself when not given)."""
+        return self.group or self.positive
+
+
+def read_pairs_jsonl(path: str | Path) -> list[Pair]:
+    """Read ``{"query": str, "positive": str, "negatives": [str, ...]?}`` lines.
+
+    Blank lines are skipped; a malformed line raises :class:`InvalidInputError` naming it.
+    """
+    pairs = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+        pairs.append(_pair_of(row, f"{path}:{n}"))
+    return pairs
+
+
+def _pair_of(row: object, where: str) -> Pair:
+    if not isinstance(row, dict):
+        raise InvalidInputError(f"{where}: expected an object")
+    query, positive = row.get("query"), row.get("positive")
+    negatives = row.get("negatives") or []
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInputError(f"{where}: 'query' must be a non-empty string")
+    if not isinstance(positive, str) or not positive.strip():
+        raise InvalidInputError(f"{where}: 'positive' must be a non-empty string")
+    if not isinstance(negatives, list) or not all(isinstance(x, str) for x in negatives):
+        raise InvalidInputError(f"{where}: 'negatives' must be a list of strings")
+    negs = tuple(x for x in negatives if x.strip() and x != positive)
+    return Pair(query.strip(), positive, negs)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a passage (a light rule: end mark, space, capital or digit next)."""
+    text = " ".join(text.split())
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()] if text else []
+
+
+def inverse_cloze(
+    passages: Iterable[str],
+    *,
+    per_passage: int = 1,
+    min_query_chars: int = 20,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> list[Pair]:
+    """Inverse-cloze pairs: a sentence is the query, the rest of its passage the positive.
+
+    Passages with fewer than two usable sentences give nothing (no "rest" would remain, or
+    the query would be too short to mean anything). Up to ``per_passage`` sentences are drawn
+    from each passage, deterministically for a given ``seed``. ``groups`` names each passage's
+    source (default: its position), so pairs of one source never serve as each other's negatives.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for i, passage in enumerate(passages):
+        sentences = split_sentences(passage)
+        if len(sentences) < 2:
+            continue
+        usable = [j for j, s in enumerate(sentences) if len(s) >= min_query_chars]
+        for j in rng.sample(usable, min(per_passage, len(usable))):
+            rest = " ".join(s for k, s in enumerate(sentences) if k != j)
+            group = groups[i] if groups is not None else f"passage-{i}"
+            pairs.append(Pair(sentences[j], rest, group=group))
+    return pairs
+
+
+def dedupe(pairs: Sequence[Pair]) -> list[Pair]:
+    """Drop exact duplicate (query, positive) pairs, keeping the first."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in pairs:
+        if (p.query, p.positive) not in seen:
+            seen.add((p.query, p.positive))
+            out.append(p)
+    return out

@@ -1,0 +1,150 @@
+"""Trainable router projections and a differentiable copy of the runtime's "heads" rule.
+
+The rule (``msa_agent.runtime.routing``, ``combine="heads"``): unit router-q per (token,
+layer, query head); unit router-k per (chunk, layer, kv head); a chunk's score is the max over
+query tokens of the mean over (layer, query head) of the cosine, GQA-grouped; a document's
+score is the max over its chunks. Here it is written with padding so it batches and
+back-propagates (through the arg-maxes, as a max does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msa_agent.model.router import Router
+from msa_agent.model.shape import ModelShape
+from msa_agent.train.cache import Packed
+
+NEG = float("-inf")
+
+
+class TrainableRouter(nn.Module):
+    """Router projections of all MSA layers as stacked tensors, full-rank or low-rank.
+
+    Full rank: ``W`` ``[L, out, hidden]``. Rank ``r``: ``W = B @ A`` with ``A`` ``[L, r,
+    hidden]`` and ``B`` ``[L, out, r]`` (smaller to ship, fewer parameters to fit).
+    """
+
+    def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.shape, self.layer_ids, self.rank = shape, list(layers), rank
+        gen = torch.Generator().manual_seed(seed)
+        n = len(self.layer_ids)
+        outs = {"q": shape.n_heads * shape.head_dim, "k": shape.n_kv_heads * shape.head_dim}
+        self.factors = nn.ParameterDict()
+        for kind, out in outs.items():
+            if rank is None:
+                self.factors[f"{kind}_w"] = _uniform((n, out, shape.hidden), shape.hidden, gen)
+            else:
+                self.factors[f"{kind}_a"] = _uniform((n, rank, shape.hidden), shape.hidden, gen)
+                self.factors[f"{kind}_b"] = _uniform((n, out, rank), rank, gen)
+
+    def weight(self, kind: str) -> torch.Tensor:
+        """Full weights ``[L, out, hidden]`` of ``kind`` ("q" or "k")."""
+        if self.rank is None:
+            return self.factors[f"{kind}_w"]
+        return self.factors[f"{kind}_b"] @ self.factors[f"{kind}_a"]
+
+    def project(self, hidden: torch.Tensor, kind: str) -> torch.Tensor:
+        """``[N, L, hidden]`` -> ``[N, L, heads, head_dim]``."""
+        h = hidden.float().transpose(0, 1)  # [L, N, hidden]
+        if self.rank is None:
+            out = h @ self.factors[f"{kind}_w"].transpose(1, 2)
+        else:
+            out = (h @ self.factors[f"{kind}_a"].transpose(1, 2)) @ self.factors[
+                f"{kind}_b"].transpose(1, 2)
+        return out.transpose(0, 1).unflatten(-1, (-1, self.shape.head_dim))
+
+    @torch.no_grad()
+    def to_router(self, meta: dict | None = None) -> Router:
+        """The runtime :class:`Router` with these weights (full matrices)."""
+        router = Router(self.shape, self.layer_ids, meta)
+        wq, wk = self.weight("q"), self.weight("k")
+        for j, layer in enumerate(self.layer_ids):
+            router[layer].router_q_proj.weight.copy_(wq[j])
+            router[layer].router_k_proj.weight.copy_(wk[j])
+        return router.eval().requires_grad_(False)
+
+    @classmethod
+    def from_router(cls, router: Router) -> TrainableRouter:
+        """Full-rank trainable copy of an existing router (to continue training it)."""
+        tr = cls(router.shape, router.layer_ids, None)
+        with torch.no_grad():
+            for j, layer in enumerate(router.layer_ids):
+                tr.factors["q_w"][j].copy_(router[layer].router_q_proj.weight)
+                tr.factors["k_w"][j].copy_(router[layer].router_k_proj.weight)
+        return tr
+
+
+def _uniform(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> nn.Parameter:
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter((torch.rand(shape, generator=gen) * 2 - 1) * bound)
+
+
+def pad_rows(packed: Packed, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of a packed tensor as ``[B, Tmax, L, hidden]`` plus a ``[B, Tmax]`` mask."""
+    rows = [packed.row(i) for i in idx]
+    longest = max(r.shape[0] for r in rows)
+    x = rows[0].new_zeros((len(rows), longest, *rows[0].shape[1:]))
+    mask = torch.zeros((len(rows), longest), dtype=torch.bool, device=x.device)
+    for b, r in enumerate(rows):
+        x[b, : r.shape[0]] = r
+        mask[b, : r.shape[0]] = True
+    return x, mask
+
+
+def query_features(tr: TrainableRouter, x: torch.Tensor) -> torch.Tensor:
+    """Folded unit queries ``[B, T, L*Hkv*D]``, scaled so a dot with keys is the mean cosine."""
+    b, t = x.shape[:2]
+    q = F.normalize(tr.project(x.flatten(0, 1), "q"), dim=-1)  # [B*T, L, Hq, D]
+    n, layers, hq, d = q.shape
+    hkv = tr.shape.n_kv_heads
+    folded = q.view(n, layers, hkv, hq // hkv, d).sum(3) / (hq * layers)
+    return folded.reshape(b, t, -1)
+
+
+def key_features(tr: TrainableRouter, chunks: torch.Tensor) -> torch.Tensor:
+    """Unit routing keys ``[N, L*Hkv*D]`` of chunk-mean hidden states ``[N, L, hidden]``."""
+    return F.normalize(tr.project(chunks, "k"), dim=-1).flatten(1)
+
+
+def doc_keys(tr: TrainableRouter, docs: Packed, idx: Sequence[int]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys of the chunks of documents ``idx`` and a ``[D, Cmax]`` gather index (pad = N)."""
+    rows = [docs.row(i) for i in idx]
+    keys = key_features(tr, torch.cat(rows))
+    lengths = [r.shape[0] for r in rows]
+    gather = torch.full((len(rows), max(lengths)), keys.shape[0], dtype=torch.long,
+                        device=keys.device)
+    start = 0
+    for j, n in enumerate(lengths):
+        gather[j, :n] = torch.arange(start, start + n)
+        start += n
+    return keys, gather
+
+
+def heads_scores(qf: torch.Tensor, qmask: torch.Tensor, keys: torch.Tensor,
+                 gather: torch.Tensor) -> torch.Tensor:
+    """Document scores ``[B, D]``: max over query tokens, then max over each doc's chunks."""
+    s = torch.einsum("btf,nf->btn", qf, keys)
+    s = s.masked_fill(~qmask[:, :, None], NEG).amax(1)  # [B, N] chunk scores
+    s = torch.cat([s, s.new_full((s.shape[0], 1), NEG)], 1)
+    return s[:, gather].amax(-1)  # [B, D]
+
+
+@torch.no_grad()
+def score_matrix(tr: TrainableRouter, queries: Packed, q_idx: Sequence[int], docs: Packed,
+                 d_idx: Sequence[int], block: int = 64) -> torch.Tensor:
+    """Scores ``[len(q_idx), len(d_idx)]`` under the runtime rule, in query blocks."""
+    keys, gather = doc_keys(tr, docs, d_idx)
+    out = []
+    for s in range(0, len(q_idx), block):
+        x, mask = pad_rows(queries, q_idx[s : s + block])
+        out.append(heads_scores(query_features(tr, x), mask, keys, gather))
+    return torch.cat(out)
