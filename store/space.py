@@ -184,6 +184,8 @@ class Space:
         rows for "chunk" arrays, ``n_tokens`` rows for "token" arrays. Returns the new ids.
         """
         v.check_batch(memories, data, self.arrays)
+        if not memories:
+            return []
         with self._mutex:
             self._check_open()
             self._check_new_ids(memories)
