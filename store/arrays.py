@@ -138,6 +138,14 @@ class ArrayStore:
         for f in [*files, base / "zarr.json", *dirs]:
             _fsync_path(f)
 
+    def fsync_group(self) -> None:
+        """fsync the group metadata, every array's metadata, the group folder and its parent."""
+        for name in self.specs:
+            _fsync_path(self.path / name / "zarr.json")
+            _fsync_path(self.path / name)
+        for p in (self.path / "zarr.json", self.path, self.path.parent):
+            _fsync_path(p)
+
     # -- reads -------------------------------------------------------------------------------
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` as one contiguous slice read."""

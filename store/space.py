@@ -93,6 +93,8 @@ class Space:
         fd = _lock(path)
         try:
             store = ArrayStore.create(path / "arrays.zarr", specs)
+            if durable:
+                store.fsync_group()
             meta = MetaStore(path / META_FILE, durable)
             meta.create(fp, [s.to_json() for s in specs])
         except BaseException:
@@ -438,6 +440,8 @@ class Space:
                 self._copy_live(new, name, spec.unit, live, moves)
                 if self._durable and ends[spec.unit]:
                     new.fsync(name, 0, ends[spec.unit])
+            if self._durable:
+                new.fsync_group()
             self._meta.relocate(moves, (ends["chunk"], ends["token"]), new_dir)
             old = self.path / self._arrays_dir
             self._store, self._arrays_dir, self._ends = new, new_dir, ends
