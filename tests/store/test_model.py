@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from msa_agent.store import NewMemory, Space
 from store_helpers import FP, SPECS
 
 NAMESPACES = ("a", "b")
+RAM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # many tiny files: keep off disk
 memory_st = st.tuples(st.integers(0, 5), st.integers(0, 9), st.sampled_from(NAMESPACES))
 
 
@@ -31,7 +33,7 @@ class SpaceModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp())
+        self.dir = Path(tempfile.mkdtemp(dir=RAM_DIR))
         self.space = Space.create(self.dir / "s", FP, SPECS, durable=False)
         self.model: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
         self.order: list[str] = []
@@ -120,6 +122,6 @@ class SpaceModel(RuleBasedStateMachine):
 
 
 SpaceModel.TestCase.settings = settings(
-    max_examples=20, stateful_step_count=10, deadline=None,
+    max_examples=40, stateful_step_count=12, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestSpaceModel = SpaceModel.TestCase
