@@ -120,7 +120,10 @@ class Memory:
         return [plan[0].memory.source_id or "" for plan in plans]
 
     def _plan(self, index: int, item: str | Mapping[str, Any]) -> list[_Pending]:
-        spec = {"text": item} if isinstance(item, (str, bytes, bytearray)) else dict(item)
+        if isinstance(item, Mapping):
+            spec = dict(item)
+        else:
+            spec = {"text": item}
         unknown = set(spec) - {"text", "kind", "metadata", "session_id", "user_id", "agent_id",
                                "namespace"}
         if unknown:

@@ -16,7 +16,7 @@ CORPUS = [
 ]
 
 
-def make_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+def make_tokenizer(vocab_size: int = 300, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -24,7 +24,7 @@ def make_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
         vocab_size=vocab_size, special_tokens=["<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.train_from_iterator((corpus or []) + CORPUS * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
 
 

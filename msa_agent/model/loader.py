@@ -84,6 +84,11 @@ def wrap_model(
         raise ModelLoadError(
             f"model family {family!r} is not supported; use one of {', '.join(SUPPORTED_FAMILIES)}"
         )
+    vocab = getattr(text_config(model), "vocab_size", None)
+    if tokenizer is not None and vocab is not None and len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"tokenizer has {len(tokenizer)} tokens but the model only {vocab}: wrong pair?"
+        )
     model.eval().requires_grad_(False)
     target = resolve_device(device)
     if next(model.parameters()).device != target:

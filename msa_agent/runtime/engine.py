@@ -99,8 +99,11 @@ class Engine:
         """Encode every pending document in batched passes, then one atomic space write."""
         docs = self.encoder.encode([p.ids for p in pending])
         memories = [_with_counts(p, d) for p, d in zip(pending, docs)]
-        ids = space.add(memories, [self._arrays(d) for d in docs])
-        self.index.add(ids, [m.namespace for m in memories], [d.route_k for d in docs])
+        arrays = [self._arrays(d) for d in docs]
+        ids = space.add(memories, arrays)
+        # index what was stored (store dtype), so a reopened space ranks identically
+        keys = [torch.from_numpy(a["route_k"]) for a in arrays]
+        self.index.add(ids, [m.namespace for m in memories], keys)
 
     def route(self, ids: list[int], k: int, namespace: str | None,
               allowed: list[str] | None) -> Ranked:

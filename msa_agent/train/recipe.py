@@ -33,7 +33,7 @@ import typer
 from msa_agent.bench.wiki import Article, wiki_split
 from msa_agent.model.loader import load_model, model_fingerprint
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
-from msa_agent.train.cache import DOC, QUERY, HiddenCache
+from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
 from msa_agent.train.export import save_router
 from msa_agent.train.pairs import Pair, inverse_cloze
 from msa_agent.train.score import TrainableRouter
@@ -86,11 +86,12 @@ def main(
     eval_bank: bool = typer.Option(False, help="Also score the benchmark bank from cache."),
     dtype: str = typer.Option("float16", help="Weights dtype in the file."),
     report: Path = typer.Option(Path("bench-out/train/recipe.json"), help="JSON report."),
+    batch_tokens: int = typer.Option(4096, help="Padded tokens per backbone forward."),
 ) -> None:
     torch.manual_seed(0)
     lm = load_model(device=device)
     layers = resolve_msa_layers(ModelShape.of(lm.model), None)
-    cache = HiddenCache(cache_root, lm, layers)
+    cache = HiddenCache(cache_root, lm, layers, batch_tokens=batch_tokens)
     val, fit = recipe_articles(n_val, n_fit or None)
     pairs = recipe_pairs(fit, ict)
     start = time.perf_counter()
@@ -103,8 +104,10 @@ def main(
         "documents": len(data.docs), "cache_s": time.perf_counter() - start,
         "cache_peak_rss_mb": _rss_mb(), "device": str(lm.device), "runs": []}
     print(json.dumps({k: v for k, v in info.items() if k != "runs"}), flush=True)
+    n_desc = len(fit)
     for overrides in json.loads(variants):
-        info["runs"].append(_run(data, val_set, bank, overrides, layers, lm, out, dtype))
+        use = data if overrides.get("ict", True) else _first(data, n_desc)
+        info["runs"].append(_run(use, val_set, bank, overrides, layers, lm, out, dtype))
         print(json.dumps(info["runs"][-1]), flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(info, indent=1))
@@ -112,7 +115,7 @@ def main(
 
 def _run(data: Dataset, val: Dataset, bank: Dataset | None, overrides: dict[str, Any],
          layers: list[int], lm: Any, out: Path, dtype: str) -> dict[str, Any]:
-    cfg = TrainConfig(**overrides)
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if k != "ict"})
     tr = TrainableRouter(ModelShape.of(lm.model), layers, cfg.rank, cfg.seed).to(lm.device)
     rep = train(data, tr, cfg)
     row: dict[str, Any] = {"config": overrides, "train_s": rep.seconds,
@@ -128,6 +131,12 @@ def _run(data: Dataset, val: Dataset, bank: Dataset | None, overrides: dict[str,
     tr.to(lm.device)
     row["file"], row["bytes"] = str(name), name.stat().st_size
     return row
+
+
+def _first(data: Dataset, n: int) -> Dataset:
+    """The first ``n`` pairs (the description pairs); the document pool stays whole."""
+    return Dataset(Packed(data.queries.data, data.queries.offsets[: n + 1]), data.docs,
+                   data.pos[:n], data.negs[:n], data.group)
 
 
 def _tag(overrides: dict[str, Any]) -> str:
