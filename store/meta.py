@@ -67,7 +67,7 @@ class SpaceRow(Base):
 
 class MemoryRow(Base):
     __tablename__ = "memories"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     namespace: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)

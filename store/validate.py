@@ -41,6 +41,8 @@ def check_memory(m: Any, i: int) -> None:
         value = getattr(m, name)
         if not isinstance(value, str) or not value:
             raise ValueError(f"memories[{i}].{name} must be a non-empty str")
+    if m.id is not None and (not isinstance(m.id, str) or not 0 < len(m.id) <= 64):
+        raise ValueError(f"memories[{i}].id must be None or a str of 1..64 characters")
     for name in ("session_id", "user_id", "agent_id", "source_id"):
         _check_opt_str(getattr(m, name), f"memories[{i}].{name}")
     for name in ("part", "n_tokens", "n_chunks"):

@@ -256,3 +256,14 @@ def test_codecs_round_trip(tmp_path: Path, codec: str) -> None:
     with Space.open(tmp_path / "s") as s:
         np.testing.assert_array_equal(s.read("route_k", s.get_many([i]))[0], rows)
         assert s.arrays["route_k"].codec == codec
+
+
+def test_pre_assigned_ids(space: Space) -> None:
+    m = mem(0, id="doc-1#0")
+    (i,) = space.add([m], [make_data(m, 0)])
+    assert i == "doc-1#0" and space.get(i) is not None
+    before = space.stats()
+    for bad in ([mem(1, id="doc-1#0")], [mem(1, id="x"), mem(2, id="x")], [mem(1, id="")]):
+        with pytest.raises(ValueError):
+            space.add(bad, [make_data(b, k) for k, b in enumerate(bad)])
+    assert space.stats() == before
