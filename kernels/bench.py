@@ -129,18 +129,19 @@ def bench_route(copy_bw: float, N: int, M: int) -> None:
         layers = route_layers(dt, N, nl)
         nbytes = N * HKV * D * esz + N * 4  # keys + chunk_doc (int32) per layer
 
-        def ours(norm: bool, f8: bool, layers: list = layers) -> None:
+        def ours(norm: bool, f8: bool, pers: bool, layers: list = layers) -> None:
             for keys, sc in layers:
                 route_topk(q, keys, doc, M, 16, doc_mask=mask, key_scale=sc,
-                           keys_normalized=norm, fp8_dot=f8)  # fmt: skip
+                           keys_normalized=norm, fp8_dot=f8, persistent=pers)  # fmt: skip
 
-        variants = [(False, False), (True, False)]
+        variants = [(n, False, p) for p in (False, True) for n in (False, True)]
         if dt != torch.bfloat16:
-            variants += [(True, True), (False, True)]
+            variants += [(n, True, p) for p in (False, True) for n in (False, True)]
             agree = fp8_dot_agreement(q, layers[0], doc, M, mask)
-        for norm, f8 in variants:
-            ms = bench(lambda norm=norm, f8=f8: ours(norm, f8), rep=500) / nl
+        for norm, f8, pers in variants:
+            ms = bench(lambda a=(norm, f8, pers): ours(*a), rep=500) / nl
             tag = ("prenormed keys" if norm else "norms on the fly") + (" fp8 dot" if f8 else "")
+            tag += " persistent" if pers else ""
             pct = nbytes / (ms * 1e-3) / copy_bw * 100
             extra = f"; top-16 overlap vs exact {agree:.3f}" if f8 else ""
             row("route", f"{dt_name(dt)} T=64 B=1 {tag} (/layer)", ms, None,

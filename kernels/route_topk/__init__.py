@@ -20,6 +20,7 @@ def route_topk(
     keys_normalized: bool = False,
     fp8_dot: bool = False,
     return_chunk_scores: bool = False,
+    persistent: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Top-k documents by MSA chunk score, one pass over the routing keys.
 
@@ -40,6 +41,8 @@ def route_topk(
         fp8_dot: with fp8 keys, also quantise the folded query to e4m3 (per kv head and
             query token scale) and use the fp8 tensor-core dot; faster, less exact.
         return_chunk_scores: also return the per-chunk scores.
+        persistent: Triton only: a fixed grid of 2 programs per SM striding over the keys
+            (same result; see docs/performance.md for which is faster).
 
     Returns:
         ids `[k]` int64 (or `[B, k]`), scores `[k]` float32 (or `[B, k]`), descending.
@@ -53,7 +56,7 @@ def route_topk(
 
         ids, val, cs = route_topk_triton(
             qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, fp8_dot,
-            return_chunk_scores,
+            return_chunk_scores, persistent,
         )  # fmt: skip
     else:
         ids, val, cs = route_topk_ref(

@@ -3,6 +3,8 @@ masked atomic document max), then a top-k over the M document scores."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -11,6 +13,11 @@ from .._dispatch import autotune_off, interpret_mode
 from .naive import topk_docs
 
 FP8_MAX = 448.0
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _configs() -> list[triton.Config]:
@@ -55,66 +62,41 @@ def fold_query_kernel(
     tl.store(p_f, b_f.to(qf.dtype.element_ty), mask=o_d < D)
 
 
-@triton.autotune(configs=_configs(), key=["HKV", "D", "TP", "BB", "NORMALIZED", "FP8_DOT"])
 @triton.jit
-def route_score_kernel(
-    qf,  # [HKV, C, D] folded, normalised queries (C = padded B * TP columns)
-    q_scale,  # [HKV, C] float32 dequant scale of qf (unused unless FP8_DOT)
-    keys,  # [N, HKV, D]
-    key_scale,  # [N] float32 (unused unless HAS_SCALE)
-    chunk_doc,  # [N] int32/int64
-    doc_mask,  # [M] bool (unused unless HAS_MASK)
-    doc_score,  # [B, M] float32, pre-filled with -inf
-    chunk_score,  # [B, N] float32 (unused unless STORE_CHUNK)
-    N,
-    M,
-    T,
-    B,
-    C,
-    HKV: tl.constexpr,
-    D: tl.constexpr,
-    BD: tl.constexpr,
-    TP: tl.constexpr,
-    BB: tl.constexpr,
-    BN: tl.constexpr,
-    NORMALIZED: tl.constexpr,
-    FP8_DOT: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    STORE_CHUNK: tl.constexpr,
-    DOT_F32: tl.constexpr,
-):
-    i_c, i_n = tl.program_id(0), tl.program_id(1)
-    o_n = i_n * BN + tl.arange(0, BN)
-    m_n = o_n < N
+def _head_score(qf, q_scale, keys, o_n, m_n, o_c, i_j, C, HKV: tl.constexpr, D: tl.constexpr,
+                BD: tl.constexpr, NORMALIZED: tl.constexpr, FP8_DOT: tl.constexpr,
+                DOT_F32: tl.constexpr):  # fmt: skip
+    """Scores of BN chunks against the folded query columns for kv head i_j: [BN, BC]."""
     o_d = tl.arange(0, BD)
     m_d = o_d < D
-    o_c = i_c * BB * TP + tl.arange(0, BB * TP)
-    m_c = (o_c % TP) < T
+    p_k = keys + (o_n[:, None].to(tl.int64) * HKV + i_j) * D + o_d[None, :]
+    b_k = tl.load(p_k, mask=m_n[:, None] & m_d[None, :], other=0.0)
+    p_q = qf + (i_j * C + o_c[None, :]).to(tl.int64) * D + o_d[:, None]
+    b_q = tl.load(p_q, mask=m_d[:, None], other=0.0)
+    if DOT_F32:  # the CPU interpreter's bf16 dot is wrong (triton 3.9)
+        b_q = b_q.to(tl.float32)
+    b_k = b_k.to(b_q.dtype)
+    # [BN, BD] @ [BD, BC] -> [BN, BC]
+    b_s = tl.dot(b_k, b_q)
+    if FP8_DOT:
+        b_s = b_s * tl.load(q_scale + i_j * C + o_c)[None, :]
+    if not NORMALIZED:
+        b_kf = b_k.to(tl.float32)
+        b_inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(b_kf * b_kf, axis=1)), 1e-6)  # naive.EPS
+        b_s = b_s * b_inv[:, None]
+    return b_s
 
-    b_acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
-    for i_j in range(HKV):
-        p_k = keys + (o_n[:, None].to(tl.int64) * HKV + i_j) * D + o_d[None, :]
-        b_k = tl.load(p_k, mask=m_n[:, None] & m_d[None, :], other=0.0)
-        p_q = qf + (i_j * C + o_c[None, :]).to(tl.int64) * D + o_d[:, None]
-        b_q = tl.load(p_q, mask=m_d[:, None], other=0.0)
-        if DOT_F32:  # the CPU interpreter's bf16 dot is wrong (triton 3.9)
-            b_q = b_q.to(tl.float32)
-        b_k = b_k.to(b_q.dtype)
-        # [BN, BD] @ [BD, BB*TP] -> [BN, BB*TP]
-        b_s = tl.dot(b_k, b_q)
-        if FP8_DOT:
-            b_s = b_s * tl.load(q_scale + i_j * C + o_c)[None, :]
-        if NORMALIZED:
-            b_acc += b_s
-        else:
-            b_kf = b_k.to(tl.float32)
-            b_inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(b_kf * b_kf, axis=1)), 1e-6)  # naive.EPS
-            b_acc += b_s * b_inv[:, None]
+
+@triton.jit
+def _block_epilogue(b_acc, o_n, m_n, i_c, key_scale, chunk_doc, doc_mask, doc_score,
+                    chunk_score, N, M, T, B, BN: tl.constexpr, BB: tl.constexpr,
+                    TP: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
+                    STORE_CHUNK: tl.constexpr):  # fmt: skip
+    """Max over query tokens, then masked atomic max into the document scores."""
     if HAS_SCALE:  # pre-normalised fp8 keys: k_hat = k8 * scale (it cancels otherwise)
         b_acc = b_acc * tl.load(key_scale + o_n, mask=m_n, other=0.0)[:, None]
-
-    b_acc = tl.where(m_c[None, :], b_acc, float("-inf"))
+    o_c = i_c * BB * TP + tl.arange(0, BB * TP)
+    b_acc = tl.where(((o_c % TP) < T)[None, :], b_acc, float("-inf"))
     b_sc = tl.max(tl.reshape(b_acc, [BN, BB, TP]), axis=2)  # [BN, BB]
     o_b = i_c * BB + tl.arange(0, BB)
     m_b = o_b < B
@@ -127,6 +109,68 @@ def route_score_kernel(
         m_ok = m_ok & (tl.load(doc_mask + b_doc, mask=m_n, other=0) != 0)
     p_ds = doc_score + o_b[None, :].to(tl.int64) * M + b_doc[:, None]
     tl.atomic_max(p_ds, b_sc, mask=m_ok[:, None] & m_b[None, :])
+
+
+KEY = ["HKV", "D", "TP", "BB", "NORMALIZED", "FP8_DOT"]
+
+
+@triton.autotune(configs=_configs(), key=KEY)
+@triton.jit
+def route_score_kernel(
+    qf,  # [HKV, C, D] folded, normalised queries (C = padded B * TP columns)
+    q_scale,  # [HKV, C] float32 dequant scale of qf (unused unless FP8_DOT)
+    keys,  # [N, HKV, D]
+    key_scale,  # [N] float32 (unused unless HAS_SCALE)
+    chunk_doc,  # [N] int32/int64
+    doc_mask,  # [M] bool (unused unless HAS_MASK)
+    doc_score,  # [B, M] float32, pre-filled with -inf
+    chunk_score,  # [B, N] float32 (unused unless STORE_CHUNK)
+    N, M, T, B, C,
+    HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, TP: tl.constexpr,
+    BB: tl.constexpr, BN: tl.constexpr, NORMALIZED: tl.constexpr, FP8_DOT: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr, STORE_CHUNK: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """One program per (query column tile, block of BN chunks)."""
+    i_c, i_n = tl.program_id(0), tl.program_id(1)
+    o_n = i_n * BN + tl.arange(0, BN)
+    m_n = o_n < N
+    o_c = i_c * BB * TP + tl.arange(0, BB * TP)
+    b_acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
+    for i_j in range(HKV):
+        b_acc += _head_score(qf, q_scale, keys, o_n, m_n, o_c, i_j, C, HKV, D, BD,
+                             NORMALIZED, FP8_DOT, DOT_F32)  # fmt: skip
+    _block_epilogue(b_acc, o_n, m_n, i_c, key_scale, chunk_doc, doc_mask, doc_score,
+                    chunk_score, N, M, T, B, BN, BB, TP, HAS_SCALE, HAS_MASK, STORE_CHUNK)
+
+
+@triton.autotune(configs=_configs(), key=KEY)
+@triton.jit
+def route_score_persistent_kernel(
+    qf, q_scale, keys, key_scale, chunk_doc, doc_mask, doc_score, chunk_score,
+    N, M, T, B, C,
+    HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, TP: tl.constexpr,
+    BB: tl.constexpr, BN: tl.constexpr, NORMALIZED: tl.constexpr, FP8_DOT: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr, STORE_CHUNK: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """Same contract; a fixed grid strides over chunk blocks in one flat (block, head) loop,
+    so the loads of the next block are in flight during this block's epilogue."""
+    i_c, i_p, NP = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
+    n_iter = tl.cdiv(tl.cdiv(N, BN) - i_p, NP) * HKV
+    o_c = i_c * BB * TP + tl.arange(0, BB * TP)
+    b_acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
+    for i_it in range(0, n_iter):
+        i_j = i_it % HKV
+        o_n = (i_p + (i_it // HKV) * NP) * BN + tl.arange(0, BN)
+        m_n = o_n < N
+        b_acc += _head_score(qf, q_scale, keys, o_n, m_n, o_c, i_j, C, HKV, D, BD,
+                             NORMALIZED, FP8_DOT, DOT_F32)  # fmt: skip
+        if i_j == HKV - 1:
+            _block_epilogue(b_acc, o_n, m_n, i_c, key_scale, chunk_doc, doc_mask, doc_score,
+                            chunk_score, N, M, T, B, BN, BB, TP, HAS_SCALE, HAS_MASK,
+                            STORE_CHUNK)  # fmt: skip
+            b_acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
 
 
 def fold_query(q: torch.Tensor, HKV: int, TP: int, BB: int, dtype: torch.dtype) -> torch.Tensor:
@@ -168,6 +212,7 @@ def route_topk_triton(
     keys_normalized: bool,
     fp8_dot: bool,
     return_chunk_scores: bool,
+    persistent: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     B, T, HQ, D = q.shape
     N, HKV, _ = keys.shape
@@ -184,10 +229,14 @@ def route_topk_triton(
     has_scale = keys_normalized and key_scale is not None
     n_col = triton.cdiv(B, BB)
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return (n_col, triton.cdiv(N, meta["BN"]))
+    n_prog = 2 * _sm_count(q.device) if q.is_cuda else 3
 
-    route_score_kernel[grid](
+    def grid(meta: dict) -> tuple[int, int]:
+        n_blk = triton.cdiv(N, meta["BN"])
+        return (n_col, min(n_blk, triton.cdiv(n_prog, n_col)) if persistent else n_blk)
+
+    kernel = route_score_persistent_kernel if persistent else route_score_kernel
+    kernel[grid](
         qf, q_scale, keys.contiguous(), key_scale if has_scale else doc_score,
         chunk_doc.contiguous(), doc_mask if doc_mask is not None else doc_score,
         doc_score, chunk_score, N, num_docs, T, B, qf.shape[1],

@@ -27,11 +27,12 @@ def make(B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int, dt: torch.dt
 
 
 def run_case(check: Check, B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int,
-             dt: torch.dtype, dev: str, masked: bool, k: int = 8) -> None:
+             dt: torch.dtype, dev: str, masked: bool, k: int = 8,
+             persistent: bool = False) -> None:  # fmt: skip
     q, keys, doc, scale = make(B, T, HQ, HKV, D, N, M, dt, dev)
     mask = torch.rand(M, device=dev) > 0.4 if masked else None
     ids, val, cs = route_topk(q, keys, doc, M, k, doc_mask=mask, key_scale=scale,
-                              return_chunk_scores=True)
+                              return_chunk_scores=True, persistent=persistent)  # fmt: skip
     rids, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale)
     check(cs, rcs, 5e-3)
     fin = torch.isfinite(rval)
@@ -53,9 +54,10 @@ def test_route_topk_interpret(assert_rms: Check, dt: torch.dtype, masked: bool) 
     run_case(assert_rms, 1, 63, 8, 2, 100, 37, 11, dt, "cpu", masked)
 
 
-def test_route_topk_batched_interpret(assert_rms: Check) -> None:
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_batched_interpret(assert_rms: Check, persistent: bool) -> None:
     torch.manual_seed(1)
-    run_case(assert_rms, 3, 5, 4, 2, 32, 45, 20, torch.bfloat16, "cpu", True)
+    run_case(assert_rms, 3, 5, 4, 2, 32, 45, 20, torch.bfloat16, "cpu", True, 8, persistent)
 
 
 def test_route_topk_fewer_docs_than_k() -> None:
@@ -71,9 +73,12 @@ def test_route_topk_fewer_docs_than_k() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dt", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(1, 64, 32, 8, 128, 5003, 97), (4, 63, 16, 4, 100, 2049, 300)])
-def test_route_topk_gpu(assert_rms: Check, dt: torch.dtype, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_gpu(
+    assert_rms: Check, dt: torch.dtype, shape: tuple[int, ...], persistent: bool
+) -> None:
     torch.manual_seed(3)
-    run_case(assert_rms, *shape, dt, "cuda", True, k=16)
+    run_case(assert_rms, *shape, dt, "cuda", True, 16, persistent)
 
 
 def normalized_fp8(N: int, HKV: int, D: int, dev: str) -> tuple[torch.Tensor, torch.Tensor]:
