@@ -63,7 +63,8 @@ class Memory:
         explicit = set(base.model_fields_set) | set(overrides)
         if namespace != "default":
             explicit.add("namespace")
-        cfg = MemoryConfig.model_validate({**base.model_dump(), **overrides, "namespace": namespace})
+        fields = {**base.model_dump(), **overrides, "namespace": namespace}
+        cfg = MemoryConfig.model_validate(fields)
         path = Path(path)
         lm, cfg = _resolve_model(path, model, cfg, explicit)
         engine = Engine.build(lm, cfg)

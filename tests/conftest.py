@@ -16,7 +16,9 @@ CORPUS = [
 ]
 
 
-def make_tokenizer(vocab_size: int = 300, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+def make_tokenizer(
+    vocab_size: int = 300, corpus: list[str] | None = None
+) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -38,7 +38,7 @@ class EncodedDoc:
 
 
 def chunk_mean(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
-    """Mean-pool the first ``n`` rows of ``x`` ``[T, ...]`` in chunks of ``size`` -> ``[C, ...]``."""
+    """Mean-pool the first ``n`` rows of ``x`` ``[T, ...]`` per ``size`` rows -> ``[C, ...]``."""
     c = -(-n // size)
     padded = x.new_zeros((c * size, *x.shape[1:]))
     padded[:n] = x[:n]

@@ -112,7 +112,8 @@ def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
     keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rms_norm_eps")
     shape = {k: getattr(cfg, k, None) for k in keys}
-    config_hash = hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
+    blob = json.dumps(shape, sort_keys=True, default=str).encode()
+    config_hash = hashlib.sha256(blob).hexdigest()
     return {
         "model": lm.name,
         "architecture": shape["model_type"],
@@ -168,7 +169,9 @@ def _find_gguf_dir() -> Path:
 def _convert_gguf(gguf_dir: Path, out: Path) -> None:
     """De-quantise the GGUF and save a plain safetensors folder (save_pretrained refuses GGUF)."""
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
     config = AutoConfig.for_model(**{
         k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"
     })

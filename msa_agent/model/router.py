@@ -89,7 +89,9 @@ class Router(nn.Module):
         saved = json.loads(header["fingerprint"])
         if model_fingerprint is not None and saved != _identity(model_fingerprint):
             diff = sorted(k for k in saved if saved.get(k) != _identity(model_fingerprint).get(k))
-            raise RouterMismatchError(f"router {path} was trained for another model ({diff} differ)")
+            raise RouterMismatchError(
+                f"router {path} was trained for another model ({diff} differ)"
+            )
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
                      json.loads(header.get("meta", "{}")))
         tensors = _merge_low_rank(load_file(str(path)))

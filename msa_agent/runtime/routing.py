@@ -110,7 +110,7 @@ class RoutingIndex:
                 self.alive[pos] = False
 
     def mask_for(self, namespace: str | None, ids: Sequence[str] | None = None) -> torch.Tensor:
-        """Boolean ``[M]`` of live docs in ``namespace`` (None = all), and among ``ids`` if given."""
+        """Boolean ``[M]``: live docs in ``namespace`` (None = all), among ``ids`` if given."""
         mask = self.alive.clone()
         if namespace is not None:
             mask &= self.doc_ns == self._ns_code.get(namespace, -1)
