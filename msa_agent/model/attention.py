@@ -46,7 +46,7 @@ def msa_attention_forward(
     scaling: float | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
-    """Attention over [memory ; local] in MSA layers, plain SDPA elsewhere. Out: ``[B, T, Hq, D]``."""
+    """[memory ; local] attention in MSA layers, plain SDPA elsewhere. Out: ``[B, T, Hq, D]``."""
     memory = kwargs.pop("msa_memory", None)
     kwargs.pop("is_causal", None)
     prefix = memory.get(module.layer_idx) if isinstance(memory, MemoryKV) else None
