@@ -8,6 +8,7 @@ from .errors import (
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
+    SpaceReadOnlyError,
     StoreCorruptedError,
     StoreError,
 )
@@ -17,5 +18,5 @@ from .types import ArraySpec, NewMemory, StoredMemory
 __all__ = [
     "ArraySpec", "NewMemory", "StoredMemory", "Space",
     "StoreError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
-    "FingerprintMismatchError", "StoreCorruptedError",
+    "SpaceReadOnlyError", "FingerprintMismatchError", "StoreCorruptedError",
 ]

@@ -71,12 +71,14 @@ class ArrayStore:
             return store
 
     @classmethod
-    def open(cls, path: Path, specs: Sequence[ArraySpec], ends: dict[str, int]) -> ArrayStore:
+    def open(cls, path: Path, specs: Sequence[ArraySpec], ends: dict[str, int],
+             read_only: bool = False) -> ArrayStore:
         """Open and check every array: present, right row shape/dtype, capacity >= end."""
         if not (path / "zarr.json").is_file():
             raise StoreCorruptedError(f"zarr group metadata missing: {path / 'zarr.json'}")
         with zarr_errors("open arrays"):
-            group = zarr.open_group(store=LocalStore(path), mode="r+", zarr_format=3)
+            store = LocalStore(path, read_only=read_only)
+            group = zarr.open_group(store=store, mode="r" if read_only else "r+", zarr_format=3)
             store = cls(path, group, specs)
             for s in specs:
                 store.arrays[s.name] = store._open_one(s, ends[s.unit])
@@ -153,6 +155,8 @@ class ArrayStore:
         if stop <= start:
             return np.zeros((0, *spec.row_shape), dtype=spec.dtype)
         with zarr_errors(f"read {name}"):
+            if stop > self.arrays[name].shape[0]:  # a reader's view; the writer grew it since
+                self.arrays[name] = self._open_one(spec, stop)
             return np.asarray(self.arrays[name][start:stop])
 
     def nbytes_on_disk(self, name: str) -> int:

@@ -19,6 +19,10 @@ class SpaceLockedError(StoreError):
     """Another writer (process or open ``Space``) holds the space's lock file."""
 
 
+class SpaceReadOnlyError(StoreError):
+    """A write was attempted on a space opened with ``read_only=True``."""
+
+
 class FingerprintMismatchError(StoreError):
     """The space was made by a different model/config than the caller expects."""
 

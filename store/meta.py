@@ -151,15 +151,21 @@ class SpaceInfo:
     arrays_dir: str
 
 
-def _make_engine(path: Path, durable: bool) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", future=True)
+def _make_engine(path: Path, durable: bool, read_only: bool = False) -> Engine:
+    if read_only:  # no writes at all, not even the journal-mode switch
+        engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    else:
+        engine = create_engine(f"sqlite:///{path}")
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        cur.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in pages
+        if read_only:
+            cur.execute("PRAGMA query_only=ON")
+        else:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted text is zeroed in the pages
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -238,8 +244,8 @@ def build_filters(namespace: str | None, where: Mapping[str, Any] | None) -> lis
 class MetaStore:
     """The SQL side of a space: allocation ends, memory rows, settings, pending wipes."""
 
-    def __init__(self, path: Path, durable: bool = True) -> None:
-        self.engine = _make_engine(path, durable)
+    def __init__(self, path: Path, durable: bool = True, read_only: bool = False) -> None:
+        self.engine = _make_engine(path, durable, read_only)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -28,6 +28,7 @@ from .errors import (
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
+    SpaceReadOnlyError,
     StoreCorruptedError,
 )
 from .meta import MetaStore, build_filters, id_filter
@@ -62,21 +63,23 @@ def _utc(dt: datetime | None) -> datetime:
 class Space:
     """A memory space: metadata rows plus per-memory contiguous row ranges in each array.
 
-    Single writer: the constructor holds an exclusive ``flock`` on ``PATH/.lock`` until
-    ``close``. Methods are serialised by an in-process lock, so one ``Space`` may be shared
-    between threads.
+    Single writer: a writable space holds an exclusive ``flock`` on ``PATH/.lock`` until
+    ``close``. Read-only opens take no lock and follow the writer's commits. Methods are
+    serialised by an in-process lock, so one ``Space`` may be shared between threads.
     """
 
     def __init__(self, path: Path, meta: MetaStore, arrays: ArrayStore,
                  fingerprint: dict[str, Any], ends: dict[str, int], arrays_dir: str,
-                 lock_fd: int, durable: bool) -> None:
+                 lock_fd: int | None, durable: bool, read_only: bool = False) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self.arrays: dict[str, ArraySpec] = dict(arrays.specs)
         self._meta, self._store = meta, arrays
         self._ends, self._arrays_dir = ends, arrays_dir
-        self._lock_fd: int | None = lock_fd
+        self._lock_fd = lock_fd
         self._durable = durable
+        self.read_only = read_only
+        self._closed = False
         self._mutex = threading.RLock()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -104,25 +107,30 @@ class Space:
 
     @classmethod
     def open(cls, path: str | Path, fingerprint: dict[str, Any] | None = None, *,
-             durable: bool = True) -> Space:
-        """Open an existing space, checking ``fingerprint`` when given."""
+             durable: bool = True, read_only: bool = False) -> Space:
+        """Open an existing space, checking ``fingerprint`` when given.
+
+        ``read_only=True`` takes no lock, so it works next to a writer in another process.
+        Each call sees the writer's latest commit; writes raise ``SpaceReadOnlyError``.
+        """
         path = Path(path)
         if not (path / META_FILE).is_file():
             if (path / "arrays.zarr").exists():
                 raise StoreCorruptedError(f"{path}: {META_FILE} is missing")
             raise SpaceNotFoundError(f"no space at {path}")
-        fd = _lock(path)
-        meta = MetaStore(path / META_FILE, durable)
+        fd = None if read_only else _lock(path)
+        meta = MetaStore(path / META_FILE, durable, read_only)
         try:
-            return cls._open_locked(path, meta, fingerprint, fd, durable)
+            return cls._open_with(path, meta, fingerprint, fd, durable, read_only)
         except BaseException:
             meta.close()
-            _unlock(fd)
+            if fd is not None:
+                _unlock(fd)
             raise
 
     @classmethod
-    def _open_locked(cls, path: Path, meta: MetaStore, fingerprint: dict[str, Any] | None,
-                     fd: int, durable: bool) -> Space:
+    def _open_with(cls, path: Path, meta: MetaStore, fingerprint: dict[str, Any] | None,
+                   fd: int | None, durable: bool, read_only: bool) -> Space:
         info = meta.load()
         try:
             specs = [ArraySpec.from_json(d) for d in info.arrays]
@@ -131,10 +139,12 @@ class Space:
         if fingerprint is not None:
             _check_fingerprint(path, info.fingerprint, fingerprint)
         ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
-        store = ArrayStore.open(path / info.arrays_dir, specs, ends)
-        space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable)
-        space._remove_stray_dirs()
-        space._apply_wipes()
+        store = ArrayStore.open(path / info.arrays_dir, specs, ends, read_only)
+        space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable,
+                    read_only)
+        if not read_only:
+            space._remove_stray_dirs()
+            space._apply_wipes()
         return space
 
     @classmethod
@@ -158,11 +168,13 @@ class Space:
     def close(self) -> None:
         """Release the database and the writer lock. Idempotent."""
         with self._mutex:
-            if self._lock_fd is None:
+            if self._closed:
                 return
+            self._closed = True
             self._meta.close()
-            _unlock(self._lock_fd)
-            self._lock_fd = None
+            if self._lock_fd is not None:
+                _unlock(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> Space:
         return self
@@ -174,8 +186,25 @@ class Space:
         return f"Space({str(self.path)!r}, arrays={list(self.arrays)})"
 
     def _check_open(self) -> None:
-        if self._lock_fd is None:
+        if self._closed:
             raise ValueError("space is closed")
+        if self.read_only:
+            self._follow_writer()
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise SpaceReadOnlyError(f"space {self.path} was opened read-only")
+
+    def _follow_writer(self) -> None:
+        """Read-only view: pick up the writer's committed ends and (after compact) folder."""
+        info = self._meta.load()
+        ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
+        if info.arrays_dir != self._arrays_dir:
+            self._store = ArrayStore.open(self.path / info.arrays_dir,
+                                          list(self.arrays.values()), ends, read_only=True)
+            self._arrays_dir = info.arrays_dir
+        self._ends = ends
 
     # -- writes ------------------------------------------------------------------------------
     def add(self, memories: Sequence[NewMemory],
@@ -189,7 +218,7 @@ class Space:
         if not memories:
             return []
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             self._check_new_ids(memories)
             stored = self._allocate(memories)
             ends = {u: self._ends[u] + sum(v.rows_for(m, u) for m in memories)
@@ -241,7 +270,7 @@ class Space:
 
     def _delete(self, conds: list[Any]) -> int:
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             gone = self._meta.delete(conds)  # also records pending wipes, same transaction
             self._apply_wipes()
             return len(gone)
@@ -266,7 +295,7 @@ class Space:
         """
         spec = self._spec(name)
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             current = self._meta.get_many([memory.id]).get(memory.id)
             if current is None:
                 raise KeyError(f"memory {memory.id} does not exist")
@@ -280,7 +309,7 @@ class Space:
         """Store a small JSON value under ``key``."""
         v.json_normal(value, f"setting {key!r}")
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             self._meta.set_setting(key, value)
 
     # -- reads -------------------------------------------------------------------------------
@@ -431,7 +460,7 @@ class Space:
         the losing folder is removed at the next open.
         """
         with self._mutex:
-            self._check_open()
+            self._check_writable()
             live = self._meta.live()
             new_dir = self._next_arrays_dir()
             new = ArrayStore.create(self.path / new_dir, list(self.arrays.values()))

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from msa_agent.store import Space
 from store_helpers import FP, SPECS
+
+from msa_agent.store import Space
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from msa_agent.store import ArraySpec, NewMemory
 
 ROW = (2, 3, 4)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import FP, SPECS, make_data, mem
+
 from msa_agent.store import FingerprintMismatchError, Space, StoreCorruptedError
 from msa_agent.store.arrays import ArrayStore
 from msa_agent.store.meta import MetaStore
-from store_helpers import FP, SPECS, make_data, mem
 
 
 class Crash(RuntimeError):

@@ -18,8 +18,9 @@ from hypothesis.stateful import (
     multiple,
     rule,
 )
-from msa_agent.store import NewMemory, Space
 from store_helpers import FP, SPECS
+
+from msa_agent.store import NewMemory, Space
 
 NAMESPACES = ("a", "b")
 RAM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # many tiny files: keep off disk

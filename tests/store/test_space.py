@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import FP, SPECS, make_data, mem
+
 from msa_agent.store import (
     ArraySpec,
     NewMemory,
@@ -14,8 +16,8 @@ from msa_agent.store import (
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
+    SpaceReadOnlyError,
 )
-from store_helpers import FP, SPECS, make_data, mem
 
 
 def add_n(space: Space, n: int, start: int = 0, **kw: object) -> tuple[list[str], list[dict]]:
@@ -267,3 +269,26 @@ def test_pre_assigned_ids(space: Space) -> None:
         with pytest.raises(ValueError):
             space.add(bad, [make_data(b, k) for k, b in enumerate(bad)])
     assert space.stats() == before
+
+
+def test_read_only_follows_writer(space_path: Path) -> None:
+    writer = Space.create(space_path, FP, SPECS, durable=False)
+    ids, data = add_n(writer, 5)
+    with Space.open(space_path, FP, read_only=True) as reader:
+        assert_rows(reader, ids, data)
+        for _ in range(6):  # grow past the reader's cached capacity
+            more, more_data = add_n(writer, 40, start=len(ids))
+            ids, data = ids + more, data + more_data
+        assert_rows(reader, ids, data)
+        writer.delete(ids[:3])
+        writer.compact()  # the reader follows the switch to arrays.1.zarr
+        assert_rows(reader, ids[3:], data[3:])
+        rows, owners = reader.read_all("route_k")
+        assert len(rows) == len(owners) == sum(m.n_chunks for m in reader.live_chunks())
+        with pytest.raises(SpaceReadOnlyError):
+            reader.add([mem(0)], [make_data(mem(0), 0)])
+        for write in (lambda: reader.delete(ids[3:4]), lambda: reader.set_setting("k", 1),
+                      reader.compact):
+            with pytest.raises(SpaceReadOnlyError):
+                write()
+    writer.close()
