@@ -126,6 +126,8 @@ class RoutingIndex:
         if m == 0 or k <= 0 or not bool(mask.any()):
             return Ranked([], [], [], [])
         qf = fold_queries(q.to(self.device), self.keys.shape[2])
+        if combine == "heads" and self.keys.is_cuda:
+            return self._rank_fused(q, k, mask, qf)
         if combine == "heads":
             chunk = chunk_head_scores(self.keys, qf)
             doc = doc_max(chunk, self.chunk_doc, m)
@@ -135,6 +137,21 @@ class RoutingIndex:
         doc = doc.masked_fill(~mask.to(doc.device), float("-inf"))
         top = torch.topk(doc, min(k, int(mask.sum()))).indices.tolist()
         return self._explain(top, doc, qf, combine)
+
+    def _rank_fused(self, q: torch.Tensor, k: int, mask: torch.Tensor, qf: torch.Tensor) -> Ranked:
+        """CUDA: the fused Triton ``route_topk`` over layers-as-heads, one pass over the keys."""
+        from msa_agent.kernels import route_topk
+
+        n, layers, h, d = self.keys.shape
+        ids, scores = route_topk(
+            q.to(self.device).reshape(q.shape[0], -1, d), self.keys.view(n, layers * h, d),
+            self.chunk_doc, len(self.doc_ids), min(k, int(mask.sum())),
+            doc_mask=mask.to(self.device), keys_normalized=True,
+        )
+        top = [int(i) for i in ids.tolist() if i >= 0]
+        doc = torch.full((len(self.doc_ids),), float("-inf"))
+        doc[top] = scores[: len(top)].float().cpu()
+        return self._explain(top, doc, qf, "heads")
 
     def _explain(self, top: list[int], doc: torch.Tensor, qf: torch.Tensor, combine: str) -> Ranked:
         """Per-layer scores and best chunk of the selected documents (cheap: few chunks)."""
