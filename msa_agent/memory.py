@@ -219,6 +219,25 @@ class Memory:
                          namespace=m.namespace, metadata=m.metadata, created_at=m.created_at,
                          source_id=m.source_id, explanation=exp)
 
+    def reencode_routing(self, router_path: str | Path | None = None) -> int:
+        """Recompute the routing keys of every stored memory; their K/V are not touched.
+
+        With ``router_path``, switch to that router first (it must belong to this space's
+        model). ``open`` already re-encodes when a space's keys came from another router; call
+        this to switch routers on an open memory, or to repair keys. Shows progress; returns
+        the number of memories re-encoded.
+        """
+        from msa_agent.model.loader import model_fingerprint
+        from msa_agent.model.router import Router
+
+        with self._lock:
+            if router_path is None:
+                return self._engine.refresh_routing(self._space)
+            lm = self._engine.lm
+            router = Router.load(router_path, model_fingerprint(lm)).to(lm.device)
+            self.config.router_path = str(router_path)
+            return self._engine.refresh_routing(self._space, router)
+
     def get(self, id: str) -> MemoryRecord:
         """The memory with this id; :class:`UnknownMemoryError` if there is none."""
         with self._lock:

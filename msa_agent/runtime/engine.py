@@ -77,6 +77,25 @@ class Engine:
         if live and made_with not in (None, self.router_id):
             self.reencode_routing(space, live)
         space.set_setting("router_id", self.router_id)
+        self._load_index(space, live)
+
+    def refresh_routing(self, space: Space, router: Router | None | str = "keep") -> int:
+        """Switch to ``router`` (unless "keep"), re-encode every stored memory's routing keys
+        with it and rebuild the resident index; K/V stay. Returns the number re-encoded."""
+        if router != "keep":
+            if router is not None and sorted(router.layer_ids) != self.layers:
+                raise InvalidInputError(f"router covers layers {router.layer_ids}, "
+                                        f"this space uses {self.layers}")
+            self.router = self.encoder.router = router  # type: ignore[assignment]
+        live = space.live_chunks()
+        if live:
+            self.reencode_routing(space, live)
+        space.set_setting("router_id", self.router_id)
+        self.index = RoutingIndex(self.lm.device)
+        self._load_index(space, live)
+        return len(live)
+
+    def _load_index(self, space: Space, live: Sequence[StoredMemory]) -> None:
         if live:
             keys, _owner = space.read_all("route_k")
             splits = [m.n_chunks for m in live]
