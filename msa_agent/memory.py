@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from msa_agent import bundle
+from msa_agent.bundle import ExportReport, ImportReport
 from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel, load_model, wrap_model
@@ -271,6 +273,20 @@ class Memory:
             memories=s["memories"], namespaces=s["namespaces"], tokens=s["tokens"],
             chunks=s["chunks"], bytes_on_disk=s["bytes_on_disk"],
         )
+
+    # ------------------------------------------------------------------ export / import
+    def export(self, path: str | Path, namespaces: Sequence[str] | None = None,
+               progress: Callable[[int], None] | None = None) -> ExportReport:
+        """Write a portable bundle of this space (see :mod:`msa_agent.bundle`)."""
+        with self._lock:
+            return bundle.export_space(self._space, self._engine.router_id, path, namespaces,
+                                       progress)
+
+    def import_(self, path: str | Path,
+                progress: Callable[[int], None] | None = None) -> ImportReport:
+        """Add a bundle's memories, keeping their ids; refused for a bundle of another model."""
+        with self._lock:
+            return bundle.import_bundle(self._space, self._engine, path, progress)
 
     @property
     def path(self) -> Path:
