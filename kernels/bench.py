@@ -154,6 +154,31 @@ def bench_route(copy_bw: float, N: int, M: int) -> None:
         torch.cuda.empty_cache()
 
 
+def bench_route_sweep(copy_bw: float, N: int, M: int) -> None:
+    """fp8 pre-normalised keys: programs per SM of the persistent grid."""
+    torch.cuda.empty_cache()
+    q = torch.randn(64, HQ, D, device="cuda")
+    doc = (torch.arange(N, device="cuda") * M // N).int()
+    mask = torch.rand(M, device="cuda") > 0.1
+    layers = route_layers(torch.float8_e4m3fn, N, 18)
+    nbytes = N * HKV * D + N * 4
+    for pps in (1, 2, 3, 4, 6):
+        os.environ["MSA_ROUTE_PROGRAMS_PER_SM"] = str(pps)
+        for f8 in (False, True):
+
+            def run(f8: bool = f8) -> None:
+                for keys, sc in layers:
+                    route_topk(q, keys, doc, M, 16, doc_mask=mask, key_scale=sc,
+                               keys_normalized=True, fp8_dot=f8)  # fmt: skip
+
+            ms = bench(run, rep=500) / len(layers)
+            pct = nbytes / (ms * 1e-3) / copy_bw * 100
+            row("route", f"fp8 prenormed{' fp8 dot' if f8 else ''} persistent {pps}/SM", ms,
+                None, f"{pct:.0f}% copy; 18 layers {18 * ms:.1f} ms")  # fmt: skip
+    os.environ["MSA_ROUTE_PROGRAMS_PER_SM"] = "2"
+    layers.clear()
+
+
 def fp8_dot_agreement(q: torch.Tensor, layer: tuple, doc: torch.Tensor, M: int,
                       mask: torch.Tensor) -> float:  # fmt: skip
     """Fraction of the top-16 that the fp8-dot path shares with the fp16-dot path."""
@@ -314,7 +339,8 @@ def main() -> None:
     check_attn()
     sections = os.environ.get("BENCH", "route,attn,gather").split(",")
     jobs: list[tuple[str, Callable[[], None]]] = [
-        ("route", lambda: bench_route(copy_bw, N=1_562_500, M=24_414))
+        ("route", lambda: bench_route(copy_bw, N=1_562_500, M=24_414)),
+        ("sweep", lambda: bench_route_sweep(copy_bw, N=1_562_500, M=24_414)),
     ]
     for mode in ("decode", "prefill"):
         for doc in (1024, 4096, 16384, 65536):

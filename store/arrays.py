@@ -17,7 +17,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
-from .errors import StoreCorruptedError
+from .errors import StoreCorruptedError, StoreError
 from .types import ArraySpec
 
 MIN_GROWTH_CHUNKS = 16  # capacity grows by >= 16 zarr chunks (and >= 1.5x) at a time
@@ -42,8 +42,10 @@ def zarr_errors(what: str) -> Iterator[None]:
     """
     try:
         yield
-    except StoreCorruptedError:
+    except StoreError:
         raise
+    except OSError as e:  # disk full, permissions...: an I/O failure, not corruption
+        raise StoreError(f"{what}: I/O error: {e}") from None
     except Exception as e:
         raise StoreCorruptedError(f"{what}: array store error: {type(e).__name__}: {e}") from None
 

@@ -122,10 +122,12 @@ class Space:
         meta = MetaStore(path / META_FILE, durable, read_only)
         try:
             return cls._open_with(path, meta, fingerprint, fd, durable, read_only)
-        except BaseException:
+        except BaseException as e:
             meta.close()
             if fd is not None:
                 _unlock(fd)
+            if isinstance(e, StoreCorruptedError) and str(path) not in str(e):
+                raise StoreCorruptedError(f"space {path}: {e}") from None
             raise
 
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -106,12 +105,7 @@ def fingerprint_diff(stored: Any, given: Any, prefix: str = "") -> list[str]:
             else:
                 out.extend(fingerprint_diff(stored[k], given[k], key + "."))
         return out
-    same = stored == given and not (_is_nan(stored) or _is_nan(given))
-    return [] if same else [prefix.rstrip(".") or "<root>"]
-
-
-def _is_nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
+    return [] if stored == given else [prefix.rstrip(".") or "<root>"]
 
 
 def describe_diff(stored: dict[str, Any], given: dict[str, Any], keys: list[str]) -> str:

@@ -4,6 +4,7 @@ masked atomic document max), then a top-k over the M document scores."""
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -13,6 +14,11 @@ from .._dispatch import autotune_off, interpret_mode
 from .naive import topk_docs
 
 FP8_MAX = 448.0
+
+
+def _programs_per_sm() -> int:
+    """Persistent grid size; a tuning knob for the bench (MSA_ROUTE_PROGRAMS_PER_SM)."""
+    return int(os.environ.get("MSA_ROUTE_PROGRAMS_PER_SM", "2"))
 
 
 @functools.cache
@@ -229,7 +235,7 @@ def route_topk_triton(
     has_scale = keys_normalized and key_scale is not None
     n_col = triton.cdiv(B, BB)
 
-    n_prog = 2 * _sm_count(q.device) if q.is_cuda else 3
+    n_prog = _programs_per_sm() * _sm_count(q.device) if q.is_cuda else 3
 
     def grid(meta: dict) -> tuple[int, int]:
         n_blk = triton.cdiv(N, meta["BN"])
