@@ -11,7 +11,6 @@ import bisect
 import fcntl
 import hashlib
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 
 from . import validate as v
 from .arrays import ArrayStore, dir_size, gather, merge_ranges
+from .compact import compact_arrays, remove_stray_dirs
 from .errors import (
     FingerprintMismatchError,
     SpaceExistsError,
@@ -32,11 +32,10 @@ from .errors import (
     StoreCorruptedError,
 )
 from .meta import MetaStore, build_filters, id_filter
-from .types import ArraySpec, NewMemory, StoredMemory, Unit
+from .types import ArraySpec, NewMemory, StoredMemory
 
 META_FILE = "meta.sqlite"
 LOCK_FILE = ".lock"
-COPY_ROWS = 4096  # compaction copies at most this many rows per slice
 
 
 def _lock(path: Path) -> int:
@@ -139,13 +138,13 @@ class Space:
         except (KeyError, TypeError, ValueError) as e:
             raise StoreCorruptedError(f"{path}: bad array specs in metadata: {e}") from None
         if fingerprint is not None:
-            _check_fingerprint(path, info.fingerprint, fingerprint)
+            v.check_fingerprint(path, info.fingerprint, fingerprint)
         ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
         store = ArrayStore.open(path / info.arrays_dir, specs, ends, read_only)
         space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable,
                     read_only)
         if not read_only:
-            space._remove_stray_dirs()
+            remove_stray_dirs(path, info.arrays_dir)
             space._apply_wipes()
         return space
 
@@ -454,76 +453,12 @@ class Space:
             raise KeyError(f"no array {name!r}; space has {sorted(self.arrays)}")
         return self.arrays[name]
 
-    # -- compaction --------------------------------------------------------------------------
     def compact(self) -> None:
         """Rewrite the arrays without dead rows into a new folder, then switch to it.
 
-        Crash-safe: the switch (new offsets, ends and folder name) is one SQL transaction;
-        the losing folder is removed at the next open.
+        Crash-safe (see ``store/compact.py``). ``StoredMemory`` objects from before are stale.
         """
         with self._mutex:
             self._check_writable()
-            live = self._meta.live()
-            new_dir = self._next_arrays_dir()
-            new = ArrayStore.create(self.path / new_dir, list(self.arrays.values()))
-            moves, ends = _relocations(live)
-            for name, spec in self.arrays.items():
-                self._copy_live(new, name, spec.unit, live, moves)
-                if self._durable and ends[spec.unit]:
-                    new.fsync(name, 0, ends[spec.unit])
-            if self._durable:
-                new.fsync_group()
-            self._meta.relocate(moves, (ends["chunk"], ends["token"]), new_dir)
-            old = self.path / self._arrays_dir
-            self._store, self._arrays_dir, self._ends = new, new_dir, ends
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _copy_live(self, new: ArrayStore, name: str, unit: Unit,
-                   live: list[StoredMemory], moves: list[dict[str, Any]]) -> None:
-        key = "chunk_start" if unit == "chunk" else "token_start"
-        pairs = [(m.rows(unit), mv[key]) for m, mv in zip(live, moves, strict=True)]
-        for (a, b), dst in _runs(pairs):
-            for off in range(0, b - a, COPY_ROWS):
-                stop = min(b, a + off + COPY_ROWS)
-                new.write(name, dst + off, self._store.read(name, a + off, stop))
-
-    def _next_arrays_dir(self) -> str:
-        n = 0 if self._arrays_dir == "arrays.zarr" else int(self._arrays_dir.split(".")[1])
-        return f"arrays.{n + 1}.zarr"
-
-    def _remove_stray_dirs(self) -> None:
-        """Delete array folders left by a compaction that crashed (either side of commit)."""
-        for p in self.path.glob("arrays*.zarr"):
-            if p.name != self._arrays_dir and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-
-
-def _relocations(live: list[StoredMemory]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """New packed offsets for ``live`` (kept in order) and the new committed ends."""
-    moves, chunk, token = [], 0, 0
-    for m in live:
-        moves.append({"id": m.id, "chunk_start": chunk, "token_start": token})
-        chunk, token = chunk + m.n_chunks, token + m.n_tokens
-    return moves, {"chunk": chunk, "token": token}
-
-
-def _runs(pairs: list[tuple[tuple[int, int], int]]) -> list[tuple[tuple[int, int], int]]:
-    """Merge ``((src_start, src_stop), dst_start)`` pairs that are contiguous on both sides."""
-    out: list[tuple[tuple[int, int], int]] = []
-    for (a, b), dst in pairs:
-        if b <= a:
-            continue
-        if out and out[-1][0][1] == a and out[-1][1] + (out[-1][0][1] - out[-1][0][0]) == dst:
-            out[-1] = ((out[-1][0][0], b), out[-1][1])
-        else:
-            out.append(((a, b), dst))
-    return out
-
-
-def _check_fingerprint(path: Path, stored: dict[str, Any], given: dict[str, Any]) -> None:
-    given = v.json_normal(given, "fingerprint")
-    keys = v.fingerprint_diff(stored, given)
-    if keys:
-        raise FingerprintMismatchError(
-            f"space {path} was made with a different fingerprint; differing keys: "
-            f"{', '.join(keys)}\n{v.describe_diff(stored, given, keys)}", keys)
+            self._store, self._arrays_dir, self._ends = compact_arrays(
+                self.path, self._meta, self._store, self._arrays_dir, self._durable)

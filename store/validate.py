@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .errors import FingerprintMismatchError
 from .types import ArraySpec, NewMemory, StoredMemory, Unit
 
 
@@ -117,3 +119,13 @@ def describe_diff(stored: dict[str, Any], given: dict[str, Any], keys: list[str]
             d = d[part]
         return d
     return "\n".join(f"  {k}: stored={dig(stored, k)!r} given={dig(given, k)!r}" for k in keys)
+
+
+def check_fingerprint(path: Path, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Raise ``FingerprintMismatchError`` naming every differing key."""
+    given = json_normal(given, "fingerprint")
+    keys = fingerprint_diff(stored, given)
+    if keys:
+        raise FingerprintMismatchError(
+            f"space {path} was made with a different fingerprint; differing keys: "
+            f"{', '.join(keys)}\n{describe_diff(stored, given, keys)}", keys)
