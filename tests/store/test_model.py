@@ -123,6 +123,6 @@ class SpaceModel(RuleBasedStateMachine):
 
 
 SpaceModel.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=12, deadline=None,
+    max_examples=20, stateful_step_count=10, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestSpaceModel = SpaceModel.TestCase

@@ -190,7 +190,7 @@ def test_overwrite(space: Space) -> None:
 
 
 def test_compact(space_path: Path) -> None:
-    with Space.create(space_path, FP, SPECS) as s:
+    with Space.create(space_path, FP, SPECS, durable=False) as s:
         ids, data = add_n(s, 12)
         s.delete(ids[::3])
         s.compact()
@@ -276,8 +276,8 @@ def test_read_only_follows_writer(space_path: Path) -> None:
     ids, data = add_n(writer, 5)
     with Space.open(space_path, FP, read_only=True) as reader:
         assert_rows(reader, ids, data)
-        for _ in range(6):  # grow past the reader's cached capacity
-            more, more_data = add_n(writer, 40, start=len(ids))
+        for _ in range(3):  # grow past the reader's cached capacity (64 chunk rows)
+            more, more_data = add_n(writer, 20, start=len(ids))
             ids, data = ids + more, data + more_data
         assert_rows(reader, ids, data)
         writer.delete(ids[:3])
