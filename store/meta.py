@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     create_engine,
     delete,
     event,
@@ -184,18 +185,25 @@ def sql_errors(what: str) -> Iterator[None]:
         raise StoreCorruptedError(f"{what}: metadata database error: {e}") from None
 
 
-def _metadata_value(key: str, value: Scalar) -> ColumnElement[Any]:
-    """A typed JSON extraction of top-level metadata ``key`` that compares with ``value``."""
+def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
+    """Strict JSON equality of top-level metadata ``key`` with ``value``.
+
+    Strings match only strings, bools only bools, numbers only numbers (1 == 1.0), and
+    None matches JSON null or a missing key. SQLite-specific (``json_type``); PostgreSQL
+    would use ``jsonb_typeof`` here, the only dialect-specific spot.
+    """
     if not key or '"' in key:
         raise ValueError(f"bad metadata key {key!r}")
-    elem = MemoryRow.meta[key]
+    path = f'$."{key}"'
+    jtype = func.json_type(MemoryRow.meta, path)
+    extracted = func.json_extract(MemoryRow.meta, path)
+    if value is None:
+        return or_(jtype.is_(None), jtype == "null")
     if isinstance(value, bool):
-        return elem.as_boolean()
-    if isinstance(value, int):
-        return elem.as_integer()
-    if isinstance(value, float):
-        return elem.as_float()
-    return elem.as_string()
+        return jtype == ("true" if value else "false")
+    if isinstance(value, int | float):
+        return and_(jtype.in_(["integer", "real"]), extracted == value)
+    return and_(jtype == "text", extracted == value)
 
 
 def _check_scalar(key: str, value: Any) -> None:
@@ -210,9 +218,7 @@ def _equals(key: str, value: Scalar) -> ColumnElement[bool]:
     else:
         is_meta = key not in FILTER_COLUMNS
     if is_meta:
-        if value is None:  # missing key or JSON null
-            return MemoryRow.meta[key].as_string().is_(None)
-        return _metadata_value(key, value) == value
+        return _metadata_equals(key, value)
     col = getattr(MemoryRow, key)
     return col.is_(None) if value is None else col == value
 

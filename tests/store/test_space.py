@@ -124,6 +124,8 @@ def test_where_filters(space: Space) -> None:
     assert found({"score": 1.5}) == {2}
     assert found({"kind": "tool", "topic": "music"}) == {0, 2}
     assert found({"missing_key": None}) == {0, 1, 2, 3}
+    assert found({"n": "3"}) == set() and found({"n": 3.0}) == {2}  # strict JSON types
+    assert found({"flag": 1}) == set() and found({"topic": True}) == set()
     assert found({"topic": []}) == set()
     assert space.count(where={"user_id": "u", "topic": "music"}) == 2
     for bad in ({"topic": {"a": 1}}, {"topic": [[1]]}, {"topic": object()}):
