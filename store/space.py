@@ -263,7 +263,9 @@ class Space:
         """Delete memories by id: rows gone and their array rows zeroed. Returns how many."""
         if isinstance(ids, str):
             raise ValueError("ids must be a sequence of ids, not a str")
-        return self._delete(id_filter(list(ids))) if ids else 0
+        ids = list(dict.fromkeys(ids))
+        step = 10_000  # SQLite bound-variable limit; each batch is its own transaction
+        return sum(self._delete(id_filter(ids[i:i + step])) for i in range(0, len(ids), step))
 
     def delete_where(self, namespace: str | None, where: Mapping[str, Any]) -> int:
         """Delete every memory of ``namespace`` (None = all) matching ``where``."""
