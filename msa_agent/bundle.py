@@ -323,8 +323,8 @@ def _slice_rows(d: dict[str, Any], specs: list[ArraySpec], arrays: dict[str, np.
                 offsets: dict[str, int]) -> dict[str, np.ndarray]:
     """This memory's rows of every array; advances ``offsets`` past them."""
     n = {"chunk": int(d["n_chunks"]), "token": int(d["n_tokens"])}
-    rows = {s.name: np.ascontiguousarray(arrays[s.name][offsets[s.unit]:offsets[s.unit]
-                                                        + n[s.unit]]) for s in specs}
+    rows = {s.name: np.array(arrays[s.name][offsets[s.unit]:offsets[s.unit] + n[s.unit]])
+            for s in specs}
     for unit in offsets:
         offsets[unit] += n[unit]
     return rows

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import typer
 
+from msa_agent.cli.common import MsaGroup, root
 from msa_agent.cli.demo import demo
+from msa_agent.cli.doctor import doctor
+from msa_agent.cli.ingest import ingest
+from msa_agent.cli.memories import forget, ls, recall, show
+from msa_agent.cli.space import init, stats
+from msa_agent.cli.transfer import export, import_
 
 app = typer.Typer(
     name="msa",
+    cls=MsaGroup,
     help="msa-agent: lifelong memory for LLM agents, built on Memory Sparse Attention.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.callback()(root)
+app.command()(init)
+app.command()(ingest)
+app.command()(recall)
+app.command()(ls)
+app.command()(show)
+app.command()(forget)
+app.command()(stats)
+app.command()(export)
+app.command(name="import")(import_)
+app.command()(doctor)
 app.command()(demo)
 
 
-@app.callback()
-def _root() -> None:
-    """Keep sub-commands explicit even while there is only one."""
-
-
 def main() -> None:
+    """Entry point of the ``msa`` script."""
     app()

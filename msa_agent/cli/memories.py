@@ -1,0 +1,138 @@
+"""``msa recall``, ``msa ls``, ``msa show``, ``msa forget``: read and delete memories."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from msa_agent.cli.common import (
+    as_mapping,
+    open_memory,
+    out_console,
+    parse_pairs,
+    preview,
+    print_json,
+    record_dict,
+)
+from msa_agent.cli.options import JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
+from msa_agent.types import MemoryRecord, RecallHit
+
+
+def recall(
+    query: Annotated[str, typer.Argument(help="What to recall.")],
+    path: PathOpt = None,
+    k: KOpt = 5,
+    where: WhereOpt = None,
+    namespace: NamespaceOpt = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show per-layer routing scores and the matching chunk.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """The memories MSA routing scores highest for QUERY, best first."""
+    filters = as_mapping(parse_pairs(where, "--where"))
+    with open_memory(path, namespace=namespace) as mem:
+        hits = mem.recall(query, k=k, where=filters, explain=explain)
+    if json_:
+        print_json([record_dict(h) for h in hits])
+    else:
+        out_console().print(_hits_table(query, hits, explain))
+
+
+def _hits_table(query: str, hits: list[RecallHit], explain: bool) -> Table:
+    table = Table(title=f"recall: {query}")
+    table.add_column("score", justify="right")
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("kind")
+    table.add_column("memory")
+    for h in hits:
+        text = preview(h.text)
+        if explain and h.explanation is not None:
+            text += f"\n[dim]matched: {preview(h.explanation.best_chunk_text, 60)}[/]"
+        table.add_row(f"{h.score:.3f}", h.id, h.kind, text)
+    return table
+
+
+def ls(
+    path: PathOpt = None,
+    namespace: NamespaceOpt = None,
+    where: WhereOpt = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many.")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    newest: Annotated[bool, typer.Option("--newest", help="Newest first.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """List memories of a namespace, oldest first (``--newest`` for newest first)."""
+    filters = as_mapping(parse_pairs(where, "--where"))
+    with open_memory(path, namespace=namespace) as mem:
+        rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
+    if json_:
+        print_json([record_dict(r) for r in rows])
+    else:
+        out_console().print(_records_table(rows))
+
+
+def _records_table(rows: list[MemoryRecord]) -> Table:
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("kind")
+    table.add_column("created", no_wrap=True)
+    table.add_column("memory")
+    for r in rows:
+        table.add_row(r.id, r.kind, r.created_at.strftime("%Y-%m-%d"), preview(r.text, 50))
+    return table
+
+
+def show(
+    id: Annotated[str, typer.Argument(help="Memory id.")],
+    path: PathOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Everything about one memory: text, metadata, scope, sizes."""
+    with open_memory(path) as mem:
+        record = mem.get(id)
+    if json_:
+        print_json(record_dict(record))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in record_dict(record).items():
+        if value not in (None, {}, ""):
+            table.add_row(key, str(value))
+    out_console().print(table)
+
+
+def forget(
+    id: Annotated[str | None, typer.Argument(help="Memory id (or use --where).")] = None,
+    path: PathOpt = None,
+    where: WhereOpt = None,
+    namespace: NamespaceOpt = None,
+    yes: YesOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Delete a memory by id (all parts of its source), or every memory matching --where."""
+    filters = as_mapping(parse_pairs(where, "--where"))
+    if (id is None) == (filters is None):
+        raise typer.BadParameter("give either an ID or --where, not both or neither")
+    with open_memory(path, namespace=namespace) as mem:
+        what = _describe(mem, id, filters)
+        if what is None:
+            n = 0
+        else:
+            if not yes:
+                typer.confirm(f"Forget {what}?", abort=True, err=True)
+            n = mem.forget(id, where=filters)
+    if json_:
+        print_json({"deleted": n})
+    else:
+        out_console().print(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
+
+
+def _describe(mem, id: str | None, filters: dict | None) -> str | None:  # noqa: ANN001
+    """What ``forget`` would delete, for the prompt; None when nothing matches."""
+    if id is not None:
+        return f"memory {id} ({preview(mem.get(id).text, 50)!r})"
+    n = len(mem.list(where=filters, limit=None))
+    return f"{n} memories matching {filters}" if n else None

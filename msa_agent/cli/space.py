@@ -1,0 +1,56 @@
+"""``msa init``, ``msa stats``: create a space and describe it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from msa_agent.cli.common import open_memory, out_console, print_json, record_dict, space_path
+from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
+from msa_agent.types import SpaceStats
+
+
+def init(
+    folder: Annotated[Path | None, typer.Argument(
+        help="Space folder to create (default: --path / MSA_PATH / the per-user folder).",
+        show_default=False)] = None,
+    path: PathOpt = None,
+    model: ModelOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Create a memory space bound to a model (opening an existing one just checks it)."""
+    target = space_path(folder or path)
+    with open_memory(target, model=model) as mem:
+        stats = mem.stats()
+    if json_:
+        print_json(record_dict(stats))
+        return
+    out_console().print(f"memory space ready at {stats.path}")
+    out_console().print(stats_table(stats))
+
+
+def stats(path: PathOpt = None, json_: JsonOpt = False) -> None:
+    """Counts and sizes of the space: memories, namespaces, tokens, chunks, bytes."""
+    with open_memory(path) as mem:
+        s = mem.stats()
+    if json_:
+        print_json(record_dict(s))
+    else:
+        out_console().print(stats_table(s))
+
+
+def stats_table(s: SpaceStats) -> Table:
+    """The stats as a two-column table."""
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [("path", s.path), ("model", s.model), ("routing", f"{s.routing} ({s.router_id})"),
+            ("memories", str(s.memories)), ("tokens", str(s.tokens)), ("chunks", str(s.chunks)),
+            ("bytes on disk", f"{s.bytes_on_disk:,}")]
+    rows += [(f"namespace {ns}", str(n)) for ns, n in sorted(s.namespaces.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
