@@ -86,7 +86,7 @@ class Space:
     def create(cls, path: str | Path, fingerprint: dict[str, Any],
                arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
         """Create a new space at ``path``; ``SpaceExistsError`` if it holds anything."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise SpaceExistsError(f"{path} already exists and is not empty")
         fp = v.json_normal(fingerprint, "fingerprint")
@@ -112,7 +112,7 @@ class Space:
         ``read_only=True`` takes no lock, so it works next to a writer in another process.
         Each call sees the writer's latest commit; writes raise ``SpaceReadOnlyError``.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if not (path / META_FILE).is_file():
             if (path / "arrays.zarr").exists():
                 raise StoreCorruptedError(f"{path}: {META_FILE} is missing")
@@ -152,7 +152,7 @@ class Space:
     def open_or_create(cls, path: str | Path, fingerprint: dict[str, Any],
                        arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
         """Open the space at ``path`` (checking fingerprint and array layout) or create it."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if not (path / META_FILE).is_file() and not (path.exists() and any(path.iterdir())):
             return cls.create(path, fingerprint, arrays, durable=durable)
         space = cls.open(path, fingerprint, durable=durable)
