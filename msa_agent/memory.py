@@ -19,6 +19,7 @@ from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel, load_model, wrap_model
 from msa_agent.model.text import check_text, query_ids, split_text
 from msa_agent.runtime.engine import Engine
+from msa_agent.runtime.interleave import Hit, Hops, interleave, max_rounds
 from msa_agent.store import NewMemory, Space, StoredMemory
 from msa_agent.types import Explanation, MemoryRecord, RecallHit, SpaceStats
 
@@ -184,42 +185,57 @@ class Memory:
         *,
         namespace: str | None = None,
         explain: bool = False,
+        hops: Hops = 1,
     ) -> list[RecallHit]:
         """The ``k`` memories the router scores highest for ``query``, best first.
 
         Candidates are restricted to ``namespace`` (default: the space's) and ``where``
         (equality on kind/session_id/user_id/agent_id/source_id or metadata keys) *before*
-        top-k, so a memory outside them is never returned.
+        top-k, so a memory outside them is never returned. ``hops`` > 1 or ``"auto"`` runs
+        routing-driven rounds (memory interleave): each later round routes with the question
+        plus the best new memory's text; hits record their ``round`` and ``via``.
         """
         check_text(query, "query")
         k = self.config.top_k if k is None else k
-        if not isinstance(k, int) or k < 1:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        try:
+            max_rounds(hops)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
         ns = namespace or self.config.namespace
         with self._lock:
             allowed = [m.id for m in self._space.find(ns, where)] if where else None
-            ids = query_ids(self._engine.tokenizer, query, self.config.max_doc_tokens)
-            ranked = self._engine.route(ids, k, ns, allowed)
-            found = {m.id: m for m in self._space.get_many([self._engine.index.doc_ids[d]
-                                                            for d in ranked.docs])}
-        return [self._hit(found, ranked, i, explain) for i in range(len(ranked.docs))
-                if self._engine.index.doc_ids[ranked.docs[i]] in found]
+            hits = interleave(self._router_for(k, ns, allowed), self._text_of, query, k, hops)
+            doc_ids = self._engine.index.doc_ids
+            found = {m.id: m for m in self._space.get_many([doc_ids[h.doc] for h in hits])}
+            return [self._hit(found[doc_ids[h.doc]], h, explain) for h in hits
+                    if doc_ids[h.doc] in found]
 
-    def _hit(self, found: dict[str, StoredMemory], ranked: Any, i: int, explain: bool) -> RecallHit:
-        m = found[self._engine.index.doc_ids[ranked.docs[i]]]
+    def _router_for(self, k: int, ns: str, allowed: list[str] | None):  # noqa: ANN202
+        def route(text: str, exclude: set[int]) -> Any:
+            ids = query_ids(self._engine.tokenizer, text, self.config.max_doc_tokens)
+            return self._engine.route(ids, k, ns, allowed, exclude)
+
+        return route
+
+    def _text_of(self, doc: int) -> str:
+        m = self._space.get(self._engine.index.doc_ids[doc])
+        return m.text if m is not None else ""
+
+    def _hit(self, m: StoredMemory, h: Hit, explain: bool) -> RecallHit:
         exp = None
         if explain:
-            chunk = ranked.best_chunk[i]
-            layers = self._engine.layers
             exp = Explanation(
-                layer_scores=dict(zip(layers, ranked.layer_scores[i])),
-                best_chunk=chunk,
-                best_chunk_text=self._engine.chunk_text(m.text, chunk),
+                layer_scores=dict(zip(self._engine.layers, h.layer_scores)),
+                best_chunk=h.best_chunk,
+                best_chunk_text=self._engine.chunk_text(m.text, h.best_chunk),
                 combine=self.config.layer_combine,
             )
-        return RecallHit(id=m.id, text=m.text, score=ranked.scores[i], kind=m.kind,
+        via = [self._engine.index.doc_ids[d] for d in h.via]
+        return RecallHit(id=m.id, text=m.text, score=h.score, kind=m.kind,
                          namespace=m.namespace, metadata=m.metadata, created_at=m.created_at,
-                         source_id=m.source_id, explanation=exp)
+                         source_id=m.source_id, round=h.round, via=via, explanation=exp)
 
     def reencode_routing(self, router_path: str | Path | None = None) -> int:
         """Recompute the routing keys of every stored memory; their K/V are not touched.

@@ -46,6 +46,8 @@ class RecallHit(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     source_id: str | None = None
+    round: int = Field(1, description="Routing round that found it (1 = the question alone).")
+    via: list[str] = Field(default_factory=list, description="Memories whose text led to it.")
     explanation: Explanation | None = None
 
 

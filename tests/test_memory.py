@@ -158,3 +158,15 @@ def test_explain_names_layers_and_chunk(tmp_path: Path, tiny_pair) -> None:
         (hit,) = mem.recall("green tea", k=1, explain=True)
     assert set(hit.explanation.layer_scores) == {1, 3}
     assert hit.explanation.best_chunk_text and hit.explanation.best_chunk_text in hit.text
+
+
+def test_recall_hops_records_rounds_without_duplicates(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember_many(FACTS)
+        hits = mem.recall("Where does Alice work?", k=2, hops=2)
+        assert len({h.id for h in hits}) == len(hits) == 2
+        assert {h.round for h in hits} == {1, 2}
+        first = next(h for h in hits if h.round == 1)
+        assert all(h.via == [first.id] for h in hits if h.round == 2)
+        with pytest.raises(InvalidInputError):
+            mem.recall("q", hops=0)

@@ -125,9 +125,12 @@ class Engine:
         self.index.add(ids, [m.namespace for m in memories], keys)
 
     def route(self, ids: list[int], k: int, namespace: str | None,
-              allowed: list[str] | None) -> Ranked:
+              allowed: list[str] | None, exclude: set[int] | None = None) -> Ranked:
+        """Top-``k`` documents for query token ids, among allowed and not excluded ones."""
         q = self.encoder.query_vectors(ids)
         mask = self.index.mask_for(namespace, allowed)
+        if exclude:
+            mask[list(exclude)] = False
         return self.index.rank(q, k, mask, self.cfg.layer_combine)
 
     def chunk_text(self, text: str, chunk: int) -> str:
