@@ -18,6 +18,7 @@ from msa_agent.store import (
     SpaceNotFoundError,
     SpaceReadOnlyError,
 )
+from msa_agent.store.arrays import ArrayStore
 
 
 def add_n(space: Space, n: int, start: int = 0, **kw: object) -> tuple[list[str], list[dict]]:
@@ -294,3 +295,24 @@ def test_read_only_follows_writer(space_path: Path) -> None:
             with pytest.raises(SpaceReadOnlyError):
                 write()
     writer.close()
+
+
+def test_read_all_is_one_slice_read(space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids, data = add_n(space, 30)
+    space.delete(ids[5:9])
+    calls: list[tuple[str, int, int]] = []
+    real = ArrayStore.read
+
+    def spy(self: ArrayStore, name: str, start: int, stop: int) -> np.ndarray:
+        calls.append((name, start, stop))
+        return real(self, name, start, stop)
+
+    monkeypatch.setattr(ArrayStore, "read", spy)
+    rows, owners = space.read_all("route_k")
+    assert len(calls) == 1
+    keep = data[:5] + data[9:]
+    np.testing.assert_array_equal(rows, np.concatenate([d["route_k"] for d in keep]))
+    calls.clear()
+    stored = space.get_many(ids[10:20])  # adjacent memories: merged into one read
+    space.read("pooled_v", stored)
+    assert len(calls) == 1
