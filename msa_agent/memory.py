@@ -339,4 +339,9 @@ def _resolve_model(
         return wrap_model(model[0], model[1], device=cfg.device), cfg
     name = model or cfg.model or stored.get("model")
     lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
-    return lm, cfg.model_copy(update={"model": name})
+    cfg = cfg.model_copy(update={"model": name})
+    if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k and router layers
+        own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
+               "msa_layers": lm.msa.layers}
+        cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
+    return lm, cfg

@@ -36,6 +36,8 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: Any
     name: str
+    router: Any = None  # Router from an MSA checkpoint, if the model came with one
+    msa: Any = None  # MsaSettings from an MSA checkpoint's msa_config
 
     @property
     def device(self) -> torch.device:
@@ -67,6 +69,13 @@ def load_model(
         path, name = ensure_default_model(), DEFAULT_MODEL
     else:
         path, name = model, model
+    from msa_agent.model.msa_checkpoint import is_msa_checkpoint, load_msa_checkpoint
+
+    if is_msa_checkpoint(path):
+        lm_, tok, router, settings = load_msa_checkpoint(path, torch_dtype)
+        loaded = wrap_model(lm_, tok, name=name, device=device)
+        loaded.router, loaded.msa = router.to(loaded.device), settings
+        return loaded
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)

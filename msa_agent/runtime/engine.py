@@ -133,6 +133,12 @@ class Engine:
             mask[list(exclude)] = False
         return self.index.rank(q, k, mask, self.cfg.layer_combine)
 
+    def route_per_layer(self, ids: list[int], k: int, namespace: str | None) -> dict[int, list[int]]:
+        """The paper's protocol: each MSA layer selects its own top-``k`` documents."""
+        q = self.encoder.query_vectors(ids)
+        mask = self.index.mask_for(namespace)
+        return dict(zip(self.layers, self.index.rank_per_layer(q, k, mask)))
+
     def chunk_text(self, text: str, chunk: int) -> str:
         """The characters of ``text`` covered by pooled chunk number ``chunk``."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -163,6 +169,8 @@ def _with_counts(p: Any, d: EncodedDoc) -> Any:
 def _pick_router(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> Router | None:
     if cfg.routing == OWN_QK:
         return None
+    if lm.router is not None and cfg.router_path is None and lm.router.layer_ids == layers:
+        return lm.router  # an MSA checkpoint's own learned router
     fp = model_fingerprint(lm)
     path = cfg.router_path or shipped_router(fp, layers)
     if path is not None:

@@ -138,6 +138,16 @@ class RoutingIndex:
         top = torch.topk(doc, min(k, int(mask.sum()))).indices.tolist()
         return self._explain(top, doc, qf, combine)
 
+    def rank_per_layer(self, q: torch.Tensor, k: int, mask: torch.Tensor) -> list[list[int]]:
+        """Each layer's own top-``k`` documents (the paper selects per layer)."""
+        if not self.doc_ids or not bool(mask.any()):
+            return [[] for _ in range(q.shape[1])]
+        qf = fold_queries(q.to(self.device), self.keys.shape[2])
+        per_layer = doc_max(chunk_layer_scores(self.keys, qf), self.chunk_doc, len(self.doc_ids))
+        per_layer = per_layer.masked_fill(~mask.to(per_layer.device), float("-inf"))
+        top = torch.topk(per_layer, min(k, int(mask.sum())), dim=-1).indices
+        return top.tolist()
+
     def _rank_fused(self, q: torch.Tensor, k: int, mask: torch.Tensor, qf: torch.Tensor) -> Ranked:
         """CUDA: the fused Triton ``route_topk`` over layers-as-heads, one pass over the keys."""
         from msa_agent.kernels import route_topk
