@@ -133,7 +133,9 @@ class Engine:
             mask[list(exclude)] = False
         return self.index.rank(q, k, mask, self.cfg.layer_combine)
 
-    def route_per_layer(self, ids: list[int], k: int, namespace: str | None) -> dict[int, list[int]]:
+    def route_per_layer(
+        self, ids: list[int], k: int, namespace: str | None
+    ) -> dict[int, list[int]]:
         """The paper's protocol: each MSA layer selects its own top-``k`` documents."""
         q = self.encoder.query_vectors(ids)
         mask = self.index.mask_for(namespace)
