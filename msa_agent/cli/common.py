@@ -99,7 +99,7 @@ def open_memory(path: Path | None, model: str | None = None, namespace: str | No
                               **overrides)
     for w in caught:
         if w.category.__name__ == "RoutingQualityWarning":
-            console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+            console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
     with mem:
         yield mem
 

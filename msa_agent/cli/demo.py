@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from msa_agent.cli.options import KOpt
+
 DEMO_MEMORIES = [
     ("session", "User: my daughter Maya starts violin lessons on Tuesdays at 5pm."),
     ("session", "User: I am allergic to peanuts, please never suggest satay."),
@@ -32,7 +34,7 @@ DEMO_QUERIES = [
 
 def demo(
     path: Path | None = typer.Option(None, help="Space folder (default: a temporary folder)."),
-    k: int = typer.Option(3, help="Memories to recall per question."),
+    k: KOpt = 3,
 ) -> None:
     """Remember a few sessions, tool results and documents, then recall them with MSA routing."""
     from msa_agent import Memory

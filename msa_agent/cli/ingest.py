@@ -96,5 +96,5 @@ def _report(ids: dict[str, str], skipped: list[Skipped], json_: bool) -> None:
         return
     err = err_console()
     for s in skipped:
-        err.print(f"[yellow]skipped[/] {s.source}: {s.reason}", highlight=False)
+        err.print(f"[yellow]skipped[/] {s.source}: {s.reason}", highlight=False, soft_wrap=True)
     out_console().print(f"ingested {len(ids)} source(s), skipped {len(skipped)}")
