@@ -7,6 +7,7 @@ persistence in ``msa_agent.store``.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,10 +19,12 @@ from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel, load_model, wrap_model
 from msa_agent.model.text import check_text, query_ids, split_text
+from msa_agent.runtime.answer import Reader, pick_read
 from msa_agent.runtime.engine import Engine
 from msa_agent.runtime.interleave import Hit, Hops, interleave, max_rounds
+from msa_agent.runtime.stream import AnswerStream
 from msa_agent.store import NewMemory, Space, StoredMemory
-from msa_agent.types import Explanation, MemoryRecord, RecallHit, SpaceStats
+from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
 
 def _record(m: StoredMemory) -> MemoryRecord:
@@ -236,6 +239,43 @@ class Memory:
         return RecallHit(id=m.id, text=m.text, score=h.score, kind=m.kind,
                          namespace=m.namespace, metadata=m.metadata, created_at=m.created_at,
                          source_id=m.source_id, round=h.round, via=via, explanation=exp)
+
+    def answer(
+        self,
+        question: str,
+        k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        hops: Hops = 1,
+        read: str = "auto",
+        max_new_tokens: int = 64,
+        stream: bool = False,
+    ) -> Answer | AnswerStream:
+        """Answer ``question`` from memory: route (``hops`` rounds), read, generate greedily.
+
+        ``read``: ``"text"`` re-reads the memories' text, ``"full"`` attends to their stored
+        per-token K/V (space made with ``keep_full_kv=True``), ``"pooled"`` to their pooled K/V
+        (MSA-trained models); ``"auto"`` picks ``pooled`` for an MSA checkpoint, else
+        ``text``, and the returned :class:`Answer` says which. With ``stream=True`` an
+        iterable of text pieces is returned; its ``.answer`` is set once it is exhausted.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+        started = time.perf_counter()
+        hits = self.recall(question, k, where, namespace=namespace, hops=hops)
+        routed = time.perf_counter()
+        try:
+            mode = pick_read(read, self.config.keep_full_kv, self._engine.lm.msa is not None)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        with self._lock:
+            memories = self._space.get_many([h.id for h in hits])
+            reader = Reader(self._engine, self._space, question, memories, mode)
+        timings = {"route_ms": 1000 * (routed - started),
+                   "read_ms": 1000 * (time.perf_counter() - routed)}
+        result = AnswerStream(self._engine, reader, hits, max_new_tokens, timings)
+        return result if stream else result.collect()
 
     def reencode_routing(self, router_path: str | Path | None = None) -> int:
         """Recompute the routing keys of every stored memory; their K/V are not touched.

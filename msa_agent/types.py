@@ -63,3 +63,22 @@ class SpaceStats(BaseModel):
     tokens: int
     chunks: int
     bytes_on_disk: int
+
+
+class AnswerRound(BaseModel):
+    """Memories read in one routing round of :meth:`Memory.answer`."""
+
+    round: int
+    memories: list[RecallHit]
+
+
+class Answer(BaseModel):
+    """A generated answer grounded in memory, with its evidence and costs."""
+
+    text: str
+    read: str = Field(description="How memories were read: 'pooled', 'full' or 'text'.")
+    rounds: list[AnswerRound] = Field(default_factory=list)
+    prompt_tokens: int
+    memory_tokens: int = Field(description="Tokens (or pooled chunks) of memory attended to.")
+    generated_tokens: int
+    timings_ms: dict[str, float] = Field(default_factory=dict)

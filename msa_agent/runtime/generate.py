@@ -1,0 +1,58 @@
+"""Greedy generation that reads memories through the registered ``msa`` attention.
+
+The memory K/V (a :class:`MemoryKV`) is prepended in MSA layers at every step; the local
+cache holds only the active context (prompt + generated tokens), whose positions start at
+``start`` (after the memories' document-local positions, as in the paper's parallel RoPE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from msa_agent.model.attention import MSA_ATTENTION, MemoryKV
+
+
+@contextmanager
+def msa_attention(model: PreTrainedModel) -> Iterator[None]:
+    """Switch the model to the ``msa`` attention for the block (restored afterwards)."""
+    text = getattr(model.config, "text_config", None)
+    configs = [model.config] + ([text] if text is not None and text is not model.config else [])
+    before = {id(c): c._attn_implementation for c in configs}
+    for c in configs:
+        c._attn_implementation = MSA_ATTENTION
+    try:
+        yield
+    finally:
+        for c in configs:
+            c._attn_implementation = before[id(c)]
+
+
+@torch.inference_mode()
+def greedy(
+    model: PreTrainedModel,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    stop: set[int],
+    memory: MemoryKV | None = None,
+    start: int = 0,
+) -> Iterator[int]:
+    """Yield generated token ids one by one (argmax), stopping at a ``stop`` id."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt)], device=device)
+    pos = torch.arange(start, start + ids.shape[1], device=device).view(1, -1)
+    cache = DynamicCache(config=model.config)
+    extra = {"msa_memory": memory} if memory is not None else {}
+    with msa_attention(model):
+        for _ in range(max_new_tokens):
+            out = model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True,
+                        **extra)
+            token = int(out.logits[0, -1].argmax())
+            if token in stop:
+                return
+            yield token
+            ids = torch.tensor([[token]], device=device)
+            pos = pos[:, -1:] + 1

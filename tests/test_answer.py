@@ -1,0 +1,75 @@
+"""Memory.answer on a tiny random model: read modes, streaming, rounds, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from msa_agent import Memory
+from msa_agent.errors import InvalidInputError
+from msa_agent.model.attention import MemoryKV, rotate_memory
+from msa_agent.runtime.answer import prompt_ids
+from msa_agent.runtime.generate import greedy
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+
+FACTS = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green tea."]
+
+
+def open_mem(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
+    return Memory.open(path, model=pair, **{"chunk_size": 8, **kw})
+
+
+def test_text_read_answers_with_rounds_and_costs(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember_many(FACTS)
+        ans = mem.answer("Where does Alice work?", k=2, hops=2, max_new_tokens=5)
+        bare = mem.answer("Where does Alice work?", k=1, read="text", max_new_tokens=5)
+    assert ans.read == "text" and ans.generated_tokens == 5
+    assert [r.round for r in ans.rounds] == [1, 2]
+    assert ans.prompt_tokens > bare.prompt_tokens  # two memories inlined vs one
+    assert {"route_ms", "read_ms", "generate_ms"} <= set(ans.timings_ms)
+
+
+def test_full_read_generates_what_a_manual_memory_forward_generates(tmp_path: Path,
+                                                                    tiny_pair) -> None:
+    model, tok = tiny_pair
+    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True,
+                  msa_layers=[0, 1, 2, 3]) as mem:
+        mem.remember_many(FACTS)
+        ans = mem.answer("Alice?", k=3, read="full", max_new_tokens=6)
+        hits = [m.text for r in ans.rounds for m in r.memories]
+        docs = mem._engine.encoder.encode([tok(t)["input_ids"] for t in hits])
+    mkv = MemoryKV()
+    for layer in range(4):
+        mkv.k[layer] = rotate_memory(model, [d.full_k[:, layer] for d in docs],
+                                     [torch.arange(d.n_tokens) for d in docs])
+        mkv.v[layer] = torch.cat([d.full_v[:, layer] for d in docs]).transpose(0, 1)[None]
+    prompt = prompt_ids(tok, "Alice?", [])  # no memory text: memory is read through K/V
+    want = list(greedy(model, prompt, 6, set(), mkv, max(d.n_tokens for d in docs)))
+    assert ans.read == "full" and ans.memory_tokens == sum(d.n_tokens for d in docs)
+    assert tok.decode(want, skip_special_tokens=True).strip() == ans.text
+
+
+def test_stream_yields_the_answer_text(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember_many(FACTS)
+        stream = mem.answer("tea?", k=1, max_new_tokens=6, stream=True)
+        pieces = list(stream)
+    assert stream.answer is not None
+    assert "".join(pieces).strip() == stream.answer.text
+
+
+def test_bad_input_and_empty_space(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        empty = mem.answer("anything?", max_new_tokens=3)
+        assert empty.rounds == [] and empty.memory_tokens == 0
+        mem.remember(FACTS[0])
+        for kwargs in ({"k": 0}, {"read": "telepathy"}, {"read": "full"},
+                       {"max_new_tokens": 0}, {"hops": 0}):
+            with pytest.raises(InvalidInputError):
+                mem.answer("q", **kwargs)
+        with pytest.raises(InvalidInputError):
+            mem.answer("  ")
