@@ -155,7 +155,8 @@ def bench_route(copy_bw: float, N: int, M: int) -> None:
 
 
 def bench_route_sweep(copy_bw: float, N: int, M: int) -> None:
-    """fp8 pre-normalised keys: programs per SM of the persistent grid."""
+    """fp8 pre-normalised keys: programs per SM of the persistent grid (BENCH=sweep only;
+    not yet run, see kernels/NOTES.md)."""
     torch.cuda.empty_cache()
     q = torch.randn(64, HQ, D, device="cuda")
     doc = (torch.arange(N, device="cuda") * M // N).int()

@@ -33,10 +33,10 @@ def _configs() -> list[triton.Config]:
         return [triton.Config({"BN": 64}, num_warps=4, num_stages=3)]
     return [
         triton.Config({"BN": bn}, num_warps=w, num_stages=s)
-        for bn in (64, 128, 256, 512)
+        for bn in (64, 128, 256)
         for w in (4, 8)
         for s in (2, 3, 4)
-        if not (bn >= 256 and w == 4) and not (bn == 512 and s > 2)
+        if not (bn == 256 and w == 4)
     ]
 
 
