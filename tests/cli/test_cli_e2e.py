@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ from cli_fixtures import model_dir  # noqa: F401
 
 def _msa(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "msa_agent.cli", *args, "--path", str(cwd / "space")]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model: one thread is fastest
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_end_to_end(tmp_path: Path, model_dir: Path) -> None:  # noqa: F811

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from msa_agent.memory import Memory
 
@@ -33,3 +34,12 @@ def memory(tmp_path_factory: pytest.TempPathFactory, tiny_llama, tokenizer) -> I
     with mem:
         mem.remember_many(FACTS)
         yield mem
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: on a tiny model (and a busy 2-core machine) it is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
