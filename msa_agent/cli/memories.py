@@ -28,16 +28,28 @@ def recall(
     namespace: NamespaceOpt = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show per-layer routing scores and the matching chunk.")] = False,
+    hops: Annotated[str, typer.Option(
+        help="Routing rounds (memory interleave): a number, or 'auto'.")] = "1",
     json_: JsonOpt = False,
 ) -> None:
     """The memories MSA routing scores highest for QUERY, best first."""
     filters = as_mapping(parse_pairs(where, "--where"))
+    rounds = _hops(hops)
     with open_memory(path, namespace=namespace) as mem:
-        hits = mem.recall(query, k=k, where=filters, explain=explain)
+        hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
     if json_:
         print_json([record_dict(h) for h in hits])
     else:
         out_console().print(_hits_table(query, hits, explain))
+
+
+def _hops(value: str) -> int | str:
+    """``"auto"`` or a positive integer."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise typer.BadParameter("a positive integer or 'auto'", param_hint="--hops")
+    return int(value)
 
 
 def _hits_table(query: str, hits: list[RecallHit], explain: bool) -> Table:

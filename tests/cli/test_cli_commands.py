@@ -36,6 +36,8 @@ def test_ingest_folder_then_ls_show_recall(msa, docs: Path) -> None:
     assert len(hits) == 2 and {h["kind"] for h in hits} == {"document"}
     table = msa("recall", "capital of France", "-k", "1", "--explain").stdout
     assert "recall: capital of France" in table and "matched:" in table
+    assert len(msa.json("recall", "capital", "-k", "2", "--hops", "auto")) == 2
+    msa("recall", "capital", "--hops", "0", code=2)
 
 
 def test_ingest_stdin_with_kind_and_namespace(msa) -> None:
