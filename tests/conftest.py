@@ -4,39 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Paris is the capital of France; Berlin is the capital of Germany.",
-    "Alice works for Acme. Acme is based in Lisbon. Bob likes green tea.",
-    "Memory sparse attention routes a query to a few documents and attends to them.",
-    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()-",
-]
-
-
-def make_tokenizer(
-    vocab_size: int = 300, corpus: list[str] | None = None
-) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator((corpus or []) + CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
-
-
-def make_llama(layers: int = 4, seed: int = 0, vocab: int = 300) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=layers,
-        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=4096,
-    )
-    return AutoModelForCausalLM.from_config(cfg).eval()
+from msa_testing import make_llama, make_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Importable test helpers (conftest.py is not meant to be imported by tests)."""
+"""Importable test helpers (kept for existing imports; the factories live in msa_testing)."""
 
-from conftest import make_llama, make_tokenizer
+from msa_testing import make_llama, make_tokenizer
 
 __all__ = ["make_llama", "make_tokenizer"]
