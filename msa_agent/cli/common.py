@@ -84,12 +84,19 @@ def progress_bar() -> Progress:
 
 @contextmanager
 def open_memory(path: Path | None, model: str | None = None, namespace: str | None = None,
-                **overrides: Any) -> Iterator[Memory]:
-    """Open the space (model load behind a spinner); warnings become one ``warning:`` line."""
+                *, create: bool = False, **overrides: Any) -> Iterator[Memory]:
+    """Open the space (model load behind a spinner); warnings become one ``warning:`` line.
+
+    Without ``create``, a missing space is an error rather than a new empty space.
+    """
     from transformers.utils import logging as hf_logging
 
     from msa_agent.memory import Memory
+    from msa_agent.store import SpaceNotFoundError
 
+    if not create and not (space_path(path) / "meta.sqlite").exists():
+        raise SpaceNotFoundError(f"no memory space at {space_path(path)}; create one with "
+                                 "`msa init` or pass --path")
     hf_logging.disable_progress_bar()
     console = err_console()
     with warnings.catch_warnings(record=True) as caught:

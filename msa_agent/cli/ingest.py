@@ -42,7 +42,8 @@ def ingest(
     metadata = parse_pairs(meta, "--meta")
     sources, skipped = collect(paths, include, exclude)
     ids: dict[str, str] = {}
-    with open_memory(path, model=model, namespace=namespace) as mem, progress_bar() as bar:
+    with open_memory(path, model=model, namespace=namespace, create=True) as mem, \
+            progress_bar() as bar:
         task = bar.add_task("ingesting", total=len(sources))
         for batch, bad in _batches(sources, kind, metadata):
             skipped += bad

@@ -23,7 +23,7 @@ def init(
 ) -> None:
     """Create a memory space bound to a model (opening an existing one just checks it)."""
     target = space_path(folder or path)
-    with open_memory(target, model=model) as mem:
+    with open_memory(target, model=model, create=True) as mem:
         stats = mem.stats()
     if json_:
         print_json(record_dict(stats))

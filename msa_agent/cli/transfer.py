@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from msa_agent.bundle import read_manifest
 from msa_agent.cli.common import open_memory, out_console, print_json, progress_bar, space_path
 from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
 
@@ -43,11 +42,13 @@ def import_(
 
     A new space is created with the bundle's model and layout unless --model says otherwise.
     """
+    from msa_agent.bundle import read_manifest
+
     manifest = read_manifest(src)
     fresh = not (space_path(path) / "meta.sqlite").exists()
     layout = manifest.layout() if fresh else {}
-    with open_memory(path, model=model or (manifest.model if fresh else None), **layout) as mem, \
-            progress_bar() as bar:
+    with open_memory(path, model=model or (manifest.model if fresh else None), create=True,
+                     **layout) as mem, progress_bar() as bar:
         task = bar.add_task("importing", total=manifest.memories)
         report = mem.import_(src, lambda n: bar.advance(task, n))
     if json_:

@@ -107,6 +107,12 @@ def test_errors_are_one_line_with_meaningful_codes(msa) -> None:
     msa("recall", "q", "-k", "0", code=2)
 
 
+def test_read_commands_do_not_create_a_space(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ls", "--path", str(tmp_path / "typo")])
+    assert result.exit_code == 1 and "no memory space at" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
 def test_debug_shows_the_exception(msa) -> None:
     result = CliRunner().invoke(app, ["--debug", "show", "nope", "--path", str(msa.space)])
     assert result.exit_code == 1 and type(result.exception).__name__ == "UnknownMemoryError"
