@@ -7,12 +7,16 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from msa_agent.cli.options import KOpt
+
+if TYPE_CHECKING:
+    from msa_agent.memory import Memory
 
 DEMO_MEMORIES = [
     ("session", "User: my daughter Maya starts violin lessons on Tuesdays at 5pm."),
@@ -56,7 +60,7 @@ def demo(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(mem, console: Console, k: int) -> None:  # noqa: ANN001 - Memory, imported lazily
+def _run(mem: Memory, console: Console, k: int) -> None:
     start = time.perf_counter()
     mem.remember_many([{"text": t, "kind": kind} for kind, t in DEMO_MEMORIES])
     took = time.perf_counter() - start

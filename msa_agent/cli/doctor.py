@@ -6,6 +6,7 @@ import platform
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
@@ -13,6 +14,9 @@ from rich.table import Table
 
 from msa_agent.cli.common import out_console, print_json, space_path
 from msa_agent.cli.options import JsonOpt, PathOpt
+
+if TYPE_CHECKING:
+    from msa_agent.store import Space
 
 PACKAGES = ("msa-agent", "torch", "transformers", "zarr", "numcodecs", "sqlalchemy", "numpy",
             "pydantic", "typer", "triton", "langchain-core", "langgraph")
@@ -76,7 +80,7 @@ def space_checks(path: Path) -> list[Check]:
         return _describe(space) + _read_arrays(space)
 
 
-def _describe(space) -> list[Check]:  # noqa: ANN001 - msa_agent.store.Space
+def _describe(space: Space) -> list[Check]:
     cfg = space.get_setting("config") or {}
     s = space.stats()
     return [Check("space", str(space.path)),
@@ -86,7 +90,7 @@ def _describe(space) -> list[Check]:  # noqa: ANN001 - msa_agent.store.Space
             Check("bytes on disk", f"{s['bytes_on_disk']:,}")]
 
 
-def _read_arrays(space) -> list[Check]:  # noqa: ANN001 - msa_agent.store.Space
+def _read_arrays(space: Space) -> list[Check]:
     live = space.live_chunks()
     out = []
     for name in space.arrays:

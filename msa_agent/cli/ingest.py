@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +18,11 @@ from msa_agent.cli.common import (
 from msa_agent.cli.options import JsonOpt, MetaOpt, ModelOpt, NamespaceOpt, PathOpt
 from msa_agent.cli.sources import Skipped, collect, read_item
 from msa_agent.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from msa_agent.memory import Memory
+
+Batch = list[tuple[str, dict[str, Any]]]  # (source, remember_many item)
 
 BATCH_FILES = 32
 BATCH_CHARS = 200_000
@@ -54,9 +60,10 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _batches(sources: list[str], kind: str | None, metadata: dict[str, Any]):  # noqa: ANN202
+def _batches(sources: list[str], kind: str | None,
+             metadata: dict[str, Any]) -> Iterator[tuple[Batch, list[Skipped]]]:
     """Yield ``([(source, item)], [Skipped])`` groups of at most BATCH_FILES / BATCH_CHARS."""
-    batch: list[tuple[str, dict[str, Any]]] = []
+    batch: Batch = []
     bad: list[Skipped] = []
     chars = 0
     for src in sources:
@@ -73,8 +80,7 @@ def _batches(sources: list[str], kind: str | None, metadata: dict[str, Any]):  #
         yield batch, bad
 
 
-def _remember(mem: Any, batch: list[tuple[str, dict[str, Any]]],
-              skipped: list[Skipped]) -> dict[str, str]:
+def _remember(mem: Memory, batch: Batch, skipped: list[Skipped]) -> dict[str, str]:
     """One ``remember_many`` call; if the batch is refused, retry file by file."""
     if not batch:
         return {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -18,6 +18,9 @@ from msa_agent.cli.common import (
 )
 from msa_agent.cli.options import JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
 from msa_agent.types import MemoryRecord, RecallHit
+
+if TYPE_CHECKING:
+    from msa_agent.memory import Memory
 
 
 def recall(
@@ -142,7 +145,7 @@ def forget(
         out_console().print(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
 
 
-def _describe(mem, id: str | None, filters: dict | None) -> str | None:  # noqa: ANN001
+def _describe(mem: Memory, id: str | None, filters: dict[str, Any] | None) -> str | None:
     """What ``forget`` would delete, for the prompt; None when nothing matches."""
     if id is not None:
         return f"memory {id} ({preview(mem.get(id).text, 50)!r})"
