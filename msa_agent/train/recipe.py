@@ -52,11 +52,11 @@ def recipe_articles(n_val: int, n_fit: int | None) -> tuple[list[Article], list[
     return val, fit
 
 
-def recipe_pairs(fit: list[Article], ict: bool, seed: int = 0) -> list[Pair]:
-    """Description pairs, plus one inverse-cloze pair per article when ``ict``."""
+def recipe_pairs(fit: list[Article], ict: int, seed: int = 0) -> list[Pair]:
+    """Description pairs, plus up to ``ict`` inverse-cloze pairs per article."""
     pairs = [Pair(a.description, a.text, group=a.title) for a in fit]
     if ict:
-        pairs += inverse_cloze([a.text for a in fit], per_passage=1, seed=seed,
+        pairs += inverse_cloze([a.text for a in fit], per_passage=ict, seed=seed,
                                groups=[a.title for a in fit])
     return pairs
 
@@ -81,12 +81,14 @@ def main(
     device: str = typer.Option("cpu", help="cpu or cuda (the backbone and the training)."),
     n_val: int = 300,
     n_fit: int = typer.Option(0, help="Training articles; 0 = all the rest."),
-    ict: bool = typer.Option(True, help="Add one inverse-cloze pair per article."),
+    ict: int = typer.Option(1, help="Inverse-cloze pairs per article (0 = none)."),
     variants: str = typer.Option("[{}]", help="JSON list of TrainConfig overrides."),
     eval_bank: bool = typer.Option(False, help="Also score the benchmark bank from cache."),
     dtype: str = typer.Option("float16", help="Weights dtype in the file."),
     report: Path = typer.Option(Path("bench-out/train/recipe.json"), help="JSON report."),
     batch_tokens: int = typer.Option(4096, help="Padded tokens per backbone forward."),
+    val_pool: int = typer.Option(2000, help="Validation pool: the held-out articles plus "
+                                 "training articles as distractors, up to this many."),
 ) -> None:
     torch.manual_seed(0)
     lm = load_model(device=device)
@@ -96,7 +98,7 @@ def main(
     pairs = recipe_pairs(fit, ict)
     start = time.perf_counter()
     data = build_dataset(cache, pairs).to(lm.device)
-    val_set = _eval_set(cache, val, val, lm.device)
+    val_set = _eval_set(cache, val + fit[: max(0, val_pool - len(val))], val, lm.device)
     split = wiki_split()
     bank = _eval_set(cache, split.bank, split.questions, lm.device) if eval_bank else None
     info: dict[str, Any] = {
@@ -109,8 +111,8 @@ def main(
         use = data if overrides.get("ict", True) else _first(data, n_desc)
         info["runs"].append(_run(use, val_set, bank, overrides, layers, lm, out, dtype))
         print(json.dumps(info["runs"][-1]), flush=True)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(info, indent=1))
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(info, indent=1))
 
 
 def _run(data: Dataset, val: Dataset, bank: Dataset | None, overrides: dict[str, Any],
