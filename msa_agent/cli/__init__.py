@@ -10,6 +10,7 @@ from msa_agent.cli.doctor import doctor
 from msa_agent.cli.ingest import ingest
 from msa_agent.cli.memories import forget, ls, recall, show
 from msa_agent.cli.space import init, stats
+from msa_agent.cli.train import train_router
 from msa_agent.cli.transfer import export, import_
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command()(export)
 app.command(name="import")(import_)
 app.command()(doctor)
 app.command()(demo)
+app.command(name="train-router")(train_router)
 
 
 def main() -> None:

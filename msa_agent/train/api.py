@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from msa_agent.model.loader import LoadedModel, cache_dir as default_cache_dir, model_fingerprint
+from msa_agent.model.loader import LoadedModel, model_fingerprint
+from msa_agent.model.loader import cache_dir as default_cache_dir
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.train.cache import HiddenCache
 from msa_agent.train.export import save_router

@@ -1,6 +1,10 @@
 """Recipe of the router shipped for the embedded SmolLM2-135M-Instruct (reproducible).
 
-    cd /tmp && python -m msa_agent.train.recipe --out router.safetensors [--device cuda]
+    cd /tmp && python -m msa_agent.train.recipe --device cuda --eval-bank --batch-tokens 32768 \
+        --out /path/to/msa_agent/routers/smollm2-135m-instruct.safetensors
+
+(the shipped file was made this way on one H100: caching 49 s, training 142 s; ``--device
+cpu`` gives the same recipe on a CPU, far slower; see docs/routing.md).
 
 Data: only ``wiki_split().train`` (seed 0), which is disjoint from the benchmark's 2,000-article
 bank and none of whose descriptions equals a benchmark question. Of it, articles whose
@@ -8,7 +12,7 @@ description is unique within ``train`` are kept (an ambiguous description has no
 positive). The first ``--n-val`` are held out for validation; the next ``--n-fit`` (default
 all) give the training pairs:
 - description -> article text (the article as ``remember`` stores it: 64-token chunk means);
-- with ``--ict``, one inverse-cloze pair per article (a sentence -> the rest of the article).
+- ``--ict N`` (default 1) inverse-cloze pairs per article (a sentence -> the rest of it).
 The router (all MSA layers 15..29) trains on the frozen backbone with InfoNCE, tau = 0.1,
 in-batch plus mined hard negatives (``TrainConfig``), seed 0.
 
@@ -40,6 +44,8 @@ from msa_agent.train.score import TrainableRouter
 from msa_agent.train.trainer import Dataset, TrainConfig, build_dataset, recall_at, train
 
 SHIPPED_NAME = "smollm2-135m-instruct.safetensors"
+# The shipped router's training config (chosen on the validation articles, see docs/routing.md).
+SHIPPED_CONFIG = {"rank": 64, "lr": 1e-3, "batch_size": 256, "hard_negatives": 4, "steps": 1500}
 
 
 def recipe_articles(n_val: int, n_fit: int | None) -> tuple[list[Article], list[Article]]:
@@ -76,13 +82,14 @@ def _rss_mb() -> float:
 
 
 def main(
-    out: Path = typer.Option(Path("router.safetensors"), help="Router file (or folder for a sweep)."),
+    out: Path = typer.Option(Path("router.safetensors"), help="Router file, or sweep folder."),
     cache_root: Path = typer.Option(Path("bench-out/train/cache"), help="Hidden-state cache."),
     device: str = typer.Option("cpu", help="cpu or cuda (the backbone and the training)."),
     n_val: int = 300,
     n_fit: int = typer.Option(0, help="Training articles; 0 = all the rest."),
     ict: int = typer.Option(1, help="Inverse-cloze pairs per article (0 = none)."),
-    variants: str = typer.Option("[{}]", help="JSON list of TrainConfig overrides."),
+    variants: str = typer.Option(json.dumps([SHIPPED_CONFIG]),
+                                 help="JSON list of TrainConfig overrides."),
     eval_bank: bool = typer.Option(False, help="Also score the benchmark bank from cache."),
     dtype: str = typer.Option("float16", help="Weights dtype in the file."),
     report: Path = typer.Option(Path("bench-out/train/recipe.json"), help="JSON report."),

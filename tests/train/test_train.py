@@ -37,13 +37,12 @@ WORDS = ("red blue green amber violet cyan teal olive coral ivory navy plum lime
 
 
 def synthetic_pairs(n: int, seed: int) -> list[Pair]:
-    """A query names two words; its document repeats them among filler (learnable by routing)."""
+    """A query names two words; its document uses both (learnable by routing, not by chance)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for i in range(n):
         a, b = rng.choice(len(WORDS), 2, replace=False)
-        filler = " ".join(rng.choice(["the fox", "a dog", "lazy cat", "some tea"], 6))
-        doc = f"{filler} {WORDS[a]} {WORDS[b]} {WORDS[a]} {filler} {i}"
+        doc = f"the {WORDS[a]} fox and the {WORDS[b]} dog {i}"
         pairs.append(Pair(f"{WORDS[a]} {WORDS[b]}", doc, group=str(i)))
     return pairs
 
@@ -60,16 +59,16 @@ def cache(lm, tmp_path_factory) -> HiddenCache:  # noqa: ANN001
 
 
 def test_training_lowers_held_out_loss(lm, cache) -> None:  # noqa: ANN001
-    data = build_dataset(cache, synthetic_pairs(96, seed=1))
-    held = build_dataset(cache, synthetic_pairs(48, seed=2))
+    data = build_dataset(cache, synthetic_pairs(64, seed=1))
+    held = build_dataset(cache, synthetic_pairs(32, seed=2))  # other word pairs, other docs
     tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=8, seed=0)
     before = pair_loss(tr, held, batch_size=16)
-    cfg = TrainConfig(steps=60, batch_size=16, lr=1e-2, rank=8, hard_negatives=1,
-                      mine_start=20, mine_every=20, mine_top=4)
+    cfg = TrainConfig(steps=40, batch_size=16, lr=1e-2, rank=8, hard_negatives=1,
+                      mine_start=10, mine_every=10, mine_top=4)
     report = train(data, tr, cfg)
     after = pair_loss(tr, held, batch_size=16)
-    assert after < before - 0.2, (before, after)
-    assert report.peak_rss_mb > 0 and len(report.losses) == 60
+    assert after < before - 0.5, (before, after)
+    assert report.peak_rss_mb > 0 and len(report.losses) == 40
 
 
 def test_training_score_equals_runtime_rule(lm, cache) -> None:  # noqa: ANN001

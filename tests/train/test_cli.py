@@ -1,0 +1,35 @@
+"""``msa train-router`` end to end on a tiny saved model: texts in, a loadable router out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from msa_agent.cli import app
+from msa_agent.model.loader import load_model, model_fingerprint
+from msa_agent.model.router import Router
+
+PASSAGES = [
+    "Alice works for Acme in Lisbon. Acme builds quick brown robots. Bob likes green tea.",
+    "Paris is the capital of France. Berlin is the capital of Germany. Both are large.",
+    "The lazy dog sleeps all day long. The quick fox jumps over it at noon. Nobody minds.",
+    "Memory sparse attention routes a query. It attends to a few documents. It is fast.",
+]
+
+
+def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) -> None:
+    model, tok = tiny_pair
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "notes.txt"
+    texts.write_text("\n\n".join(PASSAGES * 3))
+    out = tmp_path / "router.safetensors"
+    args = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
+            "--out", str(out), "--layers", "2,3", "--steps", "3", "--batch-size", "4",
+            "--rank", "4", "--device", "cpu", "--cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lm = load_model(str(tmp_path / "model"), device="cpu")
+    router = Router.load(out, model_fingerprint(lm))
+    assert router.layer_ids == [2, 3]
