@@ -73,8 +73,8 @@ class RoutingIndex:
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self.keys = torch.empty(0)
-        self.chunk_doc = torch.empty(0, dtype=torch.long)
+        self.keys = torch.empty(0, device=self.device)  # [N, L, H, D] unit keys
+        self.chunk_doc = torch.empty(0, dtype=torch.long, device=self.device)  # [N]
         self.doc_ids: list[str] = []
         self.doc_ns = torch.empty(0, dtype=torch.long)  # namespace code per doc
         self.alive = torch.empty(0, dtype=torch.bool)

@@ -21,8 +21,13 @@ def test_fused_rank_equals_cpu_rank() -> None:
     cpu, gpu = RoutingIndex("cpu"), RoutingIndex("cuda")
     for index in (cpu, gpu):
         index.add(ids, spaces, docs)
-    want = cpu.rank(q, 16, cpu.mask_for("a"), "heads")
+    every = cpu.rank(q, len(docs), cpu.mask_for("a"), "heads")
+    exact = dict(zip(every.docs, every.scores))
     got = gpu.rank(q, 16, gpu.mask_for("a"), "heads")
-    assert got.docs == want.docs
-    torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(want.scores),
-                               atol=1e-4, rtol=1e-4)
+    kth = every.scores[15]
+    # the kernel's dot runs in tf32: near-ties may swap, nothing else may change
+    assert len(got.docs) == 16 and all(spaces[d] == "a" for d in got.docs)
+    for d, s in zip(got.docs, got.scores):
+        assert abs(s - exact[d]) < 2e-3
+        assert exact[d] >= kth - 4e-3
+    assert got.scores == sorted(got.scores, reverse=True)
