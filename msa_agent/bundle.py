@@ -70,6 +70,8 @@ class Manifest:
         keys = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv")
         out = {k: self.space_config[k] for k in keys if self.space_config.get(k) is not None}
         out.setdefault("msa_layers", self.fingerprint.get("msa_layers"))
+        if self.fingerprint.get("dtype") in ("float32", "bfloat16", "float16"):
+            out["dtype"] = self.fingerprint["dtype"]  # compute dtype is part of the fingerprint
         return out
 
 
@@ -102,6 +104,7 @@ def export_space(space: Space, router_id: str | None, dest: str | Path,
     dest = Path(dest)
     if dest.exists():
         raise InvalidInputError(f"{dest} already exists; choose a new bundle path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     live = [m for m in space.live_chunks() if namespaces is None or m.namespace in namespaces]
     with tempfile.TemporaryDirectory(prefix=".msa-export-", dir=dest.parent) as tmp:
         folder = Path(tmp) / "bundle"
