@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from msa_agent.train import Pair, TrainResult
 
 
 def _passages(path: Path) -> list[str]:
@@ -30,7 +33,8 @@ def _passages(path: Path) -> list[str]:
     return [p.strip() for p in raw.split("\n\n") if p.strip()]
 
 
-def _collect(pairs: list[Path], texts: list[Path], memory: Path | None, seed: int) -> list:
+def _collect(pairs: list[Path], texts: list[Path], memory: Path | None, seed: int
+             ) -> list[Pair]:
     from msa_agent.train import inverse_cloze, memory_pairs, read_pairs_jsonl
 
     out = [p for f in pairs for p in read_pairs_jsonl(f)]
@@ -41,7 +45,8 @@ def _collect(pairs: list[Path], texts: list[Path], memory: Path | None, seed: in
     return out
 
 
-def _split(pairs: list, held_out: float, seed: int) -> tuple[list, list]:
+def _split(pairs: list[Pair], held_out: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Shuffle (seeded) and hold out a fraction for evaluation (none under 20 pairs)."""
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     n = int(round(held_out * len(pairs))) if len(pairs) >= 20 else 0
@@ -82,7 +87,7 @@ def train_router(
     with console.status("loading the model..."):
         lm = load_model(model, device=device)
     chosen = [int(x) for x in layers.split(",")] if layers else None
-    with _progress(console) as (bar, tasks):
+    with _Stages(console) as (bar, tasks):
         def step(tag: str, done: int, total: int) -> None:
             if tag not in tasks:
                 tasks[tag] = bar.add_task(tag, total=total)
@@ -99,7 +104,7 @@ def train_router(
         console.print(f"re-encoded the routing keys of {n} memories in {reencode}")
 
 
-class _progress:
+class _Stages:
     """A rich progress bar with one task per stage (queries, documents, steps)."""
 
     def __init__(self, console: Console) -> None:
@@ -115,7 +120,8 @@ class _progress:
         self.bar.__exit__(*exc)
 
 
-def _print(console: Console, result, n_fit: int, n_held: int) -> None:  # noqa: ANN001
+def _print(console: Console, result: TrainResult, n_fit: int, n_held: int) -> None:
+    """One table: data, cost, and the held-out scores before and after training."""
     table = Table(title=f"router -> {result.path}")
     table.add_column("what")
     table.add_column("value", justify="right")
