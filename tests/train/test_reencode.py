@@ -69,3 +69,15 @@ def test_reencode_without_change_is_idempotent(tmp_path: Path, tiny_pair) -> Non
         assert mem.reencode_routing() == len(TEXTS)
         assert mem.stats().routing == "learned"
     np.testing.assert_allclose(_arrays(tmp_path / "m")["route_k"], before, rtol=1e-3, atol=1e-3)
+
+
+def test_memory_pairs_come_from_stored_texts(tmp_path: Path, tiny_pair) -> None:
+    from msa_agent.train import memory_pairs
+
+    story = "Ada wrote the first program. She worked with Charles Babbage on his engine."
+    with _open(tmp_path / "m", tiny_pair, None) as mem:
+        mem.remember_many([story, "One short line only."])
+    pairs = memory_pairs(tmp_path / "m")
+    assert len(pairs) == 1
+    assert pairs[0].query in story and pairs[0].positive in story
+    assert pairs[0].query not in pairs[0].positive
