@@ -68,3 +68,27 @@ def test_bad_bundles_are_refused(msa, tmp_path: Path) -> None:
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "b" / "memories.jsonl").write_text("{}\n")
     assert "checksum" in msa("import", str(tmp_path / "b"), code=2).stderr
+
+
+@pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+def test_import_under_another_router_reencodes_routing_keys(tmp_path: Path, tiny_pair) -> None:
+    from msa_agent.memory import Memory
+    from msa_agent.model.loader import model_fingerprint, wrap_model
+    from msa_agent.model.shape import ModelShape
+    from msa_agent.train import TrainableRouter, save_router
+
+    layers, texts = [2, 3], ["Paris is the capital of France.", "Bob likes green tea."]
+    lm = wrap_model(*tiny_pair)
+    router = save_router(TrainableRouter(ModelShape.of(lm.model), layers, rank=4, seed=1),
+                         tmp_path / "r.safetensors", model_fingerprint(lm))
+    kw = {"model": tiny_pair, "msa_layers": layers}
+    with Memory.open(tmp_path / "a", routing="own_qk", **kw) as mem:
+        ids = mem.remember_many(texts)
+        mem.export(tmp_path / "b")
+    with Memory.open(tmp_path / "fresh", router_path=str(router), **kw) as mem:
+        mem.remember_many(texts)
+        want = [(round(h.score, 3)) for h in mem.recall("capital", k=2)]
+    with Memory.open(tmp_path / "c", router_path=str(router), **kw) as mem:
+        assert mem.import_(tmp_path / "b").reencoded
+        hits = mem.recall("capital", k=2)
+        assert [round(h.score, 3) for h in hits] == want and {h.id for h in hits} == set(ids)
