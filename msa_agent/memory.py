@@ -75,8 +75,12 @@ class Memory:
         lm, cfg = _resolve_model(path, model, cfg, explicit)
         engine = Engine.build(lm, cfg)
         space = Space.open_or_create(path, engine.fingerprint(), engine.array_specs())
-        space.set_setting("config", _space_config(cfg, lm))
-        engine.attach(space)
+        try:
+            engine.attach(space)
+            space.set_setting("config", _space_config(cfg, lm))
+        except BaseException:  # a failed open must not keep the space locked
+            space.close()
+            raise
         return cls(engine, space, cfg)
 
     def close(self) -> None:
@@ -293,8 +297,10 @@ class Memory:
                 return self._engine.refresh_routing(self._space)
             lm = self._engine.lm
             router = Router.load(router_path, model_fingerprint(lm)).to(lm.device)
-            self.config.router_path = str(router_path)
-            return self._engine.refresh_routing(self._space, router)
+            n = self._engine.refresh_routing(self._space, router)
+            self.config.router_path, self.config.routing = str(router_path), "learned"
+            self._space.set_setting("config", _space_config(self.config, lm))
+            return n
 
     def get(self, id: str) -> MemoryRecord:
         """The memory with this id; :class:`UnknownMemoryError` if there is none."""
@@ -360,7 +366,8 @@ class _Pending:
 
 def _space_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:
     return {"model": lm.name, "msa_layers": cfg.msa_layers, "chunk_size": cfg.chunk_size,
-            "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv}
+            "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv,
+            "routing": cfg.routing, "router_path": cfg.router_path}
 
 
 def _resolve_model(
@@ -371,6 +378,8 @@ def _resolve_model(
     if (path / "meta.sqlite").exists():
         with Space.open(path) as existing:
             stored = existing.get_setting("config") or {}
+    if "router_path" in explicit:  # naming a router overrides the space's stored routing
+        explicit = explicit | {"routing"}
     keep = {k: v for k, v in stored.items() if k != "model" and k not in explicit}
     cfg = cfg.model_copy(update=keep)
     if isinstance(model, LoadedModel):

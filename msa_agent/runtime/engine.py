@@ -103,7 +103,13 @@ class Engine:
                            list(torch.from_numpy(keys).split(splits)))
 
     def reencode_routing(self, space: Space, live: Sequence[StoredMemory]) -> None:
-        """Recompute only the routing keys of stored memories (their K/V stay)."""
+        """Recompute only the routing keys of stored memories (their K/V stay).
+
+        The space is marked ``partial:`` first: keys of two routers may then be mixed, so a
+        run cut short (a killed process) is re-encoded at the next open, whatever the router.
+        The caller records the final router id once every memory is done.
+        """
+        space.set_setting("router_id", f"partial:{self.router_id}")
         with Progress(transient=True) as bar:
             task = bar.add_task("re-encoding routing keys", total=len(live))
             for s in range(0, len(live), _REENCODE_BATCH):

@@ -1,0 +1,58 @@
+"""A space remembers its routing; a re-encode cut short is redone at the next open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msa_agent import Memory
+from msa_agent.model.loader import model_fingerprint, wrap_model
+from msa_agent.model.shape import ModelShape
+from msa_agent.store import Space
+from msa_agent.train import TrainableRouter, save_router
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+TEXTS = [f"Fact number {i}: the quick brown fox likes green tea." for i in range(6)]
+
+
+def _open(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
+    return Memory.open(path, model=pair, chunk_size=8, msa_layers=[2, 3], **kw)
+
+
+def _route_k(path: Path) -> tuple[np.ndarray, str]:
+    with Space.open(path) as space:
+        rows = space.live_chunks()
+        return np.concatenate(space.read("route_k", rows)), space.get_setting("router_id")
+
+
+def test_killed_reencode_is_redone_and_routing_is_remembered(tmp_path: Path, tiny_pair,
+                                                             monkeypatch) -> None:
+    lm = wrap_model(*tiny_pair)
+    tr = TrainableRouter(ModelShape.of(lm.model), [2, 3], rank=4, seed=3)
+    router = save_router(tr, tmp_path / "r.safetensors", model_fingerprint(lm))
+    with _open(tmp_path / "m", tiny_pair, routing="own_qk") as mem:
+        mem.remember_many(TEXTS)
+    own_keys, own_id = _route_k(tmp_path / "m")
+
+    calls = {"n": 0}
+    real = Space.overwrite
+
+    def dying(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("killed mid re-encode")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Space, "overwrite", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _open(tmp_path / "m", tiny_pair, router_path=str(router))
+    monkeypatch.setattr(Space, "overwrite", real)
+    assert _route_k(tmp_path / "m")[1].startswith("partial:")
+
+    with _open(tmp_path / "m", tiny_pair) as mem:  # stored routing is own_qk: keys redone
+        assert mem.stats().routing == "own_qk"
+    keys, rid = _route_k(tmp_path / "m")
+    assert rid == own_id
+    np.testing.assert_allclose(keys, own_keys, rtol=1e-3, atol=1e-3)
