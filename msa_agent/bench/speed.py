@@ -1,0 +1,73 @@
+"""Ingest and recall speed on this machine: batched vs one-by-one writes, recall latency.
+
+    python -m msa_agent.bench.speed --docs 128 --queries 100
+
+Uses the Wikipedia bank's first ``docs`` summaries and the description questions. Run it on a
+quiet machine: it reports wall-clock times.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import typer
+
+from msa_agent.bench.wiki import wiki_split
+
+
+def ingest(texts: list[str], batch: int) -> tuple[float, int]:
+    """Seconds and tokens to remember ``texts`` in batches of ``batch`` (fresh space)."""
+    from msa_agent import Memory
+
+    folder = Path(tempfile.mkdtemp(prefix="msa-speed-"))
+    try:
+        with Memory.open(folder / "m") as mem:
+            start = time.perf_counter()
+            for s in range(0, len(texts), batch):
+                mem.remember_many(texts[s : s + batch])
+            return time.perf_counter() - start, mem.stats().tokens
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def recall_latency(texts: list[str], queries: list[str]) -> list[float]:
+    from msa_agent import Memory
+
+    folder = Path(tempfile.mkdtemp(prefix="msa-speed-"))
+    try:
+        with Memory.open(folder / "m") as mem:
+            mem.remember_many(texts)
+            mem.recall(queries[0], k=5)  # warm-up
+            out = []
+            for q in queries:
+                start = time.perf_counter()
+                mem.recall(q, k=5)
+                out.append(time.perf_counter() - start)
+            return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(docs: int = 128, queries: int = 100) -> None:
+    split = wiki_split()
+    texts = [a.text for a in split.bank[:docs]]
+    qs = [a.description for a in split.questions[:queries]]
+    print(f"torch threads: {torch.get_num_threads()}")
+    print("| write path | docs | tokens | seconds | tokens/s |\n|---|---|---|---|---|")
+    for batch in (1, 16, 64):
+        secs, toks = ingest(texts, batch)
+        print(f"| remember_many batch={batch} | {len(texts)} | {toks} | {secs:.1f} | "
+              f"{toks / secs:.0f} |")
+    lat = sorted(recall_latency(texts, qs))
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    print(f"\nrecall k=5 over {len(texts)} memories, {len(lat)} queries: "
+          f"p50 {1000 * statistics.median(lat):.1f} ms, p95 {1000 * p95:.1f} ms")
+
+
+if __name__ == "__main__":
+    typer.run(main)
