@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
 import torch
+
+# Triton builds its language helpers for the interpreter only if TRITON_INTERPRET is set when
+# ``triton.language`` is first imported; the root conftest runs before any test imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 from transformers import PreTrainedTokenizerFast
 
 from msa_testing import make_llama, make_tokenizer

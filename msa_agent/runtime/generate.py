@@ -7,6 +7,7 @@ cache holds only the active context (prompt + generated tokens), whose positions
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -45,14 +46,20 @@ def greedy(
     ids = torch.tensor([list(prompt)], device=device)
     pos = torch.arange(start, start + ids.shape[1], device=device).view(1, -1)
     cache = DynamicCache(config=model.config)
-    extra = {"msa_memory": memory} if memory is not None else {}
+    extra: dict = {"msa_memory": memory} if memory is not None else {}
+    extra[_cache_kwarg(model)] = cache
     with msa_attention(model):
         for _ in range(max_new_tokens):
-            out = model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True,
-                        **extra)
+            out = model(input_ids=ids, position_ids=pos, use_cache=True, **extra)
             token = int(out.logits[0, -1].argmax())
             if token in stop:
                 return
             yield token
             ids = torch.tensor([[token]], device=device)
             pos = pos[:, -1:] + 1
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """``cache`` on newer transformers, ``past_key_values`` on older ones."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

@@ -7,23 +7,15 @@ Test modules import them; a ``conftest.py`` here would shadow the root one that
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
-# Same rule as tests/kernels/conftest.py, applied before anything imports triton: Triton's
-# language helpers are built for the interpreter only if TRITON_INTERPRET is set when
-# ``triton.language`` is first imported, and these tests are collected before tests/kernels.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from typer.testing import CliRunner  # noqa: E402
-
-from msa_agent.cli import app  # noqa: E402
-from tests_helpers import make_llama, make_tokenizer  # noqa: E402
+from msa_agent.cli import app
+from tests_helpers import make_llama, make_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Test modules import them; a ``conftest.py`` here would shadow the root one that
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-# Same rule as tests/kernels/conftest.py, applied before anything imports triton: Triton's
-# language helpers are built for the interpreter only if TRITON_INTERPRET is set when
-# ``triton.language`` is first imported, and these tests are collected before tests/kernels.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from msa_agent.memory import Memory  # noqa: E402
+from msa_agent.memory import Memory
 
 FACTS = [
     "Paris is the capital of France.",
