@@ -34,8 +34,10 @@ class MemoryConfig(BaseModel):
     max_doc_tokens: int = Field(
         512, ge=16, description="Longer texts are split into documents of at most this many tokens."
     )
-    batch_tokens: int = Field(
-        8192, ge=64, description="Upper bound on padded tokens per encoder forward pass."
+    batch_tokens: int | None = Field(
+        None, ge=1,
+        description="Upper bound on padded tokens per encoder forward pass; None = 1024 on CPU "
+        "(measured best on a 2-core CPU, docs/recall.md), 16384 on CUDA.",
     )
     keep_full_kv: bool = Field(
         False, description="Also store exact per-token pre-RoPE K/V (for read='full')."

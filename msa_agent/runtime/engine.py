@@ -23,6 +23,8 @@ from msa_agent.store import ArraySpec, Space, StoredMemory
 
 OWN_QK = "own_qk"
 _REENCODE_BATCH = 64
+CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587 one by one
+CUDA_BATCH_TOKENS = 16384
 
 
 class RoutingQualityWarning(UserWarning):
@@ -38,7 +40,8 @@ class Engine:
         self.shape = ModelShape.of(lm.model)
         self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
-                               keep_full_kv=cfg.keep_full_kv, batch_tokens=cfg.batch_tokens)
+                               keep_full_kv=cfg.keep_full_kv,
+                               batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.index = RoutingIndex(lm.device)
 
     @classmethod
@@ -168,6 +171,11 @@ class Engine:
         if self.cfg.keep_full_kv:
             out["full_k"], out["full_v"] = self._np(d.full_k), self._np(d.full_v)
         return out
+
+
+def _default_batch_tokens(lm: LoadedModel) -> int:
+    """Padded tokens per pass: small on CPU (bigger batches were slower there), large on GPU."""
+    return CUDA_BATCH_TOKENS if lm.device.type == "cuda" else CPU_BATCH_TOKENS
 
 
 def _with_counts(p: Any, d: EncodedDoc) -> Any:
