@@ -39,3 +39,14 @@ def test_min_score_stops_later_rounds() -> None:
 def test_bad_hops(bad) -> None:
     with pytest.raises(ValueError):
         max_rounds(bad)
+
+
+def test_low_ranked_round_one_memory_rises_once_its_bridge_is_read() -> None:
+    links = {"question": [0, 2, 1], "alice works for acme": [1, 2]}
+
+    def route(text: str, exclude: set[int]) -> Ranked:
+        docs = [d for d in links.get(text.splitlines()[-1], []) if d not in exclude]
+        return Ranked(docs, [1.0] * len(docs), [[1.0]] * len(docs), [0] * len(docs))
+
+    hits = interleave(route, TEXTS.get, "question", k=2, hops=2)
+    assert [(h.doc, h.round, h.via) for h in hits] == [(0, 1, []), (1, 2, [0])]
