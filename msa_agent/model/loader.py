@@ -13,12 +13,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from msa_agent.errors import ModelLoadError
 
@@ -46,6 +49,18 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (they flood logs and CLI output)."""
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def cache_dir() -> Path:
@@ -77,8 +92,9 @@ def load_model(
         loaded.router, loaded.msa = router.to(loaded.device), settings
         return loaded
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc
     return wrap_model(lm, tokenizer, name=name, device=device)
