@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -30,3 +31,18 @@ def tiny_llama() -> torch.nn.Module:
 @pytest.fixture()
 def tiny_pair(tiny_llama, tokenizer):  # noqa: ANN001, ANN201
     return (tiny_llama, tokenizer)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One torch thread for tiny-model tests: several times faster on a busy 2-core machine.
+
+    Tests on the real model (marked ``slow``) keep the default.
+    """
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

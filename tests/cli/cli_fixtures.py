@@ -7,11 +7,9 @@ Test modules import them; a ``conftest.py`` here would shadow the root one that
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from msa_agent.cli import app
@@ -64,11 +62,3 @@ def docs(tmp_path: Path) -> Path:
     (d / "image.png").write_bytes(b"\x89PNG\x00\x00")
     return d
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a tiny model (and a busy 2-core machine) it is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

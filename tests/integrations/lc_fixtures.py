@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from msa_agent.memory import Memory
 
@@ -35,11 +34,3 @@ def memory(tmp_path_factory: pytest.TempPathFactory, tiny_llama, tokenizer) -> I
         mem.remember_many(FACTS)
         yield mem
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a tiny model (and a busy 2-core machine) it is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

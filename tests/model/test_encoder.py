@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen3Config
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen3Config
 
 from msa_agent.model.encoder import Encoder, chunk_mean, length_batches
 from msa_agent.model.loader import wrap_model
@@ -49,9 +49,16 @@ def _qwen3() -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def _qwen2() -> torch.nn.Module:
+    torch.manual_seed(4)
+    cfg = Qwen2Config(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
 def test_stored_keys_equal_naive_recomputation(family: str, tiny_llama, tokenizer) -> None:
-    model = tiny_llama if family == "llama" else _qwen3()
+    model = {"llama": lambda: tiny_llama, "qwen2": _qwen2, "qwen3": _qwen3}[family]()
     layers = [1, 2]
     enc = Encoder(wrap_model(model, tokenizer), layers, chunk_size=8, keep_full_kv=True)
     docs = [list(range(3, 40)), list(range(50, 61)), list(range(100, 103))]
