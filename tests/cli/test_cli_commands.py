@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_fixtures import docs, model_dir, msa, one_thread  # noqa: F401
+from cli_fixtures import docs, model_dir, msa  # noqa: F401
 from typer.testing import CliRunner
 
 from msa_agent.cli import app

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_fixtures import Msa, docs, model_dir, msa, one_thread  # noqa: F401
+from cli_fixtures import Msa, docs, model_dir, msa  # noqa: F401
 
 from msa_agent.bundle import VERSION, read_manifest
 from msa_agent.errors import InvalidInputError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-from lc_fixtures import memory, one_thread  # noqa: F401
+from lc_fixtures import memory  # noqa: F401
 
 from msa_agent.integrations import MsaChatMessageHistory, MsaRetriever
 from msa_agent.memory import Memory

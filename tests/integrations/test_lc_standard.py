@@ -12,7 +12,7 @@ from langchain_tests.integration_tests import (
     BaseStoreSyncTests,
     RetrieversIntegrationTests,
 )
-from lc_fixtures import memory, one_thread  # noqa: F401
+from lc_fixtures import memory  # noqa: F401
 
 from msa_agent.integrations import MsaKVStore, MsaRetriever
 from msa_agent.memory import Memory

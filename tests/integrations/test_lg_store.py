@@ -9,7 +9,7 @@ from typing import TypedDict
 import pytest
 from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore, GetOp, PutOp, SearchOp
-from lc_fixtures import memory, one_thread  # noqa: F401
+from lc_fixtures import memory  # noqa: F401
 
 from msa_agent.integrations import MsaStore
 from msa_agent.integrations.langgraph_store import matches_filter, value_text
