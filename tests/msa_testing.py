@@ -20,10 +20,10 @@ CORPUS = [
 
 
 def make_tokenizer(
-    vocab_size: int = 300, corpus: list[str] | None = None
+    vocab_size: int = 300, corpus: list[str] | None = None, prefix_space: bool = False
 ) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<pad>"],

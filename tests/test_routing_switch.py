@@ -12,6 +12,7 @@ from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.shape import ModelShape
 from msa_agent.store import Space
 from msa_agent.train import TrainableRouter, save_router
+from msa_testing import make_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
 TEXTS = [f"Fact number {i}: the quick brown fox likes green tea." for i in range(6)]
@@ -56,3 +57,23 @@ def test_killed_reencode_is_redone_and_routing_is_remembered(tmp_path: Path, tin
     keys, rid = _route_k(tmp_path / "m")
     assert rid == own_id
     np.testing.assert_allclose(keys, own_keys, rtol=1e-3, atol=1e-3)
+
+
+def test_reencoding_a_split_memory_uses_its_original_token_ids(tmp_path: Path,
+                                                               tiny_llama) -> None:
+    # a tokenizer that adds a prefix space (as SentencePiece ones do) tokenises a part cut
+    # from the middle of a text differently on its own: re-encoding must not do that
+    tiny_pair = (tiny_llama, make_tokenizer(prefix_space=True))
+    lm = wrap_model(*tiny_pair)
+    tr = TrainableRouter(ModelShape.of(lm.model), [2, 3], rank=4, seed=5)
+    router = save_router(tr, tmp_path / "r.safetensors", model_fingerprint(lm))
+    text = " ".join(TEXTS * 4)  # several documents at max_doc_tokens=32
+    with _open(tmp_path / "old", tiny_pair, routing="own_qk", max_doc_tokens=32) as mem:
+        src = mem.remember(text)
+        assert len(mem.list(where={"source_id": src})) > 2
+    with _open(tmp_path / "old", tiny_pair, router_path=str(router)):
+        pass  # re-encodes on open
+    with _open(tmp_path / "fresh", tiny_pair, router_path=str(router), max_doc_tokens=32) as mem:
+        mem.remember(text)
+    np.testing.assert_allclose(_route_k(tmp_path / "old")[0], _route_k(tmp_path / "fresh")[0],
+                               rtol=1e-3, atol=1e-3)

@@ -17,7 +17,7 @@ from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.router import Router, shipped_router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
-from msa_agent.model.text import query_ids, special_prefix
+from msa_agent.model.text import query_ids, special_prefix, split_text
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import ArraySpec, Space, StoredMemory
 
@@ -113,14 +113,35 @@ class Engine:
         The caller records the final router id once every memory is done.
         """
         space.set_setting("router_id", f"partial:{self.router_id}")
+        ids = self._original_ids(live)
         with Progress(transient=True) as bar:
             task = bar.add_task("re-encoding routing keys", total=len(live))
             for s in range(0, len(live), _REENCODE_BATCH):
                 batch = live[s : s + _REENCODE_BATCH]
-                docs = self.encoder.encode([self._ids(m.text) for m in batch])
+                docs = self.encoder.encode([ids[m.id] for m in batch])
                 for m, d in zip(batch, docs):
                     space.overwrite("route_k", m, self._np(d.route_k))
                 bar.advance(task, len(batch))
+
+    def _original_ids(self, live: Sequence[StoredMemory]) -> dict[str, list[int]]:
+        """Token ids each memory was first encoded from.
+
+        A long text was cut into parts by token position; re-tokenising one part alone can
+        differ at its edges, so the parts of a source are joined and split again the same way.
+        A source whose parts no longer split back the same way falls back to each part's text.
+        """
+        by_source: dict[str, list[StoredMemory]] = {}
+        for m in live:
+            by_source.setdefault(m.source_id or m.id, []).append(m)
+        out: dict[str, list[int]] = {}
+        for parts in by_source.values():
+            parts.sort(key=lambda m: m.part)
+            pieces = split_text(self.tokenizer, "".join(m.text for m in parts),
+                                self.cfg.max_doc_tokens) if len(parts) > 1 else []
+            same = [p.text for p in pieces] == [m.text for m in parts]
+            for i, m in enumerate(parts):
+                out[m.id] = pieces[i].ids if same else _fit(self._ids(m.text), m.n_tokens)
+        return out
 
     # ---------------------------------------------------------------- write / route
     def store(self, space: Space, pending: Sequence[Any]) -> None:
@@ -171,6 +192,11 @@ class Engine:
         if self.cfg.keep_full_kv:
             out["full_k"], out["full_v"] = self._np(d.full_k), self._np(d.full_v)
         return out
+
+
+def _fit(ids: list[int], n: int) -> list[int]:
+    """Best effort for a part whose source cannot be re-split: keep its stored length."""
+    return ids[:n] + ids[-1:] * max(0, n - len(ids))
 
 
 def _default_batch_tokens(lm: LoadedModel) -> int:
