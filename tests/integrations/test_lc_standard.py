@@ -39,7 +39,9 @@ class TestMsaRetrieverStandard(RetrieversIntegrationTests):
         return "What is the capital of France?"
 
 
-class TestMsaKVStoreSync(BaseStoreSyncTests[Any]):
+class _KVStoreFixtures:
+    """The fixtures both key-value suites ask for: a fresh namespace per test."""
+
     memory: Memory
 
     @pytest.fixture
@@ -51,13 +53,9 @@ class TestMsaKVStoreSync(BaseStoreSyncTests[Any]):
         return "value1", {"nested": [1, 2]}, 3
 
 
-class TestMsaKVStoreAsync(BaseStoreAsyncTests[Any]):
-    memory: Memory
+class TestMsaKVStoreSync(_KVStoreFixtures, BaseStoreSyncTests[Any]):
+    pass
 
-    @pytest.fixture
-    def kv_store(self) -> MsaKVStore:
-        return MsaKVStore(self.memory, namespace=("kv", uuid.uuid4().hex))
 
-    @pytest.fixture
-    def three_values(self) -> tuple[Any, Any, Any]:
-        return "value1", {"nested": [1, 2]}, 3
+class TestMsaKVStoreAsync(_KVStoreFixtures, BaseStoreAsyncTests[Any]):
+    pass
