@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from msa_agent.errors import InvalidInputError
+from msa_agent.runtime.answer import POOLED_K_SETTING
 from msa_agent.store import ArraySpec, FingerprintMismatchError, NewMemory, Space, StoredMemory
 from msa_agent.store.validate import fingerprint_diff
 
@@ -168,7 +169,9 @@ def _manifest(space: Space, router_id: str | None, live: list[StoredMemory],
     return {
         "format": FORMAT, "version": VERSION, "msa_agent_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "fingerprint": space.fingerprint, "space_config": space.get_setting("config") or {},
+        "fingerprint": space.fingerprint,
+        "space_config": {**(space.get_setting("config") or {}),
+                         POOLED_K_SETTING: space.get_setting(POOLED_K_SETTING)},
         "router_id": router_id, "arrays": [s.to_json() for s in space.arrays.values()],
         "counts": {"memories": len(live), "chunk_rows": sum(m.n_chunks for m in live),
                    "token_rows": sum(m.n_tokens for m in live)},
@@ -230,6 +233,8 @@ def import_bundle(space: Space, engine: Engine, src: str | Path,
     """
     manifest = read_manifest(src)
     check_compatible(manifest, space)
+    if manifest.space_config.get(POOLED_K_SETTING) != space.get_setting(POOLED_K_SETTING):
+        space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading is refused from now on
     with _unpacked(Path(src), manifest) as folder:
         arrays = {s.name: np.load(folder / f"arrays/{s.name}.npy", mmap_mode="r")
                   for s in manifest.arrays}

@@ -21,8 +21,9 @@ from msa_agent.model.loader import LoadedModel, load_model, wrap_model
 from msa_agent.model.text import check_text, query_ids, split_text
 from msa_agent.runtime.answer import Reader, pick_read
 from msa_agent.runtime.engine import Engine
+from msa_agent.runtime.generative import SelectPerLayer
 from msa_agent.runtime.interleave import Hit, Hops, interleave, max_rounds
-from msa_agent.runtime.stream import AnswerStream
+from msa_agent.runtime.stream import AnswerStream, GenerativeSource, ReadOnce
 from msa_agent.store import NewMemory, Space, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
@@ -260,26 +261,80 @@ class Memory:
 
         ``read``: ``"text"`` re-reads the memories' text, ``"full"`` attends to their stored
         per-token K/V (space made with ``keep_full_kv=True``), ``"pooled"`` to their pooled K/V
-        (MSA-trained models); ``"auto"`` picks ``pooled`` for an MSA checkpoint, else
-        ``text``, and the returned :class:`Answer` says which. With ``stream=True`` an
-        iterable of text pieces is returned; its ``.answer`` is set once it is exhausted.
+        (MSA-trained models; each MSA layer reads its own top-k); ``"auto"`` picks ``pooled``
+        for an MSA checkpoint, else ``text``, and the returned :class:`Answer` says which.
+        With an MSA checkpoint, ``pooled`` reading and ``hops`` other than 1 run the paper's
+        generative interleave: the model asks for documents by id (``<doc>2</doc>``), their
+        text is appended and routing runs again (``msa_agent.runtime.generative``).
+        With ``stream=True`` an iterable of text pieces is returned; its ``.answer`` is set
+        once it is exhausted.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-        started = time.perf_counter()
-        hits = self.recall(question, k, where, namespace=namespace, hops=hops)
-        routed = time.perf_counter()
         try:
             mode = pick_read(read, self.config.keep_full_kv, self._engine.lm.msa is not None)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
+        if mode == "pooled" and self._engine.lm.msa is not None and hops != 1:
+            source = self._generative(question, k, where, namespace, hops, max_new_tokens)
+            result = AnswerStream(self._engine, source, {})
+            return result if stream else result.collect()
+        started = time.perf_counter()
+        hits = self.recall(question, k, where, namespace=namespace, hops=hops)
+        routed = time.perf_counter()
         with self._lock:
             memories = self._space.get_many([h.id for h in hits])
-            reader = Reader(self._engine, self._space, question, memories, mode)
+            per_layer = None
+            if mode == "pooled" and hits:
+                select = self._select_per_layer(k, namespace, where)
+                per_layer = select(question)
+            try:
+                reader = Reader(self._engine, self._space, question, memories, mode, per_layer)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from None
         timings = {"route_ms": 1000 * (routed - started),
                    "read_ms": 1000 * (time.perf_counter() - routed)}
-        result = AnswerStream(self._engine, reader, hits, max_new_tokens, timings)
+        source = ReadOnce(self._engine, reader, hits, max_new_tokens, per_layer)
+        result = AnswerStream(self._engine, source, timings)
         return result if stream else result.collect()
+
+    def _generative(self, question: str, k: int | None, where: Mapping[str, Any] | None,
+                    namespace: str | None, hops: Hops, max_new_tokens: int) -> GenerativeSource:
+        """The paper's interleave for an MSA checkpoint: the model asks for documents by id."""
+        check_text(question, "question")
+        self.recall(question, k, where, namespace=namespace)  # validates k, where, namespace
+        try:
+            rounds = max_rounds(hops)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+
+        def to_hit(m: StoredMemory, rnd: int, score: float) -> RecallHit:
+            return self._hit(m, Hit(0, score, rnd), explain=False)
+
+        select = self._select_per_layer(k, namespace, where)
+        return GenerativeSource(self._engine, self._space, question, select, rounds,
+                                max_new_tokens, to_hit)
+
+    def _select_per_layer(self, k: int | None, namespace: str | None,
+                          where: Mapping[str, Any] | None) -> SelectPerLayer:
+        """(context text) -> each MSA layer's own top-k memories (pooled reading)."""
+        k = self.config.top_k if k is None else k
+        ns = namespace or self.config.namespace
+
+        def select(text: str) -> dict[int, list[StoredMemory]]:
+            ids = query_ids(self._engine.tokenizer, text, self.config.max_doc_tokens)
+            with self._lock:
+                doc_ids = self._engine.index.doc_ids
+                if not doc_ids:
+                    return {}
+                allowed = [m.id for m in self._space.find(ns, where)] if where else None
+                chosen = self._engine.route_per_layer(ids, k, ns, allowed)
+                wanted = {doc_ids[d] for sel in chosen.values() for d in sel}
+                found = {m.id: m for m in self._space.get_many(list(wanted))}
+            return {layer: [found[doc_ids[d]] for d in sel if doc_ids[d] in found]
+                    for layer, sel in chosen.items()}
+
+        return select
 
     def reencode_routing(self, router_path: str | Path | None = None) -> int:
         """Recompute the routing keys of every stored memory; their K/V are not touched.

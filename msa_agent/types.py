@@ -66,10 +66,21 @@ class SpaceStats(BaseModel):
 
 
 class AnswerRound(BaseModel):
-    """Memories read in one routing round of :meth:`Memory.answer`."""
+    """Memories read in one routing round of :meth:`Memory.answer`.
+
+    With ``read="pooled"`` each MSA layer reads its own top-k (``per_layer``); in a
+    generative round (MSA checkpoints) ``memories`` are those read by any layer, each scored
+    by the share of MSA layers that read it.
+    """
 
     round: int
     memories: list[RecallHit]
+    per_layer: dict[int, list[str]] = Field(
+        default_factory=dict, description="Pooled reading: memory ids each MSA layer read.")
+    asked: list[int] = Field(
+        default_factory=list, description="Generative interleave: handles the model asked for.")
+    appended: list[str] = Field(
+        default_factory=list, description="Memory ids whose text was appended after the round.")
 
 
 class Answer(BaseModel):

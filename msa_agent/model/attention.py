@@ -9,6 +9,7 @@ Layers without memory, and calls without the kwarg, run plain SDPA.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -78,16 +79,23 @@ def register() -> None:
 
 
 def rotate_memory(
-    model: torch.nn.Module, keys: Sequence[torch.Tensor], positions: Sequence[torch.Tensor]
+    model: torch.nn.Module, keys: Sequence[torch.Tensor], positions: Sequence[torch.Tensor],
+    layer: int | None = None,
 ) -> torch.Tensor:
     """Apply the model's RoPE to pre-RoPE keys ``[S_i, Hkv, D]`` at ``positions`` ``[S_i]``.
 
     Returns one ``[1, Hkv, sum S_i, D]`` tensor: documents laid side by side, each rotated at
-    its own document-local positions (the paper's parallel RoPE).
+    its own document-local positions (the paper's parallel RoPE). ``layer`` picks the
+    layer's own RoPE where a model has several (Gemma3: sliding vs. full attention layers).
     """
     k = torch.cat(list(keys)).transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, D]
     pos = torch.cat(list(positions)).view(1, -1).to(k.device)
-    cos, sin = model.model.rotary_emb(k, position_ids=pos)
+    rotary = model.model.rotary_emb
+    extra = {}
+    if "layer_type" in inspect.signature(rotary.forward).parameters:
+        types = getattr(model.config, "layer_types", None) or ["full_attention"]
+        extra["layer_type"] = types[layer if layer is not None else -1]
+    cos, sin = rotary(k, position_ids=pos, **extra)
     rotated, _ = apply_rotary_pos_emb(k, k, cos, sin)
     return rotated
 

@@ -3,7 +3,8 @@
 Per memory, in every MSA layer, the encoder keeps (shapes per memory; L = MSA layers):
 - ``route_k``  ``[C, L, Hr, D]``: chunk-mean routing keys (router-K projection, or the model's
   own pre-RoPE K when no router is loaded);
-- ``pooled_k`` / ``pooled_v`` ``[C, L, Hkv, D]``: chunk-mean pre-RoPE K and V;
+- ``pooled_k`` / ``pooled_v`` ``[C, L, Hkv, D]``: chunk means of K (after RoPE at
+  document-local positions, as the paper pools the layer's normal keys) and of V;
 - ``full_k`` / ``full_v`` ``[T, L, Hkv, D]`` (optional): exact per-token pre-RoPE K and V.
 C = ceil(T / P); a last partial chunk averages only its real tokens.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from msa_agent.model.attention import rotate_memory
 from msa_agent.model.capture import StopForward, decoder_layers, stop_after, tap_layers
 from msa_agent.model.loader import LoadedModel
 from msa_agent.model.router import Router
@@ -150,8 +152,16 @@ class Encoder:
         return EncodedDoc(
             n_tokens=n,
             route_k=chunk_mean(rk.float(), n, p).cpu(),
-            pooled_k=chunk_mean(k.float(), n, p).cpu(),
+            pooled_k=self._rope_pool(k, n).cpu(),
             pooled_v=chunk_mean(v.float(), n, p).cpu(),
             full_k=full[0],
             full_v=full[1],
         )
+
+    def _rope_pool(self, k: torch.Tensor, n: int) -> torch.Tensor:
+        """Chunk means of ``k`` ``[T, L, Hkv, D]`` rotated at 0..n-1: ``[C, L, Hkv, D]``."""
+        pos = [torch.arange(n, device=k.device)]
+        model = self.lm.model
+        rotated = [rotate_memory(model, [k[:n, j].float()], pos, layer)[0].transpose(0, 1)
+                   for j, layer in enumerate(self.layers)]  # L x [n, Hkv, D]
+        return chunk_mean(torch.stack(rotated, 1), n, self.chunk_size)

@@ -70,7 +70,9 @@ def load_msa_checkpoint(
     routers = {k: state.pop(k) for k in [k for k in state if _ROUTER_KEY.search(k)]}
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if "lm_head" not in m]:
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    missing = [m for m in missing if not (tied and m.startswith("lm_head."))]  # tied: embeddings
+    if unexpected or missing:
         raise ModelLoadError(f"MSA checkpoint mismatch: missing={missing} unexpected={unexpected}")
     model.tie_weights()
     router = _router_from(routers, ModelShape.of(model), settings.layers)

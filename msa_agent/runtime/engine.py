@@ -18,6 +18,7 @@ from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.router import Router, shipped_router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import query_ids, special_prefix, split_text
+from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import ArraySpec, Space, StoredMemory
 
@@ -77,6 +78,8 @@ class Engine:
         """Load routing keys into the resident index, re-encoding them if the router changed."""
         made_with = space.get_setting("router_id")
         live = space.live_chunks()
+        if space.get_setting(POOLED_K_SETTING) is None:  # older spaces pooled pre-RoPE K
+            space.set_setting(POOLED_K_SETTING, "pre-rope" if live else POOLED_K_ROPE)
         if live and made_with not in (None, self.router_id):
             self.reencode_routing(space, live)
         space.set_setting("router_id", self.router_id)
@@ -164,11 +167,11 @@ class Engine:
         return self.index.rank(q, k, mask, self.cfg.layer_combine)
 
     def route_per_layer(
-        self, ids: list[int], k: int, namespace: str | None
+        self, ids: list[int], k: int, namespace: str | None, allowed: list[str] | None = None
     ) -> dict[int, list[int]]:
         """The paper's protocol: each MSA layer selects its own top-``k`` documents."""
         q = self.encoder.query_vectors(ids)
-        mask = self.index.mask_for(namespace)
+        mask = self.index.mask_for(namespace, allowed)
         return dict(zip(self.layers, self.index.rank_per_layer(q, k, mask)))
 
     def chunk_text(self, text: str, chunk: int) -> str:

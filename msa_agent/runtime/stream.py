@@ -1,30 +1,130 @@
-"""Token streaming for ``Memory.answer``: an iterable of text pieces that ends with an Answer."""
+"""Token streaming for ``Memory.answer``: an iterable of text pieces that ends with an Answer.
+
+A *source* produces the generated token ids and, once exhausted, describes what was read:
+
+- :class:`ReadOnce`: one read of the routed memories (``text``, ``full``, or ``pooled``
+  with each layer's own selection), then greedy generation;
+- :class:`GenerativeSource`: the paper's generative interleave for MSA-trained models
+  (``msa_agent.runtime.generative``), several rounds in one stream.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from msa_agent.runtime.answer import Reader, stop_ids
 from msa_agent.runtime.generate import greedy
+from msa_agent.runtime.generative import (
+    GenerativeState,
+    IdProtocol,
+    SelectPerLayer,
+    generative_rounds,
+)
+from msa_agent.store import Space, StoredMemory
 from msa_agent.types import Answer, AnswerRound, RecallHit
+
+# (memory, round, score) -> the hit reported in an AnswerRound
+ToHit = Callable[[StoredMemory, int, float], RecallHit]
+
+
+class TokenSource(Protocol):
+    read: str
+    prompt_tokens: int
+    memory_tokens: int
+
+    def tokens(self) -> Iterator[int]: ...
+
+    def text(self, generated: str) -> str: ...
+
+    def rounds(self) -> list[AnswerRound]: ...
+
+
+class ReadOnce:
+    """Route once (or with routing-driven rounds), read, generate."""
+
+    def __init__(self, engine: Any, reader: Reader, hits: Sequence[RecallHit], max_new: int,
+                 per_layer: Mapping[int, Sequence[StoredMemory]] | None = None) -> None:
+        self._engine, self._reader, self._hits, self._max_new = engine, reader, hits, max_new
+        self._per_layer = {layer: [m.id for m in sel] for layer, sel in (per_layer or {}).items()}
+        self.read, self.memory_tokens = reader.read, reader.memory_tokens
+        self.prompt_tokens = len(reader.prompt)
+
+    def tokens(self) -> Iterator[int]:
+        model, r = self._engine.lm.model, self._reader
+        stop = stop_ids(model, self._engine.tokenizer)
+        return greedy(model, r.prompt, self._max_new, stop, r.memory, r.start)
+
+    def text(self, generated: str) -> str:
+        return generated.strip()
+
+    def rounds(self) -> list[AnswerRound]:
+        numbers = sorted({h.round for h in self._hits})
+        return [AnswerRound(round=i, memories=[h for h in self._hits if h.round == i],
+                            per_layer=self._per_layer if i == 1 else {}) for i in numbers]
+
+
+class GenerativeSource:
+    """The model asks for documents by id; their text is appended; routing runs again."""
+
+    def __init__(self, engine: Any, space: Space, question: str, select: SelectPerLayer,
+                 max_rounds: int, max_new: int, to_hit: ToHit) -> None:
+        self._engine, self._space, self._question = engine, space, question
+        self._select, self._max_rounds, self._max_new = select, max_rounds, max_new
+        self._to_hit = to_hit
+        self._protocol = IdProtocol.from_msa_config(getattr(engine.lm.msa, "raw", None))
+        self._state = GenerativeState()
+        self.read, self.prompt_tokens, self.memory_tokens = "pooled", 0, 0
+
+    def tokens(self) -> Iterator[int]:
+        tok = self._engine.tokenizer
+        return generative_rounds(
+            self._question, self._select, self._generate,
+            lambda ids: tok.decode(ids, skip_special_tokens=True), self._protocol,
+            self._max_rounds, self._state)
+
+    def _generate(self, prompt: str,
+                  selection: Mapping[int, Sequence[StoredMemory]]) -> Iterator[int]:
+        r = Reader(self._engine, self._space, prompt, [], "pooled", selection)
+        self.prompt_tokens = max(self.prompt_tokens, len(r.prompt))
+        self.memory_tokens = max(self.memory_tokens, r.memory_tokens)
+        model = self._engine.lm.model
+        stop = stop_ids(model, self._engine.tokenizer)
+        return greedy(model, r.prompt, self._max_new, stop, r.memory, r.start)
+
+    def text(self, generated: str) -> str:
+        return self._state.final_text
+
+    def rounds(self) -> list[AnswerRound]:
+        out = []
+        by_id = {m.id: m for m in self._state.handles}
+        for rnd in self._state.rounds:
+            votes: dict[str, int] = {}
+            for ids in rnd.selected.values():
+                for i in ids:
+                    votes[i] = votes.get(i, 0) + 1
+            n_layers = max(1, len(rnd.selected))
+            hits = [self._to_hit(by_id[i], rnd.round, v / n_layers)
+                    for i, v in sorted(votes.items(), key=lambda kv: -kv[1])]
+            out.append(AnswerRound(round=rnd.round, memories=hits, per_layer=rnd.selected,
+                                   asked=rnd.asked, appended=rnd.appended))
+        return out
 
 
 class AnswerStream:
     """Iterate to get text pieces as tokens come; ``.answer`` holds the result afterwards."""
 
-    def __init__(self, engine: Any, reader: Reader, hits: Sequence[RecallHit],
-                 max_new_tokens: int, timings: dict[str, float]) -> None:
-        self._engine, self._reader, self._hits = engine, reader, list(hits)
-        self._max_new, self._timings = max_new_tokens, dict(timings)
+    def __init__(self, engine: Any, source: TokenSource, timings: dict[str, float]) -> None:
+        self._engine, self._source, self._timings = engine, source, dict(timings)
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
-        tok, model = self._engine.tokenizer, self._engine.lm.model
-        r, tokens, shown = self._reader, [], ""
+        tok = self._engine.tokenizer
+        tokens: list[int] = []
+        shown = ""
         start = time.perf_counter()
-        for t in greedy(model, r.prompt, self._max_new, stop_ids(model, tok), r.memory, r.start):
+        for t in self._source.tokens():
             tokens.append(t)
             text = tok.decode(tokens, skip_special_tokens=True)
             if len(text) > len(shown) and not text.endswith("\ufffd"):  # whole characters only
@@ -40,11 +140,7 @@ class AnswerStream:
         return self.answer
 
     def _finish(self, text: str, n_generated: int) -> Answer:
-        rounds = sorted({h.round for h in self._hits})
-        return Answer(
-            text=text.strip(), read=self._reader.read,
-            rounds=[AnswerRound(round=i, memories=[h for h in self._hits if h.round == i])
-                    for i in rounds],
-            prompt_tokens=len(self._reader.prompt), memory_tokens=self._reader.memory_tokens,
-            generated_tokens=n_generated, timings_ms=self._timings,
-        )
+        s = self._source
+        return Answer(text=s.text(text), read=s.read, rounds=s.rounds(),
+                      prompt_tokens=s.prompt_tokens, memory_tokens=s.memory_tokens,
+                      generated_tokens=n_generated, timings_ms=self._timings)

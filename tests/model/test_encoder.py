@@ -25,6 +25,12 @@ def naive_kv(model: torch.nn.Module, ids: list[int], layer: int) -> tuple[torch.
     return k, v, h
 
 
+def naive_rotated_k(model: torch.nn.Module, ids: list[int], layer: int) -> torch.Tensor:
+    """K after RoPE at positions 0..T-1, as the model's own KV cache holds it: [T, Hkv, D]."""
+    out = model(input_ids=torch.tensor([ids]), use_cache=True)
+    return out.past_key_values.layers[layer].keys[0].transpose(0, 1)
+
+
 def naive_pool(x: torch.Tensor, p: int) -> torch.Tensor:
     return torch.stack([x[s : s + p].mean(0) for s in range(0, x.shape[0], p)])
 
@@ -67,7 +73,8 @@ def test_stored_keys_equal_naive_recomputation(family: str, tiny_llama, tokenize
         for j, layer in enumerate(layers):
             k, v, _ = naive_kv(model, ids, layer)
             torch.testing.assert_close(e.full_k[:, j], k, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(e.pooled_k[:, j], naive_pool(k, 8), atol=1e-5, rtol=1e-4)
+            want = naive_pool(naive_rotated_k(model, ids, layer), 8)  # the paper pools post-RoPE K
+            torch.testing.assert_close(e.pooled_k[:, j], want, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(e.pooled_v[:, j], naive_pool(v, 8), atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(e.route_k[:, j], naive_pool(k, 8), atol=1e-5, rtol=1e-4)
 
