@@ -4,8 +4,10 @@
 
 Pairs come from labelled JSONL (``{"query", "positive", "negatives"?}``) and, self-supervised,
 from inverse cloze over text files (blank-line-separated passages, or JSONL with "text") and
-over the texts already stored in a memory space. ``--reencode`` then switches a space to the
-new router (its routing keys are recomputed; K/V stay).
+over the texts already stored in a memory space, plus entity-keyed questions ("Tell me about
+<name>.") for names found in them. ``--init shipped`` continues from the model's shipped
+router instead of random weights: adapting it to your own memories. ``--reencode`` then
+switches a space to the new router (its routing keys are recomputed; K/V stay).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from msa_agent.model.router import Router
     from msa_agent.train import Pair, TrainResult
 
 
@@ -33,16 +36,36 @@ def _passages(path: Path) -> list[str]:
     return [p.strip() for p in raw.split("\n\n") if p.strip()]
 
 
-def _collect(pairs: list[Path], texts: list[Path], memory: Path | None, seed: int
-             ) -> list[Pair]:
-    from msa_agent.train import inverse_cloze, memory_pairs, read_pairs_jsonl
+def _collect(pairs: list[Path], texts: list[Path], memory: Path | None, seed: int,
+             entities: int) -> list[Pair]:
+    from msa_agent.train import entity_pairs, inverse_cloze, memory_pairs, read_pairs_jsonl
 
     out = [p for f in pairs for p in read_pairs_jsonl(f)]
     passages = [p for f in texts for p in _passages(f)]
-    out += inverse_cloze(passages, seed=seed, groups=[f"text-{i}" for i in range(len(passages))])
+    groups = [f"text-{i}" for i in range(len(passages))]
+    out += inverse_cloze(passages, seed=seed, groups=groups)
+    if entities:
+        out += entity_pairs(passages, per_passage=entities, seed=seed, groups=groups)
     if memory is not None:
-        out += memory_pairs(memory, seed=seed)
+        out += memory_pairs(memory, seed=seed, entities=entities)
     return out
+
+
+def _init_router(init: str | None, lm: Any, layers: list[int] | None) -> Router | None:
+    """The router to continue from: a file, or "shipped" (the package's for this model)."""
+    from msa_agent.model.loader import model_fingerprint
+    from msa_agent.model.router import Router, shipped_router
+    from msa_agent.model.shape import ModelShape, resolve_msa_layers
+
+    if init is None:
+        return None
+    fp = model_fingerprint(lm)
+    path: Path | None = Path(init)
+    if init == "shipped":
+        path = shipped_router(fp, resolve_msa_layers(ModelShape.of(lm.model), layers))
+        if path is None:
+            raise typer.BadParameter(f"no router is shipped for {lm.name}", param_hint="--init")
+    return Router.load(path, fp)
 
 
 def _split(pairs: list[Pair], held_out: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -71,6 +94,10 @@ def train_router(
     dtype: Annotated[str, typer.Option(help="Weights dtype in the file.")] = "float16",
     cache: Annotated[Path | None, typer.Option(help="Hidden-state cache folder.")] = None,
     reencode: Annotated[Path | None, typer.Option(help="Space to re-encode.")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Continue from this router file, or 'shipped' (adapt the model's own).")] = None,
+    entities: Annotated[int, typer.Option(
+        help="Entity-keyed questions per text or memory (0 = none).")] = 2,
 ) -> None:
     """Train learned routing (MSA's router projections) on a frozen backbone."""
     from msa_agent.model.loader import load_model
@@ -78,7 +105,7 @@ def train_router(
     from msa_agent.train import train_router as run
 
     console = Console()
-    collected = _collect(pairs, texts, memory, seed)
+    collected = _collect(pairs, texts, memory, seed, entities)
     if len(collected) < 2:
         raise typer.BadParameter("need at least 2 training pairs (--pairs, --texts or --memory)")
     fit, held = _split(collected, held_out, seed)
@@ -94,7 +121,8 @@ def train_router(
             bar.update(tasks[tag], completed=done, total=total)
 
         result = run(lm, fit, out=out, layers=chosen, config=cfg, held_out=held,
-                     cache_root=cache, dtype=dtype, progress=step)
+                     cache_root=cache, dtype=dtype, progress=step,
+                     init=_init_router(init, lm, chosen))
     _print(console, result, len(fit), len(held))
     if reencode is not None:
         from msa_agent import Memory

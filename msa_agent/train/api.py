@@ -20,10 +20,11 @@ import torch
 
 from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.loader import cache_dir as default_cache_dir
+from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.train.cache import HiddenCache
 from msa_agent.train.export import save_router
-from msa_agent.train.pairs import Pair, dedupe, inverse_cloze
+from msa_agent.train.pairs import Pair, dedupe, entity_pairs, inverse_cloze
 from msa_agent.train.score import TrainableRouter
 from msa_agent.train.trainer import (
     Dataset,
@@ -65,15 +66,18 @@ def train_router(
     dtype: str = "float16",
     meta: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    init: Router | None = None,
 ) -> TrainResult:
     """Train router projections for ``lm`` on ``pairs`` (frozen backbone) and save them.
 
     ``held_out`` pairs are scored before and after training (loss and recall@1/5 among their
     own positives) and never trained on. ``extra_docs`` join the pool of mined negatives.
+    ``init`` continues training an existing router (e.g. the shipped one, to adapt it to a
+    memory space) instead of starting from random weights; its layers are used.
     """
     cfg = config or TrainConfig()
     shape = ModelShape.of(lm.model)
-    layers = resolve_msa_layers(shape, layers)
+    layers = init.layer_ids if init is not None else resolve_msa_layers(shape, layers)
     cache = HiddenCache(Path(cache_root or default_cache_dir() / "router-cache"), lm, layers,
                         chunk_size=chunk_size, max_doc_tokens=max_doc_tokens)
     start = time.perf_counter()
@@ -81,7 +85,10 @@ def train_router(
     val = build_dataset(cache, dedupe(held_out), (), progress).to(lm.device) if held_out else None
     cache_s = time.perf_counter() - start
     cache_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed).to(lm.device)
+    if init is None:
+        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed).to(lm.device)
+    else:
+        tr = TrainableRouter.from_router(init.cpu(), cfg.rank).to(lm.device)
     before = evaluate_held_out(tr, val, cfg.temperature) if val else {}
     step_cb = (lambda s, _loss: progress("steps", s + 1, cfg.steps)) if progress else None
     report = train(data, tr, cfg, on_step=step_cb)
@@ -102,13 +109,15 @@ def evaluate_held_out(tr: TrainableRouter, val: Dataset, temperature: float) -> 
 
 
 def memory_pairs(path: str | Path, *, per_passage: int = 1, seed: int = 0,
-                 namespace: str | None = None) -> list[Pair]:
-    """Inverse-cloze pairs from the texts already stored in a memory space."""
+                 namespace: str | None = None, entities: int = 2) -> list[Pair]:
+    """Self-supervised pairs from the texts stored in a memory space: inverse cloze, plus
+    ``entities`` entity-keyed questions per memory (0 = none)."""
     from msa_agent.store import Space
 
-    with Space.open(Path(path)) as space:
+    with Space.open(Path(path), read_only=True) as space:
         texts = [m.text for m in space.live_chunks() if namespace in (None, m.namespace)]
-    return inverse_cloze(texts, per_passage=per_passage, seed=seed)
+    pairs = inverse_cloze(texts, per_passage=per_passage, seed=seed)
+    return pairs + (entity_pairs(texts, per_passage=entities, seed=seed) if entities else [])
 
 
 def _summary(cfg: TrainConfig, report: TrainReport) -> dict[str, Any]:

@@ -101,6 +101,59 @@ def inverse_cloze(
     return pairs
 
 
+# Capitalised word runs ("Ada Lovelace", "Vrai Thorn Labs"); a run of one word counts only
+# when it does not open its sentence (there a capital says nothing).
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
+_NOT_NAMES = {"The", "This", "That", "These", "Those", "It", "He", "She", "They", "We", "In",
+              "On", "At", "For", "And", "But", "Its", "His", "Her", "Their", "As", "A", "An"}
+# Generic question shapes; none is a benchmark question's wording.
+ENTITY_TEMPLATES = ("What do you know about {}?", "Tell me about {}.", "Anything on {}?",
+                    "What did I note about {}?", "{}")
+
+
+def name_spans(passage: str) -> list[str]:
+    """Distinct capitalised names of a passage, in order of first appearance."""
+    names: list[str] = []
+    for sentence in split_sentences(passage):
+        for m in _NAME.finditer(sentence):
+            words = [w for w in m.group().split() if w not in _NOT_NAMES]
+            if not words or (len(words) == 1 and m.start() == 0):
+                continue
+            name = " ".join(words)
+            if len(name) >= 3 and name not in names:
+                names.append(name)
+    return names
+
+
+def entity_pairs(
+    passages: Iterable[str],
+    *,
+    per_passage: int = 2,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> list[Pair]:
+    """Entity-keyed pairs: a short question naming an entity of a passage -> the passage.
+
+    They teach the router to match rare names (invented people, companies, places), which
+    description and inverse-cloze pairs rarely need; a name that appears in several passages
+    is skipped (it has no single positive). Self-supervised: needs only the texts.
+    """
+    rng = random.Random(seed)
+    passages = list(passages)
+    spans = [name_spans(p) for p in passages]
+    owners: dict[str, int] = {}
+    for names in spans:
+        for n in names:
+            owners[n] = owners.get(n, 0) + 1
+    pairs = []
+    for i, (passage, names) in enumerate(zip(passages, spans)):
+        unique = [n for n in names if owners[n] == 1]
+        group = groups[i] if groups is not None else f"passage-{i}"
+        for name in rng.sample(unique, min(per_passage, len(unique))):
+            pairs.append(Pair(rng.choice(ENTITY_TEMPLATES).format(name), passage, group=group))
+    return pairs
+
+
 def dedupe(pairs: Sequence[Pair]) -> list[Pair]:
     """Drop exact duplicate (query, positive) pairs, keeping the first."""
     seen: set[tuple[str, str]] = set()

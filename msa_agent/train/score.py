@@ -72,14 +72,32 @@ class TrainableRouter(nn.Module):
         return router.eval().requires_grad_(False)
 
     @classmethod
-    def from_router(cls, router: Router) -> TrainableRouter:
-        """Full-rank trainable copy of an existing router (to continue training it)."""
-        tr = cls(router.shape, router.layer_ids, None)
+    def from_router(cls, router: Router, rank: int | None = None) -> TrainableRouter:
+        """Trainable copy of an existing router (to continue training it).
+
+        With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
+        SVD): exact when the router was itself trained at that rank.
+        """
+        tr = cls(router.shape, router.layer_ids, rank)
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
-                tr.factors["q_w"][j].copy_(router[layer].router_q_proj.weight)
-                tr.factors["k_w"][j].copy_(router[layer].router_k_proj.weight)
+                for kind, lin in (("q", router[layer].router_q_proj),
+                                  ("k", router[layer].router_k_proj)):
+                    tr._set(kind, j, lin.weight.float())
         return tr
+
+    def _set(self, kind: str, j: int, w: torch.Tensor) -> None:
+        """Layer ``j`` of ``kind`` := ``w`` ``[out, hidden]`` (low rank: truncated SVD)."""
+        if self.rank is None:
+            self.factors[f"{kind}_w"][j].copy_(w)
+            return
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        r = min(self.rank, s.shape[0])
+        root = s[:r].sqrt()
+        self.factors[f"{kind}_b"][j].zero_()
+        self.factors[f"{kind}_a"][j].zero_()
+        self.factors[f"{kind}_b"][j][:, :r].copy_(u[:, :r] * root)
+        self.factors[f"{kind}_a"][j][:r].copy_(root[:, None] * vh[:r])
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> nn.Parameter:

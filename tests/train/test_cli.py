@@ -25,11 +25,19 @@ def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) ->
     texts = tmp_path / "notes.txt"
     texts.write_text("\n\n".join(PASSAGES * 3))
     out = tmp_path / "router.safetensors"
-    args = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
-            "--out", str(out), "--layers", "2,3", "--steps", "3", "--batch-size", "4",
-            "--rank", "4", "--device", "cpu", "--cache", str(tmp_path / "cache")]
-    result = CliRunner().invoke(app, args)
+    base = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
+            "--layers", "2,3", "--batch-size", "4", "--rank", "4", "--device", "cpu",
+            "--cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(app, [*base, "--out", str(out), "--steps", "3"])
     assert result.exit_code == 0, result.output
     lm = load_model(str(tmp_path / "model"), device="cpu")
     router = Router.load(out, model_fingerprint(lm))
     assert router.layer_ids == [2, 3]
+    # continue from that router (adaptation); "shipped" names none for this tiny model
+    again = tmp_path / "adapted.safetensors"
+    cont = [*base, "--out", str(again), "--steps", "2", "--entities", "1"]
+    result = CliRunner().invoke(app, [*cont, "--init", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Router.load(again, model_fingerprint(lm)).layer_ids == [2, 3]
+    refused = CliRunner().invoke(app, [*cont, "--init", "shipped"])
+    assert refused.exit_code == 2 and "no router is shipped" in refused.output

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from msa_agent import Memory
 from msa_agent.model.loader import model_fingerprint, wrap_model
@@ -77,7 +78,40 @@ def test_memory_pairs_come_from_stored_texts(tmp_path: Path, tiny_pair) -> None:
     story = "Ada wrote the first program. She worked with Charles Babbage on his engine."
     with _open(tmp_path / "m", tiny_pair, None) as mem:
         mem.remember_many([story, "One short line only."])
-    pairs = memory_pairs(tmp_path / "m")
+    pairs = memory_pairs(tmp_path / "m", entities=0)
     assert len(pairs) == 1
     assert pairs[0].query in story and pairs[0].positive in story
     assert pairs[0].query not in pairs[0].positive
+    named = memory_pairs(tmp_path / "m")[1:]  # plus entity-keyed questions (default 2 each)
+    # "Ada" opens its sentence (a capital there says nothing): only the mid-sentence name
+    assert [p.positive for p in named] == [story] and "Charles Babbage" in named[0].query
+
+
+def test_entity_pairs_name_unique_entities_only() -> None:
+    from msa_agent.train import entity_pairs, name_spans
+
+    docs = ["Vrai Thorn joined Kusgush Labs in 2003.", "Kusgush Labs is based in Rersou.",
+            "The river is long."]
+    assert name_spans(docs[0]) == ["Vrai Thorn", "Kusgush Labs"]
+    pairs = entity_pairs(docs, per_passage=3)
+    # "Kusgush Labs" is in two documents (no single positive), the third names nobody
+    assert len(pairs) == 2 and {p.positive for p in pairs} == {docs[0], docs[1]}
+    by_doc = {p.positive: p.query for p in pairs}
+    assert "Vrai Thorn" in by_doc[docs[0]] and "Rersou" in by_doc[docs[1]]
+    assert all("Kusgush" not in p.query for p in pairs)
+
+
+def test_router_continues_from_a_low_rank_router_exactly(tiny_llama) -> None:
+    from msa_agent.model.router import Router
+    from msa_agent.model.shape import ModelShape
+    from msa_agent.train import TrainableRouter
+
+    torch.manual_seed(0)
+    low = TrainableRouter(ModelShape.of(tiny_llama), [2, 3], rank=4)
+    router = low.to_router()
+    again = TrainableRouter.from_router(router, rank=4)
+    full = TrainableRouter.from_router(router)
+    for kind in ("q", "k"):
+        torch.testing.assert_close(again.weight(kind), low.weight(kind), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(full.weight(kind), low.weight(kind))
+    assert isinstance(router, Router)
