@@ -5,11 +5,19 @@ In an MSA layer the active context (query and generated tokens) attends over
 Memory K/V arrive through the forward kwarg ``msa_memory`` (a :class:`MemoryKV`), so no
 modeling file is copied: ``model(..., msa_memory=mkv)`` with ``attn_implementation="msa"``.
 Layers without memory, and calls without the kwarg, run plain SDPA.
+
+On CUDA, a single sequence with a plain causal local part goes through the Triton kernel
+``msa_agent.kernels.memory_attention`` (memory laid out once as 64-token pages, online softmax
+across memory and local keys, split-KV for decode); anything else (padding masks, sliding
+windows, soft-capping, dropout) takes SDPA over the concatenated K/V. ``MSA_ATTENTION_KERNEL``
+= ``auto`` (default: CUDA only), ``1`` (wherever Triton runs, e.g. the CPU interpreter in
+tests) or ``0`` (never).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +27,22 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from msa_agent.kernels._dispatch import use_triton
+
 MSA_ATTENTION = "msa"
+
+
+PAGE = 64  # tokens per page of the kernel's memory pool
+
+
+@dataclass(frozen=True)
+class PagedKV:
+    """One layer's memory as the kernel's pool: ``[P, PAGE, Hkv, D]`` pages, ids, lengths."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    idx: torch.Tensor  # [P] int32
+    page_len: torch.Tensor  # [P] int32, valid tokens per page
 
 
 @dataclass
@@ -28,9 +51,17 @@ class MemoryKV:
 
     k: dict[int, torch.Tensor] = field(default_factory=dict)
     v: dict[int, torch.Tensor] = field(default_factory=dict)
+    _pages: dict[tuple[int, torch.dtype], PagedKV] = field(default_factory=dict, repr=False)
 
     def get(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return (self.k[layer], self.v[layer]) if layer in self.k else None
+
+    def paged(self, layer: int, dtype: torch.dtype) -> PagedKV:
+        """The layer's memory as 64-token pages (made once, reused at every decode step)."""
+        key = (layer, dtype)
+        if key not in self._pages:
+            self._pages[key] = _to_pages(self.k[layer], self.v[layer], dtype)
+        return self._pages[key]
 
     @property
     def length(self) -> int:
@@ -54,6 +85,10 @@ def msa_attention_forward(
     if prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
+    assert isinstance(memory, MemoryKV)
+    if _kernel_serves(module, query, key, attention_mask, dropout, kwargs):
+        return _kernel_attention(memory.paged(module.layer_idx, key.dtype), query, key, value,
+                                 scaling), None
     mk, mv = (t.to(key.dtype) for t in prefix)
     local = _local_mask(attention_mask, query.shape[2], key.shape[2], query.device)
     seen = torch.ones((*local.shape[:-1], mk.shape[2]), dtype=torch.bool, device=query.device)
@@ -70,6 +105,49 @@ def _local_mask(mask: torch.Tensor | None, q: int, kv: int, device: torch.device
         return (torch.arange(kv, device=device).view(1, kv) <= i).view(1, 1, q, kv)
     mask = mask[..., -kv:]
     return mask if mask.dtype == torch.bool else mask == 0
+
+
+def _kernel_serves(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                   mask: torch.Tensor | None, dropout: float, kwargs: dict) -> bool:
+    """True when the Triton kernel computes exactly what SDPA would here."""
+    mode = os.environ.get("MSA_ATTENTION_KERNEL", "auto")
+    if mode == "0" or (mode == "auto" and not query.is_cuda) or not use_triton(query):
+        return False
+    if query.shape[0] != 1 or dropout or getattr(module, "sinks", None) is not None:
+        return False
+    if kwargs.get("sliding_window") or kwargs.get("softcap"):
+        return False
+    t, s = query.shape[2], key.shape[2]
+    local = _local_mask(mask, t, s, query.device)
+    return local.shape[0] == 1 and bool(torch.equal(local[0, 0], _local_mask(None, t, s,
+                                                                         query.device)[0, 0]))
+
+
+def _kernel_attention(pages: PagedKV, query: torch.Tensor, key: torch.Tensor,
+                      value: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    """[memory pages ; causal local] via the kernel: ``[1, Hq, T, D]`` in, ``[1, T, Hq, D]`` out."""
+    from msa_agent.kernels import memory_attention
+
+    out = memory_attention(query[0].transpose(0, 1), key[0].transpose(0, 1),
+                           value[0].transpose(0, 1), pages.k, pages.v, pages.idx, scaling,
+                           page_len=pages.page_len)  # [T, Hq, D]
+    return out[None]
+
+
+def _to_pages(k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> PagedKV:
+    """``[1, Hkv, S, D]`` K/V -> zero-padded ``[P, PAGE, Hkv, D]`` pages with their lengths."""
+    s = k.shape[2]
+    n = -(-s // PAGE)
+    pages = []
+    for x in (k, v):
+        flat = x[0].transpose(0, 1).to(dtype)  # [S, Hkv, D]
+        padded = flat.new_zeros((n * PAGE, *flat.shape[1:]))
+        padded[:s] = flat
+        pages.append(padded.view(n, PAGE, *flat.shape[1:]).contiguous())
+    lens = torch.full((n,), PAGE, dtype=torch.int32, device=k.device)
+    lens[-1] = s - (n - 1) * PAGE
+    idx = torch.arange(n, dtype=torch.int32, device=k.device)
+    return PagedKV(pages[0], pages[1], idx, lens)
 
 
 def register() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from msa_agent.model.attention import MSA_ATTENTION, MemoryKV, rotate_memory
@@ -30,28 +31,72 @@ def naive_logits(model, mems: list[list[int]], question: list[int]) -> torch.Ten
     return out.logits[0, -len(question):]
 
 
-def test_full_read_matches_naive_forward(tiny_llama, tokenizer) -> None:
-    model = tiny_llama
+def memory_of(model, tokenizer, mems: list[list[int]]) -> MemoryKV:  # noqa: ANN001
     layers = list(range(model.config.num_hidden_layers))
     enc = Encoder(wrap_model(model, tokenizer), layers, chunk_size=4, keep_full_kv=True)
-    mems = [list(range(3, 20)), list(range(40, 49)), list(range(60, 83))]
-    question = list(range(100, 107))
     docs = enc.encode(mems)
-    start = max(len(m) for m in mems)
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
         pos = [torch.arange(d.n_tokens) for d in docs]
         mkv.k[layer] = rotate_memory(model, [d.full_k[:, j] for d in docs], pos)
         mkv.v[layer] = torch.cat([d.full_v[:, j] for d in docs]).transpose(0, 1).unsqueeze(0)
+    return mkv
+
+
+# 17 + 9 + 70 memory tokens: two 64-token pages on the kernel path, the last one partial
+MEMS = [list(range(3, 20)), list(range(40, 49)), list(range(60, 130))]
+
+
+@pytest.mark.parametrize("kernel", ["0", "1"])
+def test_full_read_matches_naive_forward(kernel: str, tiny_llama, tokenizer,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through SDPA ("0") and through the Triton kernel (here the CPU interpreter, "1")."""
+    monkeypatch.setenv("MSA_ATTENTION_KERNEL", kernel)
+    calls = spy_kernel(monkeypatch)
+    model = tiny_llama
+    question = list(range(200, 207))
+    mkv = memory_of(model, tokenizer, MEMS)
+    start = max(len(m) for m in MEMS)
     model.config._attn_implementation = MSA_ATTENTION
     try:
         got = model(input_ids=torch.tensor([question]),
                     position_ids=torch.arange(start, start + len(question)).view(1, -1),
                     msa_memory=mkv).logits[0]
-        want = naive_logits(model, mems, question)
+        want = naive_logits(model, MEMS, question)
     finally:
         model.config._attn_implementation = "sdpa"
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert len(calls) == (model.config.num_hidden_layers if kernel == "1" else 0)
+
+
+def spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count calls of the kernel path (it still runs)."""
+    from msa_agent.model import attention
+
+    calls: list[int] = []
+    real = attention._kernel_attention
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_kernel_attention", spy)
+    return calls
+
+
+def test_kernel_decode_generates_what_sdpa_generates(tiny_llama, tokenizer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from msa_agent.runtime.generate import greedy
+
+    mkv = memory_of(tiny_llama, tokenizer, MEMS)
+    prompt, start = list(range(200, 205)), max(len(m) for m in MEMS)
+    monkeypatch.setenv("MSA_ATTENTION_KERNEL", "0")
+    want = list(greedy(tiny_llama, prompt, 6, set(), mkv, start))
+    monkeypatch.setenv("MSA_ATTENTION_KERNEL", "1")
+    calls = spy_kernel(monkeypatch)
+    got = list(greedy(tiny_llama, prompt, 6, set(), mkv, start))
+    assert got == want
+    assert len(calls) == 6 * tiny_llama.config.num_hidden_layers  # prefill + 5 decode steps
 
 
 def test_without_memory_equals_sdpa(tiny_llama) -> None:
