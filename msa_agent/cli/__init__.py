@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from msa_agent.cli.ask import ask
 from msa_agent.cli.common import MsaGroup, root
 from msa_agent.cli.demo import demo
 from msa_agent.cli.doctor import doctor
@@ -24,6 +25,7 @@ app.callback()(root)
 app.command()(init)
 app.command()(ingest)
 app.command()(recall)
+app.command()(ask)
 app.command()(ls)
 app.command()(show)
 app.command()(forget)

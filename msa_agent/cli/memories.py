@@ -37,7 +37,7 @@ def recall(
 ) -> None:
     """The memories MSA routing scores highest for QUERY, best first."""
     filters = as_mapping(parse_pairs(where, "--where"))
-    rounds = _hops(hops)
+    rounds = parse_hops(hops)
     with open_memory(path, namespace=namespace) as mem:
         hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
     if json_:
@@ -46,7 +46,7 @@ def recall(
         out_console().print(_hits_table(query, hits, explain))
 
 
-def _hops(value: str) -> int | str:
+def parse_hops(value: str) -> int | str:
     """``"auto"`` or a positive integer."""
     if value == "auto":
         return value

@@ -40,6 +40,17 @@ def test_ingest_folder_then_ls_show_recall(msa, docs: Path) -> None:
     msa("recall", "capital", "--hops", "0", code=2)
 
 
+def test_ask_answers_and_shows_the_evidence(msa, docs: Path) -> None:
+    msa("ingest", str(docs))
+    ans = msa.json("ask", "capital of France?", "-k", "2", "--max-new-tokens", "3")
+    assert ans["read"] == "text" and ans["generated_tokens"] == 3
+    assert len(ans["rounds"][0]["memories"]) == 2
+    shown = msa("ask", "capital of France?", "-k", "1", "--max-new-tokens", "2").stdout
+    assert "read=text" in shown and "generated 2" in shown
+    msa("ask", "capital?", "--read", "telepathy", code=2)
+    msa("ask", "capital?", "--hops", "x", code=2)
+
+
 def test_ingest_stdin_with_kind_and_namespace(msa) -> None:
     result = msa("ingest", "-", "--kind", "note", "--namespace", "work", "--json",
                  input="standup moved to 10:00")
