@@ -57,6 +57,10 @@ class MemoryConfig(BaseModel):
         "extra heads in the paper's rule; 'mean'/'max' reduce per-layer document scores.",
     )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+    hop_min_score: float | None = Field(
+        None, description="Memory interleave: a later round whose best new memory scores below "
+        "this ends the rounds (None = only the round limit and, for 'auto', a repeat).",
+    )
 
     @field_validator("msa_layers")
     @classmethod

@@ -214,7 +214,8 @@ class Memory:
         ns = namespace or self.config.namespace
         with self._lock:
             allowed = [m.id for m in self._space.find(ns, where)] if where else None
-            hits = interleave(self._router_for(k, ns, allowed), self._text_of, query, k, hops)
+            hits = interleave(self._router_for(k, ns, allowed), self._text_of, query, k, hops,
+                              min_score=self.config.hop_min_score)
             doc_ids = self._engine.index.doc_ids
             found = {m.id: m for m in self._space.get_many([doc_ids[h.doc] for h in hits])}
             return [self._hit(found[doc_ids[h.doc]], h, explain) for h in hits

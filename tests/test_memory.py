@@ -170,3 +170,12 @@ def test_recall_hops_records_rounds_without_duplicates(tmp_path: Path, tiny_pair
         assert all(h.via == [first.id] for h in hits if h.round == 2)
         with pytest.raises(InvalidInputError):
             mem.recall("q", hops=0)
+
+
+def test_hop_min_score_ends_rounds(tmp_path: Path, tiny_pair) -> None:
+    """A cosine score never exceeds 1, so a floor above it leaves round 1 alone."""
+    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=1.01) as mem:
+        mem.remember_many(FACTS)
+        assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=3)} == {1}
+    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=-1.01) as mem:
+        assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=2)} == {1, 2}
