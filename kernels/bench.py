@@ -9,220 +9,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import traceback
 from collections.abc import Callable
 
 import torch
 import triton
-import triton.testing
 
+from .bench_route import bench_route, check_route
+from .benchutil import ROWS, bench, bench_graph, copy_bandwidth, rel_rms, row
 from .gather_to_device import gather_to_device
 from .memory_attention import memory_attention
 from .memory_attention.naive import memory_attention_ref
-from .route_topk import route_topk
-from .route_topk.naive import route_topk_ref
 
-ROWS: list[dict] = []
-GB = 1e9
-
-
-def bench(fn: Callable[[], object], rep: int = 200) -> float:
-    """Median milliseconds."""
-    return triton.testing.do_bench(fn, warmup=50, rep=rep, return_mode="median")
-
-
-def bench_graph(fns: list[Callable[[], object]]) -> float:
-    """Median ms per call of a CUDA graph replaying every fn once (no launch overhead)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    return bench(g.replay) / len(fns)
-
-
-def row(op: str, cfg: str, ms: float, base_ms: float | None, metric: str, note: str = "") -> None:
-    r = {"op": op, "config": cfg, "ms": ms, "base_ms": base_ms, "metric": metric, "note": note}
-    ROWS.append(r)
-    print(f"  {op:8s} {cfg:38s} {ms:9.3f} ms  base {base_ms or float('nan'):9.3f}  {metric}")
-    sys.stdout.flush()
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
-
-
-def copy_bandwidth() -> float:
-    """Device-to-device copy, bytes read + written per second."""
-    a = torch.randn(2**29, device="cuda")  # 2 GiB
-    b = torch.empty_like(a)
-    ms = bench(lambda: b.copy_(a))
-    return 2 * a.numel() * 4 / (ms * 1e-3)
-
-
-# ----------------------------------------------------------------------------- routing
-HQ, HKV, D, P = 32, 8, 128, 64
-
-
-def fold_q(q: torch.Tensor) -> torch.Tensor:
-    """Plain-torch baseline's query: [T, HQ, D] -> [T, HKV*D] group-summed normalised / HQ."""
-    qn = torch.nn.functional.normalize(q.float(), dim=-1)
-    return (qn.view(q.shape[0], HKV, HQ // HKV, D).sum(2) / HQ).reshape(q.shape[0], -1)
-
-
-def torch_route(q: torch.Tensor, keys: torch.Tensor, doc: torch.Tensor, M: int,
-                mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Anchor: heads folded into one GEMM on pre-normalised keys, amax, scatter_reduce, topk."""
-    s = (keys.view(keys.shape[0], -1) @ fold_q(q).to(keys.dtype).T).amax(1).float()
-    ds = torch.full((M,), float("-inf"), device=s.device).scatter_reduce(0, doc, s, "amax")
-    return ds.masked_fill(~mask, float("-inf")).topk(k)
-
-
-def check_route(N: int = 60_000, M: int = 997) -> None:
-    q = torch.randn(2, 64, HQ, D, device="cuda")
-    doc = (torch.arange(N, device="cuda") * M // N).int()
-    mask = torch.rand(M, device="cuda") > 0.1
-    for dt in (torch.bfloat16, torch.float8_e4m3fn):
-        keys = torch.randn(N, HKV, D, device="cuda").to(dt)
-        ids, val, cs = route_topk(q, keys, doc, M, 16, doc_mask=mask, return_chunk_scores=True)
-        rids, rval, rcs = route_topk_ref(q, keys, doc, M, 16, mask)
-        err, verr = rel_rms(cs, rcs), (val - rval).abs().max().item()
-        print(f"check route_topk {dt}: chunk-score rel-RMS {err:.2e}, top-k |dscore| {verr:.2e}")
-        assert err < 5e-3 and verr < 5e-3 and bool(mask[ids].all())
-
-
-def route_layers(dt: torch.dtype, N: int, n_layers: int) -> list[tuple[torch.Tensor, ...]]:
-    """Random keys per layer; fp8 ones are unit per (chunk, kv head) with a per-chunk scale."""
-    layers = []
-    for _ in range(n_layers):
-        k = torch.randn(N, HKV, D, device="cuda", dtype=torch.bfloat16)
-        if dt == torch.bfloat16:
-            layers.append((k, None))
-            continue
-        k = torch.nn.functional.normalize(k.float(), dim=-1)
-        scale = k.abs().amax((1, 2)) / 448
-        layers.append(((k / scale[:, None, None]).to(dt), scale))
-        del k
-    return layers
-
-
-def max_layers(bytes_per_layer: int, want: int, reserve: float = 12 * GB) -> int:
-    free, _ = torch.cuda.mem_get_info()
-    return max(1, min(want, int((free - reserve) // bytes_per_layer)))
-
-
-def bench_route(copy_bw: float, N: int, M: int) -> None:
-    torch.cuda.empty_cache()
-    q = torch.randn(64, HQ, D, device="cuda")
-    doc = (torch.arange(N, device="cuda") * M // N).int()
-    mask = torch.rand(M, device="cuda") > 0.1
-    for dt in (torch.bfloat16, torch.float8_e4m3fn):
-        esz = torch.tensor([], dtype=dt).element_size()
-        nl = max_layers(N * HKV * D * esz, 18)
-        layers = route_layers(dt, N, nl)
-        nbytes = N * HKV * D * esz + N * 4  # keys + chunk_doc (int32) per layer
-
-        def ours(norm: bool, f8: bool, pers: bool, layers: list = layers) -> None:
-            for keys, sc in layers:
-                route_topk(q, keys, doc, M, 16, doc_mask=mask, key_scale=sc,
-                           keys_normalized=norm, fp8_dot=f8, persistent=pers)  # fmt: skip
-
-        variants = [(n, False, p) for p in (False, True) for n in (False, True)]
-        if dt != torch.bfloat16:
-            variants += [(n, True, p) for p in (False, True) for n in (False, True)]
-            agree = fp8_dot_agreement(q, layers[0], doc, M, mask)
-        for norm, f8, pers in variants:
-            ms = bench(lambda a=(norm, f8, pers): ours(*a), rep=500) / nl
-            tag = ("prenormed keys" if norm else "norms on the fly") + (" fp8 dot" if f8 else "")
-            tag += " persistent" if pers else ""
-            pct = nbytes / (ms * 1e-3) / copy_bw * 100
-            extra = f"; top-16 overlap vs exact {agree:.3f}" if f8 else ""
-            row("route", f"{dt_name(dt)} T=64 B=1 {tag} (/layer)", ms, None,
-                f"{nbytes / ms / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * ms:.1f} ms "
-                f"({nl} layers resident){extra}")  # fmt: skip
-        if dt == torch.bfloat16:
-            bench_route_plain(q, layers, doc, M, mask, nbytes, copy_bw)
-            bench_route_batched(layers[0][0], doc, M, mask, nbytes)
-        layers.clear()
-        torch.cuda.empty_cache()
-
-
-def bench_route_sweep(copy_bw: float, N: int, M: int) -> None:
-    """fp8 pre-normalised keys: programs per SM of the persistent grid (BENCH=sweep only;
-    not yet run, see kernels/NOTES.md)."""
-    torch.cuda.empty_cache()
-    q = torch.randn(64, HQ, D, device="cuda")
-    doc = (torch.arange(N, device="cuda") * M // N).int()
-    mask = torch.rand(M, device="cuda") > 0.1
-    layers = route_layers(torch.float8_e4m3fn, N, 18)
-    nbytes = N * HKV * D + N * 4
-    for pps in (1, 2, 3, 4, 6):
-        os.environ["MSA_ROUTE_PROGRAMS_PER_SM"] = str(pps)
-        for f8 in (False, True):
-
-            def run(f8: bool = f8) -> None:
-                for keys, sc in layers:
-                    route_topk(q, keys, doc, M, 16, doc_mask=mask, key_scale=sc,
-                               keys_normalized=True, fp8_dot=f8)  # fmt: skip
-
-            ms = bench(run, rep=500) / len(layers)
-            pct = nbytes / (ms * 1e-3) / copy_bw * 100
-            row("route", f"fp8 prenormed{' fp8 dot' if f8 else ''} persistent {pps}/SM", ms,
-                None, f"{pct:.0f}% copy; 18 layers {18 * ms:.1f} ms")  # fmt: skip
-    os.environ["MSA_ROUTE_PROGRAMS_PER_SM"] = "2"
-    layers.clear()
-
-
-def fp8_dot_agreement(q: torch.Tensor, layer: tuple, doc: torch.Tensor, M: int,
-                      mask: torch.Tensor) -> float:  # fmt: skip
-    """Fraction of the top-16 that the fp8-dot path shares with the fp16-dot path."""
-    keys, sc = layer
-    hits = 0
-    for _ in range(8):
-        qq = torch.randn_like(q)
-        a, _ = route_topk(qq, keys, doc, M, 16, doc_mask=mask, key_scale=sc, keys_normalized=True)
-        b, _ = route_topk(qq, keys, doc, M, 16, doc_mask=mask, key_scale=sc, keys_normalized=True,
-                          fp8_dot=True)  # fmt: skip
-        hits += len(set(a.tolist()) & set(b.tolist()))
-    return hits / (8 * 16)
-
-
-def bench_route_plain(q: torch.Tensor, layers: list, doc: torch.Tensor, M: int,
-                      mask: torch.Tensor, nbytes: int, copy_bw: float) -> None:  # fmt: skip
-    dl = doc.long()
-
-    def plain() -> None:
-        for k_, _ in layers:
-            torch_route(q, k_, dl, M, mask, 16)
-
-    base = bench(plain, rep=500) / len(layers)
-    pct = nbytes / (base * 1e-3) / copy_bw * 100
-    row("route", "bf16 plain torch folded GEMM (/layer)", base, None,
-        f"{nbytes / base / 1e6:.0f} GB/s = {pct:.0f}% copy; 18 layers {18 * base:.1f} ms")
-
-
-def bench_route_batched(keys: torch.Tensor, doc: torch.Tensor, M: int, mask: torch.Tensor,
-                        nbytes: int) -> None:  # fmt: skip
-    base = None
-    for B in (1, 2, 4, 8, 16):
-        q = torch.randn(B, 64, HQ, D, device="cuda")
-        ms = bench(lambda q=q: route_topk(q, keys, doc, M, 16, doc_mask=mask))
-        base = base or ms
-        tflops = 2 * B * 64 * keys.numel() / (ms * 1e-3) / 1e12
-        row("route", f"bf16 batched B={B} T=64 (one layer)", ms, base,
-            f"{B / ms * 1e3:.0f} query-layers/s, {tflops:.0f} TFLOP/s, "
-            f"{nbytes / ms / 1e6:.0f} GB/s")  # fmt: skip
-
-
-def dt_name(dt: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8e4m3", torch.float16: "fp16"}[dt]
+HQ, HKV, D = 32, 8, 128
 
 
 # -------------------------------------------------------------------- memory attention
@@ -336,12 +135,14 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; triton {triton.__version__}")
     copy_bw = copy_bandwidth()
     print(f"device-to-device copy: {copy_bw / 1e12:.2f} TB/s (read + write)")
-    check_route()
-    check_attn()
     sections = os.environ.get("BENCH", "route,attn,gather").split(",")
+    if "route" in sections:
+        check_route()
+    if "attn" in sections:
+        check_attn()
+    extras = set(sections)  # route extras: ablate, sweep
     jobs: list[tuple[str, Callable[[], None]]] = [
-        ("route", lambda: bench_route(copy_bw, N=1_562_500, M=24_414)),
-        ("sweep", lambda: bench_route_sweep(copy_bw, N=1_562_500, M=24_414)),
+        ("route", lambda: bench_route(copy_bw, N=1_562_500, M=24_414, extras=extras)),
     ]
     for mode in ("decode", "prefill"):
         for doc in (1024, 4096, 16384, 65536):

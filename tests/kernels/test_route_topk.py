@@ -114,3 +114,140 @@ def test_route_topk_normalized_fp8_gpu(assert_rms: Check, fp8_dot: bool) -> None
                               fp8_dot=fp8_dot, return_chunk_scores=True)  # fmt: skip
     _, _, rcs = route_topk_ref(q, keys, doc, 586, 16, None, scale, keys_normalized=True)
     assert_rms(cs, rcs, 3e-2 if fp8_dot else 5e-3)
+
+
+def check_against_ref(check: Check, q: torch.Tensor, keys: torch.Tensor, doc: torch.Tensor,
+                      M: int, k: int, mask: torch.Tensor | None, scale: torch.Tensor | None,
+                      tol: float, **kw: bool) -> None:  # fmt: skip
+    """Chunk scores vs the reference; each returned doc's reference score is its max chunk."""
+    ids, val, cs = route_topk(q, keys, doc, M, k, doc_mask=mask, key_scale=scale,
+                              return_chunk_scores=True, **kw)  # fmt: skip
+    norm = kw.get("keys_normalized", False)
+    _, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale, keys_normalized=norm)
+    check(cs, rcs, tol)
+    fin = torch.isfinite(val)
+    assert torch.equal(fin, torch.isfinite(rval)) and torch.equal(ids == -1, ~fin)
+    if mask is not None:
+        assert mask[ids[fin]].all()
+    # the kernel's document score is the max of its own chunk scores (run reduction exact)
+    own = torch.full((q.shape[0], M), float("-inf"), device=cs.device).scatter_reduce(
+        1, doc.long()[None].expand(q.shape[0], -1), cs, "amax")
+    torch.testing.assert_close(own.gather(1, ids.clamp_min(0))[fin], val[fin], atol=0, rtol=0)
+
+
+KNOBS = {  # bench knobs: each non-default path must stay exact
+    "no_pre_reduce": ("MSA_ROUTE_PRE_REDUCE", "0"), "acq_rel": ("MSA_ROUTE_RELAXED", "0"),
+    "scale_a_on": ("MSA_ROUTE_SCALE_A", "1"), "scale_a_off": ("MSA_ROUTE_SCALE_A", "0"),
+    "torch_topk": ("MSA_ROUTE_TRITON_TOPK", "0"), "cols128": ("MSA_ROUTE_BATCH_COLS", "128"),
+}
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("knobs", ["default", *KNOBS])
+def test_route_topk_unsorted_docs_interpret(assert_rms: Check, monkeypatch: pytest.MonkeyPatch,
+                                            persistent: bool, knobs: str) -> None:  # fmt: skip
+    """Documents interleaved (not contiguous runs), runs crossing blocks, single-chunk docs;
+    two column tiles (B * 64 columns > 128); each env knob of the bench off in turn."""
+    if knobs in KNOBS:
+        monkeypatch.setenv(*KNOBS[knobs])
+    torch.manual_seed(6)
+    N, M = 53, 9
+    q = torch.randn(3, 64, 4, 32)
+    keys = torch.randn(N, 2, 32).to(torch.bfloat16)
+    doc = torch.cat([torch.full((20,), 3), torch.randint(0, M, (25,)), torch.arange(8)])
+    check_against_ref(assert_rms, q, keys, doc, M, 6, torch.rand(M) > 0.3, None, 5e-3,
+                      persistent=persistent)  # fmt: skip
+
+
+@pytest.mark.parametrize("dt", [torch.bfloat16, torch.float8_e4m3fn], ids=str)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_normalized_odd_d_interpret(assert_rms: Check, dt: torch.dtype,
+                                               persistent: bool) -> None:  # fmt: skip
+    """Flat reduction tiles that cross kv heads and end part-way (HKV * D = 300, BK = 32)."""
+    torch.manual_seed(7)
+    N, M = 41, 6
+    k = torch.nn.functional.normalize(torch.randn(N, 3, 100), dim=-1)
+    scale = None
+    if dt == torch.float8_e4m3fn:
+        scale = k.abs().amax((1, 2)) / 448
+        k = k / scale[:, None, None]
+    q = torch.randn(2, 5, 6, 100)
+    doc = torch.sort(torch.randint(0, M, (N,))).values
+    check_against_ref(assert_rms, q, k.to(dt), doc, M, 4, None, scale, 5e-3,
+                      keys_normalized=True, persistent=persistent)  # fmt: skip
+
+
+def test_route_topk_fp8_dot_norms_on_the_fly_interpret(assert_rms: Check) -> None:
+    """fp8 dot without pre-normalised keys: per-head norms, per-column query scale."""
+    torch.manual_seed(8)
+    q, keys, doc, _ = make(2, 9, 8, 2, 64, 70, 13, torch.float8_e4m3fn, "cpu")
+    check_against_ref(assert_rms, q, keys, doc, 13, 5, torch.rand(13) > 0.2, None, 3e-2,
+                      fp8_dot=True, persistent=True)  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("knobs", ["default", *KNOBS])
+@pytest.mark.parametrize("B", [1, 5])
+def test_route_topk_unsorted_docs_gpu(assert_rms: Check, monkeypatch: pytest.MonkeyPatch,
+                                      knobs: str, B: int) -> None:  # fmt: skip
+    if knobs in KNOBS:
+        monkeypatch.setenv(*KNOBS[knobs])
+    torch.manual_seed(9)
+    N, M = 7001, 301
+    q = torch.randn(B, 64, 32, 128, device="cuda")
+    keys, scale = normalized_fp8(N, 8, 128, "cuda")
+    doc = torch.sort(torch.randint(0, M, (N,), device="cuda")).values
+    doc[3000:3500] = torch.randint(0, M, (500,), device="cuda")  # interleaved stretch
+    mask = torch.rand(M, device="cuda") > 0.1
+    for fp8_dot in (False, True):
+        check_against_ref(assert_rms, q, keys, doc, M, 16, mask, scale,
+                          3e-2 if fp8_dot else 5e-3, keys_normalized=True,
+                          fp8_dot=fp8_dot)  # fmt: skip
+    # norms on the fly, bf16 keys of any norm (the scaled-A path)
+    raw = (torch.randn(N, 8, 128, device="cuda") * 3).to(torch.bfloat16)
+    check_against_ref(assert_rms, q, raw, doc, M, 16, mask, None, 5e-3)
+
+
+def run_topk_case(B: int, M: int, k: int, dev: str) -> None:
+    """Triton top-k vs torch: same values; ids unique and pointing at those values."""
+    try:
+        from msa_agent.kernels.route_topk.naive import topk_docs
+        from msa_agent.kernels.route_topk.topk import topk_plan, topk_triton
+    except ImportError:
+        from kernels.route_topk.naive import topk_docs
+        from kernels.route_topk.topk import topk_plan, topk_triton
+    s = torch.randn(B, M, device=dev).round(decimals=1)  # many ties
+    s[0, torch.rand(M, device=dev) > 0.3] = float("-inf")
+    if B > 1:
+        s[1] = float("-inf")  # no valid document at all
+        s[1, 7] = 0.5
+    plan = topk_plan(M, k)
+    assert plan is not None
+    counter = torch.zeros(B, dtype=torch.int32, device=dev)
+    ids, val = topk_triton(s, k, counter, plan)
+    rids, rval = topk_docs(s, k)
+    assert ids.shape == (B, k) and ids.dtype == torch.int64
+    torch.testing.assert_close(val, rval, atol=0, rtol=0)
+    assert torch.equal(ids == -1, rids == -1)
+    fin = ids >= 0
+    assert torch.equal(s.gather(1, ids.clamp_min(0))[fin], val[fin])
+    for b in range(B):
+        got = ids[b][fin[b]].tolist()
+        assert len(set(got)) == len(got)
+    assert not counter.any()  # left at zero for the next call
+
+
+@pytest.mark.parametrize("k", [1, 16, 33])
+def test_topk_triton_interpret(k: int) -> None:
+    torch.manual_seed(10)
+    run_topk_case(2, 3001, k, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("M,k", [(24_414, 16), (1_000_003, 16), (777, 64), (100, 5)])
+def test_topk_triton_gpu(M: int, k: int) -> None:
+    torch.manual_seed(11)
+    for _ in range(3):  # repeated calls reuse the counter protocol
+        run_topk_case(3, M, k, "cuda")
