@@ -16,7 +16,7 @@ from msa_agent.cli.common import (
     print_json,
 )
 from msa_agent.cli.memories import parse_hops
-from msa_agent.cli.options import JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt
+from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt
 
 if TYPE_CHECKING:
     from msa_agent.types import Answer
@@ -28,8 +28,7 @@ def ask(
     k: KOpt = 5,
     where: WhereOpt = None,
     namespace: NamespaceOpt = None,
-    hops: Annotated[str, typer.Option(
-        help="Retrieval rounds (memory interleave): a number, or 'auto'.")] = "1",
+    hops: HopsOpt = "1",
     read: Annotated[str, typer.Option(
         help="How memories are read: auto, text, full or pooled.")] = "auto",
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,

@@ -16,7 +16,7 @@ from msa_agent.cli.common import (
     print_json,
     record_dict,
 )
-from msa_agent.cli.options import JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
+from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
 from msa_agent.types import MemoryRecord, RecallHit
 
 if TYPE_CHECKING:
@@ -31,8 +31,7 @@ def recall(
     namespace: NamespaceOpt = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Show per-layer routing scores and the matching chunk.")] = False,
-    hops: Annotated[str, typer.Option(
-        help="Routing rounds (memory interleave): a number, or 'auto'.")] = "1",
+    hops: HopsOpt = "1",
     json_: JsonOpt = False,
 ) -> None:
     """The memories MSA routing scores highest for QUERY, best first."""

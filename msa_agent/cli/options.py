@@ -28,3 +28,5 @@ MetaOpt = Annotated[
     typer.Option("--meta", help="Metadata KEY=VALUE (KEY:=JSON) on every memory. Repeatable.")]
 KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many memories to return.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+HopsOpt = Annotated[str, typer.Option(
+    help="Retrieval rounds (memory interleave): a number, or 'auto'.")]
