@@ -185,7 +185,7 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
         sched.step()
         losses.append(float(loss.detach()))
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, losses[-1])
         if evaluate is not None and eval_every and (step + 1) % eval_every == 0:
             evals.append({"step": step + 1, **evaluate(tr)})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
