@@ -73,3 +73,23 @@ def test_bad_input_and_empty_space(tmp_path: Path, tiny_pair) -> None:
                 mem.answer("q", **kwargs)
         with pytest.raises(InvalidInputError):
             mem.answer("  ")
+
+
+def test_pooled_read_refuses_spaces_with_pre_rope_pooled_keys(tmp_path: Path, tiny_pair) -> None:
+    """Older spaces pooled K before RoPE; pooled reading them would be silently wrong."""
+    with open_mem(tmp_path / "new", tiny_pair) as mem:
+        mem.remember_many(FACTS)
+        assert mem.answer("Alice?", k=2, read="pooled", max_new_tokens=2).read == "pooled"
+        mem.export(tmp_path / "bundle")
+        mem._space.set_setting("pooled_k", "pre-rope")  # what an older space looks like
+        with pytest.raises(InvalidInputError, match="before RoPE"):
+            mem.answer("Alice?", k=2, read="pooled")
+        assert mem.answer("Alice?", k=2, read="text", max_new_tokens=2).read == "text"
+        mem.export(tmp_path / "old-bundle")
+    with open_mem(tmp_path / "fresh", tiny_pair) as mem:
+        mem.import_(tmp_path / "bundle")  # same layout: pooled reading still works
+        assert mem.answer("Alice?", k=2, read="pooled", max_new_tokens=2).read == "pooled"
+        mem.import_(tmp_path / "old-bundle")  # different layout: the space is now mixed
+        with pytest.raises(InvalidInputError, match="before RoPE"):
+            mem.answer("Alice?", k=2, read="pooled")
+

@@ -170,3 +170,10 @@ def test_generative_interleave_appends_what_the_model_asks_for(
     assert f"Document [1]: {first.text}" in calls[1][0]  # its text re-read in round 2
     assert all(mkv is not None and set(mkv.k) == set(LAYERS) for _, mkv in calls)
     assert all(0 < h.score <= 1 for r in ans.rounds for h in r.memories)
+
+
+def test_generative_interleave_on_an_empty_space_answers(tmp_path: Path, tokenizer) -> None:
+    write_checkpoint(tmp_path / "ckpt", tokenizer)
+    with Memory.open(tmp_path / "m", model=str(tmp_path / "ckpt")) as mem:
+        ans = mem.answer("anything?", hops="auto", max_new_tokens=3)
+    assert ans.read == "pooled" and len(ans.rounds) == 1 and ans.rounds[0].memories == []
