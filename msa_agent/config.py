@@ -57,6 +57,12 @@ class MemoryConfig(BaseModel):
         "extra heads in the paper's rule; 'mean'/'max' reduce per-layer document scores.",
     )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+    host_cache_mb: int | None = Field(
+        None, ge=0,
+        description="Host tier of memory K/V read for answers (pinned on CUDA, moved to the GPU "
+        "in one gather launch); None = 2048 MB on CUDA, 256 MB on CPU; 0 = read the store "
+        "each time.",
+    )
     hop_min_score: float | None = Field(
         None, description="Memory interleave: a later round whose best new memory scores below "
         "this ends the rounds (None = only the round limit and, for 'auto', a repeat).",

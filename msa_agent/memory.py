@@ -181,7 +181,7 @@ class Memory:
             else:
                 ids = {m.id for m in self._space.find(namespace or self.config.namespace, where)}
             n = self._space.delete(sorted(ids))
-            self._engine.index.remove(sorted(ids))
+            self._engine.forget(sorted(ids))
             return n
 
     # ------------------------------------------------------------------ reads

@@ -18,6 +18,7 @@ from msa_agent.model.attention import MemoryKV, rotate_memory
 from msa_agent.store import Space, StoredMemory
 
 READ_MODES = ("auto", "pooled", "full", "text")
+KV = tuple[torch.Tensor, torch.Tensor]
 # Space setting naming how pooled K were stored: "rope" = chunk means of post-RoPE K.
 POOLED_K_SETTING, POOLED_K_ROPE = "pooled_k", "rope"
 SYSTEM = "Answer the question in a few words, using the memories when they are relevant."
@@ -47,51 +48,46 @@ def prompt_ids(tokenizer: Any, question: str, memories: Sequence[str]) -> list[i
     return tokenizer(f"{SYSTEM}\n{body}\nAnswer:")["input_ids"]
 
 
-def full_kv(
-    model: Any, space: Space, memories: Sequence[StoredMemory], layers: Sequence[int]
-) -> tuple[MemoryKV, int]:
-    """Per-layer exact K/V of ``memories`` for ``full`` reading, and where the query starts.
+def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[MemoryKV, int]:
+    """Per-layer exact K/V for ``full`` reading, and where the query starts.
 
-    Stored K is pre-RoPE; each document is rotated at its own positions 0..len-1 and the
-    active context starts after the longest one.
+    ``fetched``: each memory's stored (pre-RoPE) ``(K, V)`` ``[S_i, L, Hkv, D]`` on the
+    model's device. Each document is rotated at its own positions 0..len-1 and the active
+    context starts after the longest one.
     """
-    keys = [torch.from_numpy(a).float() for a in space.read("full_k", memories)]  # [S_i, L, H, D]
-    vals = [torch.from_numpy(a).float() for a in space.read("full_v", memories)]
-    device = next(model.parameters()).device
-    positions = [torch.arange(k.shape[0]) for k in keys]
+    positions = [torch.arange(k.shape[0]) for k, _ in fetched]
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
-        mkv.k[layer] = rotate_memory(model, [k[:, j].to(device) for k in keys], positions,
-                                     layer)
-        mkv.v[layer] = torch.cat([v[:, j] for v in vals]).transpose(0, 1)[None].to(device)
-    return mkv, max(k.shape[0] for k in keys)
+        mkv.k[layer] = rotate_memory(model, [k[:, j] for k, _ in fetched], positions, layer)
+        mkv.v[layer] = torch.cat([v[:, j] for _, v in fetched]).transpose(0, 1)[None]
+    return mkv, max(k.shape[0] for k, _ in fetched)
 
 
 def pooled_kv(
-    space: Space, per_layer: Mapping[int, Sequence[StoredMemory]], layers: Sequence[int],
-    device: torch.device,
+    fetched: Mapping[str, KV], per_layer: Mapping[int, Sequence[StoredMemory]],
+    layers: Sequence[int],
 ) -> tuple[MemoryKV, int]:
     """Per-layer pooled K/V, each MSA layer reading its own selected documents (the paper).
 
+    ``fetched``: pooled ``(K, V)`` ``[C_i, L, Hkv, D]`` by memory id, on the model's device.
     Pooled K were rotated at document-local token positions before pooling (the encoder), so
     nothing is rotated here. The active context starts at position k, the number of selected
     documents: each document takes one slot (the paper's parallel and global RoPE).
     """
-    if space.get_setting(POOLED_K_SETTING) != POOLED_K_ROPE:
-        raise ValueError("this space stores pooled K before RoPE (made by msa-agent < 0.2); "
-                         "read='pooled' needs a space re-created by this version")
-    union = {m.id: m for sel in per_layer.values() for m in sel}
-    arrays = {name: dict(zip(union, space.read(name, list(union.values()))))
-              for name in ("pooled_k", "pooled_v")}
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
         sel = per_layer.get(layer, ())
-        if not sel:
-            continue
-        for name, out in (("pooled_k", mkv.k), ("pooled_v", mkv.v)):
-            rows = [torch.from_numpy(arrays[name][m.id][:, j]).float() for m in sel]  # [C_i, H, D]
-            out[layer] = torch.cat(rows).transpose(0, 1)[None].to(device)
+        if sel:
+            mkv.k[layer] = torch.cat([fetched[m.id][0][:, j] for m in sel]).transpose(0, 1)[None]
+            mkv.v[layer] = torch.cat([fetched[m.id][1][:, j] for m in sel]).transpose(0, 1)[None]
     return mkv, max((len(sel) for sel in per_layer.values()), default=0)
+
+
+def check_pooled_layout(space: Space) -> None:
+    """Refuse pooled reading of a space whose pooled K were stored before RoPE."""
+    if space.get_setting(POOLED_K_SETTING) != POOLED_K_ROPE:
+        raise ValueError("this space stores pooled K before RoPE (made by msa-agent < 0.2); "
+                         "read='pooled' needs a space re-created by this version")
 
 
 def stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -120,8 +116,11 @@ class Reader:
         self.start = 0
         self.memory_tokens = sum(m.n_tokens for m in memories)
         if read == "full" and memories:
-            self.memory, self.start = full_kv(model, space, memories, engine.layers)
+            fetched = engine.read_kv("full", space, memories)
+            self.memory, self.start = full_kv(model, fetched, engine.layers)
         elif read == "pooled" and per_layer:
-            self.memory, self.start = pooled_kv(space, per_layer, engine.layers, engine.lm.device)
-            chosen = {m.id: m for sel in per_layer.values() for m in sel}
-            self.memory_tokens = sum(m.n_chunks for m in chosen.values())
+            check_pooled_layout(space)
+            chosen = list({m.id: m for sel in per_layer.values() for m in sel}.values())
+            fetched = dict(zip([m.id for m in chosen], engine.read_kv("pooled", space, chosen)))
+            self.memory, self.start = pooled_kv(fetched, per_layer, engine.layers)
+            self.memory_tokens = sum(m.n_chunks for m in chosen)

@@ -19,6 +19,7 @@ from msa_agent.model.router import Router, shipped_router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import query_ids, special_prefix, split_text
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
+from msa_agent.runtime.residency import HostKVCache
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import ArraySpec, Space, StoredMemory
 
@@ -26,6 +27,7 @@ OWN_QK = "own_qk"
 _REENCODE_BATCH = 64
 CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587 one by one
 CUDA_BATCH_TOKENS = 16384
+HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
 
 
 class RoutingQualityWarning(UserWarning):
@@ -44,6 +46,22 @@ class Engine:
                                keep_full_kv=cfg.keep_full_kv,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.index = RoutingIndex(lm.device)
+        budget = _host_cache_bytes(lm, cfg)
+        pin = lm.device.type == "cuda"
+        self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
+                         for kind in ("pooled", "full")}
+
+    def read_kv(self, kind: str, space: Space, memories: Sequence[StoredMemory]
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:
+        from the host tier when cached (one gather launch), else from the store."""
+        return self.kv_cache[kind].fetch(space, memories, self.lm.device)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        """Drop deleted memories from the routing index and the host tier."""
+        self.index.remove(list(ids))
+        for cache in self.kv_cache.values():
+            cache.evict(ids)
 
     @classmethod
     def build(cls, lm: LoadedModel, cfg: MemoryConfig) -> Engine:
@@ -200,6 +218,13 @@ class Engine:
 def _fit(ids: list[int], n: int) -> list[int]:
     """Best effort for a part whose source cannot be re-split: keep its stored length."""
     return ids[:n] + ids[-1:] * max(0, n - len(ids))
+
+
+def _host_cache_bytes(lm: LoadedModel, cfg: MemoryConfig) -> int:
+    mb = cfg.host_cache_mb
+    if mb is None:
+        mb = HOST_CACHE_MB_CUDA if lm.device.type == "cuda" else HOST_CACHE_MB_CPU
+    return mb << 20
 
 
 def _default_batch_tokens(lm: LoadedModel) -> int:

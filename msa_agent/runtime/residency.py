@@ -1,0 +1,99 @@
+"""The host tier of memory K/V: a (pinned) host cache, gathered onto the GPU in one launch.
+
+MSA keeps routing keys resident on the GPU and memory K/V in host DRAM; only the selected
+memories' K/V move to the GPU for an answer. :class:`HostKVCache` is that DRAM tier for one
+pair of arrays (``pooled_k``/``pooled_v`` or ``full_k``/``full_v``): rows of memories read once
+from the store stay in one pinned host buffer ``[rows, L, Hkv, D]``, and the rows of the
+selected memories reach the device through ``kernels.gather_to_device`` (one zero-copy
+launch per array on CUDA, no copy per chunk). Entries are keyed by memory id: ids are never
+reused and a memory's K/V never change, so entries cannot go stale; forgotten memories are
+evicted. Past its byte budget the cache starts over (simple, and rare at sensible budgets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from msa_agent.kernels import gather_to_device
+from msa_agent.store import Space, StoredMemory
+
+
+class HostKVCache:
+    """Host rows of one K/V array pair, by memory id; see the module docstring."""
+
+    def __init__(self, names: tuple[str, str], budget_bytes: int, pin: bool) -> None:
+        self.names, self.budget, self.pin = names, budget_bytes, pin
+        self.k: torch.Tensor | None = None  # [capacity, L, Hkv, D]
+        self.v: torch.Tensor | None = None
+        self.rows: dict[str, tuple[int, int]] = {}  # memory id -> (first row, n rows)
+        self.used = 0
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+
+    def fetch(self, space: Space, memories: Sequence[StoredMemory], device: torch.device
+              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each memory's ``(K, V)`` ``[S_i, L, Hkv, D]`` float32 on ``device``, in order."""
+        if not memories:
+            return []
+        unique = list({m.id: m for m in memories}.values())
+        missing = [m for m in unique if m.id not in self.rows]
+        if missing and not self._add(space, missing):
+            # over budget: start over with just this request's memories, if they fit at all
+            self.k = self.v = None
+            self.rows, self.used = {}, 0
+            if not self._add(space, unique):
+                return self._direct(space, memories, device)
+        spans = [self.rows[m.id] for m in memories]
+        idx = torch.cat([torch.arange(s, s + n) for s, n in spans])
+        assert self.k is not None and self.v is not None
+        k = gather_to_device(self.k, idx, device).float()
+        v = gather_to_device(self.v, idx, device).float()
+        sizes = [n for _, n in spans]
+        return list(zip(k.split(sizes), v.split(sizes)))
+
+    def evict(self, ids: Iterable[str]) -> None:
+        """Forget these memories' rows (their space is reused when the cache starts over)."""
+        for i in ids:
+            self.rows.pop(i, None)
+
+    def _add(self, space: Space, memories: Sequence[StoredMemory]) -> bool:
+        """Read ``memories`` from the store into the cache; False (nothing added) if over budget."""
+        ks, vs = (space.read(name, memories) for name in self.names)
+        need = sum(k.shape[0] for k in ks)
+        row_bytes = 2 * ks[0][0].size * ks[0].dtype.itemsize
+        if (self.used + need) * row_bytes > self.budget:
+            return False
+        self._reserve(self.used + need, ks[0], self.budget // row_bytes)
+        assert self.k is not None and self.v is not None
+        for m, k, v in zip(memories, ks, vs):
+            n = k.shape[0]
+            self.k[self.used : self.used + n] = torch.from_numpy(k)
+            self.v[self.used : self.used + n] = torch.from_numpy(v)
+            self.rows[m.id] = (self.used, n)
+            self.used += n
+        return True
+
+    def _reserve(self, rows: int, like, most: int) -> None:  # noqa: ANN001 (a numpy array)
+        """Grow the buffers (doubling, at most ``most`` rows) to hold ``rows`` rows, keeping
+        what they hold."""
+        have = 0 if self.k is None else self.k.shape[0]
+        if rows <= have:
+            return
+        cap = max(rows, min(max(2 * have, 64), most))
+        dtype = torch.from_numpy(like[:0]).dtype
+        new = [torch.empty((cap, *like.shape[1:]), dtype=dtype, pin_memory=self.pin)
+               for _ in range(2)]
+        if self.k is not None and self.v is not None:
+            new[0][: self.used] = self.k[: self.used]
+            new[1][: self.used] = self.v[: self.used]
+        self.k, self.v = new
+
+    def _direct(self, space: Space, memories: Sequence[StoredMemory], device: torch.device
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ks, vs = (space.read(name, memories) for name in self.names)
+        return [(torch.from_numpy(k).float().to(device), torch.from_numpy(v).float().to(device))
+                for k, v in zip(ks, vs)]
