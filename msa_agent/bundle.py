@@ -68,7 +68,7 @@ class Manifest:
 
     def layout(self) -> dict[str, Any]:
         """``MemoryConfig`` overrides that recreate the bundle's layout in a new space."""
-        keys = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv")
+        keys = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers")
         out = {k: self.space_config[k] for k in keys if self.space_config.get(k) is not None}
         out.setdefault("msa_layers", self.fingerprint.get("msa_layers"))
         if self.fingerprint.get("dtype") in ("float32", "bfloat16", "float16"):

@@ -42,6 +42,11 @@ class MemoryConfig(BaseModel):
     keep_full_kv: bool = Field(
         False, description="Also store exact per-token pre-RoPE K/V (for read='full')."
     )
+    full_kv_layers: Literal["msa", "all"] = Field(
+        "msa", description="Layers whose per-token K/V keep_full_kv stores: the MSA layers, or "
+        "'all' (read='full' then attends to memory in every layer, exactly like prefilling each "
+        "memory's text alone; what a model not trained for MSA reads best).",
+    )
     store_dtype: Literal["float16", "float32"] = "float16"
     routing: RoutingMode = Field(
         "auto",

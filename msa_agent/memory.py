@@ -423,6 +423,7 @@ class _Pending:
 def _space_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:
     return {"model": lm.name, "msa_layers": cfg.msa_layers, "chunk_size": cfg.chunk_size,
             "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv,
+            "full_kv_layers": cfg.full_kv_layers,
             "max_doc_tokens": cfg.max_doc_tokens,
             "routing": cfg.routing, "router_path": cfg.router_path}
 

@@ -33,11 +33,13 @@ def test_text_read_answers_with_rounds_and_costs(tmp_path: Path, tiny_pair) -> N
     assert {"route_ms", "read_ms", "generate_ms"} <= set(ans.timings_ms)
 
 
-def test_full_read_generates_what_a_manual_memory_forward_generates(tmp_path: Path,
-                                                                    tiny_pair) -> None:
+@pytest.mark.parametrize("layout", [{"msa_layers": [0, 1, 2, 3]}, {"full_kv_layers": "all"}])
+def test_full_read_generates_what_a_manual_memory_forward_generates(
+        tmp_path: Path, tiny_pair, layout: dict) -> None:
+    """Memory K/V in every layer: through MSA layers = all, or full_kv_layers="all" with the
+    default MSA layers (the upper half route; every layer reads)."""
     model, tok = tiny_pair
-    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True,
-                  msa_layers=[0, 1, 2, 3]) as mem:
+    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, **layout) as mem:
         mem.remember_many(FACTS)
         ans = mem.answer("Alice?", k=3, read="full", max_new_tokens=6)
         hits = [m.text for r in ans.rounds for m in r.memories]

@@ -46,11 +46,11 @@ def both_in_top5(search: Callable[[str], list[int]], questions: Sequence[Questio
     return sum(set(q.gold) <= set(search(q.text)[:5]) for q in two) / max(1, len(two))
 
 
-def build_memory(path: Path, docs: Sequence[str]):  # noqa: ANN201
+def build_memory(path: Path, docs: Sequence[str], **config: Any):  # noqa: ANN201
     from msa_agent import Memory
 
     shutil.rmtree(path, ignore_errors=True)
-    mem = Memory.open(path, keep_full_kv=True)
+    mem = Memory.open(path, keep_full_kv=True, **config)
     ids: list[str] = []
     for s in range(0, len(docs), 64):
         ids += mem.remember_many(list(docs[s : s + 64]))
@@ -104,40 +104,62 @@ def chain_rates(mem: Any, pos: dict[str, int], qs: Sequence[Question], tag: str
     return {f"MSA{tag} recall hops={h}": both_in_top5(recall(h), qs) for h in (1, "auto")}
 
 
+SECTIONS = ("base", "adapt", "full_all")
+
+
 def main(
     chains: int = 100, wiki: int = 300, questions: int = 60, k: int = 5,
     out: Path = typer.Option(Path("bench-out/answer.json")),
     work: Path = typer.Option(Path("bench-out/spaces/answer")),
-    adapt_steps: int = typer.Option(600, help="Router adaptation steps (0 = skip it)."),
+    adapt_steps: int = typer.Option(600, help="Router adaptation steps."),
+    only: str = typer.Option(",".join(SECTIONS), help="Sections: base, adapt, full_all."),
 ) -> None:
+    """base: baselines and MSA rows (shipped router); adapt: the router adapted to the space,
+    MSA rows again; full_all: a second space keeping full K/V of every layer, read='full'."""
+    sections = only.split(",")
     facts: FactSet = fact_chains(chains)
     docs = facts.docs + [a.text for a in wiki_split().bank[:wiki]]
     qs = [q for q in facts.questions if q.hops == 1][:questions] + \
          [q for q in facts.questions if q.hops == 2][:questions]
-    mem, pos = build_memory(work, docs)
     minilm, bm25 = MiniLM(docs), BM25(docs)
     modes = [(h, r) for h in (1, "auto") for r in ("text", "full")]
-    rows = [accuracy_row("no memory", qs, lambda q: mem.answer(
-                q.text, namespace="-none-", max_new_tokens=32).text),
-            accuracy_row(f"RAG MiniLM top-{k} (text)", qs, rag_answer(mem, minilm, docs, k))]
-    rows += msa_rows(mem, qs, k, "", modes)
-    chain = chain_rates(mem, pos, qs, "")
+    rows: list[dict[str, Any]] = []
+    chain: dict[str, float] = {}
+    single: dict[str, float] = {}
+    extra: dict[str, Any] = {}
+    if "base" in sections or "adapt" in sections:
+        mem, pos = build_memory(work, docs)
+        if "base" in sections:
+            rows += [accuracy_row("no memory", qs, lambda q: mem.answer(
+                        q.text, namespace="-none-", max_new_tokens=32).text),
+                     accuracy_row(f"RAG MiniLM top-{k} (text)", qs,
+                                  rag_answer(mem, minilm, docs, k))]
+            rows += msa_rows(mem, qs, k, "", modes)
+            chain |= chain_rates(mem, pos, qs, "")
+            single["MSA"] = gold_in_top5(mem, pos, qs)
+        if "adapt" in sections:
+            extra["adapt_seconds"] = adapt_router(mem, work, out.parent / "adapted.safetensors",
+                                                  adapt_steps)
+            rows += msa_rows(mem, qs, k, " adapted", modes[:3])  # not "auto" + "full": time
+            chain |= chain_rates(mem, pos, qs, " adapted")
+            single["MSA adapted"] = gold_in_top5(mem, pos, qs)
+        mem.close()
+    if "full_all" in sections:
+        mem, _ = build_memory(work.with_name(work.name + "-all"), docs, full_kv_layers="all")
+        rows += msa_rows(mem, qs, k, " full K/V in all layers", [(1, "full"), ("auto", "full")])
+        mem.close()
     chain |= {"MiniLM": both_in_top5(lambda t: minilm.search(t, 5), qs),
               "BM25": both_in_top5(lambda t: bm25.search(t, 5), qs)}
-    single = {"MSA": gold_in_top5(mem, pos, qs)}
-    extra: dict[str, Any] = {}
-    if adapt_steps:
-        extra["adapt_seconds"] = adapt_router(mem, work, out.parent / "adapted.safetensors",
-                                              adapt_steps)
-        rows += msa_rows(mem, qs, k, " adapted", modes[:3])  # not "auto" + "full": time
-        chain |= chain_rates(mem, pos, qs, " adapted")
-        single["MSA adapted"] = gold_in_top5(mem, pos, qs)
     single |= {"MiniLM": _gold5(lambda t: minilm.search(t, 5), qs),
                "BM25": _gold5(lambda t: bm25.search(t, 5), qs)}
-    mem.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "two_hop_both_in_top5": chain,
                                "single_hop_gold_in_top5": single, **extra}, indent=2))
+    _print(rows, single, chain, extra)
+
+
+def _print(rows: list[dict[str, Any]], single: dict[str, float], chain: dict[str, float],
+           extra: dict[str, Any]) -> None:
     print("| Method | single-hop acc | two-hop acc | p50 s |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['single_hop']:.2f} | {r['two_hop']:.2f} | {r['p50_s']:.2f} |")
@@ -147,7 +169,7 @@ def main(
     print("\n| Two-hop: both memories in top-5 | rate |\n|---|---|")
     for name, rate in chain.items():
         print(f"| {name} | {rate:.2f} |")
-    if extra:
+    if "adapt_seconds" in extra:
         print(f"\nrouter adaptation: {extra['adapt_seconds']:.0f} s")
 
 

@@ -5,7 +5,8 @@ Per memory, in every MSA layer, the encoder keeps (shapes per memory; L = MSA la
   own pre-RoPE K when no router is loaded);
 - ``pooled_k`` / ``pooled_v`` ``[C, L, Hkv, D]``: chunk means of K (after RoPE at
   document-local positions, as the paper pools the layer's normal keys) and of V;
-- ``full_k`` / ``full_v`` ``[T, L, Hkv, D]`` (optional): exact per-token pre-RoPE K and V.
+- ``full_k`` / ``full_v`` ``[T, F, Hkv, D]`` (optional): exact per-token pre-RoPE K and V of
+  the ``full_layers`` (F of them; the MSA layers by default, or every layer).
 C = ceil(T / P); a last partial chunk averages only its real tokens.
 """
 
@@ -74,11 +75,14 @@ class Encoder:
         chunk_size: int = 64,
         router: Router | None = None,
         keep_full_kv: bool = False,
+        full_layers: list[int] | None = None,
         batch_tokens: int = 8192,
     ) -> None:
         self.lm, self.layers, self.chunk_size = lm, layers, chunk_size
         self.shape = ModelShape.of(lm.model)
         self.router, self.keep_full_kv, self.batch_tokens = router, keep_full_kv, batch_tokens
+        # layers whose per-token K/V are kept (keep_full_kv): the MSA layers unless given
+        self.full_layers = list(full_layers) if full_layers is not None else list(layers)
         if router is not None and sorted(router.layer_ids) != sorted(layers):
             raise ValueError(f"router covers layers {router.layer_ids}, space uses {layers}")
 
@@ -132,12 +136,13 @@ class Encoder:
             mask[row, : len(d)] = 1
         device = self.lm.device
         inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-        with tap_layers(model, self.layers, names) as taps, stop_after(model, max(self.layers)):
+        tapped = sorted(set(self.layers) | (set(self.full_layers) if "k" in names else set()))
+        with tap_layers(model, tapped, names) as taps, stop_after(model, max(tapped)):
             try:
                 inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
             except StopForward:
                 pass
-        assert len(decoder_layers(model)) > max(self.layers)
+        assert len(decoder_layers(model)) > max(tapped)
         return taps
 
     def _pool(self, taps: dict, row: int, n: int) -> EncodedDoc:
@@ -148,7 +153,10 @@ class Encoder:
         else:
             rk = torch.stack([self.router[i].k(taps["hidden"][i][row, :n]) for i in self.layers], 1)
         p = self.chunk_size
-        full = (k.float().cpu(), v.float().cpu()) if self.keep_full_kv else (None, None)
+        full = (None, None)
+        if self.keep_full_kv:
+            full = tuple(torch.stack([taps[x][i][row, :n] for i in self.full_layers], 1).float()
+                         .cpu() for x in ("k", "v"))
         return EncodedDoc(
             n_tokens=n,
             route_k=chunk_mean(rk.float(), n, p).cpu(),

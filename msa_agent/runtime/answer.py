@@ -3,7 +3,8 @@
 Reading modes:
 - ``text``: the memories' original text is put in the prompt and re-read (exact; any model);
 - ``full``: the memories' stored per-token pre-RoPE K/V are re-rotated at document-local
-  positions and attended to in MSA layers, with no re-prefill (needs ``keep_full_kv``);
+  positions and attended to in the layers that kept them (the MSA layers, or every layer with
+  ``full_kv_layers="all"``), with no re-prefill (needs ``keep_full_kv``);
 - ``pooled``: MSA-native, the 64x-pooled K/V of each layer's own top-k (MSA-trained models).
 """
 
@@ -117,7 +118,7 @@ class Reader:
         self.memory_tokens = sum(m.n_tokens for m in memories)
         if read == "full" and memories:
             fetched = engine.read_kv("full", space, memories)
-            self.memory, self.start = full_kv(model, fetched, engine.layers)
+            self.memory, self.start = full_kv(model, fetched, engine.full_layers)
         elif read == "pooled" and per_layer:
             check_pooled_layout(space)
             chosen = list({m.id: m for sel in per_layer.values() for m in sel}.values())

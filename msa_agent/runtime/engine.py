@@ -42,8 +42,10 @@ class Engine:
         self.tokenizer = lm.tokenizer
         self.shape = ModelShape.of(lm.model)
         self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
+        self.full_layers = (list(range(self.shape.n_layers)) if cfg.full_kv_layers == "all"
+                            else self.layers)
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
-                               keep_full_kv=cfg.keep_full_kv,
+                               keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.index = RoutingIndex(lm.device)
         budget = _host_cache_bytes(lm, cfg)
@@ -79,16 +81,20 @@ class Engine:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a space's arrays depend on; a different one cannot share the space."""
-        return {**model_fingerprint(self.lm), "msa_layers": self.layers,
-                "chunk_size": self.cfg.chunk_size, "store_dtype": self.cfg.store_dtype,
-                "keep_full_kv": self.cfg.keep_full_kv}
+        fp = {**model_fingerprint(self.lm), "msa_layers": self.layers,
+              "chunk_size": self.cfg.chunk_size, "store_dtype": self.cfg.store_dtype,
+              "keep_full_kv": self.cfg.keep_full_kv}
+        if self.cfg.keep_full_kv and self.cfg.full_kv_layers != "msa":  # older spaces: no key
+            fp["full_kv_layers"] = self.cfg.full_kv_layers
+        return fp
 
     def array_specs(self) -> list[ArraySpec]:
         s, n_layers, dt = self.shape, len(self.layers), self.cfg.store_dtype
         kv = (n_layers, s.n_kv_heads, s.head_dim)
         specs = [ArraySpec(n, "chunk", kv, dt) for n in ("route_k", "pooled_k", "pooled_v")]
         if self.cfg.keep_full_kv:
-            specs += [ArraySpec(n, "token", kv, dt) for n in ("full_k", "full_v")]
+            full = (len(self.full_layers), s.n_kv_heads, s.head_dim)
+            specs += [ArraySpec(n, "token", full, dt) for n in ("full_k", "full_v")]
         return specs
 
     # ---------------------------------------------------------------- space binding
