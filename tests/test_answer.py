@@ -95,3 +95,12 @@ def test_pooled_read_refuses_spaces_with_pre_rope_pooled_keys(tmp_path: Path, ti
         with pytest.raises(InvalidInputError, match="before RoPE"):
             mem.answer("Alice?", k=2, read="pooled")
 
+
+
+def test_full_kv_layers_all_is_remembered_by_the_space(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, full_kv_layers="all") as mem:
+        mem.remember_many(FACTS)
+        first = mem.answer("Alice?", k=2, read="full", max_new_tokens=3).text
+    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:  # layout from the space
+        assert mem.config.full_kv_layers == "all" and mem._engine.full_layers == [0, 1, 2, 3]
+        assert mem.answer("Alice?", k=2, read="full", max_new_tokens=3).text == first
