@@ -57,6 +57,20 @@ def build_memory(path: Path, docs: Sequence[str], **config: Any):  # noqa: ANN20
     return mem, {i: n for n, i in enumerate(ids)}
 
 
+def read_minilm(mem: Any, retriever: MiniLM, ids: Sequence[str], k: int, read: str
+                ) -> Callable[[Question], str]:
+    """MiniLM's top-k read through ``mem``'s reading mode: reading compared at equal retrieval."""
+    from msa_agent.runtime.answer import Reader
+    from msa_agent.runtime.stream import AnswerStream, ReadOnce
+
+    def ask(q: Question) -> str:
+        memories = mem._space.get_many([ids[i] for i in retriever.search(q.text, k)])
+        reader = Reader(mem._engine, mem._space, q.text, memories, read)
+        return AnswerStream(mem._engine, ReadOnce(mem._engine, reader, [], 32), {}).collect().text
+
+    return ask
+
+
 def rag_answer(mem: Any, retriever: MiniLM, docs: Sequence[str], k: int) -> Callable:
     from msa_agent.runtime.answer import prompt_ids, stop_ids
     from msa_agent.runtime.generate import greedy
@@ -145,8 +159,12 @@ def main(
             single["MSA adapted"] = gold_in_top5(mem, pos, qs)
         mem.close()
     if "full_all" in sections:
-        mem, _ = build_memory(work.with_name(work.name + "-all"), docs, full_kv_layers="all")
+        mem, pos = build_memory(work.with_name(work.name + "-all"), docs, full_kv_layers="all")
         rows += msa_rows(mem, qs, k, " full K/V in all layers", [(1, "full"), ("auto", "full")])
+        ids = sorted(pos, key=pos.__getitem__)
+        for read in ("text", "full"):  # the same (good) retrieval, two ways of reading it
+            rows.append(accuracy_row(f"MiniLM top-{k} read={read} (all layers)", qs,
+                                     read_minilm(mem, minilm, ids, k, read)))
         mem.close()
     chain |= {"MiniLM": both_in_top5(lambda t: minilm.search(t, 5), qs),
               "BM25": both_in_top5(lambda t: bm25.search(t, 5), qs)}
