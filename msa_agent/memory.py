@@ -314,7 +314,7 @@ class Memory:
 
         select = self._select_per_layer(k, namespace, where)
         return GenerativeSource(self._engine, self._space, question, select, rounds,
-                                max_new_tokens, to_hit)
+                                max_new_tokens, to_hit, self._lock)
 
     def _select_per_layer(self, k: int | None, namespace: str | None,
                           where: Mapping[str, Any] | None) -> SelectPerLayer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from msa_agent.runtime.answer import Reader, stop_ids
@@ -69,8 +70,10 @@ class GenerativeSource:
     """The model asks for documents by id; their text is appended; routing runs again."""
 
     def __init__(self, engine: Any, space: Space, question: str, select: SelectPerLayer,
-                 max_rounds: int, max_new: int, to_hit: ToHit) -> None:
+                 max_rounds: int, max_new: int, to_hit: ToHit,
+                 lock: AbstractContextManager[Any] | None = None) -> None:
         self._engine, self._space, self._question = engine, space, question
+        self._lock = lock or nullcontext()  # the facade's lock: readers touch the space
         self._select, self._max_rounds, self._max_new = select, max_rounds, max_new
         self._to_hit = to_hit
         self._protocol = IdProtocol.from_msa_config(getattr(engine.lm.msa, "raw", None))
@@ -86,7 +89,8 @@ class GenerativeSource:
 
     def _generate(self, prompt: str,
                   selection: Mapping[int, Sequence[StoredMemory]]) -> Iterator[int]:
-        r = Reader(self._engine, self._space, prompt, [], "pooled", selection)
+        with self._lock:
+            r = Reader(self._engine, self._space, prompt, [], "pooled", selection)
         self.prompt_tokens = max(self.prompt_tokens, len(r.prompt))
         self.memory_tokens = max(self.memory_tokens, r.memory_tokens)
         model = self._engine.lm.model
