@@ -209,7 +209,7 @@ def test_route_topk_unsorted_docs_gpu(assert_rms: Check, monkeypatch: pytest.Mon
     check_against_ref(assert_rms, q, raw, doc, M, 16, mask, None, 5e-3)
 
 
-def run_topk_case(B: int, M: int, k: int, dev: str) -> None:
+def assert_topk_case(B: int, M: int, k: int, dev: str) -> None:
     """Triton top-k vs torch: same values; ids unique and pointing at those values."""
     try:
         from msa_agent.kernels.route_topk.naive import topk_docs
@@ -241,7 +241,7 @@ def run_topk_case(B: int, M: int, k: int, dev: str) -> None:
 @pytest.mark.parametrize("k", [1, 16, 33])
 def test_topk_triton_interpret(k: int) -> None:
     torch.manual_seed(10)
-    run_topk_case(2, 3001, k, "cpu")
+    assert_topk_case(2, 3001, k, "cpu")
 
 
 @pytest.mark.gpu
@@ -250,4 +250,4 @@ def test_topk_triton_interpret(k: int) -> None:
 def test_topk_triton_gpu(M: int, k: int) -> None:
     torch.manual_seed(11)
     for _ in range(3):  # repeated calls reuse the counter protocol
-        run_topk_case(3, M, k, "cuda")
+        assert_topk_case(3, M, k, "cuda")
