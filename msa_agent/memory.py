@@ -203,14 +203,7 @@ class Memory:
         routing-driven rounds (memory interleave): each later round routes with the question
         plus the best new memory's text; hits record their ``round`` and ``via``.
         """
-        check_text(query, "query")
-        k = self.config.top_k if k is None else k
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        try:
-            max_rounds(hops)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+        k, _ = self._checked(query, "query", k, hops)
         ns = namespace or self.config.namespace
         with self._lock:
             allowed = [m.id for m in self._space.find(ns, where)] if where else None
@@ -220,6 +213,17 @@ class Memory:
             found = {m.id: m for m in self._space.get_many([doc_ids[h.doc] for h in hits])}
             return [self._hit(found[doc_ids[h.doc]], h, explain) for h in hits
                     if doc_ids[h.doc] in found]
+
+    def _checked(self, text: str, what: str, k: int | None, hops: Hops) -> tuple[int, int]:
+        """Validated ``(k, round limit)`` for a recall or an answer; clear errors otherwise."""
+        check_text(text, what)
+        k = self.config.top_k if k is None else k
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        try:
+            return k, max_rounds(hops)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
 
     def _router_for(self, k: int, ns: str, allowed: list[str] | None):  # noqa: ANN202
         def route(text: str, exclude: set[int]) -> Any:
@@ -302,12 +306,10 @@ class Memory:
     def _generative(self, question: str, k: int | None, where: Mapping[str, Any] | None,
                     namespace: str | None, hops: Hops, max_new_tokens: int) -> GenerativeSource:
         """The paper's interleave for an MSA checkpoint: the model asks for documents by id."""
-        check_text(question, "question")
-        self.recall(question, k, where, namespace=namespace)  # validates k, where, namespace
-        try:
-            rounds = max_rounds(hops)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+        k, rounds = self._checked(question, "question", k, hops)
+        if where:
+            with self._lock:
+                self._space.find(namespace or self.config.namespace, where, limit=1)  # validates
 
         def to_hit(m: StoredMemory, rnd: int, score: float) -> RecallHit:
             return self._hit(m, Hit(0, score, rnd), explain=False)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, Qwen3Config
 
 from msa_agent import Memory
-from msa_agent.errors import ModelLoadError
+from msa_agent.errors import InvalidInputError, ModelLoadError
 from msa_agent.model.attention import MemoryKV
 from msa_agent.model.msa_checkpoint import parse_settings
 from msa_agent.runtime.answer import prompt_ids, stop_ids
@@ -176,4 +176,7 @@ def test_generative_interleave_on_an_empty_space_answers(tmp_path: Path, tokeniz
     write_checkpoint(tmp_path / "ckpt", tokenizer)
     with Memory.open(tmp_path / "m", model=str(tmp_path / "ckpt")) as mem:
         ans = mem.answer("anything?", hops="auto", max_new_tokens=3)
+        for bad in ({"question": "  "}, {"question": "q", "k": 0}, {"question": "q", "hops": 0}):
+            with pytest.raises(InvalidInputError):
+                mem.answer(**{"hops": "auto", **bad})
     assert ans.read == "pooled" and len(ans.rounds) == 1 and ans.rounds[0].memories == []
