@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from hypothesis import given, settings
@@ -84,3 +86,64 @@ def test_restrict_to_ids_and_empty() -> None:
     ranked = index.rank(torch.randn(3, 1, 1, 4), 5, index.mask_for("n", ["y", "zz"]))
     assert [index.doc_ids[d] for d in ranked.docs] == ["y"]
     assert len(ranked.layer_scores[0]) == 1 and 0 <= ranked.best_chunk[0] < 2
+
+
+# --- rankings on a fixed random index: identical to the outputs recorded before the routing
+# rule moved into msa_agent.kernels.route_topk.naive (routing_golden.json, written once by
+# ``python tests/runtime/test_routing.py``) ---
+
+GOLDEN = Path(__file__).with_name("routing_golden.json")
+
+
+def fixed_index() -> tuple[RoutingIndex, list[torch.Tensor]]:
+    """300 documents of 1-6 chunks, 3 layers, GQA 6/2, two namespaces, a few removed."""
+    gen = torch.Generator().manual_seed(1234)
+    docs = [torch.randn(int(torch.randint(1, 7, (1,), generator=gen)), 3, 2, 16, generator=gen)
+            for _ in range(300)]
+    index = RoutingIndex()
+    index.add([f"m{i}" for i in range(300)], ["a" if i % 4 else "b" for i in range(300)], docs)
+    index.remove([f"m{i}" for i in range(0, 300, 17)])
+    queries = [torch.randn(t, 3, 6, 16, generator=gen) for t in (1, 5, 9)]
+    return index, queries
+
+
+def routing_outputs() -> dict:
+    index, queries = fixed_index()
+    out: dict = {}
+    for qi, q in enumerate(queries):
+        for ns in ("a", None):
+            mask = index.mask_for(ns)
+            for combine in ("heads", "mean", "max"):
+                every = index.rank(q, len(index.doc_ids), mask, combine)
+                top = index.rank(q, 12, mask, combine)
+                out[f"{qi}/{ns}/{combine}"] = {
+                    "docs": every.docs, "scores": _round(every.scores), "top": top.docs,
+                    "layer_scores": [_round(s) for s in top.layer_scores],
+                    "best_chunk": top.best_chunk,
+                }
+            out[f"{qi}/{ns}/per_layer"] = index.rank_per_layer(q, 10, mask)
+    return out
+
+
+def _round(xs: list[float]) -> list[float]:
+    return [round(x, 7) for x in xs]
+
+
+def test_rankings_identical_to_recorded() -> None:
+    want, got = json.loads(GOLDEN.read_text()), routing_outputs()
+    assert got.keys() == want.keys()
+    for key, w in want.items():
+        g = got[key]
+        if key.endswith("per_layer"):
+            assert g == w, key
+            continue
+        assert g["docs"] == w["docs"] and g["top"] == w["top"], key
+        assert g["best_chunk"] == w["best_chunk"], key
+        torch.testing.assert_close(torch.tensor(g["scores"]), torch.tensor(w["scores"]),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(torch.tensor(g["layer_scores"]),
+                                   torch.tensor(w["layer_scores"]), atol=1e-6, rtol=0)
+
+
+if __name__ == "__main__":
+    GOLDEN.write_text(json.dumps(routing_outputs()))
