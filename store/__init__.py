@@ -5,6 +5,8 @@ numpy in, numpy out; knows nothing about models. See docs/store.md.
 
 from .errors import (
     FingerprintMismatchError,
+    FTS5UnavailableError,
+    InvalidQueryError,
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
@@ -19,4 +21,5 @@ __all__ = [
     "ArraySpec", "NewMemory", "StoredMemory", "Space",
     "StoreError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
     "SpaceReadOnlyError", "FingerprintMismatchError", "StoreCorruptedError",
+    "InvalidQueryError", "FTS5UnavailableError",
 ]

@@ -1,5 +1,8 @@
 """Compaction: copy live rows, packed and in order, into a fresh arrays folder, then switch.
 
+The FTS index is keyed by row, not by array offset, so it needs no relocation; it is merged
+into one segment afterwards (``optimize``), which drops any entry of a deleted memory.
+
 Crash-safe: the switch (every memory's new offsets, the ends and the folder name) is one SQL
 transaction; whichever folder lost is removed at the next open (``remove_stray_dirs``).
 """
@@ -31,6 +34,7 @@ def compact_arrays(path: Path, meta: MetaStore, old: ArrayStore, old_dir: str,
     if durable:
         new.fsync_group()
     meta.relocate(moves, (ends["chunk"], ends["token"]), new_dir)
+    meta.optimize_lexical()  # no tombstoned words of forgotten memories survive in the index
     shutil.rmtree(path / old_dir, ignore_errors=True)
     return new, new_dir, ends
 

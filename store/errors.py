@@ -33,3 +33,14 @@ class FingerprintMismatchError(StoreError):
 
 class StoreCorruptedError(StoreError):
     """The sqlite file or the zarr arrays are unreadable, inconsistent or too new."""
+
+
+class InvalidQueryError(StoreError, ValueError):
+    """A query argument the store cannot take (a negative ``k``, a non-datetime ``since``...).
+
+    Also a ``ValueError``, so callers that already catch bad input that way keep working.
+    """
+
+
+class FTS5UnavailableError(StoreError):
+    """The Python ``sqlite3`` module was built without FTS5, which the lexical index needs."""

@@ -25,13 +25,15 @@ from .arrays import ArrayStore, dir_size, gather, merge_ranges
 from .compact import compact_arrays, remove_stray_dirs
 from .errors import (
     FingerprintMismatchError,
+    InvalidQueryError,
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
     SpaceReadOnlyError,
     StoreCorruptedError,
 )
-from .meta import MetaStore, build_filters, id_filter
+from .lexical import match_expression
+from .meta import MetaStore, build_filters, id_filter, time_filters
 from .types import ArraySpec, NewMemory, StoredMemory
 
 META_FILE = "meta.sqlite"
@@ -144,6 +146,7 @@ class Space:
         space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable,
                     read_only)
         if not read_only:
+            meta.upgrade()  # an older space gets its lexical index built from its rows
             remove_stray_dirs(path, info.arrays_dir)
             space._apply_wipes()
         return space
@@ -330,27 +333,52 @@ class Space:
 
     def find(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
              limit: int | None = None, offset: int = 0,
-             order: Literal["created_at", "-created_at"] = "created_at") -> list[StoredMemory]:
+             order: Literal["created_at", "-created_at"] = "created_at",
+             since: datetime | None = None, until: datetime | None = None
+             ) -> list[StoredMemory]:
         """Memories of ``namespace`` (None = all) matching ``where``, ordered by creation.
 
         ``where`` holds equality filters on kind/session_id/user_id/agent_id/source_id or on
         top-level metadata keys (any other key; prefix ``metadata.`` to force); a list is IN.
+        ``since <= created_at < until`` when given (naive datetimes are taken as UTC).
         """
         if order not in ("created_at", "-created_at"):
             raise ValueError(f"order must be 'created_at' or '-created_at', got {order!r}")
         if (limit is not None and limit < 0) or offset < 0:
             raise ValueError("limit and offset must be non-negative")
-        conds = build_filters(namespace, where)
+        conds = build_filters(namespace, where) + time_filters(since, until)
         with self._mutex:
             self._check_open()
             return self._meta.find(conds, limit, offset, order == "-created_at")
 
-    def count(self, namespace: str | None = None, where: Mapping[str, Any] | None = None) -> int:
-        """How many memories ``find(namespace, where)`` would return without a limit."""
-        conds = build_filters(namespace, where)
+    def count(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
+              since: datetime | None = None, until: datetime | None = None) -> int:
+        """How many memories ``find(namespace, where, since=, until=)`` would return."""
+        conds = build_filters(namespace, where) + time_filters(since, until)
         with self._mutex:
             self._check_open()
             return self._meta.count(conds)
+
+    def lexical_search(self, query: str, k: int, namespace: str | None,
+                       where: Mapping[str, Any] | None = None, since: datetime | None = None,
+                       until: datetime | None = None) -> list[tuple[str, float]]:
+        """The ``k`` best memories for free-text ``query`` by BM25: ``(id, score)``, best first,
+        higher is better. Filtered exactly like ``find`` (namespace, ``where``, time) BEFORE
+        the top-k. The query is tokenized safely (store/lexical.py); one with no searchable
+        word left after stop words returns [].
+        """
+        if not isinstance(query, str):
+            raise InvalidQueryError(f"query must be a str, got {type(query).__name__}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InvalidQueryError(f"k must be a non-negative int, got {k!r}")
+        conds = build_filters(namespace, where) + time_filters(since, until)
+        match = match_expression(query)
+        with self._mutex:
+            self._check_open()
+            if not self._meta.lexical_ready:
+                raise SpaceReadOnlyError(f"space {self.path} predates the lexical index; "
+                                         "open it once for writing to build it")
+            return self._meta.lexical_search(match, conds, k) if match and k else []
 
     def read(self, name: str, memories: Sequence[StoredMemory]) -> list[np.ndarray]:
         """Each memory's rows of array ``name``, in order.
