@@ -1,10 +1,73 @@
-"""Pure-PyTorch reference for routing: the contract the Triton kernel must match."""
+"""The MSA routing rule in PyTorch: the one definition of it in this project.
+
+Chunk score ``S[n] = max_t mean_h cos(q[t, h], k[n, h // G])`` (G = HQ / HKV, GQA); document
+score = max over its chunks; top-k documents after an optional mask. Written in the folded
+form (README.md, "Derivation"): unit queries summed per kv group and divided by HQ, so a
+chunk's score is one dot product per query token and a block of chunks one GEMM. Nothing of
+size ``[N, T, HQ]`` is built; the literal ``max_t mean_h cos`` is the tests' oracle.
+
+Callers: the Triton kernel (``parallel.py``) must match :func:`route_topk_ref`; the CPU
+path of ``msa_agent.runtime.routing.RoutingIndex`` and the router-training loss
+(``msa_agent.train.score``) call :func:`unit`, :func:`fold_queries` /
+:func:`fold_layers_as_heads`, :func:`chunk_scores` and :func:`doc_scores_ref` directly.
+"Layers as heads" is the rule on queries ``[T, L*HQ, D]`` and keys ``[N, L*HKV, D]``;
+per-layer scores are the rule applied to each layer (the lanes of :func:`chunk_scores`).
+"""
 
 from __future__ import annotations
 
 import torch
 
 EPS = 1e-6
+BLOCK = 16384  # chunks per GEMM: bounds the [B, L, block, T] temporary
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """``x / ‖x‖`` in float32 over the last axis (norms clamped at EPS, as the kernel does)."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def fold_queries(q: torch.Tensor, n_kv: int) -> torch.Tensor:
+    """``[..., HQ, D]`` -> ``[..., HKV, D]``: unit queries summed per GQA group, divided by HQ.
+
+    Then ``Σ_j <fold(q)[j], k̂[j]>`` is the mean over the HQ query heads of the cosine.
+    """
+    *lead, hq, d = q.shape
+    return unit(q).view(*lead, n_kv, hq // n_kv, d).sum(-2) / hq
+
+
+def fold_layers_as_heads(q: torch.Tensor, n_kv: int) -> torch.Tensor:
+    """``[..., L, HQ, D]`` -> ``[..., 1, 1, L*HKV*D]``: the L layers' heads as one set of heads.
+
+    The fold of all L*HQ heads is the mean over layers of each layer's fold; flattened, it is
+    one lane of one feature row, to be scored against keys ``k̂.flatten(1)[:, None, None]``.
+    """
+    return (fold_queries(q, n_kv).flatten(-3) / q.shape[-3])[..., None, None, :]
+
+
+def chunk_scores(
+    qf: torch.Tensor, k_hat: torch.Tensor, q_mask: torch.Tensor | None = None, block: int = BLOCK
+) -> torch.Tensor:
+    """``S[b, l, n] = max_t Σ_{h,d} qf[b, t, l, h, d] · k_hat[n, l, h, d]``, in blocks of chunks.
+
+    The rule's core: with folded queries and unit keys it is ``max_t mean_h cos``, one GEMM
+    per lane and block of ``block`` chunks, never an ``[N, T, HQ]`` tensor. Lanes ``L`` are
+    the layers scored apart (per-layer rule) or 1 (one set of heads).
+
+    qf: `[B, T, L, HKV, D]` (from :func:`fold_queries` / :func:`fold_layers_as_heads`),
+    k_hat: `[N, L, HKV, D]` unit keys, q_mask: `[B, T]` bool, False = padding token (left out
+    of the max) -> `[B, L, N]` float32. Differentiable (training calls it).
+    """
+    out = []
+    for s in range(0, k_hat.shape[0], block):
+        blk = torch.einsum("nlhd,btlhd->blnt", k_hat[s : s + block], qf)  # [B, L, n, T]
+        if q_mask is not None:
+            blk = blk.masked_fill(~q_mask[:, None, None], float("-inf"))
+        out.append(blk.amax(-1))
+    if not out:
+        return qf.new_zeros((qf.shape[0], k_hat.shape[1], 0))
+    return torch.cat(out, -1)
 
 
 def chunk_scores_ref(
@@ -18,26 +81,24 @@ def chunk_scores_ref(
     q: `[B, T, HQ, D]`, keys: `[N, HKV, D]`, key_scale: `[N]` or None -> `[B, N]` float32.
     With keys_normalized, keys * key_scale are taken as unit vectors (not renormalised).
     """
-    HQ, HKV = q.shape[2], keys.shape[1]
     k = keys.float()
     if key_scale is not None:
         k = k * key_scale.float()[:, None, None]
-    q_hat = q.float() / q.float().norm(dim=-1, keepdim=True).clamp_min(EPS)
-    k_hat = k if keys_normalized else k / k.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    k_hat = k_hat.repeat_interleave(HQ // HKV, dim=1)  # (N, HQ, D)
-    cos = torch.einsum("bthd,nhd->bnth", q_hat, k_hat)  # (B, N, T, HQ)
-    return cos.mean(-1).amax(-1)
+    k_hat = k if keys_normalized else unit(k)
+    qf = fold_queries(q, keys.shape[1]).flatten(-2)[:, :, None, None]  # [B, T, 1, 1, HKV*D]
+    return chunk_scores(qf, k_hat.flatten(1)[:, None, None])[:, 0]
 
 
 def doc_scores_ref(
     s: torch.Tensor, chunk_doc: torch.Tensor, num_docs: int, doc_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """Max over each document's chunks; masked or empty docs get -inf. s: `[B, N]` -> `[B, M]`."""
-    out = torch.full((s.shape[0], num_docs), float("-inf"), dtype=torch.float32, device=s.device)
-    idx = chunk_doc.long()[None].expand_as(s)
-    out = out.scatter_reduce(1, idx, s.float(), reduce="amax", include_self=True)
+    """Max over each document's chunks; masked or empty docs get -inf. s: `[..., N]` ->
+    `[..., M]`, chunk_doc: `[N]`, doc_mask: `[M]` bool or None. Differentiable (amax)."""
+    out = s.new_full((*s.shape[:-1], num_docs), float("-inf"), dtype=torch.float32)
+    idx = chunk_doc.long().expand_as(s)
+    out = out.scatter_reduce(-1, idx, s.float(), reduce="amax", include_self=True)
     if doc_mask is not None:
-        out = out.masked_fill(~doc_mask.bool()[None], float("-inf"))
+        out = out.masked_fill(~doc_mask.bool(), float("-inf"))
     return out
 
 

@@ -251,3 +251,57 @@ def test_topk_triton_gpu(M: int, k: int) -> None:
     torch.manual_seed(11)
     for _ in range(3):  # repeated calls reuse the counter protocol
         assert_topk_case(3, M, k, "cuda")
+
+
+def literal_chunk_scores(q: torch.Tensor, keys: torch.Tensor, key_scale: torch.Tensor | None,
+                         keys_normalized: bool) -> torch.Tensor:  # fmt: skip
+    """The paper's formula as written, max_t mean_h cos, through a `[B, N, T, HQ]` tensor."""
+    k = keys.float() if key_scale is None else keys.float() * key_scale.float()[:, None, None]
+    q_hat = q.float() / q.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    k_hat = k if keys_normalized else k / k.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    k_hat = k_hat.repeat_interleave(q.shape[2] // keys.shape[1], dim=1)  # (N, HQ, D)
+    return torch.einsum("bthd,nhd->bnth", q_hat, k_hat).mean(-1).amax(-1)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_naive_rule_is_the_literal_formula(normalized: bool) -> None:
+    """naive.py's folded, blocked form (the one definition) equals max_t mean_h cos."""
+    try:
+        from msa_agent.kernels.route_topk import naive
+    except ImportError:
+        from kernels.route_topk import naive
+    torch.manual_seed(12)
+    q, keys, _, _ = make(3, 63, 6, 2, 100, 37, 5, torch.float32, "cpu")
+    scale = torch.rand(37) + 0.5
+    if normalized:
+        keys = naive.unit(keys) / scale[:, None, None]
+    want = literal_chunk_scores(q, keys, scale, normalized)
+    got = naive.chunk_scores_ref(q, keys, scale, normalized)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # blocks of 8 chunks and padded query tokens (as the training loss calls it)
+    qf = naive.fold_queries(q, 2).flatten(2)[:, :, None, None]  # [B, T, 1, 1, HKV*D]
+    k_hat = naive.unit(keys.float() * scale[:, None, None]).flatten(1)[:, None, None]
+    mask = torch.arange(63)[None] < torch.tensor([63, 10, 1])[:, None]
+    blocked = naive.chunk_scores(qf, k_hat, mask, block=8)[:, 0]
+    for b, t in enumerate([63, 10, 1]):
+        ref = literal_chunk_scores(q[b : b + 1, :t], keys, scale, normalized)[0]
+        torch.testing.assert_close(blocked[b], ref, atol=1e-5, rtol=0)
+
+
+def test_naive_layers_as_heads_is_the_rule_on_flattened_heads() -> None:
+    """``[T, L, HQ, D]`` queries against ``[N, L, HKV, D]`` keys, layers as heads: the rule on
+    ``[T, L*HQ, D]`` and ``[N, L*HKV, D]``; per layer: the rule on each layer's slice."""
+    try:
+        from msa_agent.kernels.route_topk import naive
+    except ImportError:
+        from kernels.route_topk import naive
+    torch.manual_seed(13)
+    q, keys = torch.randn(5, 3, 6, 16), naive.unit(torch.randn(29, 3, 2, 16))
+    heads = naive.chunk_scores(naive.fold_layers_as_heads(q, 2)[None],
+                               keys.flatten(1)[:, None, None])[0, 0]  # fmt: skip
+    flat = literal_chunk_scores(q.flatten(1, 2)[None], keys.flatten(1, 2), None, True)[0]
+    torch.testing.assert_close(heads, flat, atol=1e-5, rtol=0)
+    per = naive.chunk_scores(naive.fold_queries(q, 2)[None], keys)[0]  # [L, N]
+    for i in range(3):
+        ref = literal_chunk_scores(q[None, :, i], keys[:, i], None, True)[0]
+        torch.testing.assert_close(per[i], ref, atol=1e-5, rtol=0)

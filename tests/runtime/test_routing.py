@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,3 +148,36 @@ def test_rankings_identical_to_recorded() -> None:
 
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(routing_outputs()))
+
+
+def test_fused_kernel_through_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``use_kernel=True`` on CPU runs the Triton ``route_topk`` (interpreter) from ``rank``
+    and selects the same top-k, in the same order, as the torch rule."""
+    pytest.importorskip("triton")
+    from msa_agent.kernels import _dispatch
+    from msa_agent.kernels.route_topk import parallel
+
+    if not _dispatch.interpret_mode():
+        pytest.skip("needs TRITON_INTERPRET=1 (set by tests/conftest.py without CUDA)")
+    calls = []
+    real = parallel.route_topk_triton
+    monkeypatch.setattr(parallel, "route_topk_triton", lambda *a: calls.append(a) or real(*a))
+    gen = torch.Generator().manual_seed(7)
+    docs = [torch.randn(int(torch.randint(1, 5, (1,), generator=gen)), 2, 2, 16, generator=gen)
+            for _ in range(40)]
+    ids, spaces = [f"m{i}" for i in range(40)], ["a" if i % 3 else "b" for i in range(40)]
+    kernel, torch_path = RoutingIndex(use_kernel=True), RoutingIndex(use_kernel=False)
+    assert RoutingIndex().use_kernel is False  # auto: the kernel only for keys on CUDA
+    for index in (kernel, torch_path):
+        index.add(ids, spaces, docs)
+        index.remove(["m1"])
+    for t in (1, 4):
+        q = torch.randn(t, 2, 4, 16, generator=gen)
+        got = kernel.rank(q, 8, kernel.mask_for("a"))
+        want = torch_path.rank(q, 8, torch_path.mask_for("a"))
+        assert got.docs == want.docs and got.best_chunk == want.best_chunk
+        assert got.layer_scores == want.layer_scores
+        # the kernel folds the query in bf16: scores agree to its precision
+        torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(want.scores),
+                                   atol=5e-3, rtol=0)
+    assert len(calls) == 2
