@@ -1,10 +1,10 @@
-"""Trainable router projections and a differentiable copy of the runtime's "heads" rule.
+"""Trainable router projections, scored by the runtime's "heads" rule for the InfoNCE loss.
 
-The rule (``msa_agent.runtime.routing``, ``combine="heads"``): unit router-q per (token,
-layer, query head); unit router-k per (chunk, layer, kv head); a chunk's score is the max over
-query tokens of the mean over (layer, query head) of the cosine, GQA-grouped; a document's
-score is the max over its chunks. Here it is written with padding so it batches and
-back-propagates (through the arg-maxes, as a max does).
+The rule is the one of ``msa_agent.kernels.route_topk.naive`` (also what
+``RoutingIndex.rank(combine="heads")`` calls): a chunk's score is the max over query tokens of
+the mean over (layer, query head) of the cosine, GQA-grouped; a document's score is the max
+over its chunks. Here the same functions run on a batch of padded queries (padding tokens
+masked out of the max) and back-propagate, through the arg-maxes as a max does.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from msa_agent.kernels.route_topk.naive import (
+    chunk_scores,
+    doc_scores_ref,
+    fold_layers_as_heads,
+    unit,
+)
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
 from msa_agent.train.cache import Packed
-
-NEG = float("-inf")
 
 
 class TrainableRouter(nn.Module):
@@ -118,51 +121,40 @@ def pad_rows(packed: Packed, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Te
 
 
 def query_features(tr: TrainableRouter, x: torch.Tensor) -> torch.Tensor:
-    """Folded unit queries ``[B, T, L*Hkv*D]``, scaled so a dot with keys is the mean cosine."""
-    b, t = x.shape[:2]
-    q = F.normalize(tr.project(x.flatten(0, 1), "q"), dim=-1)  # [B*T, L, Hq, D]
-    n, layers, hq, d = q.shape
-    hkv = tr.shape.n_kv_heads
-    folded = q.view(n, layers, hkv, hq // hkv, d).sum(3) / (hq * layers)
-    return folded.reshape(b, t, -1)
+    """Folded unit queries ``[B, T, 1, 1, L*Hkv*D]`` (layers as heads) of ``[B, T, L, hidden]``."""
+    q = tr.project(x.flatten(0, 1), "q")  # [B*T, L, Hq, D]
+    return fold_layers_as_heads(q, tr.shape.n_kv_heads).unflatten(0, x.shape[:2])
 
 
 def key_features(tr: TrainableRouter, chunks: torch.Tensor) -> torch.Tensor:
-    """Unit routing keys ``[N, L*Hkv*D]`` of chunk-mean hidden states ``[N, L, hidden]``."""
-    return F.normalize(tr.project(chunks, "k"), dim=-1).flatten(1)
+    """Unit routing keys ``[N, 1, 1, L*Hkv*D]`` of chunk-mean hidden states ``[N, L, hidden]``."""
+    return unit(tr.project(chunks, "k")).flatten(1)[:, None, None]
 
 
 def doc_keys(tr: TrainableRouter, docs: Packed, idx: Sequence[int]
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys of the chunks of documents ``idx`` and a ``[D, Cmax]`` gather index (pad = N)."""
+    """Keys of the chunks of documents ``idx`` and each chunk's document ``[N]`` (0..len-1)."""
     rows = [docs.row(i) for i in idx]
     keys = key_features(tr, torch.cat(rows))
-    lengths = [r.shape[0] for r in rows]
-    gather = torch.full((len(rows), max(lengths)), keys.shape[0], dtype=torch.long,
-                        device=keys.device)
-    start = 0
-    for j, n in enumerate(lengths):
-        gather[j, :n] = torch.arange(start, start + n)
-        start += n
-    return keys, gather
+    counts = torch.tensor([r.shape[0] for r in rows], device=keys.device)
+    return keys, torch.repeat_interleave(torch.arange(len(rows), device=keys.device), counts)
 
 
 def heads_scores(qf: torch.Tensor, qmask: torch.Tensor, keys: torch.Tensor,
-                 gather: torch.Tensor) -> torch.Tensor:
-    """Document scores ``[B, D]``: max over query tokens, then max over each doc's chunks."""
-    s = torch.einsum("btf,nf->btn", qf, keys)
-    s = s.masked_fill(~qmask[:, :, None], NEG).amax(1)  # [B, N] chunk scores
-    s = torch.cat([s, s.new_full((s.shape[0], 1), NEG)], 1)
-    return s[:, gather].amax(-1)  # [B, D]
+                 chunk_doc: torch.Tensor) -> torch.Tensor:
+    """Document scores ``[B, D]``: the naive rule's chunk scores (padding tokens masked out),
+    then its max over each document's chunks (every document has at least one chunk)."""
+    s = chunk_scores(qf, keys, qmask)[:, 0]  # [B, N]
+    return doc_scores_ref(s, chunk_doc, int(chunk_doc.max()) + 1, None)
 
 
 @torch.no_grad()
 def score_matrix(tr: TrainableRouter, queries: Packed, q_idx: Sequence[int], docs: Packed,
                  d_idx: Sequence[int], block: int = 64) -> torch.Tensor:
     """Scores ``[len(q_idx), len(d_idx)]`` under the runtime rule, in query blocks."""
-    keys, gather = doc_keys(tr, docs, d_idx)
+    keys, chunk_doc = doc_keys(tr, docs, d_idx)
     out = []
     for s in range(0, len(q_idx), block):
         x, mask = pad_rows(queries, q_idx[s : s + block])
-        out.append(heads_scores(query_features(tr, x), mask, keys, gather))
+        out.append(heads_scores(query_features(tr, x), mask, keys, chunk_doc))
     return torch.cat(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,24 @@ def test_read_pairs_jsonl(tmp_path: Path) -> None:
     path.write_text('{"query": "", "positive": "x"}\n')
     with pytest.raises(InvalidInputError, match="p.jsonl:1"):
         read_pairs_jsonl(path)
+
+
+def test_training_scores_are_the_kernel_reference(lm, cache) -> None:  # noqa: ANN001
+    """The loss's padded, batched document scores equal ``route_topk_ref`` (the kernel's
+    contract, naive.py) on each query's layers-as-heads ``[T, L*Hq, D]`` against each
+    document's ``[C, L*Hkv, D]``; and they back-propagate into the router."""
+    from msa_agent.kernels.route_topk.naive import route_topk_ref
+    from msa_agent.train.trainer import batch_loss
+
+    data = build_dataset(cache, synthetic_pairs(5, seed=6))
+    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=2)
+    got = score_matrix(tr, data.queries, range(5), data.docs, range(5), block=2)
+    with torch.no_grad():
+        for qi in range(5):
+            q = tr.project(data.queries.row(qi), "q").flatten(1, 2)[None]  # [1, T, L*Hq, D]
+            for d in range(5):
+                k = tr.project(data.docs.row(d), "k").flatten(1, 2)  # [C, L*Hkv, D]
+                _, val, _ = route_topk_ref(q, k, torch.zeros(len(k), dtype=torch.long), 1, 1)
+                assert float(got[qi, d]) == pytest.approx(float(val[0, 0]), abs=1e-5)
+    batch_loss(tr, data, range(5), 0.1, 0, random.Random(0)).backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in tr.parameters())
