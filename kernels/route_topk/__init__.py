@@ -1,4 +1,8 @@
-"""route_topk: fused MSA routing score, document max-reduction, mask and top-k."""
+"""route_topk: fused MSA routing score, document max-reduction, mask and top-k.
+
+The rule is defined once, in ``naive.py`` (README.md, "Where the rule lives"); this is its
+fused Triton form, dispatched by device (torch reference otherwise).
+"""
 
 from __future__ import annotations
 
