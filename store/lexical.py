@@ -45,9 +45,7 @@ they this those through to too under until up very was we were what when where w
 whom why will with would you your yours yourself yourselves
 """.split())
 
-_DDL = (
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-    f"text, content='memories', tokenize='{TOKENIZER}')",
+_TRIGGERS = (
     f"CREATE TRIGGER IF NOT EXISTS memories_fts_ai AFTER INSERT ON memories BEGIN "
     f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.rowid, new.text); END",
     f"CREATE TRIGGER IF NOT EXISTS memories_fts_ad AFTER DELETE ON memories BEGIN "
@@ -84,8 +82,11 @@ def require_fts5() -> None:
 
 def create_index(conn: Any) -> None:
     """Create the FTS table and its sync triggers (idempotent); ``conn`` is a SQLAlchemy
-    connection inside the caller's transaction."""
-    for stmt in _DDL:
+    connection inside the caller's transaction. Reads ``TOKENIZER`` at call time, so a
+    measurement can compare tokenizers (tests/store/measure_lexical.py)."""
+    conn.exec_driver_sql(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+                         f"text, content='memories', tokenize='{TOKENIZER}')")
+    for stmt in _TRIGGERS:
         conn.exec_driver_sql(stmt)
 
 
