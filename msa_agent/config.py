@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,6 +69,11 @@ class MemoryConfig(BaseModel):
         "in one gather launch); None = 2048 MB on CUDA, 256 MB on CPU; 0 = read the store "
         "each time.",
     )
+    compact_dead_fraction: float | None = Field(
+        0.25, gt=0, le=1,
+        description="After a forget, compact the arrays (reclaim the disk of deleted rows) once "
+        "this share of their rows is dead; None = only on `Memory.compact()` / `msa compact`.",
+    )
     hop_min_score: float | None = Field(
         None, description="Memory interleave: a later round whose best new memory scores below "
         "this ends the rounds (None = only the round limit and, for 'auto', a repeat).",
@@ -81,3 +87,40 @@ class MemoryConfig(BaseModel):
         if not v or len(set(v)) != len(v) or any(i < 0 for i in v):
             raise ValueError("msa_layers must be a non-empty list of distinct layer indices >= 0")
         return sorted(v)
+
+
+@dataclass(frozen=True)
+class SpaceLayout:
+    """What shapes a space's stored arrays: recorded with the space and with its bundles.
+
+    One definition for the facade (an existing space keeps its layout), the runtime (the
+    fingerprint and array specs) and bundles (a new space recreates the bundle's layout).
+    """
+
+    msa_layers: tuple[int, ...] | None = None
+    chunk_size: int = 64
+    store_dtype: str = "float16"
+    keep_full_kv: bool = False
+    full_kv_layers: str = "msa"
+    max_doc_tokens: int = 512
+
+    @classmethod
+    def of(cls, cfg: MemoryConfig) -> SpaceLayout:
+        return cls.from_json(cfg.model_dump())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SpaceLayout:
+        """The layout fields present in ``data`` (a stored setting or a config dump)."""
+        known = {k: data[k] for k in LAYOUT_FIELDS if data.get(k) is not None}
+        if "msa_layers" in known:
+            known["msa_layers"] = tuple(int(i) for i in known["msa_layers"])
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["msa_layers"] = None if self.msa_layers is None else list(self.msa_layers)
+        return out
+
+
+LAYOUT_FIELDS = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers",
+                 "max_doc_tokens")

@@ -24,3 +24,7 @@ class UnknownMemoryError(MsaError, KeyError):
 
 class RouterMismatchError(MsaError):
     """A router file does not belong to the loaded model."""
+
+
+class RoutingQualityWarning(UserWarning):
+    """Routing runs on the model's own Q/K, measured at chance level across documents."""

@@ -151,6 +151,16 @@ class Space:
             space._apply_wipes()
         return space
 
+    @staticmethod
+    def check_where(where: Mapping[str, Any] | None) -> None:
+        """Raise the error ``find`` would raise for this ``where``, without a query."""
+        build_filters(None, where)
+
+    @staticmethod
+    def is_space(path: str | Path) -> bool:
+        """Whether ``path`` holds a space (its metadata database); no file is opened."""
+        return (Path(path) / META_FILE).is_file()
+
     @classmethod
     def open_or_create(cls, path: str | Path, fingerprint: dict[str, Any],
                        arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
@@ -477,6 +487,15 @@ class Space:
                 "sqlite_bytes": sqlite_bytes,
                 "bytes_on_disk": dir_size(self.path),
             }
+
+    def dead_fraction(self) -> float:
+        """Share of committed array rows (chunks and tokens together) that no memory owns:
+        what ``compact`` would reclaim."""
+        with self._mutex:
+            self._check_open()
+            _, tokens, chunks = self._meta.totals()
+            committed = self._ends["chunk"] + self._ends["token"]
+            return 0.0 if committed == 0 else 1 - (chunks + tokens) / committed
 
     def _spec(self, name: str) -> ArraySpec:
         if name not in self.arrays:

@@ -77,14 +77,15 @@ def test_bad_input_and_empty_space(tmp_path: Path, tiny_pair) -> None:
             mem.answer("  ")
 
 
-def test_pooled_read_refuses_spaces_with_pre_rope_pooled_keys(tmp_path: Path, tiny_pair) -> None:
-    """Older spaces pooled K before RoPE; pooled reading them would be silently wrong."""
+def test_pooled_read_refuses_spaces_with_other_pooled_keys(tmp_path: Path, tiny_pair) -> None:
+    """Pooled K not stored as post-RoPE chunk means (a bundle of another layout was imported)
+    would be read silently wrong: pooled reading is refused."""
     with open_mem(tmp_path / "new", tiny_pair) as mem:
         mem.remember_many(FACTS)
         assert mem.answer("Alice?", k=2, read="pooled", max_new_tokens=2).read == "pooled"
         mem.export(tmp_path / "bundle")
-        mem._space.set_setting("pooled_k", "pre-rope")  # what an older space looks like
-        with pytest.raises(InvalidInputError, match="before RoPE"):
+        mem._engine._space.set_setting("pooled_k", "pre-rope")  # another layout's space
+        with pytest.raises(InvalidInputError, match="post-RoPE"):
             mem.answer("Alice?", k=2, read="pooled")
         assert mem.answer("Alice?", k=2, read="text", max_new_tokens=2).read == "text"
         mem.export(tmp_path / "old-bundle")
@@ -92,7 +93,7 @@ def test_pooled_read_refuses_spaces_with_pre_rope_pooled_keys(tmp_path: Path, ti
         mem.import_(tmp_path / "bundle")  # same layout: pooled reading still works
         assert mem.answer("Alice?", k=2, read="pooled", max_new_tokens=2).read == "pooled"
         mem.import_(tmp_path / "old-bundle")  # different layout: the space is now mixed
-        with pytest.raises(InvalidInputError, match="before RoPE"):
+        with pytest.raises(InvalidInputError, match="post-RoPE"):
             mem.answer("Alice?", k=2, read="pooled")
 
 

@@ -64,8 +64,8 @@ def read_minilm(mem: Any, retriever: MiniLM, ids: Sequence[str], k: int, read: s
     from msa_agent.runtime.stream import AnswerStream, ReadOnce
 
     def ask(q: Question) -> str:
-        memories = mem._space.get_many([ids[i] for i in retriever.search(q.text, k)])
-        reader = Reader(mem._engine, mem._space, q.text, memories, read)
+        memories = [mem._engine.get(ids[i]) for i in retriever.search(q.text, k)]
+        reader = Reader(mem._engine, q.text, memories, read)
         return AnswerStream(mem._engine, ReadOnce(mem._engine, reader, [], 32), {}).collect().text
 
     return ask

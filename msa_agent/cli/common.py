@@ -94,7 +94,7 @@ def open_memory(path: Path | None, model: str | None = None, namespace: str | No
     from msa_agent.memory import Memory
     from msa_agent.store import SpaceNotFoundError
 
-    if not create and not (space_path(path) / "meta.sqlite").exists():
+    if not create and not Memory.exists(space_path(path)):
         raise SpaceNotFoundError(f"no memory space at {space_path(path)}; create one with "
                                  "`msa init` or pass --path")
     hf_logging.disable_progress_bar()

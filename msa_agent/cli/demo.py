@@ -42,7 +42,7 @@ def demo(
 ) -> None:
     """Remember a few sessions, tool results and documents, then recall them with MSA routing."""
     from msa_agent import Memory
-    from msa_agent.runtime.engine import RoutingQualityWarning
+    from msa_agent.errors import RoutingQualityWarning
 
     console = Console()
     folder = path or Path(tempfile.mkdtemp(prefix="msa-demo-"))

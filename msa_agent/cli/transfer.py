@@ -42,10 +42,10 @@ def import_(
 
     A new space is created with the bundle's model and layout unless --model says otherwise.
     """
-    from msa_agent.bundle import read_manifest
+    from msa_agent.memory import Memory
 
-    manifest = read_manifest(src)
-    fresh = not (space_path(path) / "meta.sqlite").exists()
+    manifest = Memory.read_bundle(src)
+    fresh = not Memory.exists(space_path(path))
     layout = manifest.layout() if fresh else {}
     with open_memory(path, model=model or (manifest.model if fresh else None), create=True,
                      **layout) as mem, progress_bar() as bar:

@@ -11,12 +11,14 @@ Reading modes:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import MemoryKV, rotate_memory
-from msa_agent.store import Space, StoredMemory
+from msa_agent.model.loader import LoadedModel
+from msa_agent.store import StoredMemory
 
 READ_MODES = ("auto", "pooled", "full", "text")
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -28,9 +30,9 @@ SYSTEM = "Answer the question in a few words, using the memories when they are r
 def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
     """Resolve ``auto``; refuse a mode the space or model cannot serve."""
     if read not in READ_MODES:
-        raise ValueError(f"read must be one of {READ_MODES}, got {read!r}")
+        raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
     if read == "full" and not has_full:
-        raise ValueError("read='full' needs a space created with keep_full_kv=True")
+        raise InvalidInputError("read='full' needs a space created with keep_full_kv=True")
     if read == "auto":
         return "pooled" if msa_trained else "text"
     return read
@@ -84,11 +86,12 @@ def pooled_kv(
     return mkv, max((len(sel) for sel in per_layer.values()), default=0)
 
 
-def check_pooled_layout(space: Space) -> None:
-    """Refuse pooled reading of a space whose pooled K were stored before RoPE."""
-    if space.get_setting(POOLED_K_SETTING) != POOLED_K_ROPE:
-        raise ValueError("this space stores pooled K before RoPE (made by msa-agent < 0.2); "
-                         "read='pooled' needs a space re-created by this version")
+def check_pooled_layout(layout: str | None) -> None:
+    """Refuse pooled reading of a space whose pooled K were not all stored after RoPE."""
+    if layout != POOLED_K_ROPE:
+        raise InvalidInputError(
+            f"this space's pooled K are {layout!r} (bundles of another layout were imported); "
+            "read='pooled' needs a space whose pooled K are all post-RoPE chunk means")
 
 
 def stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -100,13 +103,27 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+class MemorySource(Protocol):
+    """What a reader needs of the runtime (the engine): the model and the memories' K/V."""
+
+    lm: LoadedModel
+    tokenizer: Any
+    layers: list[int]
+    full_layers: list[int]
+
+    @property
+    def pooled_layout(self) -> str | None: ...
+
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory]) -> list[KV]: ...
+
+
 class Reader:
     """Everything generation needs once routing is done: prompt, memory K/V, start position.
 
     ``per_layer`` (``pooled`` reading) gives each MSA layer its own selected memories.
     """
 
-    def __init__(self, engine: Any, space: Space, question: str, memories: Sequence[StoredMemory],
+    def __init__(self, engine: MemorySource, question: str, memories: Sequence[StoredMemory],
                  read: str, per_layer: Mapping[int, Sequence[StoredMemory]] | None = None
                  ) -> None:
         tok, model = engine.tokenizer, engine.lm.model
@@ -117,11 +134,11 @@ class Reader:
         self.start = 0
         self.memory_tokens = sum(m.n_tokens for m in memories)
         if read == "full" and memories:
-            fetched = engine.read_kv("full", space, memories)
+            fetched = engine.read_kv("full", memories)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)
         elif read == "pooled" and per_layer:
-            check_pooled_layout(space)
+            check_pooled_layout(engine.pooled_layout)
             chosen = list({m.id: m for sel in per_layer.values() for m in sel}.values())
-            fetched = dict(zip([m.id for m in chosen], engine.read_kv("pooled", space, chosen)))
+            fetched = dict(zip([m.id for m in chosen], engine.read_kv("pooled", chosen)))
             self.memory, self.start = pooled_kv(fetched, per_layer, engine.layers)
             self.memory_tokens = sum(m.n_chunks for m in chosen)

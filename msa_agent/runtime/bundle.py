@@ -26,18 +26,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
+from msa_agent.config import SpaceLayout
 from msa_agent.errors import InvalidInputError
 from msa_agent.runtime.answer import POOLED_K_SETTING
 from msa_agent.store import ArraySpec, FingerprintMismatchError, NewMemory, Space, StoredMemory
 from msa_agent.store.validate import fingerprint_diff
-
-if TYPE_CHECKING:
-    from msa_agent.runtime.engine import Engine
 
 FORMAT = "msa-agent-bundle"
 VERSION = 1
@@ -68,9 +65,9 @@ class Manifest:
 
     def layout(self) -> dict[str, Any]:
         """``MemoryConfig`` overrides that recreate the bundle's layout in a new space."""
-        keys = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers")
-        out = {k: self.space_config[k] for k in keys if self.space_config.get(k) is not None}
-        out.setdefault("msa_layers", self.fingerprint.get("msa_layers"))
+        stored = {"msa_layers": self.fingerprint.get("msa_layers"), **self.space_config}
+        out = {k: v for k, v in SpaceLayout.from_json(stored).to_json().items()
+               if k in stored and stored[k] is not None}
         if self.fingerprint.get("dtype") in ("float32", "bfloat16", "float16"):
             out["dtype"] = self.fingerprint["dtype"]  # compute dtype is part of the fingerprint
         return out
@@ -224,29 +221,27 @@ def _parse_manifest(src: Path, data: Any) -> Manifest:
         raise InvalidInputError(f"{src}: malformed manifest ({e})") from None
 
 
-def import_bundle(space: Space, engine: Engine, src: str | Path,
-                  progress: Progress | None = None) -> ImportReport:
-    """Add the memories of the bundle at ``src`` to ``space`` and to ``engine``'s index.
+@contextmanager
+def memory_batches(src: str | Path, manifest: Manifest
+                   ) -> Iterator[Iterator[tuple[list[NewMemory], list[dict[str, np.ndarray]]]]]:
+    """The bundle's memories with their rows of every array, ``BATCH`` at a time.
 
-    Refused (``FingerprintMismatchError``) when the bundle was made with another model or
-    layout. Ids are preserved; ids already present are skipped.
+    Checksums are verified first; a zip is extracted to a temporary folder for the duration.
     """
-    manifest = read_manifest(src)
-    check_compatible(manifest, space)
-    if manifest.space_config.get(POOLED_K_SETTING) != space.get_setting(POOLED_K_SETTING):
-        space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading is refused from now on
     with _unpacked(Path(src), manifest) as folder:
         arrays = {s.name: np.load(folder / f"arrays/{s.name}.npy", mmap_mode="r")
                   for s in manifest.arrays}
-        reencode = manifest.router_id != engine.router_id
-        done = skipped = 0
-        offsets = {"chunk": 0, "token": 0}
-        for batch in _batches(list(_read_memories(folder / MEMORIES_FILE))):
-            added = _import_batch(space, engine, batch, arrays, manifest, offsets, reencode)
-            done, skipped = done + added, skipped + len(batch) - added
-            if progress:
-                progress(len(batch))
-    return ImportReport(done, skipped, reencode and done > 0)
+        yield _batches_of(folder, manifest, arrays)
+
+
+def _batches_of(folder: Path, manifest: Manifest, arrays: dict[str, np.ndarray]
+                ) -> Iterator[tuple[list[NewMemory], list[dict[str, np.ndarray]]]]:
+    offsets = {"chunk": 0, "token": 0}
+    for batch in _batches(list(_read_memories(folder / MEMORIES_FILE))):
+        rows = [_slice_rows(d, manifest.arrays, arrays, offsets) for d in batch]
+        memories = [NewMemory(**{k: d[k] for k in _FIELDS}, created_at=d["created_at"])
+                    for d in batch]
+        yield memories, rows
 
 
 def check_compatible(manifest: Manifest, space: Space) -> None:
@@ -301,30 +296,6 @@ def _read_memories(path: Path) -> Iterator[dict[str, Any]]:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise InvalidInputError(f"{MEMORIES_FILE} line {n}: {e}") from None
             yield d
-
-
-def _import_batch(space: Space, engine: Engine, batch: list[dict[str, Any]],
-                  arrays: dict[str, np.ndarray], manifest: Manifest, offsets: dict[str, int],
-                  reencode: bool) -> int:
-    present = {m.id for m in space.get_many([d["id"] for d in batch])}
-    memories, data = [], []
-    for d in batch:
-        rows = _slice_rows(d, manifest.arrays, arrays, offsets)
-        if d["id"] not in present:
-            memories.append(NewMemory(**{k: d[k] for k in _FIELDS}, created_at=d["created_at"]))
-            data.append(rows)
-    if not memories:
-        return 0
-    ids = space.add(memories, data)
-    stored = space.get_many(ids)
-    if reencode:
-        engine.reencode_routing(space, stored)
-        keys = space.read("route_k", stored)
-    else:
-        keys = [d["route_k"] for d in data]
-    engine.index.add(ids, [m.namespace for m in stored],
-                     [torch.from_numpy(np.ascontiguousarray(k)) for k in keys])
-    return len(ids)
 
 
 def _slice_rows(d: dict[str, Any], specs: list[ArraySpec], arrays: dict[str, np.ndarray],

@@ -1,75 +1,106 @@
-"""The runtime behind ``Memory``: encoder + router + resident routing index, over one space."""
+"""The runtime behind ``Memory``: one object owns the space, the routing index and the caches.
+
+The facade validates, locks (with :attr:`Engine.lock`) and formats; everything that touches
+the space, the resident routing index or the K/V host tier goes through this class. Index
+positions never leave it: routes come back as :class:`Recalled` stored memories.
+"""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
-from dataclasses import replace
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
-from msa_agent.config import MemoryConfig
-from msa_agent.errors import InvalidInputError
+from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.errors import InvalidInputError, RoutingQualityWarning
 from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint
-from msa_agent.model.router import Router, shipped_router
+from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import query_ids, special_prefix, split_text
+from msa_agent.runtime import bundle
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
+from msa_agent.runtime.interleave import Hops, interleave
+from msa_agent.runtime.reencode import original_ids, reencode_routing
 from msa_agent.runtime.residency import HostKVCache
+from msa_agent.runtime.results import Recalled, Scope
+from msa_agent.runtime.router_choice import OWN_QK, pick_router
 from msa_agent.runtime.routing import Ranked, RoutingIndex
-from msa_agent.store import ArraySpec, Space, StoredMemory
+from msa_agent.store import ArraySpec, NewMemory, Space, StoredMemory
 
-OWN_QK = "own_qk"
-_REENCODE_BATCH = 64
+__all__ = ["Engine", "NewDoc", "RoutingQualityWarning", "OWN_QK"]
+
 CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587 one by one
 CUDA_BATCH_TOKENS = 16384
 HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
 
 
-class RoutingQualityWarning(UserWarning):
-    """Routing runs on the model's own Q/K, measured at chance level across documents."""
+@dataclass(frozen=True)
+class NewDoc:
+    """A memory to store: its text and row fields (the facade has validated them)."""
+
+    text: str
+    namespace: str
+    kind: str = "document"
+    metadata: dict[str, Any] | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
 
 
 class Engine:
-    """Encodes, stores and routes; the facade only validates and formats."""
+    """Encodes, stores, routes and reads, over the one space it owns."""
 
-    def __init__(self, lm: LoadedModel, cfg: MemoryConfig, router: Router | None) -> None:
-        self.lm, self.cfg, self.router = lm, cfg, router
+    def __init__(self, lm: LoadedModel, cfg: MemoryConfig, router: Router | None,
+                 space: Space) -> None:
+        self.lm, self.cfg, self.router, self._space = lm, cfg, router, space
         self.tokenizer = lm.tokenizer
         self.shape = ModelShape.of(lm.model)
         self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
-        self.full_layers = (list(range(self.shape.n_layers)) if cfg.full_kv_layers == "all"
-                            else self.layers)
+        self.full_layers = _full_layers(self.shape, self.layers, cfg)
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
                                keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
+        self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.index = RoutingIndex(lm.device)
-        budget = _host_cache_bytes(lm, cfg)
-        pin = lm.device.type == "cuda"
+        budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
                          for kind in ("pooled", "full")}
 
-    def read_kv(self, kind: str, space: Space, memories: Sequence[StoredMemory]
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:
-        from the host tier when cached (one gather launch), else from the store."""
-        return self.kv_cache[kind].fetch(space, memories, self.lm.device)
-
-    def forget(self, ids: Sequence[str]) -> None:
-        """Drop deleted memories from the routing index and the host tier."""
-        self.index.remove(list(ids))
-        for cache in self.kv_cache.values():
-            cache.evict(ids)
-
+    # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def build(cls, lm: LoadedModel, cfg: MemoryConfig) -> Engine:
-        """Pick the router per ``cfg.routing``; warn when falling back to the model's own Q/K."""
+    def open(cls, path: str | Path, lm: LoadedModel, cfg: MemoryConfig) -> Engine:
+        """Open (or create) the space at ``path`` for ``lm`` and load its routing index.
+
+        Picks the router per ``cfg.routing`` (warning when falling back to the model's own
+        Q/K) and re-encodes stored routing keys that another router made.
+        """
         layers = resolve_msa_layers(ModelShape.of(lm.model), cfg.msa_layers)
-        return cls(lm, cfg, _pick_router(lm, cfg, layers))
+        router = pick_router(lm, cfg, layers)
+        fp, specs = space_fingerprint(lm, cfg, layers), array_specs(lm, cfg, layers)
+        space = Space.open_or_create(Path(path), fp, specs)
+        try:
+            engine = cls(lm, cfg, router, space)
+            engine._attach()
+            space.set_setting("config", stored_config(cfg, lm))
+        except BaseException:  # a failed open must not keep the space locked
+            space.close()
+            raise
+        return engine
+
+    def close(self) -> None:
+        with self.lock:
+            self._space.close()
+
+    @property
+    def path(self) -> Path:
+        return self._space.path
 
     @property
     def routing_mode(self) -> str:
@@ -79,124 +110,232 @@ class Engine:
     def router_id(self) -> str:
         return self.router.router_id if self.router is not None else OWN_QK
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What a space's arrays depend on; a different one cannot share the space."""
-        fp = {**model_fingerprint(self.lm), "msa_layers": self.layers,
-              "chunk_size": self.cfg.chunk_size, "store_dtype": self.cfg.store_dtype,
-              "keep_full_kv": self.cfg.keep_full_kv}
-        if self.cfg.keep_full_kv and self.cfg.full_kv_layers != "msa":  # older spaces: no key
-            fp["full_kv_layers"] = self.cfg.full_kv_layers
-        return fp
-
-    def array_specs(self) -> list[ArraySpec]:
-        s, n_layers, dt = self.shape, len(self.layers), self.cfg.store_dtype
-        kv = (n_layers, s.n_kv_heads, s.head_dim)
-        specs = [ArraySpec(n, "chunk", kv, dt) for n in ("route_k", "pooled_k", "pooled_v")]
-        if self.cfg.keep_full_kv:
-            full = (len(self.full_layers), s.n_kv_heads, s.head_dim)
-            specs += [ArraySpec(n, "token", full, dt) for n in ("full_k", "full_v")]
-        return specs
-
-    # ---------------------------------------------------------------- space binding
-    def attach(self, space: Space) -> None:
+    def _attach(self) -> None:
         """Load routing keys into the resident index, re-encoding them if the router changed."""
-        made_with = space.get_setting("router_id")
-        live = space.live_chunks()
-        if space.get_setting(POOLED_K_SETTING) is None:  # older spaces pooled pre-RoPE K
-            space.set_setting(POOLED_K_SETTING, "pre-rope" if live else POOLED_K_ROPE)
-        if live and made_with not in (None, self.router_id):
-            self.reencode_routing(space, live)
+        space, live = self._space, self._space.live_chunks()
+        if space.get_setting(POOLED_K_SETTING) is None:
+            space.set_setting(POOLED_K_SETTING, POOLED_K_ROPE)
+        if live and space.get_setting("router_id") not in (None, self.router_id):
+            self._reencode(live)
         space.set_setting("router_id", self.router_id)
-        self._load_index(space, live)
+        self._load_index(live)
 
-    def refresh_routing(self, space: Space, router: Router | None | str = "keep") -> int:
-        """Switch to ``router`` (unless "keep"), re-encode every stored memory's routing keys
-        with it and rebuild the resident index; K/V stay. Returns the number re-encoded."""
-        if router != "keep":
-            if router is not None and sorted(router.layer_ids) != self.layers:
-                raise InvalidInputError(f"router covers layers {router.layer_ids}, "
-                                        f"this space uses {self.layers}")
-            self.router = self.encoder.router = router  # type: ignore[assignment]
-        live = space.live_chunks()
-        if live:
-            self.reencode_routing(space, live)
-        space.set_setting("router_id", self.router_id)
+    def _load_index(self, live: Sequence[StoredMemory]) -> None:
         self.index = RoutingIndex(self.lm.device)
-        self._load_index(space, live)
-        return len(live)
-
-    def _load_index(self, space: Space, live: Sequence[StoredMemory]) -> None:
         if live:
-            keys, _owner = space.read_all("route_k")
+            keys, _owner = self._space.read_all("route_k")
             splits = [m.n_chunks for m in live]
             self.index.add([m.id for m in live], [m.namespace for m in live],
                            list(torch.from_numpy(keys).split(splits)))
 
-    def reencode_routing(self, space: Space, live: Sequence[StoredMemory]) -> None:
-        """Recompute only the routing keys of stored memories (their K/V stay).
+    # ---------------------------------------------------------------- writes
+    def add(self, docs: Sequence[NewDoc]) -> list[str]:
+        """Split, encode (batched) and store ``docs`` in one atomic write; one id per doc.
 
-        The space is marked ``partial:`` first: keys of two routers may then be mixed, so a
-        run cut short (a killed process) is re-encoded at the next open, whatever the router.
-        The caller records the final router id once every memory is done.
+        A text longer than ``max_doc_tokens`` becomes several parts linked by ``source_id``
+        (the first part's id, which is the id returned).
         """
-        space.set_setting("router_id", f"partial:{self.router_id}")
-        ids = self._original_ids(live)
-        with Progress(transient=True) as bar:
-            task = bar.add_task("re-encoding routing keys", total=len(live))
-            for s in range(0, len(live), _REENCODE_BATCH):
-                batch = live[s : s + _REENCODE_BATCH]
-                docs = self.encoder.encode([ids[m.id] for m in batch])
-                for m, d in zip(batch, docs):
-                    space.overwrite("route_k", m, self._np(d.route_k))
-                bar.advance(task, len(batch))
+        planned = [self._plan(d) for d in docs]
+        pieces = [p for plan in planned for p in plan]
+        if pieces:
+            encoded = self.encoder.encode([ids for ids, _ in pieces])
+            memories = [replace(m, n_tokens=e.n_tokens, n_chunks=e.n_chunks)
+                        for (_, m), e in zip(pieces, encoded)]
+            self._store(memories, [self._arrays(e) for e in encoded])
+        return [plan[0][1].id or "" for plan in planned]
 
-    def _original_ids(self, live: Sequence[StoredMemory]) -> dict[str, list[int]]:
-        """Token ids each memory was first encoded from.
+    def _plan(self, d: NewDoc) -> list[tuple[list[int], NewMemory]]:
+        parts = split_text(self.tokenizer, d.text, self.cfg.max_doc_tokens)
+        first = uuid.uuid4().hex
+        return [(p.ids, NewMemory(
+            text=p.text, namespace=d.namespace, kind=d.kind, metadata=dict(d.metadata or {}),
+            session_id=d.session_id, user_id=d.user_id, agent_id=d.agent_id, source_id=first,
+            part=p.part, n_tokens=len(p.ids), id=first if p.part == 0 else uuid.uuid4().hex,
+        )) for p in parts]
 
-        A long text was cut into parts by token position; re-tokenising one part alone can
-        differ at its edges, so the parts of a source are joined and split again the same way.
-        A source whose parts no longer split back the same way falls back to each part's text.
-        """
-        by_source: dict[str, list[StoredMemory]] = {}
-        for m in live:
-            by_source.setdefault(m.source_id or m.id, []).append(m)
-        out: dict[str, list[int]] = {}
-        for parts in by_source.values():
-            parts.sort(key=lambda m: m.part)
-            pieces = split_text(self.tokenizer, "".join(m.text for m in parts),
-                                self.cfg.max_doc_tokens) if len(parts) > 1 else []
-            same = [p.text for p in pieces] == [m.text for m in parts]
-            for i, m in enumerate(parts):
-                out[m.id] = pieces[i].ids if same else _fit(self._ids(m.text), m.n_tokens)
-        return out
+    def _store(self, memories: Sequence[NewMemory], arrays: Sequence[dict[str, np.ndarray]]
+               ) -> list[str]:
+        """One atomic space write, then index what was stored (store dtype, so a reopened
+        space ranks identically)."""
+        with self.lock:
+            ids = self._space.add(memories, arrays)
+            keys = [torch.from_numpy(np.ascontiguousarray(a["route_k"])) for a in arrays]
+            self.index.add(ids, [m.namespace for m in memories], keys)
+        return ids
 
-    # ---------------------------------------------------------------- write / route
-    def store(self, space: Space, pending: Sequence[Any]) -> None:
-        """Encode every pending document in batched passes, then one atomic space write."""
-        docs = self.encoder.encode([p.ids for p in pending])
-        memories = [_with_counts(p, d) for p, d in zip(pending, docs)]
-        arrays = [self._arrays(d) for d in docs]
-        ids = space.add(memories, arrays)
-        # index what was stored (store dtype), so a reopened space ranks identically
-        keys = [torch.from_numpy(a["route_k"]) for a in arrays]
-        self.index.add(ids, [m.namespace for m in memories], keys)
+    def remove(self, ids: Sequence[str]) -> int:
+        """Delete memories (rows gone, array rows zeroed), drop them from the index and the
+        host tier; compact once enough rows are dead. Returns how many were deleted."""
+        with self.lock:
+            n = self._space.delete(list(ids))
+            self.index.remove(list(ids))
+            for cache in self.kv_cache.values():
+                cache.evict(ids)
+            limit = self.cfg.compact_dead_fraction
+            if n and limit is not None and self._space.dead_fraction() >= limit:
+                self.compact()
+            return n
 
-    def route(self, ids: list[int], k: int, namespace: str | None,
-              allowed: list[str] | None, exclude: set[int] | None = None) -> Ranked:
-        """Top-``k`` documents for query token ids, among allowed and not excluded ones."""
-        q = self.encoder.query_vectors(ids)
-        mask = self.index.mask_for(namespace, allowed)
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the arrays without dead rows; returns bytes on disk before and after."""
+        with self.lock:
+            before = self._space.stats()["bytes_on_disk"]
+            self._space.compact()
+            self._load_index(self._space.live_chunks())  # drop the index's dead rows too
+            return before, self._space.stats()["bytes_on_disk"]
+
+    def refresh_routing(self, router: Router | None | str = "keep") -> int:
+        """Switch to ``router`` (unless "keep"), re-encode every stored memory's routing keys
+        with it and rebuild the resident index; K/V stay. Returns the number re-encoded."""
+        with self.lock:
+            if router != "keep":
+                if router is not None and sorted(router.layer_ids) != self.layers:
+                    raise InvalidInputError(f"router covers layers {router.layer_ids}, "
+                                            f"this space uses {self.layers}")
+                self.router = self.encoder.router = router  # type: ignore[assignment]
+                self._space.set_setting("config", stored_config(self.cfg, self.lm))
+            live = self._space.live_chunks()
+            if live:
+                self._reencode(live)
+            self._space.set_setting("router_id", self.router_id)
+            self._load_index(live)
+            return len(live)
+
+    def _reencode(self, live: Sequence[StoredMemory]) -> None:
+        reencode_routing(self._space, self.encoder, self.tokenizer, self.cfg.max_doc_tokens,
+                         live, self.router_id, self._np)
+
+    # ---------------------------------------------------------------- export / import
+    def export(self, dest: str | Path, namespaces: Sequence[str] | None,
+               progress: Callable[[int], None] | None) -> bundle.ExportReport:
+        with self.lock:
+            return bundle.export_space(self._space, self.router_id, dest, namespaces, progress)
+
+    def import_bundle(self, src: str | Path, progress: Callable[[int], None] | None
+                      ) -> bundle.ImportReport:
+        """Add a bundle's memories (ids kept; ids already here skipped), re-encoding their
+        routing keys when the bundle's router differs from this space's."""
+        manifest = bundle.read_manifest(src)
+        with self.lock:
+            bundle.check_compatible(manifest, self._space)
+            if manifest.space_config.get(POOLED_K_SETTING) != self._space.get_setting(
+                    POOLED_K_SETTING):
+                self._space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading refused
+            reencode = manifest.router_id != self.router_id
+            done = skipped = 0
+            with bundle.memory_batches(src, manifest) as batches:
+                for memories, rows in batches:
+                    added = self._import_batch(memories, rows, reencode)
+                    done, skipped = done + added, skipped + len(memories) - added
+                    if progress:
+                        progress(len(memories))
+        return bundle.ImportReport(done, skipped, reencode and done > 0)
+
+    def _import_batch(self, memories: list[NewMemory], rows: list[dict[str, np.ndarray]],
+                      reencode: bool) -> int:
+        present = {m.id for m in self._space.get_many([m.id or "" for m in memories])}
+        keep = [i for i, m in enumerate(memories) if m.id not in present]
+        if not keep:
+            return 0
+        if reencode:  # the bundle's keys came from another router: encode ours first
+            parts = [memories[i] for i in keep]
+            ids = original_ids(self.tokenizer, self.cfg.max_doc_tokens, parts)
+            encoded = self.encoder.encode([ids[m.id or ""] for m in parts])
+            for i, e in zip(keep, encoded):
+                rows[i] = {**rows[i], "route_k": self._np(e.route_k)}
+        return len(self._store([memories[i] for i in keep], [rows[i] for i in keep]))
+
+    # ---------------------------------------------------------------- reads
+    def get(self, id: str) -> StoredMemory | None:
+        with self.lock:
+            return self._space.get(id)
+
+    def find(self, namespace: str | None, where: Mapping[str, Any] | None = None,
+             **kwargs: Any) -> list[StoredMemory]:
+        """Stored memories of ``namespace`` (None = all) matching ``where``; as ``Space.find``."""
+        with self.lock:
+            return self._space.find(namespace, where, **kwargs)
+
+    def namespaces(self) -> list[str]:
+        with self.lock:
+            return self._space.namespaces()
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return self._space.stats()
+
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory]
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:
+        from the host tier when cached (one gather launch), else from the store."""
+        with self.lock:
+            return self.kv_cache[kind].fetch(self._space, memories, self.lm.device)
+
+    @property
+    def pooled_layout(self) -> str | None:
+        """How pooled K were stored ("rope", or "pre-rope"/"mixed" for spaces that can't be
+        read pooled)."""
+        return self._space.get_setting(POOLED_K_SETTING)
+
+    # ---------------------------------------------------------------- routing
+    def query(self, text: str) -> torch.Tensor:
+        """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward."""
+        return self.encoder.query_vectors(query_ids(self.tokenizer, text,
+                                                    self.cfg.max_doc_tokens))
+
+    def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
+               q: torch.Tensor | None = None) -> list[Recalled]:
+        """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1)."""
+        def route(text: str, exclude: set[str]) -> list[Recalled]:
+            first = q if (q is not None and text == question) else None
+            return self.route(text, k, scope, exclude, first)
+
+        return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score)
+
+    def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
+              q: torch.Tensor | None = None) -> list[Recalled]:
+        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
+        q = self.query(text) if q is None else q
+        with self.lock:
+            mask = self._mask(scope, exclude)
+            ranked = self.index.rank(q, k, mask, self.cfg.layer_combine)
+            return self._recalled(ranked)
+
+    def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
+                        ) -> dict[int, list[StoredMemory]]:
+        """The paper's protocol: each MSA layer selects its own top-``k`` memories."""
+        q = self.query(text) if q is None else q
+        with self.lock:
+            if not self.index.doc_ids:
+                return {}
+            chosen = self.index.rank_per_layer(q, k, self._mask(scope, None))
+            by_id = self._memories({d for sel in chosen for d in sel})
+            ids = self.index.doc_ids
+            return {layer: [by_id[ids[d]] for d in sel if ids[d] in by_id]
+                    for layer, sel in zip(self.layers, chosen)}
+
+    def _mask(self, scope: Scope, exclude: set[str] | None) -> torch.Tensor:
+        allowed = [m.id for m in self._space.find(scope.namespace, scope.where)] \
+            if scope.where else None
+        mask = self.index.mask_for(scope.namespace, allowed)
         if exclude:
-            mask[list(exclude)] = False
-        return self.index.rank(q, k, mask, self.cfg.layer_combine)
+            mask &= ~self.index.mask_for(None, list(exclude))
+        return mask
 
-    def route_per_layer(
-        self, ids: list[int], k: int, namespace: str | None, allowed: list[str] | None = None
-    ) -> dict[int, list[int]]:
-        """The paper's protocol: each MSA layer selects its own top-``k`` documents."""
-        q = self.encoder.query_vectors(ids)
-        mask = self.index.mask_for(namespace, allowed)
-        return dict(zip(self.layers, self.index.rank_per_layer(q, k, mask)))
+    def _memories(self, positions: set[int]) -> dict[str, StoredMemory]:
+        ids = [self.index.doc_ids[d] for d in positions]
+        return {m.id: m for m in self._space.get_many(ids)}
+
+    def _recalled(self, ranked: Ranked) -> list[Recalled]:
+        by_id = self._memories(set(ranked.docs))
+        out = []
+        for d, score, per_layer, chunk in zip(ranked.docs, ranked.scores, ranked.layer_scores,
+                                              ranked.best_chunk):
+            m = by_id.get(self.index.doc_ids[d])
+            if m is not None:
+                out.append(Recalled(m, score, layer_scores=dict(zip(self.layers, per_layer)),
+                                    best_chunk=chunk))
+        return out
 
     def chunk_text(self, text: str, chunk: int) -> str:
         """The characters of ``text`` covered by pooled chunk number ``chunk``."""
@@ -207,9 +346,7 @@ class Engine:
         hi = min(len(offs), (chunk + 1) * p - lead)
         return text[offs[lo][0] : offs[hi - 1][1]] if lo < hi else ""
 
-    def _ids(self, text: str) -> list[int]:
-        return query_ids(self.tokenizer, text, 1 << 30)
-
+    # ---------------------------------------------------------------- helpers
     def _np(self, t: torch.Tensor) -> np.ndarray:
         return t.to(torch.float32).numpy().astype(self.cfg.store_dtype)
 
@@ -221,9 +358,33 @@ class Engine:
         return out
 
 
-def _fit(ids: list[int], n: int) -> list[int]:
-    """Best effort for a part whose source cannot be re-split: keep its stored length."""
-    return ids[:n] + ids[-1:] * max(0, n - len(ids))
+def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> dict[str, Any]:
+    """What a space's arrays depend on; a different one cannot share the space."""
+    fp = {**model_fingerprint(lm), "msa_layers": layers, "chunk_size": cfg.chunk_size,
+          "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv}
+    if cfg.keep_full_kv and cfg.full_kv_layers != "msa":
+        fp["full_kv_layers"] = cfg.full_kv_layers
+    return fp
+
+
+def array_specs(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> list[ArraySpec]:
+    s, dt = ModelShape.of(lm.model), cfg.store_dtype
+    kv = (len(layers), s.n_kv_heads, s.head_dim)
+    specs = [ArraySpec(n, "chunk", kv, dt) for n in ("route_k", "pooled_k", "pooled_v")]
+    if cfg.keep_full_kv:
+        full = (len(_full_layers(s, layers, cfg)), s.n_kv_heads, s.head_dim)
+        specs += [ArraySpec(n, "token", full, dt) for n in ("full_k", "full_v")]
+    return specs
+
+
+def stored_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:
+    """The ``config`` setting of a space: its model, layout and routing choice."""
+    return {"model": lm.name, **SpaceLayout.of(cfg).to_json(), "routing": cfg.routing,
+            "router_path": cfg.router_path}
+
+
+def _full_layers(shape: ModelShape, layers: list[int], cfg: MemoryConfig) -> list[int]:
+    return list(range(shape.n_layers)) if cfg.full_kv_layers == "all" else layers
 
 
 def _host_cache_bytes(lm: LoadedModel, cfg: MemoryConfig) -> int:
@@ -236,30 +397,3 @@ def _host_cache_bytes(lm: LoadedModel, cfg: MemoryConfig) -> int:
 def _default_batch_tokens(lm: LoadedModel) -> int:
     """Padded tokens per pass: small on CPU (bigger batches were slower there), large on GPU."""
     return CUDA_BATCH_TOKENS if lm.device.type == "cuda" else CPU_BATCH_TOKENS
-
-
-def _with_counts(p: Any, d: EncodedDoc) -> Any:
-    return replace(p.memory, id=p.id, n_tokens=d.n_tokens, n_chunks=d.n_chunks)
-
-
-def _pick_router(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> Router | None:
-    if cfg.routing == OWN_QK:
-        return None
-    if lm.router is not None and cfg.router_path is None and lm.router.layer_ids == layers:
-        return lm.router  # an MSA checkpoint's own learned router
-    fp = model_fingerprint(lm)
-    path = cfg.router_path or shipped_router(fp, layers)
-    if path is not None:
-        return Router.load(path, fp).to(lm.device)
-    if cfg.routing == "learned":
-        raise InvalidInputError(
-            f"routing='learned' but no router exists for {lm.name} on layers {layers}: "
-            "train one with `msa train-router` and pass router_path=..."
-        )
-    warnings.warn(
-        f"no trained router for {lm.name}: routing uses the model's own Q/K, which ranks "
-        "documents at about chance level (docs/recall.md). Train one with `msa train-router`.",
-        RoutingQualityWarning,
-        stacklevel=3,
-    )
-    return None

@@ -11,67 +11,48 @@ since scores of different rounds come from different queries and are not compara
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Literal
 
-from msa_agent.runtime.routing import Ranked
+from msa_agent.errors import InvalidInputError
+from msa_agent.runtime.results import Recalled
 
 Hops = int | Literal["auto"]
 AUTO_MAX_ROUNDS = 3
-
-
-@dataclass
-class Hit:
-    """One recalled document: its index position, score, round, and what led to it."""
-
-    doc: int
-    score: float
-    round: int
-    via: list[int] = field(default_factory=list)
-    layer_scores: list[float] = field(default_factory=list)
-    best_chunk: int = 0
+# (query text, ids to leave out) -> routed memories, best first
+Route = Callable[[str, set[str]], list[Recalled]]
 
 
 def max_rounds(hops: Hops) -> int:
     if hops == "auto":
         return AUTO_MAX_ROUNDS
     if not isinstance(hops, int) or isinstance(hops, bool) or hops < 1:
-        raise ValueError(f"hops must be a positive integer or 'auto', got {hops!r}")
+        raise InvalidInputError(f"hops must be a positive integer or 'auto', got {hops!r}")
     return hops
 
 
-def interleave(
-    route: Callable[[str, set[int]], Ranked],
-    text_of: Callable[[int], str],
-    question: str,
-    k: int,
-    hops: Hops,
-    *,
-    expand: int = 1,
-    min_score: float | None = None,
-) -> list[Hit]:
-    """Run the rounds; ``route(text, exclude)`` ranks documents not in ``exclude``.
+def interleave(route: Route, question: str, k: int, hops: Hops, *,
+               min_score: float | None = None) -> list[Recalled]:
+    """Run the rounds; ``route(text, exclude)`` ranks memories not in ``exclude``.
 
-    A later round excludes only the memories already appended to the query (``via``), so a
+    A later round excludes only the memory already appended to the query (``via``), so a
     memory that round 1 ranked low can still come first once its bridge is known. With
     ``"auto"``, a round whose best memory was already found adds no evidence and ends them.
     """
-    rounds: list[list[Hit]] = []
-    seen: set[int] = set()
-    expanded: set[int] = set()
-    query, via = question, []
+    rounds: list[list[Recalled]] = []
+    seen: set[str] = set()
+    expanded: set[str] = set()
+    query, via = question, ()
     for r in range(1, max_rounds(hops) + 1):
-        ranked = route(query, expanded)
-        new = [Hit(d, s, r, list(via), ls, c) for d, s, ls, c in
-               zip(ranked.docs, ranked.scores, ranked.layer_scores, ranked.best_chunk)]
-        stale = hops == "auto" and new and new[0].doc in seen
+        new = [replace(h, round=r, via=via) for h in route(query, expanded)]
+        stale = hops == "auto" and new and new[0].memory.id in seen
         if not new or (r > 1 and (stale or _below(new[0].score, min_score))):
             break
         rounds.append(new)
-        seen |= {h.doc for h in new}
-        via = [h.doc for h in new[:expand]]
-        expanded |= set(via)
-        query = "\n".join([question, *(text_of(d) for d in via)])
+        seen |= {h.memory.id for h in new}
+        via = (new[0].memory.id,)
+        expanded.add(new[0].memory.id)
+        query = "\n".join([question, new[0].memory.text])
     return _round_robin(rounds, k)
 
 
@@ -79,13 +60,13 @@ def _below(score: float, floor: float | None) -> bool:
     return floor is not None and score < floor
 
 
-def _round_robin(rounds: list[list[Hit]], k: int) -> list[Hit]:
+def _round_robin(rounds: list[list[Recalled]], k: int) -> list[Recalled]:
     """r1#1, r2#1, ..., r1#2, r2#2, ...; a memory keeps its first (best) appearance."""
-    out: list[Hit] = []
-    taken: set[int] = set()
+    out: list[Recalled] = []
+    taken: set[str] = set()
     for rank in range(max((len(r) for r in rounds), default=0)):
         for hit in (r[rank] for r in rounds if rank < len(r)):
-            if hit.doc not in taken:
-                taken.add(hit.doc)
+            if hit.memory.id not in taken:
+                taken.add(hit.memory.id)
                 out.append(hit)
     return out[:k]

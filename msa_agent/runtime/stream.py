@@ -11,11 +11,11 @@ A *source* produces the generated token ids and, once exhausted, describes what 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from msa_agent.runtime.answer import Reader, stop_ids
+from msa_agent.runtime.answer import MemorySource, Reader, stop_ids
 from msa_agent.runtime.generate import greedy
 from msa_agent.runtime.generative import (
     GenerativeState,
@@ -23,11 +23,15 @@ from msa_agent.runtime.generative import (
     SelectPerLayer,
     generative_rounds,
 )
-from msa_agent.store import Space, StoredMemory
-from msa_agent.types import Answer, AnswerRound, RecallHit
+from msa_agent.runtime.results import Recalled, recall_hit
+from msa_agent.store import StoredMemory
+from msa_agent.types import Answer, AnswerRound
 
-# (memory, round, score) -> the hit reported in an AnswerRound
-ToHit = Callable[[StoredMemory, int, float], RecallHit]
+
+class Runtime(MemorySource, Protocol):
+    """What a token source needs of the engine: readers' needs plus its lock."""
+
+    lock: AbstractContextManager[Any]
 
 
 class TokenSource(Protocol):
@@ -45,7 +49,7 @@ class TokenSource(Protocol):
 class ReadOnce:
     """Route once (or with routing-driven rounds), read, generate."""
 
-    def __init__(self, engine: Any, reader: Reader, hits: Sequence[RecallHit], max_new: int,
+    def __init__(self, engine: Runtime, reader: Reader, hits: Sequence[Recalled], max_new: int,
                  per_layer: Mapping[int, Sequence[StoredMemory]] | None = None) -> None:
         self._engine, self._reader, self._hits, self._max_new = engine, reader, hits, max_new
         self._per_layer = {layer: [m.id for m in sel] for layer, sel in (per_layer or {}).items()}
@@ -62,20 +66,17 @@ class ReadOnce:
 
     def rounds(self) -> list[AnswerRound]:
         numbers = sorted({h.round for h in self._hits})
-        return [AnswerRound(round=i, memories=[h for h in self._hits if h.round == i],
+        return [AnswerRound(round=i, memories=[recall_hit(h) for h in self._hits if h.round == i],
                             per_layer=self._per_layer if i == 1 else {}) for i in numbers]
 
 
 class GenerativeSource:
     """The model asks for documents by id; their text is appended; routing runs again."""
 
-    def __init__(self, engine: Any, space: Space, question: str, select: SelectPerLayer,
-                 max_rounds: int, max_new: int, to_hit: ToHit,
-                 lock: AbstractContextManager[Any] | None = None) -> None:
-        self._engine, self._space, self._question = engine, space, question
-        self._lock = lock or nullcontext()  # the facade's lock: readers touch the space
+    def __init__(self, engine: Runtime, question: str, select: SelectPerLayer,
+                 max_rounds: int, max_new: int) -> None:
+        self._engine, self._question = engine, question
         self._select, self._max_rounds, self._max_new = select, max_rounds, max_new
-        self._to_hit = to_hit
         self._protocol = IdProtocol.from_msa_config(getattr(engine.lm.msa, "raw", None))
         self._state = GenerativeState()
         self.read, self.prompt_tokens, self.memory_tokens = "pooled", 0, 0
@@ -89,8 +90,8 @@ class GenerativeSource:
 
     def _generate(self, prompt: str,
                   selection: Mapping[int, Sequence[StoredMemory]]) -> Iterator[int]:
-        with self._lock:
-            r = Reader(self._engine, self._space, prompt, [], "pooled", selection)
+        with self._engine.lock:
+            r = Reader(self._engine, prompt, [], "pooled", selection)
         self.prompt_tokens = max(self.prompt_tokens, len(r.prompt))
         self.memory_tokens = max(self.memory_tokens, r.memory_tokens)
         model = self._engine.lm.model
@@ -109,7 +110,7 @@ class GenerativeSource:
                 for i in ids:
                     votes[i] = votes.get(i, 0) + 1
             n_layers = max(1, len(rnd.selected))
-            hits = [self._to_hit(by_id[i], rnd.round, v / n_layers)
+            hits = [recall_hit(Recalled(by_id[i], v / n_layers, rnd.round))
                     for i, v in sorted(votes.items(), key=lambda kv: -kv[1])]
             out.append(AnswerRound(round=rnd.round, memories=hits, per_layer=rnd.selected,
                                    asked=rnd.asked, appended=rnd.appended))
@@ -119,7 +120,7 @@ class GenerativeSource:
 class AnswerStream:
     """Iterate to get text pieces as tokens come; ``.answer`` holds the result afterwards."""
 
-    def __init__(self, engine: Any, source: TokenSource, timings: dict[str, float]) -> None:
+    def __init__(self, engine: Runtime, source: TokenSource, timings: dict[str, float]) -> None:
         self._engine, self._source, self._timings = engine, source, dict(timings)
         self.answer: Answer | None = None
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cli_fixtures import Msa, docs, model_dir, msa  # noqa: F401
 
-from msa_agent.bundle import VERSION, read_manifest
 from msa_agent.errors import InvalidInputError
+from msa_agent.runtime.bundle import VERSION, read_manifest
 from tests_helpers import make_llama, make_tokenizer
 
 

@@ -16,6 +16,7 @@ from msa_agent.model.attention import MemoryKV
 from msa_agent.model.msa_checkpoint import parse_settings
 from msa_agent.runtime.answer import prompt_ids, stop_ids
 from msa_agent.runtime.generate import greedy
+from msa_agent.runtime.results import Scope
 
 LAYERS = [2, 3]
 DOCS = ["Paris is the capital of France.", "Alice works for Acme in Lisbon.",
@@ -81,11 +82,9 @@ def test_msa_checkpoint_loads_settings_and_routes_like_the_paper(tmp_path: Path,
         assert mem.stats().routing == "learned"
         ids = mem.remember_many(DOCS)
         query = "Where does Alice work?"
-        qids = mem._engine.tokenizer(query)["input_ids"]
-        got = mem._engine.route_per_layer(qids, 2, "default")
+        got = mem._engine.route_per_layer(query, 2, Scope("default"))
         pos = {d: i for i, d in enumerate(ids)}
-        got = {layer: [pos[mem._engine.index.doc_ids[d]] for d in docs]
-               for layer, docs in got.items()}
+        got = {layer: [pos[m.id] for m in chosen] for layer, chosen in got.items()}
     assert got == naive_layer_topk(ckpt, state, tokenizer, query, 2)
 
 

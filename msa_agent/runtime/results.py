@@ -1,0 +1,43 @@
+"""What the runtime hands back: stored memories with their routing evidence, never positions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from msa_agent.store import StoredMemory
+from msa_agent.types import Explanation, RecallHit
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which memories a request may see: one namespace, narrowed by ``where`` equality filters."""
+
+    namespace: str
+    where: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One routed memory: its routing score, the round that found it and why.
+
+    ``via`` holds the ids of the memories whose text led to it (memory interleave);
+    ``layer_scores`` maps each MSA layer to the memory's score there; ``best_chunk`` is the
+    chunk (offset within the memory) that scored highest.
+    """
+
+    memory: StoredMemory
+    score: float
+    round: int = 1
+    via: tuple[str, ...] = ()
+    layer_scores: dict[int, float] = field(default_factory=dict)
+    best_chunk: int = 0
+
+
+def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit:
+    """The public form of a routed memory."""
+    m = r.memory
+    return RecallHit(id=m.id, text=m.text, score=r.score, kind=m.kind, namespace=m.namespace,
+                     metadata=m.metadata, created_at=m.created_at, source_id=m.source_id,
+                     round=r.round, via=list(r.via), explanation=explanation)
