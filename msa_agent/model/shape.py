@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedModel
 
-from msa_agent.model.loader import text_config
+
+def text_config(model: PreTrainedModel) -> Any:
+    """The decoder config (Gemma3 nests it under ``text_config``)."""
+    cfg = model.config
+    return getattr(cfg, "text_config", None) or cfg
 
 
 @dataclass(frozen=True)
