@@ -34,10 +34,10 @@ from typing import Any
 import torch
 import typer
 
-from msa_agent.train.data import Article, wiki_split
 from msa_agent.model.loader import load_model, model_fingerprint
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
+from msa_agent.train.data import Article, wiki_split
 from msa_agent.train.export import save_router
 from msa_agent.train.pairs import Pair, inverse_cloze
 from msa_agent.train.score import TrainableRouter
