@@ -32,7 +32,7 @@ from .errors import (
     SpaceReadOnlyError,
     StoreCorruptedError,
 )
-from .lexical import match_expression
+from .lexical import match_expression, require_fts5
 from .meta import MetaStore, build_filters, id_filter, time_filters
 from .types import ArraySpec, NewMemory, StoredMemory
 
@@ -93,6 +93,7 @@ class Space:
             raise SpaceExistsError(f"{path} already exists and is not empty")
         fp = v.json_normal(fingerprint, "fingerprint")
         specs = v.check_specs(arrays)
+        require_fts5()  # before anything is written, so a failed create leaves no folder
         path.mkdir(parents=True, exist_ok=True)
         fd = _lock(path)
         try:

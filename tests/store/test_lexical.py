@@ -207,6 +207,7 @@ def test_missing_fts5_is_a_clear_error(space_path: Path, monkeypatch: pytest.Mon
             Space.open(space_path)
     with pytest.raises(FTS5UnavailableError, match="without FTS5"):
         Space.create(space_path.parent / "other", FP, SPECS)
+    assert not (space_path.parent / "other").exists()
     monkeypatch.undo()
     Space.open(space_path).close()
 
