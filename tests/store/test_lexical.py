@@ -237,3 +237,14 @@ def test_older_space_gets_index_at_write_open(space_path: Path) -> None:
     assert_fts_consistent(space_path)
     with sqlite3.connect(space_path / "meta.sqlite") as con:
         assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+
+
+def test_read_only_reader_follows_writer(space_path: Path) -> None:
+    with Space.create(space_path, FP, SPECS, durable=False) as w:
+        (first,) = add_texts(w, ["quokka sighting"])
+        with Space.open(space_path, read_only=True) as ro:
+            assert [h[0] for h in ro.lexical_search("quokka", 5, None)] == [first]
+            (second,) = add_texts(w, ["another quokka, a larger quokka"])
+            assert [h[0] for h in ro.lexical_search("quokka", 5, None)] == [second, first]
+            w.delete([second])
+            assert [h[0] for h in ro.lexical_search("quokka", 5, None)] == [first]
