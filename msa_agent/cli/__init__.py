@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from msa_agent.cli.ask import ask
+from msa_agent.cli.bench import bench
 from msa_agent.cli.common import MsaGroup, root
 from msa_agent.cli.demo import demo
 from msa_agent.cli.doctor import doctor
 from msa_agent.cli.ingest import ingest
 from msa_agent.cli.memories import forget, ls, recall, show
-from msa_agent.cli.space import init, stats
+from msa_agent.cli.space import compact, init, stats
 from msa_agent.cli.train import train_router
 from msa_agent.cli.transfer import export, import_
 
@@ -29,12 +30,14 @@ app.command()(ask)
 app.command()(ls)
 app.command()(show)
 app.command()(forget)
+app.command()(compact)
 app.command()(stats)
 app.command()(export)
 app.command(name="import")(import_)
 app.command()(doctor)
 app.command()(demo)
 app.command(name="train-router")(train_router)
+app.command()(bench)
 
 
 def main() -> None:

@@ -1,0 +1,212 @@
+"""The benchmark runner: tasks x systems -> quality rows, cost rows, one JSON document.
+
+For each task, each system is created once, and at each stage ingests only the stage's new
+memories (timed), then answers every query with each of its variants (timed). Quality is
+scored per (split, kind) by :mod:`msa_agent.bench.metrics`; costs per (system, stage):
+ingest tokens/s (tokens counted with the default model's tokenizer for every system, so the
+rates compare), recall latency p50/p95, index bytes per token, and the peak RSS the process
+reached above its level when the system was created (sampled every 50 ms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from msa_agent.bench import metrics
+from msa_agent.bench.systems import BM25, MiniLM, MsaAgent, System
+from msa_agent.bench.tasks import Task
+from msa_agent.bench.tasks import build as build_task
+from msa_agent.bench.tasks.base import MemoryItem
+
+SYSTEMS = ("bm25", "minilm", "minilm-windows", "mem0", "msa")
+K = 5
+
+
+@dataclass
+class RunConfig:
+    """What to run. ``msa_variants``: row name -> ``recall`` kwargs (None: per routing mode)."""
+
+    tasks: Sequence[str]
+    mode: str = "quick"
+    systems: Sequence[str] = SYSTEMS
+    msa_variants: dict[str, dict[str, Any]] | None = None
+    workdir: Path = Path("bench-out/work")
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+
+class PeakRss:
+    """Peak resident memory above the starting level, sampled in a thread (MB)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self._proc, self.interval = psutil.Process(), interval
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from msa_agent.model.loader import ensure_default_model
+
+    return AutoTokenizer.from_pretrained(str(ensure_default_model()))
+
+
+def count_tokens(texts: Sequence[str]) -> int:
+    """Tokens of ``texts`` under the default model's (SmolLM2) tokenizer."""
+    tok = _tokenizer()
+    return sum(len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"])
+
+
+def make_system(name: str, workdir: Path, msa_variants: dict[str, dict[str, Any]] | None
+                ) -> System:
+    """A fresh system by its CLI name, with its scratch folder under ``workdir``."""
+    if name == "bm25":
+        return BM25()
+    if name in ("minilm", "minilm-windows"):
+        return MiniLM(windowed=name == "minilm-windows")
+    if name == "mem0":
+        from msa_agent.bench.systems import Mem0
+
+        return Mem0(workdir / "mem0")
+    if name == "msa":
+        return MsaAgent(workdir / "msa", msa_variants)
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+
+
+def _ingest(system: System, items: Sequence[MemoryItem]) -> float:
+    start = time.perf_counter()
+    system.add(items)
+    if isinstance(system, BM25):
+        system.build_all()
+    return time.perf_counter() - start
+
+
+def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: list[int]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Quality and cost rows of one system on one task, stage by stage."""
+    work = cfg.workdir / task.name / sys_name
+    shutil.rmtree(work, ignore_errors=True)
+    quality: list[dict[str, Any]] = []
+    costs: list[dict[str, Any]] = []
+    with PeakRss() as rss:
+        system = make_system(sys_name, work, cfg.msa_variants)
+        try:
+            seen = 0
+            for stage, tokens in zip(task.stages, stage_tokens):
+                new = stage.memories[seen:]
+                seen = len(stage.memories)
+                ingest_s = _ingest(system, new)
+                new_tokens = tokens - (costs[-1]["tokens"] if costs else 0)
+                for row, opts in system.variants().items():
+                    rankings, lat = [], []
+                    for q in stage.queries:
+                        start = time.perf_counter()
+                        rankings.append(system.search(q, K, opts))
+                        lat.append(time.perf_counter() - start)
+                    for r in metrics.score(stage.queries, rankings):
+                        quality.append({"task": task.name, "stage": stage.label, "system": row,
+                                        **r})
+                    idx = system.index_bytes()
+                    costs.append({
+                        "task": task.name, "stage": stage.label, "system": row,
+                        "memories": len(stage.memories), "tokens": tokens,
+                        "ingest_s": ingest_s, "ingest_tok_s": new_tokens / max(ingest_s, 1e-9),
+                        "p50_ms": 1000 * metrics.percentile(lat, 50),
+                        "p95_ms": 1000 * metrics.percentile(lat, 95),
+                        "bytes_per_token": None if idx is None else idx / tokens,
+                        "peak_ram_mb": rss.added_mb, "opts": opts})
+                    cfg.log(f"  {task.name}/{stage.label} {row}: "
+                            f"ingest {ingest_s:.1f}s, p50 {costs[-1]['p50_ms']:.1f} ms")
+        finally:
+            system.close()
+    return quality, costs
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    import psutil
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "git_commit": commit}
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Run every task on every system; the result document (also what gets written)."""
+    doc: dict[str, Any] = {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["msa", "bench", *sys.argv[2:]]) if "bench" in sys.argv[1:2]
+        else " ".join(sys.argv), "mode": cfg.mode, "machine": machine_info(), "k": K,
+        "tasks": {}, "quality": [], "costs": [], "skipped": {}}
+    for name in cfg.tasks:
+        task = build_task(name, cfg.mode, **cfg.overrides.get(name, {}))
+        stage_tokens = [count_tokens([m.text for m in st.memories]) for st in task.stages]
+        doc["tasks"][name] = {
+            "description": task.description, "params": task.params,
+            "fingerprint": task.fingerprint(),
+            "stages": [{"label": st.label, "memories": len(st.memories), "tokens": t,
+                        "queries": {s: sum(q.split == s for q in st.queries)
+                                    for s in ("val", "test")}}
+                       for st, t in zip(task.stages, stage_tokens)]}
+        cfg.log(f"{name}: {doc['tasks'][name]['stages']}")
+        for sys_name in cfg.systems:
+            try:
+                quality, costs = run_task_system(task, sys_name, cfg, stage_tokens)
+            except ImportError as exc:  # an optional baseline that is not installed
+                doc["skipped"][sys_name] = f"{type(exc).__name__}: {exc}"
+                cfg.log(f"  skipped {sys_name}: {exc}")
+                continue
+            doc["quality"] += quality
+            doc["costs"] += costs
+    doc["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return doc
+
+
+def write(doc: dict[str, Any], path: Path) -> Path:
+    """Write the result document as indented JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    return path

