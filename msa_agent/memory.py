@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from msa_agent.config import MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel, load_model, model_fingerprint, wrap_model
@@ -56,7 +58,10 @@ class Memory:
         if namespace != "default":
             explicit.add("namespace")
         fields = {**base.model_dump(), **overrides, "namespace": namespace}
-        cfg = MemoryConfig.model_validate(fields)
+        try:
+            cfg = MemoryConfig.model_validate(fields)
+        except ValidationError as exc:  # the one translation: pydantic's error is not ours
+            raise InvalidInputError(f"invalid memory settings: {exc}") from None
         lm, cfg = _resolve_model(Path(path), model, cfg, explicit)
         return cls(Engine.open(path, lm, cfg), cfg)
 

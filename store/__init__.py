@@ -13,13 +13,14 @@ from .errors import (
     SpaceReadOnlyError,
     StoreCorruptedError,
     StoreError,
+    StoreInputError,
 )
 from .space import Space
 from .types import ArraySpec, NewMemory, StoredMemory
 
 __all__ = [
     "ArraySpec", "NewMemory", "StoredMemory", "Space",
-    "StoreError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
+    "StoreError", "StoreInputError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
     "SpaceReadOnlyError", "FingerprintMismatchError", "StoreCorruptedError",
     "InvalidQueryError", "FTS5UnavailableError",
 ]

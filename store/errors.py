@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from msa_agent.errors import InvalidInputError, MsaError
 
-class StoreError(Exception):
-    """Base class of every store error."""
+
+class StoreError(MsaError):
+    """Base class of every store error (under the package's one root, ``MsaError``)."""
+
+
+class StoreInputError(StoreError, InvalidInputError):
+    """An argument the store cannot take (bad filter, bad batch, wrong array shape...).
+
+    Also an ``InvalidInputError`` (and so a ``ValueError``): the CLI maps it to exit code 2.
+    """
 
 
 class SpaceNotFoundError(StoreError):
@@ -35,7 +44,7 @@ class StoreCorruptedError(StoreError):
     """The sqlite file or the zarr arrays are unreadable, inconsistent or too new."""
 
 
-class InvalidQueryError(StoreError, ValueError):
+class InvalidQueryError(StoreInputError):
     """A query argument the store cannot take (a negative ``k``, a non-datetime ``since``...).
 
     Also a ``ValueError``, so callers that already catch bad input that way keep working.

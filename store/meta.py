@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import lexical
-from .errors import InvalidQueryError, StoreCorruptedError
+from .errors import InvalidQueryError, StoreCorruptedError, StoreInputError
 from .types import StoredMemory
 
 SCHEMA_VERSION = 2  # 2: the FTS5 lexical index (store/lexical.py), built at the first write-open
@@ -196,7 +196,7 @@ def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
     would use ``jsonb_typeof`` here, the only dialect-specific spot.
     """
     if not key or '"' in key:
-        raise ValueError(f"bad metadata key {key!r}")
+        raise StoreInputError(f"bad metadata key {key!r}")
     path = f'$."{key}"'
     jtype = func.json_type(MemoryRow.meta, path)
     extracted = func.json_extract(MemoryRow.meta, path)
@@ -211,7 +211,7 @@ def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
 
 def _check_scalar(key: str, value: Any) -> None:
     if value is not None and not isinstance(value, str | int | float | bool):
-        raise ValueError(f"filter {key!r}: values must be scalars or lists of scalars, "
+        raise StoreInputError(f"filter {key!r}: values must be scalars or lists of scalars, "
                          f"got {type(value).__name__}")
 
 
@@ -245,7 +245,7 @@ def build_filters(namespace: str | None, where: Mapping[str, Any] | None) -> lis
     conds: list[Any] = [] if namespace is None else [MemoryRow.namespace == namespace]
     for key, value in (where or {}).items():
         if not isinstance(key, str):
-            raise ValueError(f"filter keys must be strings, got {key!r}")
+            raise StoreInputError(f"filter keys must be strings, got {key!r}")
         conds.append(_condition(key, value))
     return conds
 

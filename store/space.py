@@ -31,6 +31,7 @@ from .errors import (
     SpaceNotFoundError,
     SpaceReadOnlyError,
     StoreCorruptedError,
+    StoreInputError,
 )
 from .lexical import match_expression, require_fts5
 from .meta import MetaStore, build_filters, id_filter, time_filters
@@ -202,7 +203,7 @@ class Space:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError("space is closed")
+            raise StoreInputError("space is closed")
         if self.read_only:
             self._follow_writer()
 
@@ -248,7 +249,7 @@ class Space:
         """Pre-assigned ids must be unique in the batch and new to the space."""
         given = [m.id for m in memories if m.id is not None]
         if len(set(given)) != len(given) or (given and self._meta.get_many(given)):
-            raise ValueError("a pre-assigned memory id is duplicated or already exists")
+            raise StoreInputError("a pre-assigned memory id is duplicated or already exists")
 
     def _allocate(self, memories: Sequence[NewMemory]) -> list[StoredMemory]:
         out, chunk, token = [], self._ends["chunk"], self._ends["token"]
@@ -276,7 +277,7 @@ class Space:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete memories by id: rows gone and their array rows zeroed. Returns how many."""
         if isinstance(ids, str):
-            raise ValueError("ids must be a sequence of ids, not a str")
+            raise StoreInputError("ids must be a sequence of ids, not a str")
         ids = list(dict.fromkeys(ids))
         step = 10_000  # SQLite bound-variable limit; each batch is its own transaction
         return sum(self._delete(id_filter(ids[i:i + step])) for i in range(0, len(ids), step))
@@ -354,9 +355,9 @@ class Space:
         ``since <= created_at < until`` when given (naive datetimes are taken as UTC).
         """
         if order not in ("created_at", "-created_at"):
-            raise ValueError(f"order must be 'created_at' or '-created_at', got {order!r}")
+            raise StoreInputError(f"order must be 'created_at' or '-created_at', got {order!r}")
         if (limit is not None and limit < 0) or offset < 0:
-            raise ValueError("limit and offset must be non-negative")
+            raise StoreInputError("limit and offset must be non-negative")
         conds = build_filters(namespace, where) + time_filters(since, until)
         with self._mutex:
             self._check_open()
@@ -403,7 +404,7 @@ class Space:
             self._check_open()
             end = self._ends[spec.unit]
             if any(a < 0 or b > end for a, b in ranges):
-                raise ValueError("a memory's rows lie outside the committed rows (stale?)")
+                raise StoreInputError("a memory's rows lie outside the committed rows (stale?)")
             blocks = merge_ranges(ranges, gap=spec.chunk_rows)
             data = [self._store.read(name, a, b) for a, b in blocks]
         starts = [a for a, _ in blocks]
@@ -421,7 +422,7 @@ class Space:
         """Every live row of ``name`` concatenated, and each row's owner index (int64).
 
         Owner ``i`` refers to ``live_chunks()[i]`` (same order, as long as nothing is written
-        in between; ``read_all_with_memories`` takes both under one lock). One contiguous
+        in between: the runtime reads both under its lock). One contiguous
         slice read; dead rows of deleted memories are dropped in RAM.
         """
         spec = self._spec(name)
@@ -429,16 +430,6 @@ class Space:
             self._check_open()
             ranges = self._meta.live_ranges(spec.unit)
             return self._gather_live(name, ranges)
-
-    def read_all_with_memories(self, name: str
-                               ) -> tuple[np.ndarray, np.ndarray, list[StoredMemory]]:
-        """``read_all`` plus the memories its owners index, race-free."""
-        spec = self._spec(name)
-        with self._mutex:
-            self._check_open()
-            live = self._meta.live()
-            rows, owners = self._gather_live(name, [m.rows(spec.unit) for m in live])
-            return rows, owners, live
 
     def _gather_live(self, name: str, ranges: list[tuple[int, int]]
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import StoreInputError
+
 Unit = Literal["chunk", "token"]
 Codec = Literal["lz4", "zstd", "none"]
 SUPPORTED_DTYPES = ("float16", "float32")
@@ -33,17 +35,17 @@ class ArraySpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "row_shape", tuple(int(d) for d in self.row_shape))
         if not self.name.isidentifier():
-            raise ValueError(f"array name must be an identifier, got {self.name!r}")
+            raise StoreInputError(f"array name must be an identifier, got {self.name!r}")
         if self.unit not in ("chunk", "token"):
-            raise ValueError(f"unit must be 'chunk' or 'token', got {self.unit!r}")
+            raise StoreInputError(f"unit must be 'chunk' or 'token', got {self.unit!r}")
         if self.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}, got {self.dtype!r}")
+            raise StoreInputError(f"dtype must be one of {SUPPORTED_DTYPES}, got {self.dtype!r}")
         if any(d <= 0 for d in self.row_shape):
-            raise ValueError(f"row_shape must be positive, got {self.row_shape}")
+            raise StoreInputError(f"row_shape must be positive, got {self.row_shape}")
         if self.rows_per_chunk is not None and self.rows_per_chunk <= 0:
-            raise ValueError("rows_per_chunk must be positive")
+            raise StoreInputError("rows_per_chunk must be positive")
         if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
+            raise StoreInputError(f"codec must be one of {CODECS}, got {self.codec!r}")
 
     @property
     def row_bytes(self) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FingerprintMismatchError
+from .errors import FingerprintMismatchError, StoreInputError
 from .types import ArraySpec, NewMemory, StoredMemory, Unit
 
 
@@ -19,40 +19,40 @@ def json_normal(value: Any, what: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must be JSON-serialisable: {e}") from None
+        raise StoreInputError(f"{what} must be JSON-serialisable: {e}") from None
 
 
 def _check_int(value: Any, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+        raise StoreInputError(f"{what} must be a non-negative int, got {value!r}")
 
 
 def _check_opt_str(value: Any, what: str) -> None:
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"{what} must be a str or None, got {type(value).__name__}")
+        raise StoreInputError(f"{what} must be a str or None, got {type(value).__name__}")
 
 
 def check_memory(m: Any, i: int) -> None:
     """Field checks of one ``NewMemory``."""
     if not isinstance(m, NewMemory):
-        raise ValueError(f"memories[{i}] must be a NewMemory, got {type(m).__name__}")
+        raise StoreInputError(f"memories[{i}] must be a NewMemory, got {type(m).__name__}")
     if not isinstance(m.text, str):
-        raise ValueError(f"memories[{i}].text must be a str")
+        raise StoreInputError(f"memories[{i}].text must be a str")
     for name in ("namespace", "kind"):
         value = getattr(m, name)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"memories[{i}].{name} must be a non-empty str")
+            raise StoreInputError(f"memories[{i}].{name} must be a non-empty str")
     if m.id is not None and (not isinstance(m.id, str) or not 0 < len(m.id) <= 64):
-        raise ValueError(f"memories[{i}].id must be None or a str of 1..64 characters")
+        raise StoreInputError(f"memories[{i}].id must be None or a str of 1..64 characters")
     for name in ("session_id", "user_id", "agent_id", "source_id"):
         _check_opt_str(getattr(m, name), f"memories[{i}].{name}")
     for name in ("part", "n_tokens", "n_chunks"):
         _check_int(getattr(m, name), f"memories[{i}].{name}")
     if not isinstance(m.metadata, dict) or not all(isinstance(k, str) for k in m.metadata):
-        raise ValueError(f"memories[{i}].metadata must be a dict with str keys")
+        raise StoreInputError(f"memories[{i}].metadata must be a dict with str keys")
     json_normal(m.metadata, f"memories[{i}].metadata")
     if m.created_at is not None and not isinstance(m.created_at, datetime):
-        raise ValueError(f"memories[{i}].created_at must be a datetime or None")
+        raise StoreInputError(f"memories[{i}].created_at must be a datetime or None")
 
 
 def rows_for(m: NewMemory | StoredMemory, unit: Unit) -> int:
@@ -62,12 +62,12 @@ def rows_for(m: NewMemory | StoredMemory, unit: Unit) -> int:
 def check_rows(spec: ArraySpec, arr: Any, n_rows: int, what: str) -> None:
     """``arr`` is an ndarray of ``spec.dtype`` shaped ``(n_rows, *spec.row_shape)``."""
     if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(arr).__name__}")
+        raise StoreInputError(f"{what} must be a numpy array, got {type(arr).__name__}")
     if arr.dtype != np.dtype(spec.dtype):
-        raise ValueError(f"{what}: dtype {arr.dtype}, space stores {spec.dtype}")
+        raise StoreInputError(f"{what}: dtype {arr.dtype}, space stores {spec.dtype}")
     want = (n_rows, *spec.row_shape)
     if arr.shape != want:
-        raise ValueError(f"{what}: shape {arr.shape}, expected {want} "
+        raise StoreInputError(f"{what}: shape {arr.shape}, expected {want} "
                          f"(n_{spec.unit}s={n_rows}, row_shape={spec.row_shape})")
 
 
@@ -75,13 +75,14 @@ def check_batch(memories: Sequence[NewMemory], data: Sequence[Mapping[str, np.nd
                 specs: Mapping[str, ArraySpec]) -> None:
     """Validate a whole ``add`` batch; raises ValueError naming the first problem."""
     if isinstance(memories, NewMemory) or len(memories) != len(data):
-        raise ValueError("memories and data must be sequences of equal length")
+        raise StoreInputError("memories and data must be sequences of equal length")
     for i, (m, d) in enumerate(zip(memories, data, strict=True)):
         check_memory(m, i)
         if not isinstance(d, Mapping):
-            raise ValueError(f"data[{i}] must be a mapping of array name -> ndarray")
+            raise StoreInputError(f"data[{i}] must be a mapping of array name -> ndarray")
         if set(d) != set(specs):
-            raise ValueError(f"data[{i}] has arrays {sorted(d)}, space declares {sorted(specs)}")
+            raise StoreInputError(
+                f"data[{i}] has arrays {sorted(d)}, space declares {sorted(specs)}")
         for name, spec in specs.items():
             check_rows(spec, d[name], rows_for(m, spec.unit), f"data[{i}][{name!r}]")
 
@@ -89,10 +90,10 @@ def check_batch(memories: Sequence[NewMemory], data: Sequence[Mapping[str, np.nd
 def check_specs(arrays: Sequence[ArraySpec]) -> list[ArraySpec]:
     specs = list(arrays)
     if not all(isinstance(s, ArraySpec) for s in specs):
-        raise ValueError("arrays must be ArraySpec instances")
+        raise StoreInputError("arrays must be ArraySpec instances")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate array names in {names}")
+        raise StoreInputError(f"duplicate array names in {names}")
     return specs
 
 

@@ -179,3 +179,23 @@ def test_hop_min_score_ends_rounds(tmp_path: Path, tiny_pair) -> None:
         assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=3)} == {1}
     with open_mem(tmp_path / "m", tiny_pair, hop_min_score=-1.01) as mem:
         assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=2)} == {1, 2}
+
+
+def test_forget_compacts_past_the_dead_fraction(tmp_path: Path, tiny_pair) -> None:
+    """Deleted rows are reclaimed on disk once compact_dead_fraction of them are dead, and
+    recall of what is left is unchanged by the compaction."""
+    texts = [" ".join(f"tok{i}w{j}" for j in range(300)) for i in range(8)]
+    with Memory.open(tmp_path / "s", tiny_pair, compact_dead_fraction=0.5) as mem:
+        ids = mem.remember_many(texts)
+        full = mem.stats().bytes_on_disk
+        mem.forget(ids[0])  # 1/8 dead: below the threshold, nothing reclaimed yet
+        assert mem._engine._space.dead_fraction() > 0
+        before = [h.id for h in mem.recall(texts[7][:40], k=100)]
+        for i in ids[1:4]:
+            mem.forget(i)  # the 4th of 8 reaches 1/2: compacted
+        assert mem._engine._space.dead_fraction() == 0
+        assert mem.stats().bytes_on_disk < full
+        gone = {r.id for r in mem.list(limit=None)} ^ set(before)  # parts of deleted sources
+        kept = [i for i in before if i not in gone]
+        assert [h.id for h in mem.recall(texts[7][:40], k=100)] == kept
+        assert {r.source_id for r in mem.list(limit=None)} == set(ids[4:])

@@ -124,6 +124,8 @@ def forget(
     where: WhereOpt = None,
     namespace: NamespaceOpt = None,
     yes: YesOpt = False,
+    compact: Annotated[bool, typer.Option(
+        "--compact", help="Reclaim the disk of deleted memories now (see `msa compact`).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Delete a memory by id (all parts of its source), or every memory matching --where."""
@@ -138,10 +140,17 @@ def forget(
             if not yes:
                 typer.confirm(f"Forget {what}?", abort=True, err=True)
             n = mem.forget(id, where=filters)
+        sizes = mem.compact() if compact else {}
     if json_:
-        print_json({"deleted": n})
+        print_json({"deleted": n, **sizes})
     else:
         out_console().print(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
+        if sizes:
+            out_console().print(compacted_line(sizes))
+
+
+def compacted_line(sizes: dict[str, int]) -> str:
+    return f"compacted: {sizes['bytes_before']:,} -> {sizes['bytes_after']:,} bytes on disk"
 
 
 def _describe(mem: Memory, id: str | None, filters: dict[str, Any] | None) -> str | None:

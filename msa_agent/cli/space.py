@@ -42,6 +42,18 @@ def stats(path: PathOpt = None, json_: JsonOpt = False) -> None:
         out_console().print(stats_table(s))
 
 
+def compact(path: PathOpt = None, json_: JsonOpt = False) -> None:
+    """Reclaim the disk of deleted memories now (forget also does it past a threshold)."""
+    from msa_agent.cli.memories import compacted_line
+
+    with open_memory(path) as mem:
+        sizes = mem.compact()
+    if json_:
+        print_json(sizes)
+    else:
+        out_console().print(compacted_line(sizes))
+
+
 def stats_table(s: SpaceStats) -> Table:
     """The stats as a two-column table."""
     table = Table(show_header=False, box=None)

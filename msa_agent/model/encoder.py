@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import rotate_memory
 from msa_agent.model.capture import StopForward, decoder_layers, stop_after, tap_layers
 from msa_agent.model.loader import LoadedModel
@@ -84,13 +85,13 @@ class Encoder:
         # layers whose per-token K/V are kept (keep_full_kv): the MSA layers unless given
         self.full_layers = list(full_layers) if full_layers is not None else list(layers)
         if router is not None and sorted(router.layer_ids) != sorted(layers):
-            raise ValueError(f"router covers layers {router.layer_ids}, space uses {layers}")
+            raise InvalidInputError(f"router covers layers {router.layer_ids}, space uses {layers}")
 
     @torch.inference_mode()
     def encode(self, docs: Sequence[Sequence[int]]) -> list[EncodedDoc]:
         """Token-id lists -> one :class:`EncodedDoc` each, in input order."""
         if any(len(d) == 0 for d in docs):
-            raise ValueError("cannot encode an empty document")
+            raise InvalidInputError("cannot encode an empty document")
         out: list[EncodedDoc | None] = [None] * len(docs)
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
             taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"))
@@ -102,7 +103,7 @@ class Encoder:
     def query_vectors(self, ids: Sequence[int]) -> torch.Tensor:
         """Routing queries ``[T, L, Hq, D]``: router-Q, or the model's own pre-RoPE Q."""
         if not ids:
-            raise ValueError("cannot encode an empty query")
+            raise InvalidInputError("cannot encode an empty query")
         taps = self._forward([ids], ("hidden",) if self.router else ("q",))
         if self.router is None:
             return torch.stack([taps["q"][i][0] for i in self.layers], 1).float()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.text import query_ids, split_text
@@ -130,7 +131,7 @@ class HiddenCache:
 
     def _load(self, kind: str) -> None:
         if kind not in (QUERY, DOC):
-            raise ValueError(f"kind must be {QUERY!r} or {DOC!r}, got {kind!r}")
+            raise InvalidInputError(f"kind must be {QUERY!r} or {DOC!r}, got {kind!r}")
         if kind in self._loaded:
             return
         from safetensors import safe_open

@@ -165,3 +165,17 @@ def test_default_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MSA_PATH", str(tmp_path / "env-space"))
     result = CliRunner().invoke(app, ["doctor", "--json"])
     assert str(tmp_path / "env-space") in result.stdout
+
+
+def test_compact_reclaims_disk(msa, tmp_path: Path) -> None:
+    """`msa forget --compact` and `msa compact` report bytes before/after; disk shrinks."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(6):
+        (big / f"n{i}.md").write_text(" ".join(f"word{i}x{j}" for j in range(600)))
+    msa("ingest", str(big))
+    full = msa.json("stats")["bytes_on_disk"]
+    out = msa.json("forget", "--where", "kind=document", "--yes", "--compact")
+    assert out["deleted"] >= 6 and out["bytes_after"] < full
+    again = msa.json("compact")
+    assert again["bytes_after"] <= again["bytes_before"]

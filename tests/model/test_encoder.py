@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen3Config
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.encoder import Encoder, chunk_mean, length_batches
 from msa_agent.model.loader import wrap_model
 from msa_agent.model.router import Router
@@ -118,5 +119,5 @@ def test_gemma3_encodes(tokenizer) -> None:
 
 def test_empty_document_is_refused(tiny_llama, tokenizer) -> None:
     enc = Encoder(wrap_model(tiny_llama, tokenizer), [3])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidInputError, match="empty"):
         enc.encode([[]])
