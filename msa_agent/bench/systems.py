@@ -293,7 +293,7 @@ class MsaAgent:
     name = "msa-agent"
 
     def __init__(self, workdir: Path, variants: dict[str, dict[str, Any]] | None = None,
-                 batch: int = 16, fetch_factor: int = 8) -> None:
+                 batch: int = 64, fetch_factor: int = 4) -> None:
         from msa_agent import Memory
 
         self.memory = Memory.open(workdir / "space")
@@ -301,20 +301,38 @@ class MsaAgent:
         self.batch, self.fetch_factor = batch, fetch_factor
 
     def add(self, items: Sequence[MemoryItem]) -> None:
-        for s in range(0, len(items), self.batch):
-            self.memory.remember_many([
-                {"text": m.text, "namespace": m.namespace, "kind": "session",
-                 "metadata": {"key": m.key, "order": m.order, "date": m.date or ""}}
-                for m in items[s : s + self.batch]])
+        """``remember_many`` in batches of at most ``batch`` items and ~64k characters."""
+        batch: list[MemoryItem] = []
+        for m in items:
+            if batch and (len(batch) == self.batch
+                          or sum(len(b.text) for b in batch) + len(m.text) > 64_000):
+                self._write(batch)
+                batch = []
+            batch.append(m)
+        if batch:
+            self._write(batch)
+
+    def _write(self, items: Sequence[MemoryItem]) -> None:
+        self.memory.remember_many([
+            {"text": m.text, "namespace": m.namespace, "kind": "session",
+             "metadata": {"key": m.key, "order": m.order, "date": m.date or ""}}
+            for m in items])
 
     def variants(self) -> dict[str, dict[str, Any]]:
         return self._variants
 
     def search(self, query: Query, k: int, opts: dict[str, Any]) -> list[str]:
-        # a long memory is stored as several parts: fetch more hits, keep k distinct keys
-        hits = self.memory.recall(query.text, k=k * self.fetch_factor,
-                                  namespace=query.namespace, **opts)
-        return dedupe([h.metadata["key"] for h in hits], k)
+        """``k`` distinct keys. A long memory is stored as several parts (``max_doc_tokens``),
+        so when the top ``k`` hits hold fewer than ``k`` memories, ask again for
+        ``fetch_factor`` times more (the retry counts in the measured latency, as it would for
+        a user who wants ``k`` sessions)."""
+        fetch = k
+        while True:
+            hits = self.memory.recall(query.text, k=fetch, namespace=query.namespace, **opts)
+            keys = dedupe([h.metadata["key"] for h in hits], k)
+            if len(keys) == k or len(hits) < fetch:
+                return keys
+            fetch *= self.fetch_factor
 
     def tokens(self) -> int:
         return int(self.memory.stats().tokens)
