@@ -150,12 +150,19 @@ class RoutingIndex:
         return self._explain(top, doc, q, "heads")
 
     def _explain(self, top: list[int], doc: torch.Tensor, q: torch.Tensor, combine: str) -> Ranked:
-        """Per-layer scores and best chunk of the selected documents (cheap: few chunks)."""
+        """Per-layer scores and best chunk of the selected documents: their chunks are scored
+        together, once (cheap: few chunks)."""
+        hit = torch.isin(self.chunk_doc, torch.tensor(top, device=self.device))
+        rows, owner = self.keys[hit], self.chunk_doc[hit]  # [C, L, H, D], [C] in chunk order
+        per = chunk_scores(fold_queries(q, rows.shape[2])[None], rows)[0]  # [L, C]
+        if combine == "heads":
+            qh = fold_layers_as_heads(q, rows.shape[2])[None]  # [1, T, 1, 1, L*H*D]
+            pick = chunk_scores(qh, rows.flatten(1)[:, None, None])[0, 0]  # [C]
+        else:
+            pick = per.mean(0)
         layer_scores, best = [], []
         for d in top:
-            rows = self.keys[self.chunk_doc == d]
-            per = layer_chunk_scores(rows, q)  # [L, C]
-            pick = head_chunk_scores(rows, q) if combine == "heads" else per.mean(0)
-            layer_scores.append(per.amax(1).tolist())
-            best.append(int(pick.argmax()))
+            mine = owner == d
+            layer_scores.append(per[:, mine].amax(1).tolist())
+            best.append(int(pick[mine].argmax()))
         return Ranked(top, [float(doc[d]) for d in top], layer_scores, best)
