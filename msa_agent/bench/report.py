@@ -160,3 +160,21 @@ def _scale_plot(doc: dict[str, Any], task: str, stages: Sequence[str], systems: 
 def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     return path
+
+
+def markdown_all(doc: dict[str, Any]) -> str:
+    """Summary table, then per-kind test and val tables of every task (for the docs)."""
+    parts = [f"Command: `{doc['command']}` (mode {doc['mode']}, started {doc['started']}, "
+             f"commit {doc['machine'].get('git_commit', '?')})", "", markdown_summary(doc)]
+    for task in doc["tasks"]:
+        for split in ("test", "val"):
+            parts += ["", f"**{task}, {split}** (R@1 / R@5 per kind)", "",
+                      markdown_kinds(doc, task, split)]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # python -m msa_agent.bench.report RESULTS.json
+    import json
+    import sys
+
+    print(markdown_all(json.loads(Path(sys.argv[1]).read_text())))

@@ -29,10 +29,11 @@ from msa_agent.bench import metrics
 from msa_agent.bench.systems import BM25, MiniLM, MsaAgent, System
 from msa_agent.bench.tasks import Task
 from msa_agent.bench.tasks import build as build_task
-from msa_agent.bench.tasks.base import MemoryItem
+from msa_agent.bench.tasks.base import MemoryItem, Query
 
 SYSTEMS = ("bm25", "minilm", "minilm-windows", "mem0", "msa")
 K = 5
+MULTIHOP_ONLY = "multihop_only"  # a variant option read by the runner, not passed to recall
 
 
 @dataclass
@@ -108,6 +109,14 @@ def make_system(name: str, workdir: Path, msa_variants: dict[str, dict[str, Any]
     raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
 
 
+def _queries_for(queries: Sequence[Query], opts: dict[str, Any]) -> list[Query]:
+    """All queries, or only the multi-hop ones for a variant marked :data:`MULTIHOP_ONLY`
+    (e.g. ``hops="auto"``, which costs extra forwards and only matters there)."""
+    if opts.get(MULTIHOP_ONLY):
+        return [q for q in queries if q.hops > 1]
+    return list(queries)
+
+
 def _ingest(system: System, items: Sequence[MemoryItem]) -> float:
     start = time.perf_counter()
     system.add(items)
@@ -133,12 +142,16 @@ def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: lis
                 ingest_s = _ingest(system, new)
                 new_tokens = tokens - (costs[-1]["tokens"] if costs else 0)
                 for row, opts in system.variants().items():
+                    queries = _queries_for(stage.queries, opts)
+                    if not queries:
+                        continue
+                    opts = {k: v for k, v in opts.items() if k != MULTIHOP_ONLY}
                     rankings, lat = [], []
-                    for q in stage.queries:
+                    for q in queries:
                         start = time.perf_counter()
                         rankings.append(system.search(q, K, opts))
                         lat.append(time.perf_counter() - start)
-                    for r in metrics.score(stage.queries, rankings):
+                    for r in metrics.score(queries, rankings):
                         quality.append({"task": task.name, "stage": stage.label, "system": row,
                                         **r})
                     idx = system.index_bytes()

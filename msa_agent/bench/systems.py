@@ -280,11 +280,14 @@ def routing_modes() -> list[str]:
 
 
 def default_msa_variants() -> dict[str, dict[str, Any]]:
-    """One row per ``routing`` mode when ``recall`` accepts it, else the default row."""
+    """One row per ``routing`` mode when ``recall`` accepts it, else the default row; plus
+    ``hops="auto"`` (default routing) on multi-hop questions only."""
     modes = routing_modes()
-    if not modes:
-        return {"msa-agent": {}}
-    return {f"msa-agent {m}": {"routing": m} for m in modes}
+    rows = {f"msa-agent {m}": {"routing": m} for m in modes} if modes else {"msa-agent": {}}
+    # two-hop questions also with memory interleave (the runner asks only those)
+    first = next(iter(rows.values()))
+    rows["msa-agent hops=auto"] = {**first, "hops": "auto", "multihop_only": True}
+    return rows
 
 
 class MsaAgent:

@@ -50,6 +50,8 @@ def bench(
     max_size: Annotated[str | None, typer.Option(
         help="Needles: largest memory size (16K, 64K, 256K, 1M).")] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
+    work: Annotated[Path, typer.Option(help="Scratch folder for the systems' indexes.")] = Path(
+        "bench-out/work"),
 ) -> None:
     """Run the benchmark suite: recall@1/@5 per task and kind (val and test), costs, plots."""
     from msa_agent.bench import report
@@ -67,7 +69,7 @@ def bench(
         overrides["needles"] = {"sizes": tuple(sizes[: sizes.index(max_size) + 1])}
     stem = name or f"bench-{mode}" + ("" if tasks is None else "-" + "-".join(chosen))
     cfg = RunConfig(tasks=chosen, mode=mode, systems=list(systems or SYSTEMS),
-                    msa_variants=parse_variants(msa_variant), workdir=out / "work",
+                    msa_variants=parse_variants(msa_variant), workdir=work,
                     overrides=overrides, log=lambda m: console.print(m, markup=False))
     doc = run(cfg)
     path = write(doc, out / f"{stem}.json")

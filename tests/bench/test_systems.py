@@ -114,9 +114,19 @@ def test_run_writes_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 def test_msa_variants_follow_recall_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    auto = {"hops": "auto", "multihop_only": True}
     monkeypatch.setattr(systems, "routing_modes", lambda: [])
-    assert systems.default_msa_variants() == {"msa-agent": {}}
+    assert systems.default_msa_variants() == {"msa-agent": {}, "msa-agent hops=auto": auto}
     monkeypatch.setattr(systems, "routing_modes", lambda: ["hybrid", "msa", "lexical"])
     assert systems.default_msa_variants() == {
         "msa-agent hybrid": {"routing": "hybrid"}, "msa-agent msa": {"routing": "msa"},
-        "msa-agent lexical": {"routing": "lexical"}}
+        "msa-agent lexical": {"routing": "lexical"},
+        "msa-agent hops=auto": {"routing": "hybrid", **auto}}
+
+
+def test_multihop_only_variant_asks_only_multihop_questions() -> None:
+    one = Query("a", "x", ("a",), "k", "val", "u")
+    two = Query("b", "y", ("a", "b"), "k2", "val", "u", hops=2)
+    assert suite._queries_for([one, two], {}) == [one, two]
+    assert suite._queries_for([one, two], {"multihop_only": True}) == [two]
+    assert suite._queries_for([one], {"multihop_only": True}) == []
