@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RoutingMode = Literal["auto", "learned", "own_qk"]
+RecallMode = Literal["hybrid", "msa", "lexical"]
 LayerCombine = Literal["heads", "mean", "max"]
 
 
@@ -63,6 +64,23 @@ class MemoryConfig(BaseModel):
         "extra heads in the paper's rule; 'mean'/'max' reduce per-layer document scores.",
     )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+    recall_mode: RecallMode = Field(
+        "hybrid",
+        description="Recall channels: 'hybrid' fuses MSA routing with the lexical (BM25, SQLite "
+        "FTS5) channel; 'msa' or 'lexical' alone. Recall's `routing=` overrides it per call.",
+    )
+    fusion: Literal["rrf", "sum"] = Field(
+        "rrf", description="How hybrid recall fuses the channels: reciprocal-rank fusion or a "
+        "weighted sum of min-max normalised scores (docs/recall.md).",
+    )
+    fusion_pool: int = Field(50, ge=1, description="Candidates each channel ranks for fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant.")
+    lexical_weight: float = Field(
+        1.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
+    recency_weight: float = Field(
+        0.0, ge=0, description="Share of the best fused score that recency can add (newest "
+        "candidate: all of it, oldest: none): newer memories win near-ties (changed facts).",
+    )
     host_cache_mb: int | None = Field(
         None, ge=0,
         description="Host tier of memory K/V read for answers (pinned on CUDA, moved to the GPU "

@@ -7,6 +7,7 @@ space, the routing index and the caches (``msa_agent.runtime``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from msa_agent.runtime.stream import AnswerStream
 from msa_agent.store import Space, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
-ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace"}
+ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
+               "at"}
+RECALL_MODES = ("hybrid", "msa", "lexical")
 
 
 class Memory:
@@ -89,15 +92,17 @@ class Memory:
     def remember(self, text: str, kind: str = "document",
                  metadata: Mapping[str, Any] | None = None, *, session_id: str | None = None,
                  user_id: str | None = None, agent_id: str | None = None,
-                 namespace: str | None = None) -> str:
+                 namespace: str | None = None, at: datetime | None = None) -> str:
         """Encode and store one memory; returns its id.
 
         A text longer than ``max_doc_tokens`` is split into several documents; the id returned
         is the first part's, and every part's ``source_id`` is that id (``forget`` of it
-        removes all parts).
+        removes all parts). ``at``: when it happened (default now; naive = UTC), for
+        importing histories with their real dates: recall prefers newer memories in near-ties
+        and filters by ``since``/``until`` on it.
         """
         item = dict(text=text, kind=kind, metadata=metadata, session_id=session_id,
-                    user_id=user_id, agent_id=agent_id, namespace=namespace)
+                    user_id=user_id, agent_id=agent_id, namespace=namespace, at=at)
         return self.remember_many([item])[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
@@ -118,10 +123,13 @@ class Memory:
         kind = spec.get("kind") or "document"
         if not isinstance(kind, str):
             raise InvalidInputError(f"item {index}: kind must be a string")
+        at = spec.get("at")
+        if at is not None and not isinstance(at, datetime):
+            raise InvalidInputError(f"item {index}: at must be a datetime, got {at!r}")
         return NewDoc(text=text, namespace=spec.get("namespace") or self.config.namespace,
                       kind=kind, metadata=dict(spec.get("metadata") or {}),
                       session_id=spec.get("session_id"), user_id=spec.get("user_id"),
-                      agent_id=spec.get("agent_id"))
+                      agent_id=spec.get("agent_id"), created_at=at)
 
     def forget(self, id: str | None = None, *, where: Mapping[str, Any] | None = None,
                namespace: str | None = None) -> int:
@@ -151,18 +159,23 @@ class Memory:
 
     # ------------------------------------------------------------------ reads
     def recall(self, query: str, k: int | None = None, where: Mapping[str, Any] | None = None,
-               *, namespace: str | None = None, explain: bool = False,
-               hops: Hops = 1) -> list[RecallHit]:
-        """The ``k`` memories the router scores highest for ``query``, best first.
+               *, namespace: str | None = None, explain: bool = False, hops: Hops = 1,
+               routing: str | None = None, since: datetime | None = None,
+               until: datetime | None = None) -> list[RecallHit]:
+        """The ``k`` memories most relevant to ``query``, best first.
 
-        Candidates are restricted to ``namespace`` (default: the space's) and ``where``
-        (equality on kind/session_id/user_id/agent_id/source_id or metadata keys) *before*
-        top-k, so a memory outside them is never returned. ``hops`` > 1 or ``"auto"`` runs
-        routing-driven rounds (memory interleave): each later round routes with the question
-        plus the best new memory's text; hits record their ``round`` and ``via``.
+        ``routing``: ``"hybrid"`` (default, ``MemoryConfig.recall_mode``) fuses MSA routing
+        with a lexical BM25 channel; ``"msa"`` or ``"lexical"`` use one. Candidates are
+        restricted to ``namespace`` (default: the space's), ``where`` (equality on
+        kind/session_id/user_id/agent_id/source_id or metadata keys) and ``since <= created
+        < until`` *before* top-k, so a memory outside them is never returned. ``hops`` > 1 or
+        ``"auto"`` runs rounds (memory interleave): each later round routes with the question
+        plus the matched chunk of the best new memory; hits record their ``round`` and ``via``.
         """
         k = self._checked(query, "query", k, hops)
-        hits = self._engine.recall(query, k, self._scope(namespace, where), hops)
+        mode = _recall_mode(routing)
+        hits = self._engine.recall(query, k, self._scope(namespace, where, since, until), hops,
+                                   mode=mode)
         return [recall_hit(h, self._explain(h) if explain else None) for h in hits]
 
     def _checked(self, text: str, what: str, k: int | None, hops: Hops) -> int:
@@ -174,21 +187,26 @@ class Memory:
         max_rounds(hops)
         return k
 
-    def _scope(self, namespace: str | None, where: Mapping[str, Any] | None) -> Scope:
+    def _scope(self, namespace: str | None, where: Mapping[str, Any] | None,
+               since: datetime | None = None, until: datetime | None = None) -> Scope:
         if where is not None and not isinstance(where, Mapping):
             raise InvalidInputError(f"where must be a mapping, got {type(where).__name__}")
         Space.check_where(where)
-        return Scope(namespace or self.config.namespace, dict(where) if where else None)
+        for name, t in (("since", since), ("until", until)):
+            if t is not None and not isinstance(t, datetime):
+                raise InvalidInputError(f"{name} must be a datetime, got {t!r}")
+        return Scope(namespace or self.config.namespace, dict(where) if where else None,
+                     since, until)
 
     def _explain(self, h: Recalled) -> Explanation:
         return Explanation(layer_scores=h.layer_scores, best_chunk=h.best_chunk,
                            best_chunk_text=self._engine.chunk_text(h.memory.text, h.best_chunk),
-                           combine=self.config.layer_combine)
+                           combine=self.config.layer_combine, channels=h.channels)
 
     def answer(self, question: str, k: int | None = None,
                where: Mapping[str, Any] | None = None, *, namespace: str | None = None,
                hops: Hops = 1, read: str = "auto", max_new_tokens: int = 64,
-               stream: bool = False) -> Answer | AnswerStream:
+               stream: bool = False, routing: str | None = None) -> Answer | AnswerStream:
         """Answer ``question`` from memory: route (``hops`` rounds), read, generate greedily.
 
         ``read``: ``"text"`` re-reads the memories' text, ``"full"`` attends to their stored
@@ -199,13 +217,13 @@ class Memory:
         generative interleave: the model asks for documents by id (``<doc>2</doc>``), their
         text is appended and routing runs again (``msa_agent.runtime.generative``).
         With ``stream=True`` an iterable of text pieces is returned; its ``.answer`` is set
-        once it is exhausted.
+        once it is exhausted. ``routing``: the recall channels, as :meth:`recall`.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
         k = self._checked(question, "question", k, hops)
         result = answer_stream(self._engine, question, k, self._scope(namespace, where), hops,
-                               read, max_new_tokens)
+                               read, max_new_tokens, _recall_mode(routing))
         return result if stream else result.collect()
 
     def reencode_routing(self, router_path: str | Path | None = None) -> int:
@@ -266,6 +284,12 @@ class Memory:
     @property
     def path(self) -> Path:
         return self._engine.path
+
+
+def _recall_mode(routing: str | None) -> str | None:
+    if routing is not None and routing not in RECALL_MODES:
+        raise InvalidInputError(f"routing must be one of {RECALL_MODES}, got {routing!r}")
+    return routing
 
 
 def _record(m: StoredMemory) -> MemoryRecord:

@@ -33,6 +33,10 @@ class Explanation(BaseModel):
     best_chunk: int
     best_chunk_text: str
     combine: str
+    channels: dict[str, float] = Field(
+        default_factory=dict,
+        description="Hybrid recall: each channel's score and rank ('msa', 'msa_rank', "
+        "'lexical', 'lexical_rank') and the memory's recency among the candidates (0-1).")
 
 
 class RecallHit(BaseModel):

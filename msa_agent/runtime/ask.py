@@ -12,13 +12,13 @@ from msa_agent.runtime.stream import AnswerStream, GenerativeSource, ReadOnce
 
 
 def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hops,
-                  read: str, max_new: int) -> AnswerStream:
+                  read: str, max_new: int, channels: str | None = None) -> AnswerStream:
     """A token stream answering ``question`` from the memories of ``scope``.
 
-    ``read`` as :meth:`Memory.answer`. With an MSA checkpoint, pooled reading with ``hops``
-    other than 1 runs the paper's generative interleave. Otherwise the question's router
-    queries are computed once and serve both the reported hits and, for pooled reading,
-    each layer's own selection.
+    ``read`` and ``channels`` (the recall mode, ``routing=``) as :meth:`Memory.answer`.
+    With an MSA checkpoint, pooled reading with ``hops`` other than 1 runs the paper's
+    generative interleave. Otherwise the question's router queries are computed once and
+    serve both the reported hits and, for pooled reading, each layer's own selection.
     """
     mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None)
     if mode == "pooled" and engine.lm.msa is not None and hops != 1:
@@ -29,7 +29,7 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
         return AnswerStream(engine, source, {})
     started = time.perf_counter()
     q = engine.query(question)
-    hits = engine.recall(question, k, scope, hops, q=q)
+    hits = engine.recall(question, k, scope, hops, q=q, mode=channels)
     per_layer = engine.route_per_layer(question, k, scope, q=q) \
         if mode == "pooled" and hits else None
     routed = time.perf_counter()

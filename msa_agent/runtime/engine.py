@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import query_ids, special_prefix, split_text
 from msa_agent.runtime import bundle
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.reencode import original_ids, reencode_routing
 from msa_agent.runtime.residency import HostKVCache
@@ -52,6 +54,7 @@ class NewDoc:
     session_id: str | None = None
     user_id: str | None = None
     agent_id: str | None = None
+    created_at: datetime | None = None  # None = now
 
 
 class Engine:
@@ -68,6 +71,8 @@ class Engine:
                                keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
+        self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
+                             cfg.recency_weight)
         self.index = RoutingIndex(lm.device)
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
@@ -151,6 +156,7 @@ class Engine:
             text=p.text, namespace=d.namespace, kind=d.kind, metadata=dict(d.metadata or {}),
             session_id=d.session_id, user_id=d.user_id, agent_id=d.agent_id, source_id=first,
             part=p.part, n_tokens=len(p.ids), id=first if p.part == 0 else uuid.uuid4().hex,
+            created_at=d.created_at,
         )) for p in parts]
 
     def _store(self, memories: Sequence[NewMemory], arrays: Sequence[dict[str, np.ndarray]]
@@ -284,22 +290,69 @@ class Engine:
                                                     self.cfg.max_doc_tokens))
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
-               q: torch.Tensor | None = None) -> list[Recalled]:
-        """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1)."""
+               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+        """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1).
+
+        ``mode``: "hybrid" (MSA routing and the lexical channel fused), "msa" or "lexical";
+        None = the config's ``recall_mode``. ``q``: the question's router queries, if already
+        computed (round 1 then costs no backbone forward).
+        """
         def route(text: str, exclude: set[str]) -> list[Recalled]:
             first = q if (q is not None and text == question) else None
-            return self.route(text, k, scope, exclude, first)
+            return self.route(text, k, scope, exclude, first, mode)
 
-        return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score)
+        return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score,
+                          bridge=self.bridge_text)
 
     def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
-              q: torch.Tensor | None = None) -> list[Recalled]:
+              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
         """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
-        q = self.query(text) if q is None else q
+        mode, exclude = mode or self.cfg.recall_mode, exclude or set()
+        if mode not in ("hybrid", "msa", LEXICAL):
+            raise InvalidInputError(f"unknown recall mode {mode!r}")
+        if mode == "msa":
+            q = self.query(text) if q is None else q
+            with self.lock:
+                ranked = self.index.rank(q, k, self._mask(scope, exclude), self.cfg.layer_combine)
+                return self._recalled(ranked)
+        pool = max(k, self.cfg.fusion_pool)
+        channels = {LEXICAL: self._lexical(text, pool, scope, exclude)}
+        if mode == "hybrid":
+            q = self.query(text) if q is None else q
+            with self.lock:
+                ranked = self.index.rank(q, pool, self._mask(scope, exclude),
+                                         self.cfg.layer_combine, explain=False)
+                ids = self.index.doc_ids
+                channels[MSA] = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
+        return self._fused(channels, k, q)
+
+    def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
+                 ) -> list[tuple[str, float]]:
         with self.lock:
-            mask = self._mask(scope, exclude)
-            ranked = self.index.rank(q, k, mask, self.cfg.layer_combine)
-            return self._recalled(ranked)
+            found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
+                                               scope.where, scope.since, scope.until)
+        return [(i, s) for i, s in found if i not in exclude][:n]
+
+    def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
+               q: torch.Tensor | None) -> list[Recalled]:
+        """Fuse the channels' candidates; routing evidence for the top ``k`` when ``q``."""
+        with self.lock:
+            pool = {m.id: m for m in self._space.get_many(
+                list({i for ranking in channels.values() for i, _ in ranking}))}
+            created = {i: m.created_at for i, m in pool.items()}
+            top = [f for f in fuse(channels, created, self.fusion) if f.id in pool][:k]
+            evidence = self._evidence([f.id for f in top], q)
+        return [Recalled(pool[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))
+                for f in top]
+
+    def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+        """Per-layer routing scores and best chunk of ``ids`` (none without router queries)."""
+        if q is None or not ids:
+            return {}
+        ranked = self.index.explain(ids, q, self.cfg.layer_combine)
+        names = self.index.doc_ids
+        return {names[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
+                for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
 
     def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
                         ) -> dict[int, list[StoredMemory]]:
@@ -315,8 +368,10 @@ class Engine:
                     for layer, sel in zip(self.layers, chosen)}
 
     def _mask(self, scope: Scope, exclude: set[str] | None) -> torch.Tensor:
-        allowed = [m.id for m in self._space.find(scope.namespace, scope.where)] \
-            if scope.where else None
+        allowed = None
+        if scope.narrowed:
+            allowed = [m.id for m in self._space.find(scope.namespace, scope.where,
+                                                      since=scope.since, until=scope.until)]
         mask = self.index.mask_for(scope.namespace, allowed)
         if exclude:
             mask &= ~self.index.mask_for(None, list(exclude))
@@ -334,8 +389,15 @@ class Engine:
             m = by_id.get(self.index.doc_ids[d])
             if m is not None:
                 out.append(Recalled(m, score, layer_scores=dict(zip(self.layers, per_layer)),
-                                    best_chunk=chunk))
+                                    best_chunk=chunk, channels={MSA: score}))
         return out
+
+    def bridge_text(self, hit: Recalled) -> str:
+        """What a later interleave round appends for ``hit``: its matched chunk with one
+        chunk either side (the whole memory when it is that short)."""
+        lo = max(0, hit.best_chunk - 1)
+        parts = [self.chunk_text(hit.memory.text, c) for c in range(lo, hit.best_chunk + 2)]
+        return " ".join(p for p in parts if p) or hit.memory.text
 
     def chunk_text(self, text: str, chunk: int) -> str:
         """The characters of ``text`` covered by pooled chunk number ``chunk``."""

@@ -32,8 +32,13 @@ def max_rounds(hops: Hops) -> int:
 
 
 def interleave(route: Route, question: str, k: int, hops: Hops, *,
-               min_score: float | None = None) -> list[Recalled]:
+               min_score: float | None = None,
+               bridge: Callable[[Recalled], str] | None = None) -> list[Recalled]:
     """Run the rounds; ``route(text, exclude)`` ranks memories not in ``exclude``.
+
+    ``bridge(hit)``: the text a later round appends for the best memory of the round before
+    (default: its whole text; the runtime passes the matched chunk and its neighbours, so
+    the next query is about what matched rather than about everything the memory says).
 
     A later round excludes only the memory already appended to the query (``via``), so a
     memory that round 1 ranked low can still come first once its bridge is known. With
@@ -52,7 +57,7 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
         seen |= {h.memory.id for h in new}
         via = (new[0].memory.id,)
         expanded.add(new[0].memory.id)
-        query = "\n".join([question, new[0].memory.text])
+        query = "\n".join([question, bridge(new[0]) if bridge else new[0].memory.text])
     return _round_robin(rounds, k)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from msa_agent.store import StoredMemory
@@ -12,10 +13,17 @@ from msa_agent.types import Explanation, RecallHit
 
 @dataclass(frozen=True)
 class Scope:
-    """Which memories a request may see: one namespace, narrowed by ``where`` equality filters."""
+    """Which memories a request may see: one namespace, narrowed by ``where`` equality filters
+    and by creation time (``since <= created_at < until``)."""
 
     namespace: str
     where: Mapping[str, Any] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.where) or self.since is not None or self.until is not None
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Recalled:
     via: tuple[str, ...] = ()
     layer_scores: dict[int, float] = field(default_factory=dict)
     best_chunk: int = 0
+    channels: dict[str, float] = field(default_factory=dict)
 
 
 def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit:

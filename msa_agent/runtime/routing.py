@@ -108,14 +108,16 @@ class RoutingIndex:
             mask &= chosen
         return mask
 
-    def rank(self, q: torch.Tensor, k: int, mask: torch.Tensor, combine: str = "heads") -> Ranked:
-        """Top-``k`` documents for queries ``[T, L, Hq, D]`` among ``mask``."""
+    def rank(self, q: torch.Tensor, k: int, mask: torch.Tensor, combine: str = "heads",
+             explain: bool = True) -> Ranked:
+        """Top-``k`` documents for queries ``[T, L, Hq, D]`` among ``mask``; without
+        ``explain``, ``layer_scores`` and ``best_chunk`` are left empty (a candidate pool)."""
         m = len(self.doc_ids)
         if m == 0 or k <= 0 or not bool(mask.any()):
             return Ranked([], [], [], [])
         q = q.to(self.device)
         if combine == "heads" and self.use_kernel:
-            return self._rank_fused(q, k, mask)
+            return self._rank_fused(q, k, mask, explain)
         if combine == "heads":
             chunk = head_chunk_scores(self.keys, q)
         else:
@@ -124,6 +126,8 @@ class RoutingIndex:
         if combine != "heads":
             doc = doc.mean(0) if combine == "mean" else doc.amax(0)
         top = torch.topk(doc, min(k, int(mask.sum()))).indices.tolist()
+        if not explain:
+            return Ranked(top, [float(doc[d]) for d in top], [], [])
         return self._explain(top, doc, q, combine)
 
     def rank_per_layer(self, q: torch.Tensor, k: int, mask: torch.Tensor) -> list[list[int]]:
@@ -134,7 +138,8 @@ class RoutingIndex:
         per_layer = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask.to(self.device))
         return torch.topk(per_layer, min(k, int(mask.sum())), dim=-1).indices.tolist()
 
-    def _rank_fused(self, q: torch.Tensor, k: int, mask: torch.Tensor) -> Ranked:
+    def _rank_fused(self, q: torch.Tensor, k: int, mask: torch.Tensor,
+                    explain: bool = True) -> Ranked:
         """The fused Triton ``route_topk`` over layers-as-heads, one pass over the keys."""
         from msa_agent.kernels import route_topk
 
@@ -147,6 +152,8 @@ class RoutingIndex:
         top = [int(i) for i in ids.tolist() if i >= 0]
         doc = torch.full((len(self.doc_ids),), float("-inf"))
         doc[top] = scores[: len(top)].float().cpu()
+        if not explain:
+            return Ranked(top, [float(doc[d]) for d in top], [], [])
         return self._explain(top, doc, q, "heads")
 
     def _explain(self, top: list[int], doc: torch.Tensor, q: torch.Tensor, combine: str) -> Ranked:
@@ -166,3 +173,19 @@ class RoutingIndex:
             layer_scores.append(per[:, mine].amax(1).tolist())
             best.append(int(pick[mine].argmax()))
         return Ranked(top, [float(doc[d]) for d in top], layer_scores, best)
+
+    def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads") -> Ranked:
+        """The routing evidence of given documents (by id, unknown ones skipped): their
+        combined score under ``combine``, per-layer scores and best chunk, in the given order.
+        Used for memories another channel found (hybrid recall)."""
+        q = q.to(self.device)
+        docs = [self._pos[i] for i in ids if i in self._pos]
+        doc = torch.full((len(self.doc_ids),), float("-inf"))
+        for d in docs:
+            rows = self.keys[self.chunk_doc == d]
+            if combine == "heads":
+                doc[d] = float(head_chunk_scores(rows, q).max())
+            else:
+                per = layer_chunk_scores(rows, q).amax(1)  # [L]
+                doc[d] = float(per.mean() if combine == "mean" else per.max())
+        return self._explain(docs, doc, q, combine)

@@ -1,0 +1,84 @@
+"""Fusing the two recall channels (MSA routing and lexical BM25), with a recency term.
+
+Each channel ranks a candidate pool; the fused score of a memory is
+
+- ``rrf``: ``sum_c w_c / (rrf_k + rank_c)`` over the channels that ranked it (reciprocal-rank
+  fusion: scale-free, so a cosine and a BM25 score never need calibrating), or
+- ``sum``: ``sum_c w_c * norm_c(score)``, each channel's scores min-max normalised over its
+  own pool (a calibrated weighted sum),
+
+plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
+among the candidates (newest 1, oldest 0) and ``top`` the best fused score: when two
+memories tell the same thing at different times, the newer one wins a near-tie, while a
+clearly more relevant old memory keeps its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+MSA, LEXICAL = "msa", "lexical"
+Ranking = Sequence[tuple[str, float]]  # (memory id, channel score), best first
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How channels combine (see the module docstring); ``weights`` per channel name."""
+
+    method: str = "rrf"
+    rrf_k: int = 60
+    weights: tuple[tuple[str, float], ...] = ((MSA, 1.0), (LEXICAL, 1.0))
+    recency_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A fused candidate: its score and each channel's rank and score (for ``explain``)."""
+
+    id: str
+    score: float
+    channels: dict[str, float]
+
+
+def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fusion
+         ) -> list[Fused]:
+    """All candidates of every channel, best fused score first (ties: newer, then id)."""
+    weights = dict(f.weights)
+    parts: dict[str, dict[str, float]] = {}
+    score: dict[str, float] = {}
+    for channel, ranking in rankings.items():
+        for rank, (id, s), value in _contributions(ranking, f):
+            parts.setdefault(id, {})[channel] = s
+            parts[id][f"{channel}_rank"] = float(rank)
+            score[id] = score.get(id, 0.0) + weights.get(channel, 1.0) * value
+    _add_recency(score, parts, created, f.recency_weight)
+    order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
+    return [Fused(i, score[i], parts[i]) for i in order]
+
+
+def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, value)
+    if f.method == "rrf":
+        return [(r, item, 1.0 / (f.rrf_k + r)) for r, item in enumerate(ranking, 1)]
+    scores = [s for _, s in ranking]
+    lo, hi = min(scores, default=0.0), max(scores, default=0.0)
+    span = hi - lo
+    return [(r, item, 1.0 if span <= 0 else (item[1] - lo) / span)
+            for r, item in enumerate(ranking, 1)]
+
+
+def _add_recency(score: dict[str, float], parts: dict[str, dict[str, float]],
+                 created: Mapping[str, datetime], weight: float) -> None:
+    if weight <= 0 or len(score) < 2:
+        return
+    order = sorted(score, key=lambda i: (_ts(created.get(i)), i))  # oldest first
+    top = max(score.values())
+    for n, id in enumerate(order):
+        recency = n / (len(order) - 1)
+        parts[id]["recency"] = recency
+        score[id] += weight * recency * top
+
+
+def _ts(t: datetime | None) -> float:
+    return t.timestamp() if t is not None else 0.0
