@@ -13,18 +13,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
-from msa_agent.model.loader import LoadedModel, load_model, model_fingerprint, wrap_model
+from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.router import Router
 from msa_agent.model.text import check_text
 from msa_agent.runtime.ask import answer_stream
 from msa_agent.runtime.bundle import ExportReport, ImportReport, Manifest, read_manifest
 from msa_agent.runtime.engine import Engine, NewDoc
 from msa_agent.runtime.interleave import Hops, max_rounds
-from msa_agent.runtime.results import Recalled, Scope, recall_hit
+from msa_agent.runtime.results import Recalled, Scope, memory_record, recall_hit
+from msa_agent.runtime.setup import resolve_model
 from msa_agent.runtime.stream import AnswerStream
-from msa_agent.store import Space, StoredMemory
+from msa_agent.store import Space
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
@@ -65,7 +66,7 @@ class Memory:
             cfg = MemoryConfig.model_validate(fields)
         except ValidationError as exc:  # the one translation: pydantic's error is not ours
             raise InvalidInputError(f"invalid memory settings: {exc}") from None
-        lm, cfg = _resolve_model(Path(path), model, cfg, explicit)
+        lm, cfg = resolve_model(Path(path), model, cfg, explicit)
         return cls(Engine.open(path, lm, cfg), cfg)
 
     @staticmethod
@@ -247,7 +248,7 @@ class Memory:
         m = self._engine.get(id)
         if m is None:
             raise UnknownMemoryError(f"no memory with id {id!r}")
-        return _record(m)
+        return memory_record(m)
 
     def list(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
              limit: int | None = 100, offset: int = 0,
@@ -257,7 +258,7 @@ class Memory:
         scope = self._scope(namespace, where)
         rows = self._engine.find(scope.namespace, scope.where, limit=limit, offset=offset,
                                  order=order)
-        return [_record(m) for m in rows]
+        return [memory_record(m) for m in rows]
 
     def namespaces(self) -> list[str]:
         return self._engine.namespaces()
@@ -290,38 +291,3 @@ def _recall_mode(routing: str | None) -> str | None:
     if routing is not None and routing not in RECALL_MODES:
         raise InvalidInputError(f"routing must be one of {RECALL_MODES}, got {routing!r}")
     return routing
-
-
-def _record(m: StoredMemory) -> MemoryRecord:
-    return MemoryRecord(
-        id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, metadata=m.metadata,
-        session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
-        part=m.part, created_at=m.created_at, n_tokens=m.n_tokens, n_chunks=m.n_chunks,
-    )
-
-
-def _resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
-                   ) -> tuple[LoadedModel, MemoryConfig]:
-    """Load the model; an existing space supplies its own model and layout unless overridden."""
-    stored: dict[str, Any] = {}
-    if Space.is_space(path):
-        with Space.open(path) as existing:
-            stored = existing.get_setting("config") or {}
-    if "router_path" in explicit:  # naming a router overrides the space's stored routing
-        explicit = explicit | {"routing"}
-    keep = {**SpaceLayout.from_json(stored).to_json(),
-            **{k: stored[k] for k in ("routing", "router_path") if k in stored}}
-    keep = {k: v for k, v in keep.items() if k in stored and k not in explicit}
-    cfg = cfg.model_copy(update=keep)
-    if isinstance(model, LoadedModel):
-        return model, cfg
-    if isinstance(model, Sequence) and not isinstance(model, str):
-        return wrap_model(model[0], model[1], device=cfg.device), cfg
-    name = model or cfg.model or stored.get("model")
-    lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
-    cfg = cfg.model_copy(update={"model": name})
-    if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k and router layers
-        own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
-               "msa_layers": lm.msa.layers}
-        cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
-    return lm, cfg

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from msa_agent.store import StoredMemory
-from msa_agent.types import Explanation, RecallHit
+from msa_agent.types import Explanation, MemoryRecord, RecallHit
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,12 @@ def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit
     return RecallHit(id=m.id, text=m.text, score=r.score, kind=m.kind, namespace=m.namespace,
                      metadata=m.metadata, created_at=m.created_at, source_id=m.source_id,
                      round=r.round, via=list(r.via), explanation=explanation)
+
+
+def memory_record(m: StoredMemory) -> MemoryRecord:
+    """The public form of a stored memory."""
+    return MemoryRecord(
+        id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, metadata=m.metadata,
+        session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
+        part=m.part, created_at=m.created_at, n_tokens=m.n_tokens, n_chunks=m.n_chunks,
+    )

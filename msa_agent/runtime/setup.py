@@ -1,0 +1,38 @@
+"""What ``Memory.open`` loads: the model, and the config an existing space brings with it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.model.loader import LoadedModel, load_model, wrap_model
+from msa_agent.store import Space
+
+
+def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
+                   ) -> tuple[LoadedModel, MemoryConfig]:
+    """Load the model; an existing space supplies its own model and layout unless overridden."""
+    stored: dict[str, Any] = {}
+    if Space.is_space(path):
+        with Space.open(path) as existing:
+            stored = existing.get_setting("config") or {}
+    if "router_path" in explicit:  # naming a router overrides the space's stored routing
+        explicit = explicit | {"routing"}
+    keep = {**SpaceLayout.from_json(stored).to_json(),
+            **{k: stored[k] for k in ("routing", "router_path") if k in stored}}
+    keep = {k: v for k, v in keep.items() if k in stored and k not in explicit}
+    cfg = cfg.model_copy(update=keep)
+    if isinstance(model, LoadedModel):
+        return model, cfg
+    if isinstance(model, Sequence) and not isinstance(model, str):
+        return wrap_model(model[0], model[1], device=cfg.device), cfg
+    name = model or cfg.model or stored.get("model")
+    lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
+    cfg = cfg.model_copy(update={"model": name})
+    if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k and router layers
+        own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
+               "msa_layers": lm.msa.layers}
+        cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
+    return lm, cfg
