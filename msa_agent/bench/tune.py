@@ -4,16 +4,17 @@
         --out docs/results/fusion_val.json
 
 Each task's memories are remembered once (through the public API, with ``at=`` from their
-chronological order) into a space under ``--work``; every setting in the grid then reopens
-that space with its config overrides (the model is loaded once and shared) and scores the
-validation queries at k = 5. Test queries are never run here.
+chronological order) into a space under ``--work``. Each validation query's candidate pools
+(``recall(routing="msa"|"lexical", k=50)``, what hybrid recall fuses) are read once; every
+fusion setting is scored from them with the runtime's own ``fuse``. Multi-hop rows run the
+real ``recall(hops=...)``. Test queries are never run here.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,39 @@ from msa_agent.bench import metrics
 from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import Query, Task, build
 from msa_agent.bench.tasks.base import MemoryItem
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 
 K = 5
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
-GRID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("msa", {}, {"routing": "msa"}),
-    ("lexical", {}, {"routing": "lexical"}),
-    *[(f"rrf w_lex={w} k={c}", {"fusion": "rrf", "lexical_weight": w, "rrf_k": c}, {})
-      for w in (1.0, 2.0, 4.0) for c in (10, 60)],
-    *[(f"sum w_lex={w}", {"fusion": "sum", "lexical_weight": w}, {}) for w in (1.0, 2.0, 4.0)],
+BOTH = (MSA, LEXICAL)
+
+
+def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0) -> Fusion:
+    return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency)
+
+
+GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
+    ("msa alone", _fusion("rrf", 0.0), (MSA,)),
+    ("lexical alone", _fusion("rrf", 1.0), (LEXICAL,)),
+    *[(f"rrf w_lex={w} k={c}", _fusion("rrf", w, c), BOTH)
+      for w in (0.5, 1.0, 2.0, 4.0) for c in (10, 60)],
+    *[(f"sum w_lex={w}", _fusion("sum", w), BOTH) for w in (0.5, 1.0, 2.0, 4.0)],
+    *[(f"rrf w_lex=2 k=60 recency={r}", _fusion("rrf", 2.0, 60, r), BOTH)
+      for r in (0.02, 0.05, 0.1, 0.2)],
+    *[(f"sum w_lex=2 recency={r}", _fusion("sum", 2.0, 60, r), BOTH)
+      for r in (0.02, 0.05, 0.1, 0.2)],
 ]
-RECENCY = (0.0, 0.02, 0.05, 0.1, 0.2)
 
 
-def remember(task: Task, path: Path, lm: Any) -> None:
-    """Ingest the task's last stage (all its memories) once; a marker file says it is done."""
+def remember(task: Task, path: Path, lm: Any, namespaces: set[str]) -> None:
+    """Ingest the task's last stage once (only the validation queries' namespaces); a
+    marker file says it is done."""
     from msa_agent import Memory
 
     if (path / ".ingested").exists():
         return
-    items: Sequence[MemoryItem] = task.stages[-1].memories
+    items: Sequence[MemoryItem] = [m for m in task.stages[-1].memories
+                                   if m.namespace in namespaces]
     with Memory.open(path, lm) as mem:
         for s in range(0, len(items), 64):
             mem.remember_many([
@@ -53,69 +67,87 @@ def remember(task: Task, path: Path, lm: Any) -> None:
     (path / ".ingested").touch()
 
 
-def search(mem: Any, q: Query, opts: dict[str, Any]) -> list[str]:
-    """``K`` distinct memory keys (a long memory may come back in several parts)."""
-    fetch = K
-    while True:
-        hits = mem.recall(q.text, k=fetch, namespace=q.namespace, **opts)
-        keys = dedupe([h.metadata["key"] for h in hits], K)
-        if len(keys) == K or len(hits) < fetch:
-            return keys
-        fetch *= 4
+POOL = 50  # = MemoryConfig.fusion_pool: each channel's candidates, as the runtime fuses them
 
 
-def evaluate(path: Path, lm: Any, overrides: dict[str, Any], opts: dict[str, Any],
-             queries: Sequence[Query]) -> dict[str, Any]:
+def channel_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str, Any]]:
+    """Each query's MSA and lexical candidate pools (ids, scores), creation times and keys,
+    read once through ``recall(routing=...)``; every fusion setting is then scored from them
+    with the runtime's own :func:`~msa_agent.runtime.fusion.fuse` (no further forwards)."""
     from msa_agent import Memory
 
+    out = []
+    with Memory.open(path, lm) as mem:
+        for q in queries:
+            pools, created, key = {}, {}, {}
+            for channel in (MSA, LEXICAL):
+                hits = mem.recall(q.text, k=POOL, namespace=q.namespace, routing=channel)
+                pools[channel] = [(h.id, h.score) for h in hits]
+                created |= {h.id: h.created_at for h in hits}
+                key |= {h.id: h.metadata["key"] for h in hits}
+            out.append({"pools": pools, "created": created, "key": key})
+    return out
+
+
+def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str]) -> list[str]:
+    ranked = fuse({c: pool["pools"][c] for c in channels}, pool["created"], f)
+    return dedupe([pool["key"][r.id] for r in ranked], K)
+
+
+def score_setting(pools: list[dict[str, Any]], queries: Sequence[Query], f: Fusion,
+                  channels: Sequence[str]) -> dict[str, Any]:
+    rankings = [fused_keys(p, f, channels) for p in pools]
+    return {"rows": metrics.score(queries, rankings)}
+
+
+def multihop(path: Path, lm: Any, queries: Sequence[Query], overrides: dict[str, Any],
+             hops: Any) -> dict[str, Any]:
+    """Real ``recall(hops=...)`` rows (interleave cannot be replayed from pools)."""
+    from msa_agent import Memory
+
+    rankings = []
     with Memory.open(path, lm, **overrides) as mem:
-        start = time.perf_counter()
-        rankings = [search(mem, q, opts) for q in queries]
-        ms = 1000 * (time.perf_counter() - start) / max(1, len(queries))
-    rows = metrics.score(queries, rankings)
-    return {"rows": rows, "ms_per_query": ms}
+        for q in queries:
+            hits = mem.recall(q.text, k=4 * K, namespace=q.namespace, hops=hops)
+            rankings.append(dedupe([h.metadata["key"] for h in hits], K))
+    return {"rows": metrics.score(queries, rankings)}
 
 
 def main(
     tasks: list[str] = typer.Option(["facts", "sessions", "wiki"], "--tasks"),
     mode: str = typer.Option("quick", help="Task size: quick or full."),
+    size: list[str] = typer.Option([], help="Task builder overrides, NAME=INT (e.g. per_kind=4)."),
     work: Path = typer.Option(Path("bench-out/tune"), help="Spaces, reused between runs."),
     out: Path = typer.Option(Path("docs/results/fusion_val.json")),
 ) -> None:
     from msa_agent.model.loader import load_model
 
     lm = load_model(None)
-    report: dict[str, Any] = {"command": "python -m msa_agent.bench.tune --tasks "
-                              + " ".join(tasks) + f" --mode {mode}", "k": K, "results": []}
+    command = "python -m msa_agent.bench.tune " + " ".join(f"--tasks {t}" for t in tasks)
+    command += f" --mode {mode}" + "".join(f" --size {o}" for o in size)
+    report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
-        task = build(name, mode)
+        task = build(name, mode, **{k: int(v) for k, v in (o.split("=") for o in size)})
         val = [q for q in task.stages[-1].queries if q.split == "val"]
         path = work / f"{name}-{mode}"
-        remember(task, path, lm)
-        for row, overrides, opts in _grid(val):
-            res = evaluate(path, lm, overrides, opts, _select(val, opts))
-            report["results"].append({"task": name, "row": row, "overrides": overrides,
-                                      "opts": opts, **res})
-            total = next(r for r in res["rows"] if r["kind"] == "all")
-            print(f"{name:12s} {row:34s} R@1 {total['r1']:.3f} R@5 {total['r5']:.3f} "
-                  f"newest {total.get('newest_first', float('nan')):.3f} "
-                  f"n={total['n']} {res['ms_per_query']:.0f} ms", flush=True)
+        remember(task, path, lm, {q.namespace for q in val})
+        pools = channel_pools(path, lm, val)
+        for row, f, channels in GRID:
+            _log(report, name, row, asdict(f), score_setting(pools, val, f, channels))
+        hop_q = [q for q in val if q.hops > 1]
+        for hops in ((1, "auto") if hop_q else ()):
+            _log(report, name, f"hybrid hops={hops} (multi-hop only)", {},
+                 multihop(path, lm, hop_q, {}, hops))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out.write_text(json.dumps(report, indent=1, default=str))
 
 
-def _grid(val: Sequence[Query]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    rows = list(GRID)
-    rows += [(f"rrf k=60 recency={r}", {"recency_weight": r}, {}) for r in RECENCY]
-    if any(q.hops > 1 for q in val):
-        rows += [("hybrid hops=auto (multi-hop only)", {}, {"hops": "auto"}),
-                 ("hybrid hops=1 (multi-hop only)", {}, {"hops": 1, "_multihop": True})]
-    return rows
-
-
-def _select(val: Sequence[Query], opts: dict[str, Any]) -> list[Query]:
-    multihop = opts.pop("_multihop", False) or opts.get("hops") == "auto"
-    return [q for q in val if q.hops > 1] if multihop else list(val)
+def _log(report: dict[str, Any], task: str, row: str, setting: dict[str, Any],
+         res: dict[str, Any]) -> None:
+    report["results"].append({"task": task, "row": row, "setting": setting, **res})
+    total = next(r for r in res["rows"] if r["kind"] == "all")
+    print(f"{task:12s} {row:40s} R@1 {total['r1']:.3f} R@5 {total['r5']:.3f} "
+          f"newest {total.get('newest_first', float('nan')):.3f} n={total['n']}", flush=True)
 
 
 if __name__ == "__main__":
