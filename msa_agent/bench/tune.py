@@ -40,12 +40,9 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
     ("msa alone", _fusion("rrf", 0.0), (MSA,)),
     ("lexical alone", _fusion("rrf", 1.0), (LEXICAL,)),
     *[(f"rrf w_lex={w} k={c}", _fusion("rrf", w, c), BOTH)
-      for w in (0.5, 1.0, 2.0, 4.0) for c in (10, 60)],
-    *[(f"sum w_lex={w}", _fusion("sum", w), BOTH) for w in (0.5, 1.0, 2.0, 4.0)],
-    *[(f"rrf w_lex=2 k=60 recency={r}", _fusion("rrf", 2.0, 60, r), BOTH)
-      for r in (0.02, 0.05, 0.1, 0.2)],
-    *[(f"sum w_lex=2 recency={r}", _fusion("sum", 2.0, 60, r), BOTH)
-      for r in (0.02, 0.05, 0.1, 0.2)],
+      for w in (1.0, 2.0, 4.0) for c in (10, 60)],
+    *[(f"sum w_lex={w} recency={r}", _fusion("sum", w, 60, r), BOTH)
+      for w in (1.0, 2.0, 4.0, 8.0) for r in (0.0, 0.05, 0.1, 0.2)],
 ]
 
 

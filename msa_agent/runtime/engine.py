@@ -317,6 +317,8 @@ class Engine:
                 return self._recalled(ranked)
         pool = max(k, self.cfg.fusion_pool)
         channels = {LEXICAL: self._lexical(text, pool, scope, exclude)}
+        if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
+            return self._lexical_only(channels[LEXICAL][:k])
         if mode == "hybrid":
             q = self.query(text) if q is None else q
             with self.lock:
@@ -332,6 +334,12 @@ class Engine:
             found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
                                                scope.where, scope.since, scope.until)
         return [(i, s) for i, s in found if i not in exclude][:n]
+
+    def _lexical_only(self, found: list[tuple[str, float]]) -> list[Recalled]:
+        with self.lock:
+            by_id = {m.id: m for m in self._space.get_many([i for i, _ in found])}
+        return [Recalled(by_id[i], s, channels={LEXICAL: s, f"{LEXICAL}_rank": float(r)})
+                for r, (i, s) in enumerate(found, 1) if i in by_id]
 
     def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
                q: torch.Tensor | None) -> list[Recalled]:

@@ -4,8 +4,8 @@ Each channel ranks a candidate pool; the fused score of a memory is
 
 - ``rrf``: ``sum_c w_c / (rrf_k + rank_c)`` over the channels that ranked it (reciprocal-rank
   fusion: scale-free, so a cosine and a BM25 score never need calibrating), or
-- ``sum``: ``sum_c w_c * norm_c(score)``, each channel's scores min-max normalised over its
-  own pool (a calibrated weighted sum),
+- ``sum``: ``sum_c w_c * norm_c(score)``, a calibrated weighted sum: non-negative scores
+  (BM25) are divided by the pool's best, others (cosines) min-max normalised over the pool,
 
 plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
 among the candidates (newest 1, oldest 0) and ``top`` the best fused score: when two
@@ -62,7 +62,8 @@ def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, 
     if f.method == "rrf":
         return [(r, item, 1.0 / (f.rrf_k + r)) for r, item in enumerate(ranking, 1)]
     scores = [s for _, s in ranking]
-    lo, hi = min(scores, default=0.0), max(scores, default=0.0)
+    hi = max(scores, default=0.0)
+    lo = 0.0 if min(scores, default=0.0) >= 0 else min(scores)
     span = hi - lo
     return [(r, item, 1.0 if span <= 0 else (item[1] - lo) / span)
             for r, item in enumerate(ranking, 1)]
