@@ -1,0 +1,168 @@
+"""Recall over the engine's space and index: MSA routing, the lexical channel, their fusion,
+memory interleave, per-layer selection and explanations.
+
+A mixin of :class:`~msa_agent.runtime.engine.Engine`, which owns every piece of state used
+here (space, index, lock, encoder); this file only holds the methods that read them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from msa_agent.config import MemoryConfig
+from msa_agent.errors import InvalidInputError
+from msa_agent.model.encoder import Encoder
+from msa_agent.model.text import query_ids, special_prefix
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
+from msa_agent.runtime.interleave import Hops, interleave
+from msa_agent.runtime.results import Recalled, Scope
+from msa_agent.runtime.routing import Ranked, RoutingIndex
+from msa_agent.store import Space, StoredMemory
+
+
+class Recall:
+    """Routing and recall methods; the state is the engine's (declared here for types)."""
+
+    cfg: MemoryConfig
+    tokenizer: Any
+    encoder: Encoder
+    layers: list[int]
+    index: RoutingIndex
+    fusion: Fusion
+    lock: threading.RLock
+    _space: Space
+
+    def query(self, text: str) -> torch.Tensor:
+        """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward."""
+        return self.encoder.query_vectors(query_ids(self.tokenizer, text,
+                                                    self.cfg.max_doc_tokens))
+
+    def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
+               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+        """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1).
+
+        ``mode``: "hybrid" (MSA routing and the lexical channel fused), "msa" or "lexical";
+        None = the config's ``recall_mode``. ``q``: the question's router queries, if already
+        computed (round 1 then costs no backbone forward).
+        """
+        def route(text: str, exclude: set[str]) -> list[Recalled]:
+            first = q if (q is not None and text == question) else None
+            return self.route(text, k, scope, exclude, first, mode)
+
+        return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score,
+                          bridge=self.bridge_text)
+
+    def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
+              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
+        mode, exclude = mode or self.cfg.recall_mode, exclude or set()
+        if mode not in ("hybrid", "msa", LEXICAL):
+            raise InvalidInputError(f"unknown recall mode {mode!r}")
+        if mode == "msa":
+            q = self.query(text) if q is None else q
+            with self.lock:
+                ranked = self.index.rank(q, k, self._mask(scope, exclude), self.cfg.layer_combine)
+                return self._recalled(ranked)
+        pool = max(k, self.cfg.fusion_pool)
+        channels = {LEXICAL: self._lexical(text, pool, scope, exclude)}
+        if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
+            return self._lexical_only(channels[LEXICAL][:k])
+        if mode == "hybrid":
+            q = self.query(text) if q is None else q
+            with self.lock:
+                ranked = self.index.rank(q, pool, self._mask(scope, exclude),
+                                         self.cfg.layer_combine, explain=False)
+                ids = self.index.doc_ids
+                channels[MSA] = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
+        return self._fused(channels, k, q)
+
+    def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
+                 ) -> list[tuple[str, float]]:
+        with self.lock:
+            found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
+                                               scope.where, scope.since, scope.until)
+        return [(i, s) for i, s in found if i not in exclude][:n]
+
+    def _lexical_only(self, found: list[tuple[str, float]]) -> list[Recalled]:
+        with self.lock:
+            by_id = {m.id: m for m in self._space.get_many([i for i, _ in found])}
+        return [Recalled(by_id[i], s, channels={LEXICAL: s, f"{LEXICAL}_rank": float(r)})
+                for r, (i, s) in enumerate(found, 1) if i in by_id]
+
+    def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
+               q: torch.Tensor | None) -> list[Recalled]:
+        """Fuse the channels' candidates; routing evidence for the top ``k`` when ``q``."""
+        with self.lock:
+            pool = {m.id: m for m in self._space.get_many(
+                list({i for ranking in channels.values() for i, _ in ranking}))}
+            created = {i: m.created_at for i, m in pool.items()}
+            top = [f for f in fuse(channels, created, self.fusion) if f.id in pool][:k]
+            evidence = self._evidence([f.id for f in top], q)
+        return [Recalled(pool[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))
+                for f in top]
+
+    def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+        """Per-layer routing scores and best chunk of ``ids`` (none without router queries)."""
+        if q is None or not ids:
+            return {}
+        ranked = self.index.explain(ids, q, self.cfg.layer_combine)
+        names = self.index.doc_ids
+        return {names[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
+                for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
+
+    def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
+                        ) -> dict[int, list[StoredMemory]]:
+        """The paper's protocol: each MSA layer selects its own top-``k`` memories."""
+        q = self.query(text) if q is None else q
+        with self.lock:
+            if not self.index.doc_ids:
+                return {}
+            chosen = self.index.rank_per_layer(q, k, self._mask(scope, None))
+            by_id = self._memories({d for sel in chosen for d in sel})
+            ids = self.index.doc_ids
+            return {layer: [by_id[ids[d]] for d in sel if ids[d] in by_id]
+                    for layer, sel in zip(self.layers, chosen)}
+
+    def _mask(self, scope: Scope, exclude: set[str] | None) -> torch.Tensor:
+        allowed = None
+        if scope.narrowed:
+            allowed = [m.id for m in self._space.find(scope.namespace, scope.where,
+                                                      since=scope.since, until=scope.until)]
+        mask = self.index.mask_for(scope.namespace, allowed)
+        if exclude:
+            mask &= ~self.index.mask_for(None, list(exclude))
+        return mask
+
+    def _memories(self, positions: set[int]) -> dict[str, StoredMemory]:
+        ids = [self.index.doc_ids[d] for d in positions]
+        return {m.id: m for m in self._space.get_many(ids)}
+
+    def _recalled(self, ranked: Ranked) -> list[Recalled]:
+        by_id = self._memories(set(ranked.docs))
+        out = []
+        for d, score, per_layer, chunk in zip(ranked.docs, ranked.scores, ranked.layer_scores,
+                                              ranked.best_chunk):
+            m = by_id.get(self.index.doc_ids[d])
+            if m is not None:
+                out.append(Recalled(m, score, layer_scores=dict(zip(self.layers, per_layer)),
+                                    best_chunk=chunk, channels={MSA: score}))
+        return out
+
+    def bridge_text(self, hit: Recalled) -> str:
+        """What a later interleave round appends for ``hit``: its matched chunk with one
+        chunk either side (the whole memory when it is that short)."""
+        lo = max(0, hit.best_chunk - 1)
+        parts = [self.chunk_text(hit.memory.text, c) for c in range(lo, hit.best_chunk + 2)]
+        return " ".join(p for p in parts if p) or hit.memory.text
+
+    def chunk_text(self, text: str, chunk: int) -> str:
+        """The characters of ``text`` covered by pooled chunk number ``chunk``."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offs = enc["offset_mapping"]
+        p, lead = self.cfg.chunk_size, len(special_prefix(self.tokenizer))
+        lo = max(0, chunk * p - lead)
+        hi = min(len(offs), (chunk + 1) * p - lead)
+        return text[offs[lo][0] : offs[hi - 1][1]] if lo < hi else ""
