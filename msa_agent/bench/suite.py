@@ -47,6 +47,7 @@ class RunConfig:
     workdir: Path = Path("bench-out/work")
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    on_task: Callable[[dict[str, Any]], None] | None = None  # called with the partial document
 
 
 class PeakRss:
@@ -214,6 +215,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 continue
             doc["quality"] += quality
             doc["costs"] += costs
+            if cfg.on_task is not None:  # a partial result survives a run cut short
+                cfg.on_task(doc)
     doc["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return doc
 

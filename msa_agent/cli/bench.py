@@ -70,7 +70,8 @@ def bench(
     stem = name or f"bench-{mode}" + ("" if tasks is None else "-" + "-".join(chosen))
     cfg = RunConfig(tasks=chosen, mode=mode, systems=list(systems or SYSTEMS),
                     msa_variants=parse_variants(msa_variant), workdir=work,
-                    overrides=overrides, log=lambda m: console.print(m, markup=False))
+                    overrides=overrides, log=lambda m: console.print(m, markup=False),
+                    on_task=lambda partial: write(partial, out / f"{stem}.json"))
     doc = run(cfg)
     path = write(doc, out / f"{stem}.json")
     console.print(report.rich_table(doc))
