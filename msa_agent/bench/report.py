@@ -106,7 +106,7 @@ def plots(doc: dict[str, Any], out_dir: Path, prefix: str) -> list[Path]:
     rows = summary(doc)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(tasks), 4))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(tasks), 4.6))
     width = 0.8 / max(1, len(systems))
     for j, s in enumerate(systems):
         vals = []
@@ -117,7 +117,7 @@ def plots(doc: dict[str, Any], out_dir: Path, prefix: str) -> list[Path]:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks)
     ax.set_ylabel("test R@5 (all gold in top 5)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.set_title(f"msa bench {doc['mode']}: test R@5 (largest size)")
     fig.tight_layout()
     written.append(_save(fig, out_dir / f"{prefix}-r5.png"))
