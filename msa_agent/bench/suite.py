@@ -126,9 +126,24 @@ def _ingest(system: System, items: Sequence[MemoryItem]) -> float:
     return time.perf_counter() - start
 
 
+def _timed_search(system: System, queries: Sequence[Query], opts: dict[str, Any]
+                  ) -> tuple[list[list[str]], list[float]]:
+    """Each query's top-``K`` keys and its wall time in seconds."""
+    rankings, lat = [], []
+    for q in queries:
+        start = time.perf_counter()
+        rankings.append(system.search(q, K, opts))
+        lat.append(time.perf_counter() - start)
+    return rankings, lat
+
+
 def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: list[int]
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Quality and cost rows of one system on one task, stage by stage."""
+    """Quality and cost rows of one system on one task, stage by stage.
+
+    At each stage only the memories the previous stage lacked are ingested (timed); then every
+    variant answers the stage's questions (timed per query).
+    """
     work = cfg.workdir / task.name / sys_name
     shutil.rmtree(work, ignore_errors=True)
     quality: list[dict[str, Any]] = []
@@ -136,29 +151,21 @@ def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: lis
     with PeakRss() as rss:
         system = make_system(sys_name, work, cfg.msa_variants)
         try:
-            seen = 0
+            seen, prev_tokens = 0, 0
             for stage, tokens in zip(task.stages, stage_tokens):
-                new = stage.memories[seen:]
-                seen = len(stage.memories)
-                ingest_s = _ingest(system, new)
-                new_tokens = tokens - (costs[-1]["tokens"] if costs else 0)
+                ingest_s = _ingest(system, stage.memories[seen:])
+                seen, new_tokens, prev_tokens = len(stage.memories), tokens - prev_tokens, tokens
                 for row, opts in system.variants().items():
                     queries = _queries_for(stage.queries, opts)
                     if not queries:
                         continue
                     opts = {k: v for k, v in opts.items() if k != MULTIHOP_ONLY}
-                    rankings, lat = [], []
-                    for q in queries:
-                        start = time.perf_counter()
-                        rankings.append(system.search(q, K, opts))
-                        lat.append(time.perf_counter() - start)
-                    for r in metrics.score(queries, rankings):
-                        quality.append({"task": task.name, "stage": stage.label, "system": row,
-                                        **r})
+                    rankings, lat = _timed_search(system, queries, opts)
+                    where = {"task": task.name, "stage": stage.label, "system": row}
+                    quality += [{**where, **r} for r in metrics.score(queries, rankings)]
                     idx = system.index_bytes()
                     costs.append({
-                        "task": task.name, "stage": stage.label, "system": row,
-                        "memories": len(stage.memories), "tokens": tokens,
+                        **where, "memories": len(stage.memories), "tokens": tokens,
                         "ingest_s": ingest_s, "ingest_tok_s": new_tokens / max(ingest_s, 1e-9),
                         "p50_ms": 1000 * metrics.percentile(lat, 50),
                         "p95_ms": 1000 * metrics.percentile(lat, 95),
