@@ -70,15 +70,15 @@ class MemoryConfig(BaseModel):
         "FTS5) channel; 'msa' or 'lexical' alone. Recall's `routing=` overrides it per call.",
     )
     fusion: Literal["rrf", "sum"] = Field(
-        "rrf", description="How hybrid recall fuses the channels: reciprocal-rank fusion or a "
+        "sum", description="How hybrid recall fuses the channels: reciprocal-rank fusion or a "
         "weighted sum of min-max normalised scores (docs/recall.md).",
     )
     fusion_pool: int = Field(50, ge=1, description="Candidates each channel ranks for fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant.")
     lexical_weight: float = Field(
-        1.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
+        4.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
     recency_weight: float = Field(
-        0.0, ge=0, description="Share of the best fused score that recency can add (newest "
+        0.1, ge=0, description="Share of the best fused score that recency can add (newest "
         "candidate: all of it, oldest: none): newer memories win near-ties (changed facts).",
     )
     host_cache_mb: int | None = Field(
@@ -91,6 +91,10 @@ class MemoryConfig(BaseModel):
         0.25, gt=0, le=1,
         description="After a forget, compact the arrays (reclaim the disk of deleted rows) once "
         "this share of their rows is dead; None = only on `Memory.compact()` / `msa compact`.",
+    )
+    hop_routing: Literal["same", "hybrid", "msa", "lexical"] = Field(
+        "lexical", description="Recall channels of the interleave rounds after the first "
+        "('same' = the request's own); see docs/recall.md for what was measured.",
     )
     hop_min_score: float | None = Field(
         None, description="Memory interleave: a later round whose best new memory scores below "

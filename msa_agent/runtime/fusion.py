@@ -8,9 +8,10 @@ Each channel ranks a candidate pool; the fused score of a memory is
   (BM25) are divided by the pool's best, others (cosines) min-max normalised over the pool,
 
 plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
-among the candidates (newest 1, oldest 0) and ``top`` the best fused score: when two
-memories tell the same thing at different times, the newer one wins a near-tie, while a
-clearly more relevant old memory keeps its place.
+among the candidates that share the query's words (the lexical channel's; newest 1, oldest
+0) and ``top`` the best fused score: when two memories tell the same thing at different
+times, the newer one wins a near-tie, while a clearly more relevant old memory keeps its
+place, and memories that merely happen to be recent gain nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
             parts.setdefault(id, {})[channel] = s
             parts[id][f"{channel}_rank"] = float(rank)
             score[id] = score.get(id, 0.0) + weights.get(channel, 1.0) * value
-    _add_recency(score, parts, created, f.recency_weight)
+    subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
+    _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
     return [Fused(i, score[i], parts[i]) for i in order]
 
@@ -70,10 +72,12 @@ def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, 
 
 
 def _add_recency(score: dict[str, float], parts: dict[str, dict[str, float]],
-                 created: Mapping[str, datetime], weight: float) -> None:
-    if weight <= 0 or len(score) < 2:
+                 created: Mapping[str, datetime], weight: float, subject: set[str]) -> None:
+    """Newer memories among ``subject`` (those sharing the query's words) gain up to
+    ``weight`` of the best score: versions of one fact compete, unrelated news does not."""
+    if weight <= 0 or len(subject) < 2:
         return
-    order = sorted(score, key=lambda i: (_ts(created.get(i)), i))  # oldest first
+    order = sorted(subject, key=lambda i: (_ts(created.get(i)), i))  # oldest first
     top = max(score.values())
     for n, id in enumerate(order):
         recency = n / (len(order) - 1)

@@ -2,8 +2,8 @@
 
 Round 1 routes with the question. Each later round routes again with the question plus the
 text of the best memory of the round before, among memories not yet appended. Rounds stop at
-the limit, when a round's best memory was already found, or when its score falls below
-``min_score``. The evidence chain is kept: each hit records its round and the memories whose
+the limit, after a round whose best memory was already found (``"auto"``; the round is kept,
+so that memory moves up), or when a round's best score falls below ``min_score``. The evidence chain is kept: each hit records its round and the memories whose
 text led to it. The final list interleaves rounds by rank (r1#1, r2#1, ..., r1#2, r2#2, ...),
 since scores of different rounds come from different queries and are not comparable.
 """
@@ -42,7 +42,8 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
 
     A later round excludes only the memory already appended to the query (``via``), so a
     memory that round 1 ranked low can still come first once its bridge is known. With
-    ``"auto"``, a round whose best memory was already found adds no evidence and ends them.
+    ``"auto"``, a round whose best memory was already found adds no new memory: it is kept
+    (it moves that memory up the interleaved list) and ends the rounds.
     """
     rounds: list[list[Recalled]] = []
     seen: set[str] = set()
@@ -50,10 +51,11 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
     query, via = question, ()
     for r in range(1, max_rounds(hops) + 1):
         new = [replace(h, round=r, via=via) for h in route(query, expanded)]
-        stale = hops == "auto" and new and new[0].memory.id in seen
-        if not new or (r > 1 and (stale or _below(new[0].score, min_score))):
+        if not new or (r > 1 and _below(new[0].score, min_score)):
             break
         rounds.append(new)
+        if hops == "auto" and r > 1 and new[0].memory.id in seen:
+            break  # its best was already found: keep the round (it promotes it), then stop
         seen |= {h.memory.id for h in new}
         via = (new[0].memory.id,)
         expanded.add(new[0].memory.id)

@@ -49,8 +49,10 @@ class Recall:
         computed (round 1 then costs no backbone forward).
         """
         def route(text: str, exclude: set[str]) -> list[Recalled]:
-            first = q if (q is not None and text == question) else None
-            return self.route(text, k, scope, exclude, first, mode)
+            if text == question:
+                return self.route(text, k, scope, exclude, q, mode)
+            later = mode if self.cfg.hop_routing == "same" else self.cfg.hop_routing
+            return self.route(text, k, scope, exclude, None, later)
 
         return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score,
                           bridge=self.bridge_text)
