@@ -280,7 +280,9 @@ def lexical_statement(match: str, conds: list[Any], k: int) -> Any:
     """
     bm25 = func.bm25(_FTS_ALL)
     on = literal_column(f"{MemoryRow.__tablename__}.rowid") == _FTS.c.rowid
-    return (select(MemoryRow.id, (-bm25).label("score"))
+    return (select(MemoryRow.id, (-bm25).label("score"),
+                   literal_column(f"{MemoryRow.__tablename__}.rowid").label("rowid"),
+                   MemoryRow.created_at)
             .select_from(_FTS.join(MemoryRow, on))
             .where(_FTS_ALL.op("MATCH")(match), *conds)
             .order_by(bm25, MemoryRow.created_at.desc(), MemoryRow.id).limit(k))
@@ -422,11 +424,18 @@ class MetaStore:
         with sql_errors("find"), Session(self.engine) as s:
             return [to_domain(r) for r in s.execute(stmt)]
 
-    def lexical_search(self, match: str, conds: list[Any], k: int) -> list[tuple[str, float]]:
-        """``(id, score)`` of the best ``k`` memories for an FTS5 ``match`` string."""
-        stmt = lexical_statement(match, conds, k)
+    def lexical_search(self, terms: list[str], conds: list[Any], k: int
+                       ) -> list[tuple[str, float]]:
+        """``(id, score)`` of the best ``k`` memories for the search ``terms``: candidates by
+        FTS5's OR match (filters applied), rescored with Lucene's idf (``lexical.rescore``);
+        ties: newer first, then id."""
+        match = " OR ".join(f'"{t}"' for t in terms)
+        stmt = lexical_statement(match, conds, max(k, lexical.RESCORE_POOL))
         with sql_errors("lexical search"), Session(self.engine) as s:
-            return [(r.id, float(r.score)) for r in s.execute(stmt)]
+            rows = s.execute(stmt).all()
+            scores = lexical.rescore(s.connection(), terms, [r.rowid for r in rows])
+        ranked = sorted(rows, key=lambda r: (-scores[r.rowid], -r.created_at.timestamp(), r.id))
+        return [(r.id, scores[r.rowid]) for r in ranked[:k]]
 
     def count(self, conds: list[Any]) -> int:
         with sql_errors("count"), Session(self.engine) as s:

@@ -33,7 +33,7 @@ from .errors import (
     StoreCorruptedError,
     StoreInputError,
 )
-from .lexical import match_expression, require_fts5
+from .lexical import query_terms, require_fts5
 from .meta import MetaStore, build_filters, id_filter, time_filters
 from .types import ArraySpec, NewMemory, StoredMemory
 
@@ -384,13 +384,13 @@ class Space:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InvalidQueryError(f"k must be a non-negative int, got {k!r}")
         conds = build_filters(namespace, where) + time_filters(since, until)
-        match = match_expression(query)
+        terms = query_terms(query)
         with self._mutex:
             self._check_open()
             if not self._meta.lexical_ready:
                 raise SpaceReadOnlyError(f"space {self.path} predates the lexical index; "
                                          "open it once for writing to build it")
-            return self._meta.lexical_search(match, conds, k) if match and k else []
+            return self._meta.lexical_search(terms, conds, k) if terms and k else []
 
     def read(self, name: str, memories: Sequence[StoredMemory]) -> list[np.ndarray]:
         """Each memory's rows of array ``name``, in order.
