@@ -437,6 +437,10 @@ class MetaStore:
         ranked = sorted(rows, key=lambda r: (-scores[r.rowid], -r.created_at.timestamp(), r.id))
         return [(r.id, scores[r.rowid]) for r in ranked[:k]]
 
+    def rare_terms(self, text: str, n: int, exclude: set[str]) -> list[str]:
+        with sql_errors("lexical terms"), Session(self.engine) as s:
+            return lexical.rare_terms(s.connection(), text, n, exclude)
+
     def count(self, conds: list[Any]) -> int:
         with sql_errors("count"), Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(MemoryRow).where(*conds)) or 0)

@@ -392,6 +392,15 @@ class Space:
                                          "open it once for writing to build it")
             return self._meta.lexical_search(terms, conds, k) if terms and k else []
 
+    def rare_terms(self, text: str, n: int, exclude: str = "") -> list[str]:
+        """The ``n`` words of ``text`` that the fewest memories contain (case-folded, stop
+        words and the words of ``exclude`` left out): its most specific words."""
+        with self._mutex:
+            self._check_open()
+            if not self._meta.lexical_ready:
+                return []
+            return self._meta.rare_terms(text, n, set(query_terms(exclude)))
+
     def read(self, name: str, memories: Sequence[StoredMemory]) -> list[np.ndarray]:
         """Each memory's rows of array ``name``, in order.
 

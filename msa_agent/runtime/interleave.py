@@ -3,7 +3,8 @@
 Round 1 routes with the question. Each later round routes again with the question plus the
 text of the best memory of the round before, among memories not yet appended. Rounds stop at
 the limit, after a round whose best memory was already found (``"auto"``; the round is kept,
-so that memory moves up), or when a round's best score falls below ``min_score``. The evidence chain is kept: each hit records its round and the memories whose
+so that memory moves up), or when a round's best score falls below ``min_score``. The
+evidence chain is kept: each hit records its round and the memories whose
 text led to it. The final list interleaves rounds by rank (r1#1, r2#1, ..., r1#2, r2#2, ...),
 since scores of different rounds come from different queries and are not comparable.
 """
@@ -33,12 +34,12 @@ def max_rounds(hops: Hops) -> int:
 
 def interleave(route: Route, question: str, k: int, hops: Hops, *,
                min_score: float | None = None,
-               bridge: Callable[[Recalled], str] | None = None) -> list[Recalled]:
+               bridge: Callable[[Recalled, str], str] | None = None) -> list[Recalled]:
     """Run the rounds; ``route(text, exclude)`` ranks memories not in ``exclude``.
 
-    ``bridge(hit)``: the text a later round appends for the best memory of the round before
-    (default: its whole text; the runtime passes the matched chunk and its neighbours, so
-    the next query is about what matched rather than about everything the memory says).
+    ``bridge(hit, question)``: the text a later round appends for the best memory of the
+    round before (default: its whole text; the runtime passes its most specific words, so
+    the next query is about what is new in it rather than everything the memory says).
 
     A later round excludes only the memory already appended to the query (``via``), so a
     memory that round 1 ranked low can still come first once its bridge is known. With
@@ -59,7 +60,7 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
         seen |= {h.memory.id for h in new}
         via = (new[0].memory.id,)
         expanded.add(new[0].memory.id)
-        query = "\n".join([question, bridge(new[0]) if bridge else new[0].memory.text])
+        query = "\n".join([question, bridge(new[0], question) if bridge else new[0].memory.text])
     return _round_robin(rounds, k)
 
 
