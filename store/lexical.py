@@ -165,12 +165,13 @@ def rescore(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, float]:
 
 
 def rare_terms(conn: Any, text: str, n: int, exclude: set[str]) -> list[str]:
-    """The ``n`` single-word terms of ``text`` (not in ``exclude``) found in the fewest rows:
-    what is specific about a memory (a name, a code), for query expansion."""
+    """The ``n`` single-word terms of ``text`` (not in ``exclude``) found in the fewest rows,
+    and in at least two (the memory itself and another): what is specific about a memory and
+    links it to another (a name, a code), for query expansion."""
     words = [t for t in query_terms(text) if " " not in t and t not in exclude]
     hits = {}
     for t in words:
         hits[t] = conn.exec_driver_sql(
             f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (f'"{t}"',)).scalar()
-    found = [t for t in words if hits[t]]
+    found = [t for t in words if hits[t] >= 2]  # a link: in the memory and in another one
     return sorted(found, key=lambda t: hits[t])[:n]

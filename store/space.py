@@ -393,8 +393,9 @@ class Space:
             return self._meta.lexical_search(terms, conds, k) if terms and k else []
 
     def rare_terms(self, text: str, n: int, exclude: str = "") -> list[str]:
-        """The ``n`` words of ``text`` that the fewest memories contain (case-folded, stop
-        words and the words of ``exclude`` left out): its most specific words."""
+        """The ``n`` words of ``text`` that the fewest memories contain, at least two
+        (case-folded; stop words and the words of ``exclude`` left out): its most specific
+        words that link it to another memory."""
         with self._mutex:
             self._check_open()
             if not self._meta.lexical_ready:

@@ -161,9 +161,9 @@ def test_explain_names_layers_and_chunk(tmp_path: Path, tiny_pair) -> None:
 
 
 def test_recall_hops_records_rounds_without_duplicates(tmp_path: Path, tiny_pair) -> None:
-    with open_mem(tmp_path / "m", tiny_pair) as mem:
+    with open_mem(tmp_path / "m", tiny_pair, hop_routing="same") as mem:
         mem.remember_many(FACTS)
-        hits = mem.recall("Where does Alice work?", k=2, hops=2)
+        hits = mem.recall("Where does Alice work?", k=2, hops=2, routing="msa")
         assert len({h.id for h in hits}) == len(hits) == 2
         assert {h.round for h in hits} == {1, 2}
         first = next(h for h in hits if h.round == 1)
@@ -173,12 +173,16 @@ def test_recall_hops_records_rounds_without_duplicates(tmp_path: Path, tiny_pair
 
 
 def test_hop_min_score_ends_rounds(tmp_path: Path, tiny_pair) -> None:
-    """A cosine score never exceeds 1, so a floor above it leaves round 1 alone."""
-    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=1.01) as mem:
+    """A cosine score never exceeds 1, so a floor above it leaves round 1 alone (MSA routing
+    in every round: the floor is on the later rounds' own scores)."""
+    kw = dict(hop_routing="same")
+    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=1.01, **kw) as mem:
         mem.remember_many(FACTS)
-        assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=3)} == {1}
-    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=-1.01) as mem:
-        assert {h.round for h in mem.recall("Where does Alice work?", k=3, hops=2)} == {1, 2}
+        hits = mem.recall("Where does Alice work?", k=3, hops=3, routing="msa")
+        assert {h.round for h in hits} == {1}
+    with open_mem(tmp_path / "m", tiny_pair, hop_min_score=-1.01, **kw) as mem:
+        hits = mem.recall("Where does Alice work?", k=3, hops=2, routing="msa")
+        assert {h.round for h in hits} == {1, 2}
 
 
 def test_forget_compacts_past_the_dead_fraction(tmp_path: Path, tiny_pair) -> None:
