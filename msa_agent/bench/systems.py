@@ -22,6 +22,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ import numpy as np
 
 from msa_agent.bench.tasks.base import MemoryItem, Query
 from msa_agent.bench.text import sentences
+
+EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)  # memories are dated by their order
 
 
 class System(Protocol):
@@ -327,7 +330,8 @@ class MsaAgent:
     def _write(self, items: Sequence[MemoryItem]) -> None:
         self.memory.remember_many([
             {"text": m.text, "namespace": m.namespace, "kind": "session",
-             "metadata": {"key": m.key, "order": m.order, "date": m.date or ""}}
+             "metadata": {"key": m.key, "order": m.order, "date": m.date or ""},
+             "at": EPOCH + timedelta(minutes=m.order)}  # dated in order, as a history import
             for m in items])
 
     def variants(self) -> dict[str, dict[str, Any]]:
