@@ -15,15 +15,14 @@ from pydantic import ValidationError
 
 from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
-from msa_agent.model.loader import LoadedModel, model_fingerprint
-from msa_agent.model.router import Router
+from msa_agent.model.loader import LoadedModel
 from msa_agent.model.text import check_text
 from msa_agent.runtime.ask import answer_stream
 from msa_agent.runtime.bundle import ExportReport, ImportReport, Manifest, read_manifest
 from msa_agent.runtime.engine import Engine, NewDoc
 from msa_agent.runtime.interleave import Hops, max_rounds
-from msa_agent.runtime.results import Recalled, Scope, memory_record, recall_hit
-from msa_agent.runtime.setup import resolve_model
+from msa_agent.runtime.results import Recalled, Scope, explanation, memory_record, recall_hit
+from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
 from msa_agent.store import Space
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
@@ -57,13 +56,8 @@ class Memory:
         ``overrides`` are :class:`MemoryConfig` fields. A space is bound to one model: opening
         it with another is refused (``FingerprintMismatchError``).
         """
-        base = config or MemoryConfig()
-        explicit = set(base.model_fields_set) | set(overrides)
-        if namespace != "default":
-            explicit.add("namespace")
-        fields = {**base.model_dump(), **overrides, "namespace": namespace}
         try:
-            cfg = MemoryConfig.model_validate(fields)
+            cfg, explicit = resolve_config(config, namespace, overrides)
         except ValidationError as exc:  # the one translation: pydantic's error is not ours
             raise InvalidInputError(f"invalid memory settings: {exc}") from None
         lm, cfg = resolve_model(Path(path), model, cfg, explicit)
@@ -200,9 +194,8 @@ class Memory:
                      since, until)
 
     def _explain(self, h: Recalled) -> Explanation:
-        return Explanation(layer_scores=h.layer_scores, best_chunk=h.best_chunk,
-                           best_chunk_text=self._engine.chunk_text(h.memory.text, h.best_chunk),
-                           combine=self.config.layer_combine, channels=h.channels)
+        chunk = self._engine.chunk_text(h.memory.text, h.best_chunk)
+        return explanation(h, chunk, self.config.layer_combine)
 
     def answer(self, question: str, k: int | None = None,
                where: Mapping[str, Any] | None = None, *, namespace: str | None = None,
@@ -237,11 +230,7 @@ class Memory:
         """
         if router_path is None:
             return self._engine.refresh_routing()
-        lm = self._engine.lm
-        router = Router.load(router_path, model_fingerprint(lm)).to(lm.device)
-        with self._lock:
-            self.config.router_path, self.config.routing = str(router_path), "learned"
-            return self._engine.refresh_routing(router)
+        return self._engine.switch_router(router_path)
 
     def get(self, id: str) -> MemoryRecord:
         """The memory with this id; :class:`UnknownMemoryError` if there is none."""

@@ -207,6 +207,14 @@ class Engine(Recall):
             self._load_index(live)
             return len(live)
 
+    def switch_router(self, path: str | Path) -> int:
+        """Route with the router file at ``path`` (it must belong to this model) from now on,
+        recorded in the space's config; re-encodes every routing key. Returns how many."""
+        router = Router.load(path, model_fingerprint(self.lm)).to(self.lm.device)
+        with self.lock:
+            self.cfg.router_path, self.cfg.routing = str(path), "learned"
+            return self.refresh_routing(router)
+
     def _reencode(self, live: Sequence[StoredMemory]) -> None:
         reencode_routing(self._space, self.encoder, self.tokenizer, self.cfg.max_doc_tokens,
                          live, self.router_id, self._np)

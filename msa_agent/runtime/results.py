@@ -52,6 +52,12 @@ def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit
                      round=r.round, via=list(r.via), explanation=explanation)
 
 
+def explanation(r: Recalled, chunk_text: str, combine: str) -> Explanation:
+    """Why ``r`` was recalled: per-layer scores, the matched chunk, each channel's part."""
+    return Explanation(layer_scores=r.layer_scores, best_chunk=r.best_chunk,
+                       best_chunk_text=chunk_text, combine=combine, channels=r.channels)
+
+
 def memory_record(m: StoredMemory) -> MemoryRecord:
     """The public form of a stored memory."""
     return MemoryRecord(

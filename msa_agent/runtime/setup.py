@@ -11,6 +11,18 @@ from msa_agent.model.loader import LoadedModel, load_model, wrap_model
 from msa_agent.store import Space
 
 
+def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
+                   ) -> tuple[MemoryConfig, set[str]]:
+    """``config`` with ``overrides`` and ``namespace`` applied (validated; pydantic's
+    ``ValidationError`` on bad values), and the names of the fields the caller set."""
+    base = config or MemoryConfig()
+    explicit = set(base.model_fields_set) | set(overrides)
+    if namespace != "default":
+        explicit.add("namespace")
+    fields = {**base.model_dump(), **overrides, "namespace": namespace}
+    return MemoryConfig.model_validate(fields), explicit
+
+
 def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
                    ) -> tuple[LoadedModel, MemoryConfig]:
     """Load the model; an existing space supplies its own model and layout unless overridden."""
