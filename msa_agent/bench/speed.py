@@ -12,6 +12,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,38 +36,51 @@ def ingest(texts: list[str], batch: int) -> tuple[float, int]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def recall_latency(texts: list[str], queries: list[str]) -> list[float]:
+def recall_latency(texts: list[str], queries: list[str], modes: Sequence[str] = ("hybrid",)
+                   ) -> tuple[dict[str, list[float]], float, int]:
+    """Per routing mode, each query's recall seconds over ``texts`` remembered in batches of
+    64 (fresh space); also the ingest seconds and tokens."""
     from msa_agent import Memory
 
     folder = Path(tempfile.mkdtemp(prefix="msa-speed-"))
     try:
         with Memory.open(folder / "m") as mem:
-            mem.remember_many(texts)
-            mem.recall(queries[0], k=5)  # warm-up
-            out = []
-            for q in queries:
-                start = time.perf_counter()
-                mem.recall(q, k=5)
-                out.append(time.perf_counter() - start)
-            return out
+            start = time.perf_counter()
+            for s in range(0, len(texts), 64):
+                mem.remember_many(texts[s : s + 64])
+            secs, toks = time.perf_counter() - start, mem.stats().tokens
+            out: dict[str, list[float]] = {}
+            for mode in modes:
+                mem.recall(queries[0], k=5, routing=mode)  # warm-up
+                out[mode] = []
+                for q in queries:
+                    start = time.perf_counter()
+                    mem.recall(q, k=5, routing=mode)
+                    out[mode].append(time.perf_counter() - start)
+            return out, secs, toks
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def main(docs: int = 128, queries: int = 100) -> None:
+def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
+         modes: list[str] = typer.Option(["hybrid", "msa", "lexical"], "--mode")) -> None:
     split = wiki_split()
     texts = [a.text for a in split.bank[:docs]]
     qs = [a.description for a in split.questions[:queries]]
     print(f"torch threads: {torch.get_num_threads()}")
-    print("| write path | docs | tokens | seconds | tokens/s |\n|---|---|---|---|---|")
-    for batch in (1, 16, 64):
-        secs, toks = ingest(texts, batch)
-        print(f"| remember_many batch={batch} | {len(texts)} | {toks} | {secs:.1f} | "
-              f"{toks / secs:.0f} |")
-    lat = sorted(recall_latency(texts, qs))
-    p95 = lat[int(0.95 * (len(lat) - 1))]
-    print(f"\nrecall k=5 over {len(texts)} memories, {len(lat)} queries: "
-          f"p50 {1000 * statistics.median(lat):.1f} ms, p95 {1000 * p95:.1f} ms")
+    if write_paths:
+        print("| write path | docs | tokens | seconds | tokens/s |\n|---|---|---|---|---|")
+        for batch in (1, 16, 64):
+            secs, toks = ingest(texts, batch)
+            print(f"| remember_many batch={batch} | {len(texts)} | {toks} | {secs:.1f} | "
+                  f"{toks / secs:.0f} |")
+    lat, secs, toks = recall_latency(texts, qs, modes)
+    print(f"\ningest (batches of 64): {toks} tokens in {secs:.1f} s = {toks / secs:.0f} tok/s")
+    for mode, values in lat.items():
+        values = sorted(values)
+        p95 = values[int(0.95 * (len(values) - 1))]
+        print(f"recall k=5, routing={mode}, {len(texts)} memories, {len(values)} queries: "
+              f"p50 {1000 * statistics.median(values):.1f} ms, p95 {1000 * p95:.1f} ms")
 
 
 if __name__ == "__main__":
