@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RoutingMode = Literal["auto", "learned", "own_qk"]
 RecallMode = Literal["hybrid", "msa", "lexical"]
+RECALL_MODES: tuple[str, ...] = get_args(RecallMode)
 LayerCombine = Literal["heads", "mean", "max"]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from msa_agent.config import MemoryConfig
+from msa_agent.config import RECALL_MODES, MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel
 from msa_agent.model.text import check_text
@@ -29,7 +29,6 @@ from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceS
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
                "at"}
-RECALL_MODES = ("hybrid", "msa", "lexical")
 
 
 class Memory:

@@ -142,6 +142,12 @@ def lucene_idf(n_rows: int, n_hit: int) -> float:
     return math.log(1 + (n_rows - n_hit + 0.5) / (n_hit + 0.5))
 
 
+def rows_with(conn: Any, term: str) -> int:
+    """How many rows hold ``term`` (a search term: letters, digits and spaces)."""
+    return conn.exec_driver_sql(f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?",
+                                (f'"{term}"',)).scalar() or 0
+
+
 def rescore(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, float]:
     """Lucene-idf BM25 of the candidate rows ``rowids`` for the quoted ``terms``."""
     if not rowids:
@@ -150,9 +156,7 @@ def rescore(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, float]:
     marks = ",".join("?" * len(rowids))
     out = dict.fromkeys(rowids, 0.0)
     for t in terms:
-        phrase = f'"{t}"'
-        n_hit = conn.exec_driver_sql(
-            f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (phrase,)).scalar()
+        phrase, n_hit = f'"{t}"', rows_with(conn, t)
         if not n_hit:
             continue
         scale = lucene_idf(n_rows, n_hit) / fts_idf(n_rows, n_hit)
@@ -169,9 +173,6 @@ def rare_terms(conn: Any, text: str, n: int, exclude: set[str]) -> list[str]:
     and in at least two (the memory itself and another): what is specific about a memory and
     links it to another (a name, a code), for query expansion."""
     words = [t for t in query_terms(text) if " " not in t and t not in exclude]
-    hits = {}
-    for t in words:
-        hits[t] = conn.exec_driver_sql(
-            f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (f'"{t}"',)).scalar()
+    hits = {t: rows_with(conn, t) for t in words}
     found = [t for t in words if hits[t] >= 2]  # a link: in the memory and in another one
     return sorted(found, key=lambda t: hits[t])[:n]

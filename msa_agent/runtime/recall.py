@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from msa_agent.config import MemoryConfig
-from msa_agent.errors import InvalidInputError
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
@@ -63,8 +62,6 @@ class Recall:
               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
         """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
         mode, exclude = mode or self.cfg.recall_mode, exclude or set()
-        if mode not in ("hybrid", "msa", LEXICAL):
-            raise InvalidInputError(f"unknown recall mode {mode!r}")
         if mode == "msa":
             q = self.query(text) if q is None else q
             with self.lock:
@@ -160,18 +157,18 @@ class Recall:
         matched chunk and neighbours (those the fewest memories contain, not in the
         question). Appending the whole text let its common words outvote the one new name
         (facts val two-hop R@5 0.00 with whole chunks, docs/recall.md)."""
-        lo = max(0, hit.best_chunk - 1)
-        parts = [self.chunk_text(hit.memory.text, c) for c in range(lo, hit.best_chunk + 2)]
-        text = " ".join(p for p in parts if p) or hit.memory.text
+        first = max(0, hit.best_chunk - 1)
+        text = self.chunk_text(hit.memory.text, first, hit.best_chunk + 1) or hit.memory.text
         with self.lock:
             words = self._space.rare_terms(text, BRIDGE_WORDS, exclude=question)
         return " ".join(words) or text
 
-    def chunk_text(self, text: str, chunk: int) -> str:
-        """The characters of ``text`` covered by pooled chunk number ``chunk``."""
+    def chunk_text(self, text: str, chunk: int, last: int | None = None) -> str:
+        """The characters of ``text`` covered by pooled chunks ``chunk`` to ``last``
+        (inclusive; default just ``chunk``), from one tokenisation."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offs = enc["offset_mapping"]
         p, lead = self.cfg.chunk_size, len(special_prefix(self.tokenizer))
         lo = max(0, chunk * p - lead)
-        hi = min(len(offs), (chunk + 1) * p - lead)
+        hi = min(len(offs), ((chunk if last is None else last) + 1) * p - lead)
         return text[offs[lo][0] : offs[hi - 1][1]] if lo < hi else ""
