@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from msa_agent.bench import metrics
+from msa_agent.bench.rescore import keys
 from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import Query, Task, build
 from msa_agent.bench.tasks.base import MemoryItem
@@ -102,11 +103,8 @@ def multihop(path: Path, lm: Any, queries: Sequence[Query], overrides: dict[str,
     """Real ``recall(hops=...)`` rows (interleave cannot be replayed from pools)."""
     from msa_agent import Memory
 
-    rankings = []
     with Memory.open(path, lm, **overrides) as mem:
-        for q in queries:
-            hits = mem.recall(q.text, k=4 * K, namespace=q.namespace, hops=hops)
-            rankings.append(dedupe([h.metadata["key"] for h in hits], K))
+        rankings = [keys(mem, q.text, q.namespace, hops=hops) for q in queries]
     return {"rows": metrics.score(queries, rankings)}
 
 
