@@ -170,6 +170,10 @@ def markdown_all(doc: dict[str, Any]) -> str:
         for split in ("test", "val"):
             parts += ["", f"**{task}, {split}** (R@1 / R@5 per kind)", "",
                       markdown_kinds(doc, task, split)]
+    if doc.get("answers"):
+        from msa_agent.bench import answer_report
+
+        parts += ["", answer_report.markdown_all(doc)]
     return "\n".join(parts)
 
 

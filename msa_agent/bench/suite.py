@@ -6,6 +6,10 @@ scored per (split, kind) by :mod:`msa_agent.bench.metrics`; costs per (system, s
 ingest tokens/s (tokens counted with the default model's tokenizer for every system, so the
 rates compare), recall latency p50/p95, index bytes per token, and the peak RSS the process
 reached above its level when the system was created (sampled every 50 ms).
+
+With ``answers`` > 0, each task then runs the answer stage
+(:mod:`msa_agent.bench.answer_stage`) on that many questions per split, reusing the recall
+stage's rankings and msa-agent space.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from msa_agent.bench import metrics
+from msa_agent.bench import answer_stage, metrics
 from msa_agent.bench.systems import BM25, MiniLM, MsaAgent, System
 from msa_agent.bench.tasks import Task
 from msa_agent.bench.tasks import build as build_task
@@ -48,6 +52,7 @@ class RunConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: Callable[[str], None] = print
     on_task: Callable[[dict[str, Any]], None] | None = None  # called with the partial document
+    answers: int = 0  # answer-stage questions per split (0: no answer stage)
 
 
 class PeakRss:
@@ -137,12 +142,14 @@ def _timed_search(system: System, queries: Sequence[Query], opts: dict[str, Any]
     return rankings, lat
 
 
-def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: list[int]
+def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: list[int],
+                    keep: answer_stage.Rankings | None = None
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Quality and cost rows of one system on one task, stage by stage.
 
     At each stage only the memories the previous stage lacked are ingested (timed); then every
-    variant answers the stage's questions (timed per query).
+    variant answers the stage's questions (timed per query). ``keep`` receives each row's
+    rankings and search times of the last stage (for the answer stage).
     """
     work = cfg.workdir / task.name / sys_name
     shutil.rmtree(work, ignore_errors=True)
@@ -161,6 +168,8 @@ def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: lis
                         continue
                     opts = {k: v for k, v in opts.items() if k != MULTIHOP_ONLY}
                     rankings, lat = _timed_search(system, queries, opts)
+                    if keep is not None:
+                        keep[row] = {q.qid: (r, t) for q, r, t in zip(queries, rankings, lat)}
                     where = {"task": task.name, "stage": stage.label, "system": row}
                     quality += [{**where, **r} for r in metrics.score(queries, rankings)]
                     idx = system.index_bytes()
@@ -176,6 +185,17 @@ def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: lis
         finally:
             system.close()
     return quality, costs
+
+
+def _answer_task(doc: dict[str, Any], task: Task, cfg: RunConfig,
+                 rankings: answer_stage.Rankings) -> None:
+    """The answer stage of one task, on the recall stage's msa-agent space if it ran."""
+    ran_msa = "msa" in cfg.systems and "msa" not in doc["skipped"]
+    # run_task_system's folder, then make_system's ``MsaAgent(workdir / "msa")``, its "space"
+    space = cfg.workdir / task.name / "msa" / "msa" / "space" if ran_msa else None
+    answer_stage.add_to(doc, task, rankings, space, cfg.answers, cfg.log)
+    if cfg.on_task is not None:
+        cfg.on_task(doc)
 
 
 def machine_info() -> dict[str, Any]:
@@ -202,6 +222,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "command": " ".join(["msa", "bench", *sys.argv[2:]]) if "bench" in sys.argv[1:2]
         else " ".join(sys.argv), "mode": cfg.mode, "machine": machine_info(), "k": K,
         "tasks": {}, "quality": [], "costs": [], "skipped": {}}
+    if cfg.answers:
+        doc |= {"answer_settings": None, "answers": [], "answer_outputs": []}
     for name in cfg.tasks:
         task = build_task(name, cfg.mode, **cfg.overrides.get(name, {}))
         stage_tokens = [count_tokens([m.text for m in st.memories]) for st in task.stages]
@@ -213,9 +235,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                                     for s in ("val", "test")}}
                        for st, t in zip(task.stages, stage_tokens)]}
         cfg.log(f"{name}: {doc['tasks'][name]['stages']}")
+        rankings: answer_stage.Rankings = {}
         for sys_name in cfg.systems:
             try:
-                quality, costs = run_task_system(task, sys_name, cfg, stage_tokens)
+                quality, costs = run_task_system(task, sys_name, cfg, stage_tokens, rankings)
             except ImportError as exc:  # an optional baseline that is not installed
                 doc["skipped"][sys_name] = f"{type(exc).__name__}: {exc}"
                 cfg.log(f"  skipped {sys_name}: {exc}")
@@ -224,6 +247,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             doc["costs"] += costs
             if cfg.on_task is not None:  # a partial result survives a run cut short
                 cfg.on_task(doc)
+        if cfg.answers:
+            _answer_task(doc, task, cfg, rankings)
     doc["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return doc
 

@@ -37,6 +37,18 @@ def parse_variants(specs: list[str] | None) -> dict[str, dict[str, Any]] | None:
     return out
 
 
+def answer_count(answers: bool | None, per_split: int | None, mode: str,
+                 defaults: dict[str, int]) -> int:
+    """Answer-stage questions per split: 0 when off (default off for quick, on for full)."""
+    if answers is None:
+        answers = mode == "full"
+    if not answers:
+        return 0
+    if per_split is not None and per_split < 1:
+        raise typer.BadParameter("--answer-questions must be >= 1")
+    return per_split or defaults[mode]
+
+
 def bench(
     tasks: TasksArg = None,
     quick: Annotated[bool, typer.Option(
@@ -52,9 +64,18 @@ def bench(
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
     work: Annotated[Path, typer.Option(help="Scratch folder for the systems' indexes.")] = Path(
         "bench-out/work"),
+    answers: Annotated[bool | None, typer.Option(
+        "--answers/--no-answers", help="Answer stage: accuracy, token F1 and latency of "
+        "msa-agent answer, RAG, full context and no memory (default: off with --quick, on "
+        "with --full).", show_default=False)] = None,
+    answer_questions: Annotated[int | None, typer.Option(
+        help="Answer-stage questions per split (default: 6 quick, 30 full).",
+        show_default=False)] = None,
 ) -> None:
-    """Run the benchmark suite: recall@1/@5 per task and kind (val and test), costs, plots."""
-    from msa_agent.bench import report
+    """Run the benchmark suite: recall@1/@5 per task and kind (val and test), costs, plots;
+    with --answers also answer accuracy and token F1 against RAG, full context, no memory."""
+    from msa_agent.bench import answer_report, report
+    from msa_agent.bench.answers import PER_SPLIT
     from msa_agent.bench.suite import SYSTEMS, RunConfig, run, write
     from msa_agent.bench.tasks import TASKS, needles
 
@@ -71,10 +92,13 @@ def bench(
     cfg = RunConfig(tasks=chosen, mode=mode, systems=list(systems or SYSTEMS),
                     msa_variants=parse_variants(msa_variant), workdir=work,
                     overrides=overrides, log=lambda m: console.print(m, markup=False),
+                    answers=answer_count(answers, answer_questions, mode, PER_SPLIT),
                     on_task=lambda partial: write(partial, out / f"{stem}.json"))
     doc = run(cfg)
     path = write(doc, out / f"{stem}.json")
     console.print(report.rich_table(doc))
+    if doc.get("answers"):
+        console.print(answer_report.rich_table(doc))
     console.print(f"results: {path}")
     if plots:
         for png in report.plots(doc, out, stem):

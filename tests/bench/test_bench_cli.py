@@ -21,3 +21,21 @@ def test_parse_variants() -> None:
     assert parse_variants(['auto={"hops": "auto"}']) == {"msa-agent auto": {"hops": "auto"}}
     with pytest.raises(typer.BadParameter):
         parse_variants(["no-json"])
+
+
+def test_answer_count_defaults_by_mode() -> None:
+    from msa_agent.cli.bench import answer_count
+
+    defaults = {"quick": 6, "full": 30}
+    assert answer_count(None, None, "quick", defaults) == 0  # quick: off unless asked
+    assert answer_count(None, None, "full", defaults) == 30
+    assert answer_count(True, None, "quick", defaults) == 6
+    assert answer_count(True, 3, "quick", defaults) == 3
+    assert answer_count(False, 3, "full", defaults) == 0
+    with pytest.raises(typer.BadParameter):
+        answer_count(True, 0, "quick", defaults)
+
+
+def test_bench_help_lists_the_answer_stage() -> None:
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert "--answers" in result.output and "--answer-questions" in result.output

@@ -57,3 +57,44 @@ def test_score_groups_by_split_and_kind() -> None:
     assert rows["test", "all"]["r5"] == 0.5
     assert rows["test", "u"]["newest_first"] == 0.0
     assert "newest_first" not in rows["test", "x"]
+
+
+def test_normalize_answer_squad_style() -> None:
+    assert metrics.normalize_answer("The  Blue, Fox!") == "blue fox"
+    assert metrics.normalize_answer("An apple a day") == "apple day"
+    assert metrics.normalize_answer("Theory") == "theory"  # only whole-word articles
+
+
+def test_token_f1_known_values() -> None:
+    # "the Blue Fox" -> [blue, fox]; "blue fox jumps": precision 2/3, recall 1 -> F1 0.8
+    assert metrics.token_f1("blue fox jumps", "the Blue Fox") == 0.8
+    assert metrics.token_f1("the Blue Fox", "blue fox jumps") == 0.8  # symmetric
+    # one shared token of 2 and 4: P 1/2, R 1/4 -> 2 * 1/8 / (3/4) = 1/3
+    assert math.isclose(metrics.token_f1("red car", "a red old blue truck"), 1 / 3)
+    assert metrics.token_f1("Lisbon.", "lisbon") == 1.0
+    assert metrics.token_f1("nothing alike", "Lisbon") == 0.0
+    assert metrics.token_f1("", "Lisbon") == 0.0 and metrics.token_f1("the", "a") == 0.0
+
+
+def test_answer_hit_is_whole_word_containment() -> None:
+    assert metrics.answer_hit("It is Dr. Brakel Vourn, I think.", "Brakel Vourn")
+    assert metrics.answer_hit("The answer: LISBON", "lisbon")
+    assert not metrics.answer_hit("Lisbonne", "Lisbon")  # not inside another word
+    assert not metrics.answer_hit("Vourn Brakel", "Brakel Vourn")
+    assert not metrics.answer_hit("anything", "the")  # empty after normalisation
+
+
+def test_score_answers_counts_skips_and_keeps_them_out_of_the_means() -> None:
+    def out(split: str, correct: bool, f1: float, ms: float) -> dict:
+        return {"split": split, "kind": "k", "skipped": False, "correct": correct, "f1": f1,
+                "ms": ms, "truncated": False, "gold_in_context": correct, "prompt_tokens": 10}
+
+    outs = [out("test", True, 1.0, 10.0), out("test", False, 0.5, 30.0),
+            {"split": "test", "kind": "k", "skipped": "does not fit", "prompt_tokens": 9000}]
+    rows = {(r["split"], r["kind"]): r for r in metrics.score_answers(outs)}
+    r = rows["test", "all"]
+    assert (r["n"], r["answered"], r["skipped"]) == (3, 2, 1)
+    assert r["accuracy"] == 0.5 and r["f1"] == 0.75 and r["gold_in_context"] == 0.5
+    assert r["p50_ms"] == 10.0 and r["p95_ms"] == 30.0 and r["prompt_tokens"] == 10
+    only_skipped = metrics.score_answers([outs[2]])[0]
+    assert only_skipped["accuracy"] is None and only_skipped["p50_ms"] is None

@@ -130,3 +130,31 @@ def test_multihop_only_variant_asks_only_multihop_questions() -> None:
     assert suite._queries_for([one, two], {}) == [one, two]
     assert suite._queries_for([one, two], {"multihop_only": True}) == [two]
     assert suite._queries_for([one], {"multihop_only": True}) == []
+
+
+def test_run_with_answers_adds_the_answer_stage(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """The recall stage's rankings reach the answer stage; the document gains its lists."""
+    from msa_agent.bench import answer_stage
+
+    seen: dict[str, Any] = {}
+
+    def fake_add_to(doc: dict, task: Task, rankings: dict, space: Any, per_split: int,
+                    log: Any) -> None:
+        seen.update(rankings=rankings, space=space, per_split=per_split)
+        doc["answers"].append({"task": task.name})
+
+    monkeypatch.setattr(suite, "make_system", lambda *a: FakeSystem())
+    monkeypatch.setattr(suite, "build_task", lambda name, mode, **kw: tiny_task())
+    monkeypatch.setattr(suite, "count_tokens", lambda texts: sum(len(t.split()) for t in texts))
+    monkeypatch.setattr(answer_stage, "add_to", fake_add_to)
+    doc = suite.run(suite.RunConfig(tasks=["tiny"], systems=["fake"], workdir=tmp_path,
+                                    log=lambda m: None, answers=2))
+    assert doc["answers"] == [{"task": "tiny"}] and doc["answer_outputs"] == []
+    assert seen["space"] is None and seen["per_split"] == 2  # msa did not run
+    keys, seconds = seen["rankings"]["fake good"]["q2"]  # last stage, per recall row
+    assert keys == ["b"] and seconds >= 0
+    assert seen["rankings"]["fake bad"]["q1"][0] == []
+    plain = suite.run(suite.RunConfig(tasks=["tiny"], systems=["fake"], workdir=tmp_path,
+                                      log=lambda m: None))
+    assert "answers" not in plain

@@ -12,8 +12,10 @@ them we plant, with invented names and values (so no model knows the answers):
   grew up in Kelvarth" (never saying "manager"); the question "Where did my manager grow up?"
   needs both.
 
-Users are split by index (even: val, odd: test), so the splits share no memory. Not Shakespeare
-(kept aside for an independent check).
+Every question carries its gold ``answer`` string (the invented value; for a changed fact the
+new one; for two-hop the city), for the suite's answer stage. Users are split by index (even:
+val, odd: test), so the splits share no memory. Not Shakespeare (kept aside for an independent
+check).
 """
 
 from __future__ import annotations
@@ -102,14 +104,18 @@ def _user(u: int, n_sessions: int, rng: random.Random, taken: set[str], articles
         return _unique(rng, lambda r: f"{_word(r, 2)} {_word(r, 2)}", taken)
 
     for j, (stmt, q) in enumerate(rng.sample(FACTS, 4)):
-        key = plant(rng.randrange(n_sessions), stmt.format(v=name()))
-        queries.append(Query(f"{ns}-fact{j}", q, (key,), "personal-fact", split, ns))
+        s, value = rng.randrange(n_sessions), name()  # the draws in their original order
+        key = plant(s, stmt.format(v=value))
+        queries.append(Query(f"{ns}-fact{j}", q, (key,), "personal-fact", split, ns,
+                             answer=value))
     for j, (first, later, q) in enumerate(rng.sample(UPDATES, 2)):
         s_old = rng.randrange(n_sessions // 2)
         s_new = rng.randrange(s_old + 1, n_sessions)
-        old, new = plant(s_old, first.format(v=name())), plant(s_new, later.format(v=name()))
+        old = plant(s_old, first.format(v=name()))
+        value = name()
+        new = plant(s_new, later.format(v=value))
         queries.append(Query(f"{ns}-upd{j}", q, (new, old), "knowledge-update", split, ns,
-                             metric="newest"))
+                             metric="newest", answer=value))
     first, second, q = rng.choice(CHAINS)
     person, city = name(), _unique(rng, lambda r: _word(r, 3), taken)
     s_a = rng.randrange(n_sessions - 1)

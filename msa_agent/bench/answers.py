@@ -1,0 +1,136 @@
+"""The answer stage's reader: one model, one prompt frame, one short-answer format for all.
+
+Every row of the answer stage is read by the same :class:`Reader`: the embedded default model
+(SmolLM2-135M-Instruct) loaded once, greedy decoding, at most ``max_new_tokens`` new tokens.
+Its prompt is :func:`msa_agent.runtime.answer.prompt_ids`, the very function
+``Memory.answer`` uses to read memories as text: the chat template with the system line
+"Answer the question in a few words, using the memories when they are relevant.", then
+``Memories: [1] ... [n] ...`` and ``Question: ...`` (the question alone when there are no
+memories). Its generation is :func:`msa_agent.runtime.generate.greedy` with the same stop ids.
+So a baseline row differs from the ``msa-agent answer`` row only in which texts fill the frame.
+
+Context budget: a prompt may hold at most ``window - max_new_tokens`` tokens, ``window`` being
+the model's ``max_position_embeddings`` (8,192 for SmolLM2). A retriever's top-k texts that do
+not fit are cut (:func:`fit`: memories kept in rank order, the first one that overflows cut at
+a token boundary, the rest dropped) and the answer is marked ``truncated``; the full-context row
+is never cut: it is skipped (and counted) when the whole namespace does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from msa_agent.bench.tasks.base import SPLITS, Query
+from msa_agent.model.loader import LoadedModel, load_model
+from msa_agent.runtime.answer import SYSTEM, prompt_ids, stop_ids
+from msa_agent.runtime.generate import greedy
+
+MAX_NEW_TOKENS = 32
+PER_SPLIT = {"quick": 6, "full": 30}  # answer-stage questions per split, by suite mode
+
+
+def model_window(model: Any) -> int:
+    """The model's context window: ``max_position_embeddings`` of its (text) config."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    return int(cfg.max_position_embeddings)
+
+
+@dataclass
+class Reader:
+    """The shared reader: builds the prompt frame and generates greedily."""
+
+    lm: LoadedModel
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+    @property
+    def window(self) -> int:
+        return model_window(self.lm.model)
+
+    @property
+    def budget(self) -> int:
+        """The most prompt tokens that leave room for the answer inside the window."""
+        return self.window - self.max_new_tokens
+
+    def prompt(self, question: str, texts: Sequence[str]) -> list[int]:
+        """``Memory.answer``'s text-reading frame around ``texts`` (none: the question alone)."""
+        return prompt_ids(self.lm.tokenizer, question, list(texts))
+
+    def fits(self, prompt: Sequence[int]) -> bool:
+        return len(prompt) <= self.budget
+
+    def generate(self, prompt: Sequence[int]) -> str:
+        """Greedy answer to ``prompt`` (stripped text), as ``Memory.answer`` generates."""
+        model, tok = self.lm.model, self.lm.tokenizer
+        out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok)))
+        return tok.decode(out, skip_special_tokens=True).strip()
+
+    def settings(self) -> dict[str, Any]:
+        """What every row shares, for the result file."""
+        return {
+            "model": self.lm.name,
+            "window": self.window,
+            "budget": self.budget,
+            "max_new_tokens": self.max_new_tokens,
+            "decoding": "greedy",
+            "system_prompt": SYSTEM,
+            "frame": "chat template; system line; 'Memories:\\n[1] ...\\n\\nQuestion: Q' "
+            "(the question alone without memories)",
+        }
+
+
+@lru_cache(maxsize=1)
+def default_reader() -> Reader:
+    """The embedded default model, loaded once per process and shared by every row."""
+    return Reader(load_model())
+
+
+def fit(reader: Reader, question: str, texts: Sequence[str]) -> tuple[list[int], int, bool]:
+    """The prompt of ``texts`` in rank order cut to the reader's budget: the prompt, how many
+    texts it holds (the last one perhaps cut), and whether anything was cut."""
+    kept: list[str] = []
+    for text in texts:
+        prompt = reader.prompt(question, [*kept, text])
+        if reader.fits(prompt):
+            kept.append(text)
+            continue
+        if cut := _longest_prefix(reader, question, kept, text):
+            kept.append(cut)
+        return reader.prompt(question, kept), len(kept), True
+    return reader.prompt(question, kept), len(kept), False
+
+
+def _longest_prefix(reader: Reader, question: str, kept: list[str], text: str) -> str:
+    """The longest token prefix of ``text`` that still fits after ``kept`` (binary search)."""
+    tok = reader.lm.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if reader.fits(reader.prompt(question, [*kept, tok.decode(ids[:mid])])):
+            lo = mid
+        else:
+            hi = mid - 1
+    return tok.decode(ids[:lo]) if lo else ""
+
+
+def pick(queries: Sequence[Query], per_split: int) -> list[Query]:
+    """Up to ``per_split`` questions with a gold answer per split, kinds taken in turn.
+
+    Deterministic: within a split, kinds in order of first appearance, then round-robin over
+    them, each kind's questions in task order.
+    """
+    out: list[Query] = []
+    for split in SPLITS:
+        by_kind: dict[str, list[Query]] = {}
+        for q in queries:
+            if q.split == split and q.answer:
+                by_kind.setdefault(q.kind, []).append(q)
+        chosen: list[Query] = []
+        depth = max((len(v) for v in by_kind.values()), default=0)
+        for i in range(depth):
+            chosen += [v[i] for v in by_kind.values() if i < len(v)]
+        out += chosen[:per_split]
+    return out
