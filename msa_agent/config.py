@@ -82,6 +82,10 @@ class MemoryConfig(BaseModel):
         0.1, ge=0, description="Share of the best fused score that recency can add (newest "
         "candidate: all of it, oldest: none): newer memories win near-ties (changed facts).",
     )
+    newer_within: float = Field(
+        0.0, ge=0, le=1, description="A memory ranks above an older one whose fused score it "
+        "reaches within this fraction (the newer version of a changed fact wins a near-tie).",
+    )
     host_cache_mb: int | None = Field(
         None, ge=0,
         description="Host tier of memory K/V read for answers (pinned on CUDA, moved to the GPU "

@@ -112,3 +112,13 @@ def test_lexical_index_follows_forget_compact_and_import(tmp_path: Path) -> None
         mem.import_(tmp_path / "bundle")
         hits = mem.recall("quokka", k=3, routing="lexical")
         assert [h.id for h in hits] == [keep] and hits[0].created_at == T0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_recall_after_close_is_a_clear_error(tmp_path: Path, mode: str) -> None:
+    mem = open_mem(tmp_path / "s")
+    mem.remember("violin lessons on tuesday")
+    assert mem.recall("violin", routing=mode)
+    mem.close()
+    with pytest.raises(InvalidInputError, match="closed"):  # not the worker's RuntimeError
+        mem.recall("violin", routing=mode)

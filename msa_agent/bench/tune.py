@@ -33,8 +33,9 @@ EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 BOTH = (MSA, LEXICAL)
 
 
-def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0) -> Fusion:
-    return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency)
+def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0,
+            within: float = 0.0) -> Fusion:
+    return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency, within)
 
 
 GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
@@ -44,6 +45,8 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
       for w in (1.0, 2.0, 4.0) for c in (10, 60)],
     *[(f"sum w_lex={w} recency={r}", _fusion("sum", w, 60, r), BOTH)
       for w in (1.0, 2.0, 4.0, 8.0) for r in (0.0, 0.05, 0.1, 0.2)],
+    *[(f"sum w_lex=4.0 recency={r} newer_within={n}", _fusion("sum", 4.0, 60, r, n), BOTH)
+      for r in (0.0, 0.1) for n in (0.05, 0.1, 0.2, 0.3, 0.5)],
 ]
 
 
@@ -111,7 +114,8 @@ def multihop(path: Path, lm: Any, queries: Sequence[Query], overrides: dict[str,
 def main(
     tasks: list[str] = typer.Option(["facts", "sessions", "wiki"], "--tasks"),
     mode: str = typer.Option("quick", help="Task size: quick or full."),
-    size: list[str] = typer.Option([], help="Task builder overrides, NAME=INT (e.g. per_kind=4)."),
+    size: list[str] = typer.Option([], help="Task builder overrides, [TASK.]NAME=INT (e.g. "
+                                   "sessions.n_users=30; without TASK. for every task)."),
     work: Path = typer.Option(Path("bench-out/tune"), help="Spaces, reused between runs."),
     out: Path = typer.Option(Path("docs/results/fusion_val.json")),
 ) -> None:
@@ -122,9 +126,10 @@ def main(
     command += f" --mode {mode}" + "".join(f" --size {o}" for o in size)
     report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
-        task = build(name, mode, **{k: int(v) for k, v in (o.split("=") for o in size)})
+        sizes = _sizes(size, name)
+        task = build(name, mode, **sizes)
         val = [q for q in task.stages[-1].queries if q.split == "val"]
-        path = work / f"{name}-{mode}"
+        path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items())])
         remember(task, path, lm, {q.namespace for q in val})
         pools = channel_pools(path, lm, val)
         for row, f, channels in GRID:
@@ -135,6 +140,17 @@ def main(
                  multihop(path, lm, hop_q, {}, hops))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
+
+
+def _sizes(overrides: Sequence[str], task: str) -> dict[str, int]:
+    """``task``'s builder overrides from ``[TASK.]NAME=INT`` options."""
+    out = {}
+    for option in overrides:
+        name, value = option.split("=")
+        scope, _, name = name.rpartition(".")
+        if scope in ("", task):
+            out[name] = int(value)
+    return out
 
 
 def _log(report: dict[str, Any], task: str, row: str, setting: dict[str, Any],

@@ -12,6 +12,13 @@ among the candidates that share the query's words (the lexical channel's; newest
 0) and ``top`` the best fused score: when two memories tell the same thing at different
 times, the newer one wins a near-tie, while a clearly more relevant old memory keeps its
 place, and memories that merely happen to be recent gain nothing.
+
+Then ``newer_within``: walking the fused ranking best first, a memory moves above every
+directly preceding *older* memory whose fused score it reaches within that fraction
+(``score >= (1 - newer_within) * older``). Two versions of a changed fact are near-ties
+whose BM25 scores differ by wording ("My car is parked with..." against "I moved the car:
+it now stays..."), by more than any additive bonus small enough to leave other rankings
+alone; the window lets the newer one win exactly when the two are close.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Fusion:
     rrf_k: int = 60
     weights: tuple[tuple[str, float], ...] = ((MSA, 1.0), (LEXICAL, 1.0))
     recency_weight: float = 0.0
+    newer_within: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,24 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
+    order = _newer_first_within(order, score, created, f.newer_within)
     return [Fused(i, score[i], parts[i]) for i in order]
+
+
+def _newer_first_within(order: list[str], score: Mapping[str, float],
+                        created: Mapping[str, datetime], window: float) -> list[str]:
+    """Best-first ``order`` with each memory moved above the directly preceding older ones
+    whose score it reaches within ``window`` (a fraction of theirs)."""
+    if window <= 0:
+        return order
+    out: list[str] = []
+    for id in order:
+        at = len(out)
+        while at and _ts(created.get(out[at - 1])) < _ts(created.get(id)) \
+                and score[id] >= (1 - window) * score[out[at - 1]]:
+            at -= 1
+        out.insert(at, id)
+    return out
 
 
 def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, value)

@@ -8,6 +8,7 @@ here (space, index, lock, encoder); this file only holds the methods that read t
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ class Recall:
     index: RoutingIndex
     fusion: Fusion
     lock: threading.RLock
+    lexical_worker: ThreadPoolExecutor  # runs the lexical channel beside the backbone forward
     _space: Space
 
     def query(self, text: str) -> torch.Tensor:
@@ -68,24 +70,36 @@ class Recall:
                 ranked = self.index.rank(q, k, self._mask(scope, exclude), self.cfg.layer_combine)
                 return self._recalled(ranked)
         pool = max(k, self.cfg.fusion_pool)
-        channels = {LEXICAL: self._lexical(text, pool, scope, exclude)}
         if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
-            return self._lexical_only(channels[LEXICAL][:k])
-        if mode == "hybrid":
-            q = self.query(text) if q is None else q
-            with self.lock:
-                ranked = self.index.rank(q, pool, self._mask(scope, exclude),
-                                         self.cfg.layer_combine, explain=False)
-                ids = self.index.doc_ids
-                channels[MSA] = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
+            return self._lexical_only(self._lexical(text, pool, scope, exclude)[:k])
+        # Hybrid: the lexical search (SQLite, which releases the GIL) runs on the worker
+        # while this thread encodes the query (torch, likewise), so the channels overlap.
+        lexical = self._lexical_soon(text, pool, scope, exclude)
+        q = self.query(text) if q is None else q
+        with self.lock:
+            ranked = self.index.rank(q, pool, self._mask(scope, exclude),
+                                     self.cfg.layer_combine, explain=False)
+            ids = self.index.doc_ids
+            msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
+        channels = {LEXICAL: lexical.result(), MSA: msa}
         return self._fused(channels, k, q)
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
                  ) -> list[tuple[str, float]]:
-        with self.lock:
-            found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
-                                               scope.where, scope.since, scope.until)
+        """The lexical channel's top ``n``. Takes no engine lock (it may run on the worker
+        while the caller holds it): the space serialises its own reads."""
+        found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
+                                           scope.where, scope.since, scope.until)
         return [(i, s) for i, s in found if i not in exclude][:n]
+
+    def _lexical_soon(self, text: str, n: int, scope: Scope, exclude: set[str]
+                      ) -> Future[list[tuple[str, float]]]:
+        """:meth:`_lexical` on the worker thread."""
+        try:
+            return self.lexical_worker.submit(self._lexical, text, n, scope, exclude)
+        except RuntimeError:  # closed engine: run it here, so the space raises its clear error
+            self._lexical(text, n, scope, exclude)
+            raise
 
     def _lexical_only(self, found: list[tuple[str, float]]) -> list[Recalled]:
         with self.lock:

@@ -1,0 +1,88 @@
+"""Fusion of the recall channels: weighted sum and RRF, recency, the newer-within window."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def days(**ids: int) -> dict[str, datetime]:
+    return {i: T0 + timedelta(days=d) for i, d in ids.items()}
+
+
+def order(rankings: dict, created: dict, f: Fusion) -> list[str]:  # noqa: ANN001
+    return [r.id for r in fuse(rankings, created, f)]
+
+
+def test_weighted_sum_normalises_each_channel() -> None:
+    f = Fusion("sum", weights=((MSA, 1.0), (LEXICAL, 4.0)))
+    ranked = fuse({LEXICAL: [("a", 10.0), ("b", 5.0)], MSA: [("b", 0.9), ("a", 0.1)]},
+                  days(a=0, b=0), f)
+    # non-negative scores are divided by the pool's best: a = 4 * 10/10 + 0.1/0.9, b = 2 + 1
+    assert [(r.id, round(r.score, 6)) for r in ranked] == [("a", round(4 + 1 / 9, 6)),
+                                                            ("b", 3.0)]
+    signed = fuse({MSA: [("a", 0.5), ("b", -0.5)]}, days(a=0, b=0), Fusion("sum"))
+    assert [r.score for r in signed] == [1.0, 0.0]  # cosines: min-max over the pool
+    assert ranked[1].channels == {LEXICAL: 5.0, f"{LEXICAL}_rank": 2.0, MSA: 0.9,
+                                  f"{MSA}_rank": 1.0}
+
+
+def test_rrf_scores_ranks() -> None:
+    ranked = fuse({MSA: [("a", 9.0), ("b", 1.0)], LEXICAL: [("b", 3.0)]}, days(a=0, b=0),
+                  Fusion("rrf", rrf_k=10))
+    assert [r.id for r in ranked] == ["b", "a"]  # 1/12 + 1/11 > 1/11
+    assert abs(ranked[0].score - (1 / 12 + 1 / 11)) < 1e-12
+
+
+def test_recency_breaks_a_tie_towards_the_newer() -> None:
+    tie = {LEXICAL: [("old", 2.0), ("new", 2.0)]}
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), recency_weight=0.1)
+    assert order(tie, days(old=0, new=5), f) == ["new", "old"]
+
+
+def test_newer_within_moves_the_newer_version_above_a_close_older_one() -> None:
+    lex = {LEXICAL: [("old", 10.0), ("other", 9.5), ("new", 8.0)]}
+    created = days(old=1, other=0, new=9)
+    plain = Fusion("sum", weights=((LEXICAL, 1.0),))
+    assert order(lex, created, plain) == ["old", "other", "new"]
+    within = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.25)
+    assert order(lex, created, within) == ["new", "old", "other"]  # 0.8 >= 0.75 of both
+    narrow = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.1)
+    assert order(lex, created, narrow) == ["old", "other", "new"]  # 0.8 < 0.9 of 0.95
+
+
+def test_newer_within_never_passes_a_newer_memory() -> None:
+    lex = {LEXICAL: [("a", 10.0), ("b", 9.0)]}
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5)
+    assert order(lex, days(a=5, b=1), f) == ["a", "b"]  # b is older: it stays below
+
+
+scores = st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=12)
+
+
+@given(s=scores, ages=st.lists(st.integers(0, 5), min_size=12, max_size=12),
+       window=st.floats(0, 1))
+def test_newer_within_is_a_permutation_that_only_promotes_newer_close_memories(
+        s: list[float], ages: list[int], window: float) -> None:
+    ids = [f"m{i}" for i in range(len(s))]
+    lex = {LEXICAL: sorted(zip(ids, s), key=lambda p: -p[1])}
+    created = days(**dict(zip(ids, ages)))
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=window)
+    base = order(lex, created, Fusion("sum", weights=((LEXICAL, 1.0),)))
+    got = fuse(lex, created, f)
+    assert sorted(r.id for r in got) == sorted(ids)
+    pos = {r.id: n for n, r in enumerate(got)}
+    for i, a in enumerate(base):
+        for b in base[i + 1:]:
+            if pos[b] < pos[a]:  # b was promoted over a: newer, and close enough to a
+                assert created[b] > created[a]
+                sb, sa = (next(r.score for r in got if r.id == x) for x in (b, a))
+                assert sb >= (1 - window) * sa - 1e-9
+    if window == 0 or len(set(ages[:len(s)])) == 1:
+        assert [r.id for r in got] == base
