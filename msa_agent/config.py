@@ -86,6 +86,10 @@ class MemoryConfig(BaseModel):
         0.0, ge=0, le=1, description="A memory ranks above an older one whose fused score it "
         "reaches within this fraction (the newer version of a changed fact wins a near-tie).",
     )
+    newer_gap_s: float = Field(
+        3600.0, ge=0, description="How much older (seconds) a memory must be for "
+        "newer_within to apply: memories written together are not versions of each other.",
+    )
     host_cache_mb: int | None = Field(
         None, ge=0,
         description="Host tier of memory K/V read for answers (pinned on CUDA, moved to the GPU "

@@ -22,17 +22,14 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from msa_agent.bench.tasks.base import MemoryItem, Query
+from msa_agent.bench.tasks.base import MemoryItem, Query, memory_time
 from msa_agent.bench.text import sentences
-
-EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)  # memories are dated by their order
 
 
 class System(Protocol):
@@ -331,7 +328,7 @@ class MsaAgent:
         self.memory.remember_many([
             {"text": m.text, "namespace": m.namespace, "kind": "session",
              "metadata": {"key": m.key, "order": m.order, "date": m.date or ""},
-             "at": EPOCH + timedelta(minutes=m.order)}  # dated in order, as a history import
+             "at": memory_time(m)}  # a history import: its real dates, else in order
             for m in items])
 
     def variants(self) -> dict[str, dict[str, Any]]:

@@ -3,11 +3,13 @@
     python -m msa_agent.bench.tune --tasks facts sessions wiki longmemeval \
         --out docs/results/fusion_val.json
 
-Each task's memories are remembered once (through the public API, with ``at=`` from their
-chronological order) into a space under ``--work``. Each validation query's candidate pools
-(``recall(routing="msa"|"lexical", k=50)``, what hybrid recall fuses) are read once; every
-fusion setting is scored from them with the runtime's own ``fuse``. Multi-hop rows run the
-real ``recall(hops=...)``. Test queries are never run here.
+Each task's memories are remembered once (through the public API, dated with ``at=`` by
+``memory_time``: a task's own dates, else seconds apart in order) into a space under
+``--work``. Each validation query's candidate pools (``recall(routing="msa"|"lexical",
+k=50)``, what hybrid recall fuses) are read once and cached; every fusion setting is scored
+from them with the runtime's own ``fuse``, with ``memory_time`` as creation times (spaces
+cached before dates came from ``memory_time`` hold other dates; fusion reads no others).
+Multi-hop rows run the real ``recall(hops=...)``. Test queries are never run here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,10 @@ from msa_agent.bench import metrics
 from msa_agent.bench.rescore import keys
 from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import Query, Task, build
-from msa_agent.bench.tasks.base import MemoryItem
+from msa_agent.bench.tasks.base import MemoryItem, memory_time
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 
 K = 5
-EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 BOTH = (MSA, LEXICAL)
 
 
@@ -63,7 +63,7 @@ def remember(task: Task, path: Path, lm: Any, namespaces: set[str]) -> None:
         for s in range(0, len(items), 64):
             mem.remember_many([
                 {"text": m.text, "namespace": m.namespace, "kind": "session",
-                 "metadata": {"key": m.key}, "at": EPOCH + timedelta(minutes=m.order)}
+                 "metadata": {"key": m.key}, "at": memory_time(m)}
                 for m in items[s:s + 64]])
     (path / ".ingested").touch()
 
@@ -71,22 +71,35 @@ def remember(task: Task, path: Path, lm: Any, namespaces: set[str]) -> None:
 POOL = 50  # = MemoryConfig.fusion_pool: each channel's candidates, as the runtime fuses them
 
 
-def channel_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str, Any]]:
-    """Each query's MSA and lexical candidate pools (ids, scores), creation times and keys,
-    read once through ``recall(routing=...)``; every fusion setting is then scored from them
-    with the runtime's own :func:`~msa_agent.runtime.fusion.fuse` (no further forwards)."""
+def channel_pools(path: Path, lm: Any, queries: Sequence[Query], task: Task
+                  ) -> list[dict[str, Any]]:
+    """Each query's MSA and lexical candidate pools (ids, scores) and keys, read once through
+    ``recall(routing=...)`` and cached in ``path`` (``pools-val.json``); every fusion setting
+    is then scored from them with the runtime's own :func:`~msa_agent.runtime.fusion.fuse`
+    (no further forwards). Creation times come from :func:`memory_time` of each memory's
+    task item, the dates ``remember`` gives them."""
+    cache = path / "pools-val.json"
+    if not cache.exists():
+        cache.write_text(json.dumps(_read_pools(path, lm, queries)))
+    when = {m.key: memory_time(m) for m in task.stages[-1].memories}
+    pools = json.loads(cache.read_text())
+    for p in pools:
+        p["created"] = {i: when[k] for i, k in p["key"].items()}
+    return pools
+
+
+def _read_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str, Any]]:
     from msa_agent import Memory
 
     out = []
     with Memory.open(path, lm) as mem:
         for q in queries:
-            pools, created, key = {}, {}, {}
+            pools, key = {}, {}
             for channel in (MSA, LEXICAL):
                 hits = mem.recall(q.text, k=POOL, namespace=q.namespace, routing=channel)
                 pools[channel] = [(h.id, h.score) for h in hits]
-                created |= {h.id: h.created_at for h in hits}
                 key |= {h.id: h.metadata["key"] for h in hits}
-            out.append({"pools": pools, "created": created, "key": key})
+            out.append({"pools": pools, "key": key})
     return out
 
 
@@ -131,7 +144,7 @@ def main(
         val = [q for q in task.stages[-1].queries if q.split == "val"]
         path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items())])
         remember(task, path, lm, {q.namespace for q in val})
-        pools = channel_pools(path, lm, val)
+        pools = channel_pools(path, lm, val, task)
         for row, f, channels in GRID:
             _log(report, name, row, asdict(f), score_setting(pools, val, f, channels))
         hop_q = [q for q in val if q.hops > 1]

@@ -74,7 +74,7 @@ class Engine(Recall):
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.lexical_worker = ThreadPoolExecutor(1, thread_name_prefix="msa-lexical")
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
-                             cfg.recency_weight, cfg.newer_within)
+                             cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s)
         self.index = RoutingIndex(lm.device)
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)

@@ -14,11 +14,13 @@ times, the newer one wins a near-tie, while a clearly more relevant old memory k
 place, and memories that merely happen to be recent gain nothing.
 
 Then ``newer_within``: walking the fused ranking best first, a memory moves above every
-directly preceding *older* memory whose fused score it reaches within that fraction
-(``score >= (1 - newer_within) * older``). Two versions of a changed fact are near-ties
-whose BM25 scores differ by wording ("My car is parked with..." against "I moved the car:
-it now stays..."), by more than any additive bonus small enough to leave other rankings
-alone; the window lets the newer one win exactly when the two are close.
+directly preceding memory *older by at least* ``newer_gap_s`` whose fused score it reaches
+within that fraction (``score >= (1 - newer_within) * older``). Two versions of a changed
+fact are near-ties whose BM25 scores differ by wording ("My car is parked with..." against
+"I moved the car: it now stays..."), by more than any additive bonus small enough to leave
+other rankings alone; the window lets the newer one win when the two are close. The gap
+keeps it to statements made at different times: documents imported together (seconds or
+minutes apart) are not versions of each other, and their near-ties keep their order.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Fusion:
     weights: tuple[tuple[str, float], ...] = ((MSA, 1.0), (LEXICAL, 1.0))
     recency_weight: float = 0.0
     newer_within: float = 0.0
+    newer_gap_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -65,20 +68,21 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
-    order = _newer_first_within(order, score, created, f.newer_within)
+    order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s)
     return [Fused(i, score[i], parts[i]) for i in order]
 
 
 def _newer_first_within(order: list[str], score: Mapping[str, float],
-                        created: Mapping[str, datetime], window: float) -> list[str]:
-    """Best-first ``order`` with each memory moved above the directly preceding older ones
-    whose score it reaches within ``window`` (a fraction of theirs)."""
+                        created: Mapping[str, datetime], window: float, gap_s: float
+                        ) -> list[str]:
+    """Best-first ``order`` with each memory moved above the directly preceding ones, older
+    by ``gap_s`` seconds or more, whose score it reaches within ``window`` (of theirs)."""
     if window <= 0:
         return order
     out: list[str] = []
     for id in order:
-        at = len(out)
-        while at and _ts(created.get(out[at - 1])) < _ts(created.get(id)) \
+        at, t = len(out), _ts(created.get(id))
+        while at and _ts(created.get(out[at - 1])) <= t - gap_s \
                 and score[id] >= (1 - window) * score[out[at - 1]]:
             at -= 1
         out.insert(at, id)

@@ -63,6 +63,15 @@ def test_newer_within_never_passes_a_newer_memory() -> None:
     assert order(lex, days(a=5, b=1), f) == ["a", "b"]  # b is older: it stays below
 
 
+def test_newer_within_leaves_memories_written_together_alone() -> None:
+    lex = {LEXICAL: [("a", 10.0), ("b", 9.9)]}
+    created = {"a": T0, "b": T0 + timedelta(minutes=5)}  # one import, minutes apart
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5)
+    assert order(lex, created, f) == ["a", "b"]
+    assert order(lex, created, Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5,
+                                      newer_gap_s=60)) == ["b", "a"]
+
+
 scores = st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=12)
 
 
@@ -81,7 +90,7 @@ def test_newer_within_is_a_permutation_that_only_promotes_newer_close_memories(
     for i, a in enumerate(base):
         for b in base[i + 1:]:
             if pos[b] < pos[a]:  # b was promoted over a: newer, and close enough to a
-                assert created[b] > created[a]
+                assert created[b] - created[a] >= timedelta(seconds=f.newer_gap_s)
                 sb, sa = (next(r.score for r in got if r.id == x) for x in (b, a))
                 assert sb >= (1 - window) * sa - 1e-9
     if window == 0 or len(set(ages[:len(s)])) == 1:

@@ -9,9 +9,13 @@ that any system (which may split or reorder memories) is scored the same way.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 SPLITS = ("val", "test")
+EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
+_DATE = re.compile(r"(\d{4})[-/](\d{2})[-/](\d{2})(?:\D+(\d{2}):(\d{2}))?")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,18 @@ class MemoryItem:
     namespace: str
     order: int = 0
     date: str | None = None
+
+
+def memory_time(m: MemoryItem) -> datetime:
+    """When ``m`` was written, as the systems are told (``remember(at=...)``): its own date
+    where the task has one (sessions "2025-03-01", LongMemEval "2023/04/10 (Mon) 17:50"),
+    plus ``order`` seconds to keep same-day memories in order; otherwise ``order`` seconds
+    after a fixed epoch, as a bulk import of documents would date them."""
+    found = _DATE.search(m.date or "")
+    if found is None:
+        return EPOCH + timedelta(seconds=m.order)
+    y, mo, d, h, mi = (int(g) if g else 0 for g in found.groups())
+    return datetime(y, mo, d, h, mi, tzinfo=timezone.utc) + timedelta(seconds=m.order)
 
 
 @dataclass(frozen=True)
