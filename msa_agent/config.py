@@ -79,11 +79,11 @@ class MemoryConfig(BaseModel):
     lexical_weight: float = Field(
         4.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
     recency_weight: float = Field(
-        0.1, ge=0, description="Share of the best fused score that recency can add (newest "
+        0.0, ge=0, description="Share of the best fused score that recency can add (newest "
         "candidate: all of it, oldest: none): newer memories win near-ties (changed facts).",
     )
     newer_within: float = Field(
-        0.0, ge=0, le=1, description="A memory ranks above an older one whose fused score it "
+        0.5, ge=0, le=1, description="A memory ranks above an older one whose fused score it "
         "reaches within this fraction (the newer version of a changed fact wins a near-tie).",
     )
     newer_gap_s: float = Field(

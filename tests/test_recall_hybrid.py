@@ -101,6 +101,19 @@ def test_newest_version_first_with_recency(tmp_path: Path) -> None:
         assert ranked.index(new) < ranked.index(old)
 
 
+@pytest.mark.parametrize("window", [0.0, 0.5])
+def test_newer_version_first_by_default_window(tmp_path: Path, window: float) -> None:
+    """The default ``newer_within`` puts the newer statement first; without it the older,
+    shorter one wins on BM25 (so the window, not chance, is what orders them)."""
+    with open_mem(tmp_path / "s", newer_within=window) as mem:
+        old = mem.remember("My car is parked with a garage called Brakel this month.", at=T0)
+        new = mem.remember("I moved the car: it now stays at a garage called Orvande.",
+                           at=T0 + timedelta(30))
+        mem.remember_many([f"unrelated note {i} about lunch" for i in range(10)])
+        ranked = [h.id for h in mem.recall("Which garage is my car parked at?", k=5)]
+        assert ranked[:2] == ([new, old] if window else [old, new])
+
+
 def test_lexical_index_follows_forget_compact_and_import(tmp_path: Path) -> None:
     with open_mem(tmp_path / "a", compact_dead_fraction=0.1) as mem:
         keep = mem.remember("Quokka sightings on Rottnest island", at=T0)
