@@ -75,23 +75,26 @@ def markdown_kinds(doc: dict[str, Any], task: str, split: str = "test") -> str:
     """Per-kind R@1 / R@5 (and newest-first) of one task and split, systems as columns."""
     rows = [r for r in doc["quality"] if r["task"] == task and r["split"] == split]
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    keys = list(dict.fromkeys((r["stage"], r["kind"], r["n"]) for r in rows))
+    keys = list(dict.fromkeys((r["stage"], r["kind"]) for r in rows))
     lines = ["| size | kind | n | " + " | ".join(systems) + " |",
              "|---|---|---|" + "---|" * len(systems)]
-    for stage, kind, n in keys:
-        cells = []
-        for s in systems:
-            r = next((x for x in rows if (x["stage"], x["kind"], x["system"]) == (stage, kind, s)),
-                     None)
-            if r is None:
-                cells.append("-")
-                continue
-            cell = f"{r['r1']:.2f} / {r['r5']:.2f}"
-            if "newest_first" in r:
-                cell += f" (newest {r['newest_first']:.2f})"
-            cells.append(cell)
+    for stage, kind in keys:
+        found = {x["system"]: x for x in rows if (x["stage"], x["kind"]) == (stage, kind)}
+        n = max(x["n"] for x in found.values())
+        cells = [_kind_cell(found.get(s), n) for s in systems]
         lines.append(f"| {stage} | {kind} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _kind_cell(r: dict[str, Any] | None, n: int) -> str:
+    """R@1 / R@5 (newest-first); a system scored on fewer questions (a multi-hop-only
+    variant's "all") says on how many."""
+    if r is None:
+        return "-"
+    cell = f"{r['r1']:.2f} / {r['r5']:.2f}"
+    if "newest_first" in r:
+        cell += f" (newest {r['newest_first']:.2f})"
+    return cell + (f" (n={r['n']})" if r["n"] != n else "")
 
 
 def plots(doc: dict[str, Any], out_dir: Path, prefix: str) -> list[Path]:

@@ -158,3 +158,17 @@ def test_run_with_answers_adds_the_answer_stage(monkeypatch: pytest.MonkeyPatch,
     plain = suite.run(suite.RunConfig(tasks=["tiny"], systems=["fake"], workdir=tmp_path,
                                       log=lambda m: None))
     assert "answers" not in plain
+
+
+def test_kinds_table_has_one_row_per_kind_and_marks_partial_variants() -> None:
+    from msa_agent.bench import report
+
+    def row(system: str, kind: str, n: int) -> dict:
+        return {"task": "t", "split": "test", "stage": "all", "system": system, "kind": kind,
+                "n": n, "r1": 0.5, "r5": 1.0}
+
+    doc = {"quality": [row("a", "all", 10), row("a", "two-hop", 4), row("a hops", "all", 4),
+                       row("a hops", "two-hop", 4)]}
+    lines = report.markdown_kinds(doc, "t").splitlines()[2:]
+    assert [line.split(" | ")[1:3] for line in lines] == [["all", "10"], ["two-hop", "4"]]
+    assert lines[0].endswith("| 0.50 / 1.00 | 0.50 / 1.00 (n=4) |")
