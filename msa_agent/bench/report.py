@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from msa_agent.bench import tables
+
 
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
@@ -54,21 +56,13 @@ def _cell(key: str, v: Any) -> str:
 
 def rich_table(doc: dict[str, Any]) -> Table:
     """The summary as a rich table (printed by ``msa bench``)."""
-    table = Table(title=f"msa bench ({doc['mode']}), recall@k of all gold, k=5")
-    for _, title in COLUMNS:
-        table.add_column(title, justify="left" if title in ("task", "system") else "right")
-    for row in summary(doc):
-        table.add_row(*(_cell(k, row.get(k)) for k, _ in COLUMNS))
-    return table
+    title = f"msa bench ({doc['mode']}), recall@k of all gold, k=5"
+    return tables.rich_table(title, COLUMNS, summary(doc), _cell)
 
 
 def markdown_summary(doc: dict[str, Any]) -> str:
     """The summary as a markdown table (for docs/benchmarks.md)."""
-    lines = ["| " + " | ".join(t for _, t in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
-    for row in summary(doc):
-        lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
-    return "\n".join(lines)
+    return tables.markdown_table(COLUMNS, summary(doc), _cell)
 
 
 def markdown_kinds(doc: dict[str, Any], task: str, split: str = "test") -> str:

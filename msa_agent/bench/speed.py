@@ -12,8 +12,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +37,11 @@ def ingest(texts: list[str], batch: int) -> tuple[float, int]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-SEQUENTIAL = "hybrid-sequential"  # the baseline: the two channels one after the other
-
-
-class InlineWorker:
-    """An executor that runs each task at once in the caller's thread (no overlap)."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        done: Future[Any] = Future()
-        done.set_result(fn(*args))
-        return done
-
-    def shutdown(self, wait: bool = True) -> None:
-        pass
-
-
 def recall_latency(texts: list[str], queries: list[str], modes: Sequence[str] = ("hybrid",),
                    space: Path | None = None) -> tuple[dict[str, list[float]], float, int]:
     """Per routing mode, each query's recall seconds over ``texts`` remembered in batches of
     64 (a fresh space, or ``space`` reused when it already holds them: ingest seconds 0);
-    also the ingest seconds and tokens. Mode ``hybrid-sequential`` is hybrid with the
-    lexical search run before the query's forward instead of beside it."""
+    also the ingest seconds and tokens."""
     from msa_agent import Memory
 
     folder = Path(tempfile.mkdtemp(prefix="msa-speed-")) if space is None else space
@@ -87,25 +70,17 @@ def _fill(mem: Any, texts: list[str], folder: Path) -> float:
 
 
 def _time_recall(mem: Any, queries: list[str], mode: str) -> list[float]:
-    engine = mem._engine  # noqa: SLF001 - the baseline swaps the engine's lexical worker
-    worker = engine.lexical_worker
-    if mode == SEQUENTIAL:
-        engine.lexical_worker = InlineWorker()
-    try:
-        routing = "hybrid" if mode == SEQUENTIAL else mode
-        mem.recall(queries[0], k=5, routing=routing)  # warm-up
-        times = []
-        for q in queries:
-            start = time.perf_counter()
-            mem.recall(q, k=5, routing=routing)
-            times.append(time.perf_counter() - start)
-        return times
-    finally:
-        engine.lexical_worker = worker
+    mem.recall(queries[0], k=5, routing=mode)  # warm-up
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        mem.recall(q, k=5, routing=mode)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
-         modes: list[str] = typer.Option(["hybrid", SEQUENTIAL, "msa", "lexical"], "--mode"),
+         modes: list[str] = typer.Option(["hybrid", "msa", "lexical"], "--mode"),
          space: Path | None = typer.Option(None, help="Reuse this folder's space (kept).")
          ) -> None:
     split = wiki_split()

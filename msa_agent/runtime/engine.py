@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -72,7 +71,6 @@ class Engine(Recall):
                                keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
-        self.lexical_worker = ThreadPoolExecutor(1, thread_name_prefix="msa-lexical")
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s)
         self.index = RoutingIndex(lm.device)
@@ -102,7 +100,6 @@ class Engine(Recall):
         return engine
 
     def close(self) -> None:
-        self.lexical_worker.shutdown(wait=True)
         with self.lock:
             self._space.close()
 

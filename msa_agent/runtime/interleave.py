@@ -49,8 +49,8 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
     rounds: list[list[Recalled]] = []
     seen: set[str] = set()
     expanded: set[str] = set()
-    query, via = question, ()
-    for r in range(1, max_rounds(hops) + 1):
+    query, via, last = question, (), max_rounds(hops)
+    for r in range(1, last + 1):
         new = [replace(h, round=r, via=via) for h in route(query, expanded)]
         if not new or (r > 1 and _below(new[0].score, min_score)):
             break
@@ -58,6 +58,8 @@ def interleave(route: Route, question: str, k: int, hops: Hops, *,
         if hops == "auto" and r > 1 and new[0].memory.id in seen:
             break  # its best was already found: keep the round (it promotes it), then stop
         seen |= {h.memory.id for h in new}
+        if r == last:
+            break  # no later round: skip building its query (a bridge costs SQL and tokenising)
         via = (new[0].memory.id,)
         expanded.add(new[0].memory.id)
         query = "\n".join([question, bridge(new[0], question) if bridge else new[0].memory.text])

@@ -8,7 +8,6 @@ here (space, index, lock, encoder); this file only holds the methods that read t
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -35,7 +34,6 @@ class Recall:
     index: RoutingIndex
     fusion: Fusion
     lock: threading.RLock
-    lexical_worker: ThreadPoolExecutor  # runs the lexical channel beside the backbone forward
     _space: Space
 
     def query(self, text: str) -> torch.Tensor:
@@ -72,34 +70,25 @@ class Recall:
         pool = max(k, self.cfg.fusion_pool)
         if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
             return self._lexical_only(self._lexical(text, pool, scope, exclude)[:k])
-        # Hybrid: the lexical search (SQLite, which releases the GIL) runs on the worker
-        # while this thread encodes the query (torch, likewise), so the channels overlap.
-        lexical = self._lexical_soon(text, pool, scope, exclude)
+        # Hybrid, one channel after the other: the lexical search costs ~5 ms at 2,000
+        # memories, and overlapping it with the forward on a worker thread only made both
+        # compete for the cores (docs/recall.md, "Cost").
+        lexical = self._lexical(text, pool, scope, exclude)
         q = self.query(text) if q is None else q
         with self.lock:
             ranked = self.index.rank(q, pool, self._mask(scope, exclude),
                                      self.cfg.layer_combine, explain=False)
             ids = self.index.doc_ids
             msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
-        channels = {LEXICAL: lexical.result(), MSA: msa}
+        channels = {LEXICAL: lexical, MSA: msa}
         return self._fused(channels, k, q)
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
                  ) -> list[tuple[str, float]]:
-        """The lexical channel's top ``n``. Takes no engine lock (it may run on the worker
-        while the caller holds it): the space serialises its own reads."""
+        """The lexical channel's top ``n`` (the space serialises its own reads)."""
         found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
                                            scope.where, scope.since, scope.until)
         return [(i, s) for i, s in found if i not in exclude][:n]
-
-    def _lexical_soon(self, text: str, n: int, scope: Scope, exclude: set[str]
-                      ) -> Future[list[tuple[str, float]]]:
-        """:meth:`_lexical` on the worker thread."""
-        try:
-            return self.lexical_worker.submit(self._lexical, text, n, scope, exclude)
-        except RuntimeError:  # closed engine: run it here, so the space raises its clear error
-            self._lexical(text, n, scope, exclude)
-            raise
 
     def _lexical_only(self, found: list[tuple[str, float]]) -> list[Recalled]:
         with self.lock:
@@ -110,14 +99,14 @@ class Recall:
     def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
                q: torch.Tensor | None) -> list[Recalled]:
         """Fuse the channels' candidates; routing evidence for the top ``k`` when ``q``."""
-        with self.lock:
-            pool = {m.id: m for m in self._space.get_many(
-                list({i for ranking in channels.values() for i, _ in ranking}))}
-            created = {i: m.created_at for i, m in pool.items()}
-            top = [f for f in fuse(channels, created, self.fusion) if f.id in pool][:k]
+        with self.lock:  # times for the whole pool, full records for the top k only
+            created = self._space.created_times(
+                list({i for ranking in channels.values() for i, _ in ranking}))
+            top = [f for f in fuse(channels, created, self.fusion) if f.id in created][:k]
+            by_id = {m.id: m for m in self._space.get_many([f.id for f in top])}
             evidence = self._evidence([f.id for f in top], q)
-        return [Recalled(pool[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))
-                for f in top]
+        return [Recalled(by_id[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))
+                for f in top if f.id in by_id]
 
     def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict[str, Any]]:
         """Per-layer routing scores and best chunk of ``ids`` (none without router queries)."""
