@@ -203,9 +203,13 @@ def machine_info() -> dict[str, Any]:
     import psutil
     import torch
 
+    here = Path(__file__).resolve().parent  # the checkout's commit, from any working folder
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip()
+                                text=True, check=False, cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=False, cwd=here).stdout
+        commit += "+dirty" if commit and dirty.strip() else ""
     except OSError:
         commit = ""
     return {"platform": platform.platform(), "processor": platform.processor(),
