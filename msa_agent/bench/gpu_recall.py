@@ -1,0 +1,652 @@
+"""End-to-end ``Memory.recall`` on one GPU (issue 15): p50/p95 at 1M and 10M tokens of memory,
+split into the engine's stages, against the routing kernel alone on the same index.
+
+    python -m msa_agent.bench.gpu_recall --out DIR                     # on a CUDA machine
+    python -m msa_agent.bench.gpu_recall --out DIR --device cpu --sizes 20000   # smoke test
+
+**Random weights, model-shaped.** The backbone is the embedded default model's *config*
+(SmolLM2-135M-Instruct: Llama, 30 layers, hidden 576, 9 / 3 heads of 64) with random weights,
+and the tokenizer is the real one (``--model-dir``: a folder with ``config.json`` and the
+tokenizer files; default the converted default model's folder). The router is a random one of
+the shipped router's shape (MSA layers 15-29), saved for that model, so the runtime runs its
+learned-router code paths; its scores mean nothing, so only the times are readings here.
+
+**Text-like documents.** Seeded random word sequences from a fixed pseudo-word vocabulary
+(Zipf frequencies, ~480 tokens a document, under ``max_doc_tokens``) are stored through
+``Memory.remember_many`` in large batches, growing one space from one size to the next; the
+ingest rate and its stages are reported. A query is 6 distinct words of one stored document,
+leaving out the vocabulary's most frequent words (stop-word-like), so the lexical channel has
+work to do.
+
+**What is timed, per size and recall mode** (``msa``, ``hybrid``), ``k`` = 16:
+
+- ``plain``: ``Memory.recall`` wall clock per query, synchronised, nothing instrumented;
+- ``stages``: the same queries again with the engine's internal calls wrapped (a
+  ``torch.cuda.synchronize()`` and ``time.perf_counter()`` at each entry and exit), times
+  exclusive of the wrapped calls inside them: ``forward`` (``Engine.query``: tokenize +
+  backbone forward to the last MSA layer + router-Q), ``mask`` (scope mask), ``rank``
+  (``RoutingIndex.rank`` minus what is listed next), ``kernel`` (the fused ``route_topk``),
+  ``explain`` (per-layer scores of the selected documents), ``evidence_lookup``
+  (``RoutingIndex.explain``'s own loop, hybrid), ``lexical`` (BM25 over SQLite FTS5),
+  ``fetch`` (SQLite reads of the selected records and the pool's times), ``fusion`` (the
+  fusion and result objects) and ``other`` (the rest of ``Memory.recall``: validation,
+  interleave, formatting);
+- ``kernel_alone`` / ``rank_alone``: ``route_topk`` and ``RoutingIndex.rank`` on the query
+  vectors of the same questions, called directly on the space's own index (the figure
+  ``docs/results/gpu-routing.json`` gives for random keys, at the nearest sizes, is copied
+  alongside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import typer
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTING_JSON = ROOT / "docs" / "results" / "gpu-routing.json"
+SIZES = (1_000_000, 10_000_000)
+MODES = ("msa", "hybrid")
+STOP_LIKE = 100  # the vocabulary's most frequent words: never asked about (like stop words)
+QUERY_WORDS = 6
+DOC_TOKENS = 480  # target tokens a document (the runtime splits past max_doc_tokens = 512)
+# reported groups of the stages (sums per query, then percentiles)
+GROUPS = {
+    "forward": ("forward",),
+    "routing": ("mask", "rank", "kernel"),
+    "kernel": ("kernel",),
+    "evidence": ("explain", "evidence_lookup"),
+    "lexical": ("lexical",),
+    "fetch": ("fetch",),
+    "fusion": ("fusion", "results"),
+    "other": ("other",),
+}
+INGEST_STAGES = ("plan", "encode", "store", "index", "other")
+
+
+# ---------------------------------------------------------------------------- environment
+def ensure_packages() -> None:
+    """Map ``kernels/`` and ``store/`` as ``msa_agent.kernels`` / ``msa_agent.store`` on a
+    checkout that is not pip-installed (what setuptools' package-dir mapping does)."""
+    import msa_agent
+
+    for name in ("kernels", "store"):
+        full = f"msa_agent.{name}"
+        if full in sys.modules or importlib.util.find_spec(full) is not None:
+            continue
+        src = ROOT / name
+        spec = importlib.util.spec_from_file_location(
+            full, src / "__init__.py", submodule_search_locations=[str(src)])
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[full] = mod
+        spec.loader.exec_module(mod)
+        setattr(msa_agent, name, mod)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def git_commit() -> str | None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=ROOT).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def environment(device: torch.device, commit: str | None) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "torch": torch.__version__, "python": sys.version.split()[0],
+        "commit": commit or git_commit(), "device": str(device),
+        "command": "python -m msa_agent.bench.gpu_recall " + shlex.join(sys.argv[1:]),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }  # fmt: skip
+    with contextlib.suppress(ImportError):
+        import triton
+
+        env["triton"] = triton.__version__
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env |= {"machine": torch.cuda.get_device_name(device), "gpu_memory_bytes": p.total_memory,
+                "sms": p.multi_processor_count}  # fmt: skip
+    return env
+
+
+# ---------------------------------------------------------------------------- statistics
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (linear interpolation), ``q`` in [0, 100]."""
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def latency(ms: Sequence[float]) -> dict[str, float]:
+    return {"p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "mean_ms": sum(ms) / len(ms),
+            "min_ms": min(ms), "n": len(ms)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- probes
+class Probe:
+    """Wraps callables; records each one's time exclusive of wrapped calls inside it (ms),
+    synchronising the device at every entry and exit."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._stack: list[float] = []
+        self.excl: dict[str, float] = defaultdict(float)
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def go(*args: Any, **kwargs: Any) -> Any:
+            sync(self.device)
+            self._stack.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync(self.device)
+                dt = (time.perf_counter() - t0) * 1e3
+                inner = self._stack.pop()
+                self.excl[name] += dt - inner
+                if self._stack:
+                    self._stack[-1] += dt
+
+        return go
+
+    def take(self) -> dict[str, float]:
+        out, self.excl = dict(self.excl), defaultdict(float)
+        return out
+
+
+@contextlib.contextmanager
+def patched(targets: Sequence[tuple[Any, str, str]], probe: Probe) -> Iterator[None]:
+    """Wrap ``obj.attr`` as stage ``name`` for each target; restored on exit (instance
+    attributes are deleted again, module attributes put back)."""
+    saved: list[tuple[Any, str, Any, bool]] = []
+    try:
+        for obj, attr, name in targets:
+            own = attr in vars(obj)
+            saved.append((obj, attr, vars(obj).get(attr), own))
+            setattr(obj, attr, probe.wrap(name, getattr(obj, attr)))
+        yield
+    finally:
+        for obj, attr, old, own in reversed(saved):
+            if own:
+                setattr(obj, attr, old)
+            else:
+                delattr(obj, attr)
+
+
+def recall_targets(mem: Any) -> list[tuple[Any, str, str]]:
+    """The engine calls ``Memory.recall`` makes, as (object, attribute, stage)."""
+    import msa_agent.kernels as kernels
+
+    eng = mem._engine
+    return [(eng, "query", "forward"), (eng, "_mask", "mask"), (eng.index, "rank", "rank"),
+            (kernels, "route_topk", "kernel"), (eng.index, "_explain", "explain"),
+            (eng.index, "explain", "evidence_lookup"), (eng, "_lexical", "lexical"),
+            (eng._space, "get_many", "fetch"), (eng._space, "created_times", "fetch"),
+            (eng, "_fused", "fusion"), (eng, "_recalled", "results")]  # fmt: skip
+
+
+def ingest_targets(mem: Any) -> list[tuple[Any, str, str]]:
+    eng = mem._engine
+    return [(eng, "_plan", "plan"), (eng.encoder, "encode", "encode"),
+            (eng._space, "add", "store"), (eng.index, "add", "index")]
+
+
+# ---------------------------------------------------------------------------- text
+def vocabulary(n: int, seed: int) -> list[str]:
+    """``n`` distinct pseudo-words of 1-3 syllables (seeded)."""
+    rng = np.random.default_rng(seed)
+    onsets = [*"bcdfghjklmnprstvwz", "ch", "sh", "th", "br", "st", "tr", "gl", "pl"]
+    vowels = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "io"]
+    codas = ["", "", "n", "r", "s", "l", "m", "t", "nd", "st", "rk"]
+    words: dict[str, None] = {}
+    while len(words) < n:
+        parts = rng.integers(0, [len(onsets), len(vowels), len(codas)], size=(3, 3))
+        syllables = int(rng.integers(1, 4))
+        words["".join(onsets[o] + vowels[v] + codas[c] for o, v, c in parts[:syllables])] = None
+    return list(words)
+
+
+@dataclass
+class TextGen:
+    """Seeded documents and queries over a Zipf-weighted pseudo-word vocabulary."""
+
+    vocab_size: int = 20_000
+    seed: int = 0
+    words_per_doc: int = 360
+    vocab: list[str] = field(init=False)
+    p: np.ndarray = field(init=False)
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.vocab = vocabulary(self.vocab_size, self.seed)
+        w = 1.0 / np.arange(1, self.vocab_size + 1)
+        self.p = w / w.sum()
+        self.rng = np.random.default_rng(self.seed + 1)
+
+    def draw(self, n: int, words: int | None = None) -> np.ndarray:
+        """Word indices ``[n, words]`` of ``n`` new documents."""
+        size = (n, words or self.words_per_doc)
+        return self.rng.choice(self.vocab_size, size=size, p=self.p).astype(np.int32)
+
+    def text(self, row: np.ndarray, sentence: int = 12) -> str:
+        words = [self.vocab[i] for i in row]
+        parts = [" ".join(words[s:s + sentence]) for s in range(0, len(words), sentence)]
+        return ". ".join(p.capitalize() for p in parts) + "."
+
+    def query(self, row: np.ndarray, rng: np.random.Generator) -> str:
+        """``QUERY_WORDS`` distinct words of a document, none of the most frequent."""
+        pool = np.unique(row[row >= STOP_LIKE])
+        pick = rng.choice(pool, size=min(QUERY_WORDS, len(pool)), replace=False)
+        return " ".join(self.vocab[i] for i in pick) + "?"
+
+    def calibrate(self, tokenizer: Any, target: int = DOC_TOKENS, sample: int = 64) -> float:
+        """Set ``words_per_doc`` so a document has about ``target`` tokens; returns tokens
+        per word (drawn from a separate generator, so the corpus does not depend on it)."""
+        rng, self.rng = self.rng, np.random.default_rng(self.seed + 2)
+        texts = [self.text(r) for r in self.draw(sample, 100)]
+        self.rng = rng
+        n = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        per_word = n / (100 * sample)
+        self.words_per_doc = max(8, int(target / per_word))
+        return per_word
+
+
+# ---------------------------------------------------------------------------- the space
+def random_model(model_dir: Path, device: torch.device, seed: int) -> tuple[Any, Any]:
+    """The model of ``model_dir``'s config with random weights, and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    cfg = AutoConfig.from_pretrained(model_dir)
+    with device:
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(model_dir)
+
+
+def random_router(pair: tuple[Any, Any], device: torch.device, path: Path, seed: int) -> Path:
+    """A random router of the shipped router's form (latter-half MSA layers) for this model,
+    saved with the model's fingerprint so that ``Memory.open`` accepts it."""
+    from msa_agent.model.loader import model_fingerprint, wrap_model
+    from msa_agent.model.router import Router
+    from msa_agent.model.shape import ModelShape, resolve_msa_layers
+
+    shape = ModelShape.of(pair[0])
+    torch.manual_seed(seed + 7)
+    router = Router(shape, resolve_msa_layers(shape, None), {"note": "random (benchmark)"})
+    return router.save(path, model_fingerprint(wrap_model(*pair, device=str(device))))
+
+
+def open_memory(pair: tuple[Any, Any], device: torch.device, work: Path, seed: int) -> Any:
+    from msa_agent import Memory
+
+    router = random_router(pair, device, work / "router.safetensors", seed)
+    return Memory.open(work / "space", model=pair, device=str(device), routing="learned",
+                       router_path=str(router))
+
+
+@dataclass
+class Corpus:
+    """What has been stored so far: tokens, and (id, word indices) of every 4th document."""
+
+    tokens: int = 0
+    docs: int = 0
+    kept: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    keep_every: int = 4
+
+    def add(self, ids: Sequence[str], rows: np.ndarray) -> None:
+        for j in range(len(ids)):
+            if (self.docs + j) % self.keep_every == 0:
+                self.kept.append((ids[j], rows[j]))
+        self.docs += len(ids)
+
+
+def counting(fn: Callable[..., Any], corpus: Corpus) -> Callable[..., Any]:
+    """``Encoder.encode`` that adds the tokens it encoded to ``corpus``."""
+    def go(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        corpus.tokens += sum(e.n_tokens for e in out)
+        return out
+
+    return go
+
+
+def ingest(mem: Any, gen: TextGen, corpus: Corpus, target: int, batch_docs: int,
+           device: torch.device) -> dict[str, Any]:
+    """Store documents until ``corpus.tokens`` reaches ``target``; the rate and its stages."""
+    probe, start, docs0 = Probe(device), corpus.tokens, corpus.docs
+    per_doc = DOC_TOKENS
+    eng = mem._engine
+    t0 = time.perf_counter()
+    eng.encoder.encode = counting(eng.encoder.encode, corpus)  # under the probe's wrapper
+    try:
+        with patched(ingest_targets(mem), probe):
+            while corpus.tokens < target:
+                n = min(batch_docs, max(1, math.ceil((target - corpus.tokens) / per_doc)))
+                rows = gen.draw(n)
+                ids = probe.wrap("other", mem.remember_many)([gen.text(r) for r in rows])
+                corpus.add(ids, rows)
+                per_doc = max(1, (corpus.tokens - start) // max(1, corpus.docs - docs0))
+    finally:
+        del eng.encoder.encode
+    sync(device)
+    seconds = time.perf_counter() - t0
+    stages = {k: v / 1e3 for k, v in probe.take().items()}
+    return {"tokens_added": corpus.tokens - start, "docs_added": corpus.docs - docs0,
+            "seconds": seconds, "tokens_per_s": (corpus.tokens - start) / seconds,
+            "stage_seconds": stages,
+            "text_seconds": seconds - sum(stages.values())}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- queries
+def pick_queries(gen: TextGen, corpus: Corpus, n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` (query text, source id) pairs from uniformly chosen stored documents."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(corpus.kept), size=n, replace=len(corpus.kept) < n)
+    return [(gen.query(corpus.kept[i][1], rng), corpus.kept[i][0]) for i in chosen]
+
+
+def plain_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int,
+              device: torch.device) -> tuple[list[float], float]:
+    """ms per ``Memory.recall`` call, and the share of queries whose source is in the top k."""
+    times, found = [], 0
+    for text, src in queries:
+        sync(device)
+        t0 = time.perf_counter()
+        hits = mem.recall(text, k=k, routing=mode)
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+        found += any(src in (h.id, h.source_id) for h in hits)
+    return times, found / len(queries)
+
+
+def staged_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int,
+               device: torch.device) -> list[dict[str, float]]:
+    """Exclusive ms per stage, one dict per query (wrapped engine calls)."""
+    probe, out = Probe(device), []
+    top = probe.wrap("other", mem.recall)
+    with patched(recall_targets(mem), probe):
+        for text, _ in queries:
+            top(text, k=k, routing=mode)
+            out.append(probe.take())
+    return out
+
+
+def summarise_stages(per_query: Sequence[dict[str, float]]) -> dict[str, Any]:
+    names = sorted({n for q in per_query for n in q})
+    totals = [sum(q.values()) for q in per_query]
+    return {
+        "total": latency(totals),
+        "stages": {n: latency([q.get(n, 0.0) for q in per_query]) for n in names},
+        "groups": {g: latency([sum(q.get(n, 0.0) for n in parts) for q in per_query])
+                   for g, parts in GROUPS.items()},
+    }
+
+
+def measure_mode(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int, warmup: int,
+                 device: torch.device) -> dict[str, Any]:
+    for text, _ in queries[:warmup]:
+        mem.recall(text, k=k, routing=mode)
+    timed = queries[warmup:]
+    plain, hit_rate = plain_run(mem, timed, mode, k, device)
+    staged = summarise_stages(staged_run(mem, timed, mode, k, device))
+    return {"plain": latency(plain), "source_in_top_k": hit_rate,
+            "queries_per_s_sequential": 1e3 / (sum(plain) / len(plain)), **staged}
+
+
+def routing_alone(mem: Any, queries: Sequence[tuple[str, str]], k: int, warmup: int,
+                  device: torch.device) -> dict[str, Any]:
+    """``route_topk`` and ``RoutingIndex.rank`` alone on the questions' router queries."""
+    from msa_agent.bench.gpu_routing import kernel_fn, rank_fn, timed
+
+    eng = mem._engine
+    index = eng.index
+    qs = [eng.query(text) for text, _ in queries]
+    mask = index.mask_for(mem.config.namespace)
+    t_kernel, _ = timed(kernel_fn(index, index.keys, k, mask), qs, warmup, device)
+    t_rank, _ = timed(rank_fn(index, k, mask, index.use_kernel), qs, warmup, device)
+    return {"kernel_alone": latency(t_kernel), "rank_alone": latency(t_rank),
+            "query_tokens_mean": sum(q.shape[0] for q in qs) / len(qs)}
+
+
+def kernel_reference(tokens: int, path: Path = ROUTING_JSON) -> dict[str, Any] | None:
+    """``docs/results/gpu-routing.json``'s kernel and rank p50 at ``tokens`` (log-log
+    interpolation between the nearest sizes when not measured there)."""
+    if not path.exists():
+        return None
+    rows = sorted((r for r in json.loads(path.read_text())["rows"] if "kernel" in r),
+                  key=lambda r: r["tokens"])
+    below = [r for r in rows if r["tokens"] <= tokens]
+    above = [r for r in rows if r["tokens"] >= tokens]
+    if not below or not above:
+        return None
+    a, b = below[-1], above[0]
+    w = 0.0 if a is b else math.log(tokens / a["tokens"]) / math.log(b["tokens"] / a["tokens"])
+
+    def at(part: str) -> float:
+        lo, hi = a[part]["p50_ms"], b[part]["p50_ms"]
+        return math.exp(math.log(lo) + w * (math.log(hi) - math.log(lo)))
+
+    how = "measured" if a is b else f"interpolated {a['tokens']:,}-{b['tokens']:,} (log-log)"
+    return {"kernel_p50_ms": at("kernel"), "rank_p50_ms": at("rank"), "how": how,
+            "doc_tokens": 4096, "note": "random keys, 4,096-token documents, 32 query tokens"}
+
+
+# ---------------------------------------------------------------------------- one size
+def index_facts(mem: Any, device: torch.device) -> dict[str, Any]:
+    index = mem._engine.index
+    facts = {"chunks": int(index.keys.shape[0]), "docs": len(index.doc_ids),
+             "resident_key_dtype": str(index.keys.dtype).removeprefix("torch."),
+             "resident_key_bytes": index.keys.numel() * index.keys.element_size(),
+             "kernel_in_path": bool(index.use_kernel)}  # fmt: skip
+    if device.type == "cuda":
+        facts["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)
+    return facts
+
+
+def measure_size(mem: Any, gen: TextGen, corpus: Corpus, target: int, opts: Options,
+                 device: torch.device) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"tokens_target": target,
+                           "ingest": ingest(mem, gen, corpus, target, opts.batch_docs, device)}
+    row |= {"tokens": corpus.tokens, "memories": corpus.docs, **index_facts(mem, device)}
+    queries = pick_queries(gen, corpus, opts.warmup + opts.queries, opts.seed + target)
+    row["query_example"] = queries[0][0]
+    for mode in opts.modes:
+        row[mode] = measure_mode(mem, queries, mode, opts.k, opts.warmup, device)
+    row |= routing_alone(mem, queries, opts.k, opts.warmup, device)
+    row["kernel_reference"] = kernel_reference(target)
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+@dataclass
+class Options:
+    sizes: Sequence[int] = SIZES
+    modes: Sequence[str] = MODES
+    k: int = 16
+    queries: int = 100
+    warmup: int = 5
+    batch_docs: int = 2048
+    seed: int = 0
+    budget_s: float = 0.0  # 0 = no limit; else skip a size whose ingest would not fit
+
+
+def fits(row: dict[str, Any] | None, corpus: Corpus, target: int, started: float,
+         budget_s: float) -> bool:
+    """Whether ingesting up to ``target`` (at the last measured rate, plus the last size's
+    query time) fits in what is left of ``budget_s``."""
+    if not budget_s or row is None:
+        return True
+    rate = row["ingest"]["tokens_per_s"]
+    query_s = max(0.0, row["wall_s"] - row["ingest"]["seconds"])
+    need = (target - corpus.tokens) / rate + query_s
+    return time.perf_counter() - started + need < budget_s
+
+
+def run(pair: tuple[Any, Any], device: torch.device, opts: Options, out: Path,
+        work: Path, commit: str | None = None) -> dict[str, Any]:
+    """Every size on one growing space; writes ``out/gpu-recall.json`` after each size."""
+    ensure_packages()
+    gen = TextGen(seed=opts.seed)
+    per_word = gen.calibrate(pair[1])
+    mem = open_memory(pair, device, work, opts.seed)
+    data: dict[str, Any] = {
+        "what": "end-to-end Memory.recall latency; random-weight backbone and router of the "
+                "embedded model's shape; documents are seeded random pseudo-word text",
+        "env": environment(device, commit), "options": {**vars(opts)},
+        "model": model_facts(mem), "config": mem.config.model_dump(),
+        "text": {"vocab": gen.vocab_size, "zipf_exponent": 1.0, "words_per_doc":
+                 gen.words_per_doc, "tokens_per_word": per_word, "query_words": QUERY_WORDS,
+                 "query_skips_top_words": STOP_LIKE},
+        "rows": [],
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    corpus, started, last = Corpus(), time.perf_counter(), None
+    try:
+        for target in sorted(opts.sizes):
+            if not fits(last, corpus, target, started, opts.budget_s):
+                data["rows"].append({"tokens_target": target, "skipped": "time budget"})
+                break
+            last = measure_size(mem, gen, corpus, target, opts, device)
+            data["rows"].append(last)
+            print(summary(last, opts.modes), flush=True)
+            (out / "gpu-recall.json").write_text(json.dumps(data, indent=1))
+    finally:
+        mem.close()
+    return data
+
+
+def model_facts(mem: Any) -> dict[str, Any]:
+    eng = mem._engine
+    return {"shape": dict(vars(eng.shape)), "msa_layers": eng.layers,
+            "params": sum(p.numel() for p in eng.lm.model.parameters()),
+            "dtype": str(eng.lm.dtype).removeprefix("torch."), "weights": "random",
+            "router": "random, shipped router's form"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- report
+def mtok(tokens: int) -> str:
+    return f"{tokens / 1e6:.3g}M"
+
+
+def summary(row: dict[str, Any], modes: Sequence[str]) -> str:
+    """One line per size: ingest rate and each mode's p50."""
+    i = row["ingest"]
+    parts = [f"{mtok(row['tokens'])} tokens, {row['docs']:,} docs: ingest "
+             f"{i['tokens_per_s']:,.0f} tok/s ({i['seconds']:.0f} s)"]
+    parts += [f"{m} p50 {row[m]['plain']['p50_ms']:.1f} ms" for m in modes]
+    parts.append(f"kernel alone p50 {row['kernel_alone']['p50_ms']:.2f} ms")
+    return "; ".join(parts)
+
+
+def cell(part: dict[str, Any] | None) -> str:
+    if not part:
+        return "n/a"
+    return f"{part['p50_ms']:.2f} / {part['p95_ms']:.2f}"
+
+
+def table(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
+    """Markdown: per size and mode, p50 / p95 ms of the recall and of each group."""
+    head = ("| memory | docs | mode | recall (plain) | forward | routing | of which kernel "
+            "| evidence | lexical | fetch | fusion | other | kernel alone | json kernel p50 |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {mtok(r['tokens_target'])} | skipped: {r['skipped']} |")
+            continue
+        ref = r.get("kernel_reference")
+        ref_s = "n/a" if ref is None else f"{ref['kernel_p50_ms']:.2f}"
+        for mode in modes:
+            m, g = r[mode], r[mode]["groups"]
+            lines.append(
+                f"| {mtok(r['tokens'])} | {r['docs']:,} | {mode} | {cell(m['plain'])} | "
+                + " | ".join(cell(g[x]) for x in GROUPS)
+                + f" | {cell(r['kernel_alone'])} | {ref_s} |")
+    return "\n".join(lines)
+
+
+def ingest_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = "| memory | tokens added | seconds | tokens/s | " + " | ".join(INGEST_STAGES) + " |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        if "ingest" not in r:
+            continue
+        i = r["ingest"]
+        st = " | ".join(f"{i['stage_seconds'].get(s, 0.0):.1f}" for s in INGEST_STAGES)
+        lines.append(f"| {mtok(r['tokens'])} | {i['tokens_added']:,} | {i['seconds']:.1f} "
+                     f"| {i['tokens_per_s']:,.0f} | {st} |")
+    return "\n".join(lines)
+
+
+def default_model_dir() -> Path:
+    from msa_agent.model.loader import DEFAULT_MODEL, cache_dir
+
+    return cache_dir() / "models" / DEFAULT_MODEL
+
+
+def main(
+    out: Path = typer.Option(Path("bench-out"), help="Folder for gpu-recall.json."),
+    sizes: str = typer.Option(",".join(str(s) for s in SIZES), help="Tokens, commas."),
+    modes: str = typer.Option(",".join(MODES), help="Recall modes, commas."),
+    queries: int = typer.Option(100, help="Timed queries per size and mode."),
+    warmup: int = typer.Option(5, help="Untimed queries first."),
+    k: int = typer.Option(16),
+    batch_docs: int = typer.Option(2048, help="Documents per remember_many call."),
+    device: str = typer.Option("auto", help="auto, cuda or cpu."),
+    model_dir: Path | None = typer.Option(None, help="config.json + tokenizer (no weights)."),
+    work: Path | None = typer.Option(None, help="Where the space is built (default: temp)."),
+    budget_s: float = typer.Option(0.0, help="Skip sizes whose ingest would end past this."),
+    seed: int = typer.Option(0),
+    commit: str | None = typer.Option(None, help="Commit to record (the GPU box has no .git)."),
+) -> None:
+    """Memory.recall p50/p95 per stage at growing memory sizes (random-weight model)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto"
+                       else device)
+    opts = Options(sizes=[int(float(s)) for s in sizes.split(",")], modes=modes.split(","),
+                   k=k, queries=queries, warmup=warmup, batch_docs=batch_docs, seed=seed,
+                   budget_s=budget_s)
+    pair = random_model(model_dir or default_model_dir(), dev, seed)
+    folder = work or Path(tempfile.mkdtemp(prefix="gpu-recall-"))
+    try:
+        data = run(pair, dev, opts, out, folder, commit)
+    finally:
+        if work is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    rows = data["rows"]
+    print(f"\n{data['env'].get('machine', dev)}; torch {data['env']['torch']}; k={k}; "
+          f"{queries} queries; p50 / p95 ms")
+    print(ingest_table(rows))
+    print()
+    print(table(rows, opts.modes))
+
+
+if __name__ == "__main__":
+    typer.run(main)
