@@ -23,8 +23,9 @@ work to do.
 - ``plain``: ``Memory.recall`` wall clock per query, synchronised, nothing instrumented;
 - ``stages``: the same queries again with the engine's internal calls wrapped (a
   ``torch.cuda.synchronize()`` and ``time.perf_counter()`` at each entry and exit), times
-  exclusive of the wrapped calls inside them: ``forward`` (``Engine.query``: tokenize +
-  backbone forward to the last MSA layer + router-Q), ``mask`` (scope mask), ``rank``
+  exclusive of the wrapped calls inside them: ``forward`` = ``tokenize`` (``Engine.query``
+  itself) + ``backbone`` (``Encoder._forward``: the decoder up to the last MSA layer, with the
+  taps) + ``router_q`` (the router-Q projections of the 15 layers), ``mask`` (scope mask), ``rank``
   (``RoutingIndex.rank`` minus what is listed next), ``kernel`` (the fused ``route_topk``),
   ``explain`` (per-layer scores of the selected documents), ``evidence_lookup``
   (``RoutingIndex.explain``'s own loop, hybrid), ``lexical`` (BM25 over SQLite FTS5),
@@ -69,7 +70,7 @@ QUERY_WORDS = 6
 DOC_TOKENS = 480  # target tokens a document (the runtime splits past max_doc_tokens = 512)
 # reported groups of the stages (sums per query, then percentiles)
 GROUPS = {
-    "forward": ("forward",),
+    "forward": ("tokenize", "backbone", "router_q"),
     "routing": ("mask", "rank", "kernel"),
     "kernel": ("kernel",),
     "evidence": ("explain", "evidence_lookup"),
@@ -206,7 +207,9 @@ def recall_targets(mem: Any) -> list[tuple[Any, str, str]]:
     import msa_agent.kernels as kernels
 
     eng = mem._engine
-    return [(eng, "query", "forward"), (eng, "_mask", "mask"), (eng.index, "rank", "rank"),
+    return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors", "router_q"),
+            (eng.encoder, "_forward", "backbone"), (eng, "_mask", "mask"),
+            (eng.index, "rank", "rank"),
             (kernels, "route_topk", "kernel"), (eng.index, "_explain", "explain"),
             (eng.index, "explain", "evidence_lookup"), (eng, "_lexical", "lexical"),
             (eng._space, "get_many", "fetch"), (eng._space, "created_times", "fetch"),
@@ -280,14 +283,15 @@ class TextGen:
 
 
 # ---------------------------------------------------------------------------- the space
-def random_model(model_dir: Path, device: torch.device, seed: int) -> tuple[Any, Any]:
+def random_model(model_dir: Path, device: torch.device, seed: int, dtype: str = "float32"
+                 ) -> tuple[Any, Any]:
     """The model of ``model_dir``'s config with random weights, and its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     cfg = AutoConfig.from_pretrained(model_dir)
     with device:
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
@@ -304,12 +308,14 @@ def random_router(pair: tuple[Any, Any], device: torch.device, path: Path, seed:
     return router.save(path, model_fingerprint(wrap_model(*pair, device=str(device))))
 
 
-def open_memory(pair: tuple[Any, Any], device: torch.device, work: Path, seed: int) -> Any:
+def open_memory(pair: tuple[Any, Any], device: torch.device, work: Path, seed: int,
+                dtype: str = "float32") -> Any:
+    """A new space on the random model (``dtype``: what the model was made in; recorded)."""
     from msa_agent import Memory
 
     router = random_router(pair, device, work / "router.safetensors", seed)
     return Memory.open(work / "space", model=pair, device=str(device), routing="learned",
-                       router_path=str(router))
+                       router_path=str(router), dtype=dtype)
 
 
 @dataclass
@@ -410,14 +416,17 @@ def summarise_stages(per_query: Sequence[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def measure_mode(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int, warmup: int,
+def measure_mode(mem: Any, queries: Sequence[tuple[str, str]], mode: str, opts: Options,
                  device: torch.device) -> dict[str, Any]:
-    for text, _ in queries[:warmup]:
-        mem.recall(text, k=k, routing=mode)
-    timed = queries[warmup:]
-    plain, hit_rate = plain_run(mem, timed, mode, k, device)
-    staged = summarise_stages(staged_run(mem, timed, mode, k, device))
-    return {"plain": latency(plain), "source_in_top_k": hit_rate,
+    """Warm-up, ``opts.repeats`` plain passes over the queries (pooled), one staged pass."""
+    for text, _ in queries[:opts.warmup]:
+        mem.recall(text, k=opts.k, routing=mode)
+    timed = queries[opts.warmup:]
+    passes = [plain_run(mem, timed, mode, opts.k, device) for _ in range(opts.repeats)]
+    plain = [t for times, _ in passes for t in times]
+    staged = summarise_stages(staged_run(mem, timed, mode, opts.k, device))
+    return {"plain": latency(plain), "plain_passes": [latency(t) for t, _ in passes],
+            "plain_ms_first_pass": passes[0][0], "source_in_top_k": passes[0][1],
             "queries_per_s_sequential": 1e3 / (sum(plain) / len(plain)), **staged}
 
 
@@ -432,8 +441,9 @@ def routing_alone(mem: Any, queries: Sequence[tuple[str, str]], k: int, warmup: 
     mask = index.mask_for(mem.config.namespace)
     t_kernel, _ = timed(kernel_fn(index, index.keys, k, mask), qs, warmup, device)
     t_rank, _ = timed(rank_fn(index, k, mask, index.use_kernel), qs, warmup, device)
+    tokens = [int(q.shape[0]) for q in qs]
     return {"kernel_alone": latency(t_kernel), "rank_alone": latency(t_rank),
-            "query_tokens_mean": sum(q.shape[0] for q in qs) / len(qs)}
+            "query_tokens_mean": sum(tokens) / len(tokens), "query_tokens": tokens}
 
 
 def kernel_reference(tokens: int, path: Path = ROUTING_JSON) -> dict[str, Any] | None:
@@ -480,7 +490,7 @@ def measure_size(mem: Any, gen: TextGen, corpus: Corpus, target: int, opts: Opti
     queries = pick_queries(gen, corpus, opts.warmup + opts.queries, opts.seed + target)
     row["query_example"] = queries[0][0]
     for mode in opts.modes:
-        row[mode] = measure_mode(mem, queries, mode, opts.k, opts.warmup, device)
+        row[mode] = measure_mode(mem, queries, mode, opts, device)
     row |= routing_alone(mem, queries, opts.k, opts.warmup, device)
     row["kernel_reference"] = kernel_reference(target)
     row["wall_s"] = time.perf_counter() - t0
@@ -496,6 +506,8 @@ class Options:
     warmup: int = 5
     batch_docs: int = 2048
     seed: int = 0
+    repeats: int = 1  # plain passes over the queries per mode
+    dtype: str = "float32"  # the backbone's (the runtime's default on every device)
     budget_s: float = 0.0  # 0 = no limit; else skip a size whose ingest would not fit
 
 
@@ -517,7 +529,7 @@ def run(pair: tuple[Any, Any], device: torch.device, opts: Options, out: Path,
     ensure_packages()
     gen = TextGen(seed=opts.seed)
     per_word = gen.calibrate(pair[1])
-    mem = open_memory(pair, device, work, opts.seed)
+    mem = open_memory(pair, device, work, opts.seed, opts.dtype)
     data: dict[str, Any] = {
         "what": "end-to-end Memory.recall latency; random-weight backbone and router of the "
                 "embedded model's shape; documents are seeded random pseudo-word text",
@@ -625,6 +637,8 @@ def main(
     work: Path | None = typer.Option(None, help="Where the space is built (default: temp)."),
     budget_s: float = typer.Option(0.0, help="Skip sizes whose ingest would end past this."),
     seed: int = typer.Option(0),
+    repeats: int = typer.Option(1, help="Plain (uninstrumented) passes per mode."),
+    dtype: str = typer.Option("float32", help="Backbone dtype: float32, bfloat16, float16."),
     commit: str | None = typer.Option(None, help="Commit to record (the GPU box has no .git)."),
 ) -> None:
     """Memory.recall p50/p95 per stage at growing memory sizes (random-weight model)."""
@@ -632,8 +646,8 @@ def main(
                        else device)
     opts = Options(sizes=[int(float(s)) for s in sizes.split(",")], modes=modes.split(","),
                    k=k, queries=queries, warmup=warmup, batch_docs=batch_docs, seed=seed,
-                   budget_s=budget_s)
-    pair = random_model(model_dir or default_model_dir(), dev, seed)
+                   budget_s=budget_s, repeats=repeats, dtype=dtype)
+    pair = random_model(model_dir or default_model_dir(), dev, seed, dtype)
     folder = work or Path(tempfile.mkdtemp(prefix="gpu-recall-"))
     try:
         data = run(pair, dev, opts, out, folder, commit)

@@ -51,7 +51,7 @@ def test_text_is_seeded_and_queries_skip_frequent_words() -> None:
 
 
 def test_run_on_cpu_writes_every_stage(tiny_pair, tmp_path: Path) -> None:  # noqa: ANN001
-    opts = gr.Options(sizes=[1500, 3000], k=4, queries=3, warmup=1, batch_docs=3)
+    opts = gr.Options(sizes=[1500, 3000], k=4, queries=3, warmup=1, batch_docs=3, repeats=2)
     data = gr.run(tiny_pair, CPU, opts, tmp_path / "out", tmp_path / "work", commit="test")
     saved = json.loads((tmp_path / "out" / "gpu-recall.json").read_text())
     assert saved["env"]["commit"] == "test" and saved["model"]["weights"] == "random"
@@ -64,7 +64,9 @@ def test_run_on_cpu_writes_every_stage(tiny_pair, tmp_path: Path) -> None:  # no
         assert r["kernel_alone"]["p50_ms"] > 0 and r["rank_alone"]["p50_ms"] > 0
         for mode in gr.MODES:
             m = r[mode]
-            assert m["plain"]["p50_ms"] > 0 and m["plain"]["n"] == 3
+            assert m["plain"]["p50_ms"] > 0 and m["plain"]["n"] == 6
+            assert len(m["plain_passes"]) == 2 and len(m["plain_ms_first_pass"]) == 3
+            assert {"tokenize", "backbone", "router_q", "rank", "other"} <= set(m["stages"])
             assert set(m["groups"]) == set(gr.GROUPS)
             assert m["groups"]["forward"]["p50_ms"] > 0 and m["groups"]["routing"]["p50_ms"] > 0
             assert m["groups"]["fetch"]["p50_ms"] > 0
