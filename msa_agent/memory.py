@@ -202,7 +202,8 @@ class Memory:
                stream: bool = False, routing: str | None = None) -> Answer | AnswerStream:
         """Answer ``question`` from memory: route (``hops`` rounds), read, generate greedily.
 
-        ``read``: ``"text"`` re-reads the memories' text, ``"full"`` attends to their stored
+        ``read``: ``"text"`` re-reads the memories' text, ``"chunks"`` only each memory's
+        chunk that matches the question and its neighbours, ``"full"`` attends to their stored
         per-token K/V (space made with ``keep_full_kv=True``), ``"pooled"`` to their pooled K/V
         (MSA-trained models; each MSA layer reads its own top-k); ``"auto"`` picks ``pooled``
         for an MSA checkpoint, else ``text``, and the returned :class:`Answer` says which.

@@ -91,7 +91,7 @@ class Answer(BaseModel):
     """A generated answer grounded in memory, with its evidence and costs."""
 
     text: str
-    read: str = Field(description="How memories were read: 'pooled', 'full' or 'text'.")
+    read: str = Field(description="How memories were read: 'pooled', 'full', 'text' or 'chunks'.")
     rounds: list[AnswerRound] = Field(default_factory=list)
     prompt_tokens: int
     memory_tokens: int = Field(description="Tokens (or pooled chunks) of memory attended to.")

@@ -27,7 +27,7 @@ from typing import Any
 
 from msa_agent.bench import metrics
 from msa_agent.bench.answers import Reader, fit, pick
-from msa_agent.bench.tasks.base import MemoryItem, Query, Task
+from msa_agent.bench.tasks.base import MemoryItem, Query, Task, memory_time
 
 K = 5
 MULTIHOP = "multihop_only"
@@ -74,11 +74,13 @@ def skipped(q: Query, prompt_tokens: int, why: str) -> dict[str, Any]:
 
 
 def read(
-    reader: Reader, q: Query, texts: Sequence[str], keys: Sequence[str], search_s: float = 0.0
+    reader: Reader, q: Query, items: Sequence[MemoryItem], search_s: float = 0.0
 ) -> dict[str, Any]:
-    """Answer ``q`` from ``texts`` (rank order, cut to the window), timed from the search."""
+    """Answer ``q`` from ``items`` (rank order, cut to the window, arranged and dated as
+    ``Memory.answer`` arranges its memories), timed from the search."""
     start = time.perf_counter()
-    prompt, used, cut = fit(reader, q.text, texts)
+    texts, keys = [m.text for m in items], [m.key for m in items]
+    prompt, used, cut = fit(reader, q.text, texts, [memory_time(m) for m in items])
     text = reader.generate(prompt)
     ms = 1000 * (search_s + time.perf_counter() - start)
     return grade(q, text, ms, len(prompt), cut, keys[:used])
@@ -93,7 +95,7 @@ def rag_outputs(
     out = []
     for q in qs:
         keys, search_s = ranking[q.qid]
-        out.append(read(reader, q, [memories[k].text for k in keys], keys, search_s))
+        out.append(read(reader, q, [memories[k] for k in keys], search_s))
     return out
 
 
@@ -106,7 +108,7 @@ def full_outputs(
         items = sorted(
             (m for m in memories.values() if m.namespace == q.namespace), key=lambda m: m.order
         )
-        prompt = reader.prompt(q.text, [m.text for m in items])
+        prompt = reader.prompt(q.text, [m.text for m in items], [memory_time(m) for m in items])
         if not reader.fits(prompt):
             out.append(
                 skipped(q, len(prompt), f"does not fit ({len(prompt)} > {reader.budget} tokens)")
@@ -119,7 +121,7 @@ def full_outputs(
 
 
 def none_outputs(reader: Reader, qs: Sequence[Query]) -> list[dict[str, Any]]:
-    return [read(reader, q, [], []) for q in qs]
+    return [read(reader, q, []) for q in qs]
 
 
 def msa_outputs(

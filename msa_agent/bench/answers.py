@@ -18,14 +18,24 @@ is never cut: it is skipped (and counted) when the whole namespace does not fit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from msa_agent.bench.tasks.base import SPLITS, Query
 from msa_agent.model.loader import LoadedModel, load_model
-from msa_agent.runtime.answer import SYSTEM, prompt_ids, stop_ids
+from msa_agent.runtime.answer import (
+    DATED,
+    ORDER,
+    SYSTEM,
+    SYSTEM_DATED,
+    WORKED_EXAMPLE,
+    arrange,
+    prompt_ids,
+    stop_ids,
+)
 from msa_agent.runtime.generate import greedy
 
 MAX_NEW_TOKENS = 32
@@ -54,9 +64,14 @@ class Reader:
         """The most prompt tokens that leave room for the answer inside the window."""
         return self.window - self.max_new_tokens
 
-    def prompt(self, question: str, texts: Sequence[str]) -> list[int]:
-        """``Memory.answer``'s text-reading frame around ``texts`` (none: the question alone)."""
-        return prompt_ids(self.lm.tokenizer, question, list(texts))
+    def prompt(self, question: str, texts: Sequence[str],
+               times: Sequence[datetime] | None = None) -> list[int]:
+        """``Memory.answer``'s text-reading frame around ``texts`` (best first; none: the
+        question alone). With their ``times``, arranged and dated by ``Memory.answer``'s own
+        rule (:func:`msa_agent.runtime.answer.arrange`); without, as given."""
+        notes, system = (arrange(texts, times) if times is not None and texts
+                         else (list(texts), SYSTEM))
+        return prompt_ids(self.lm.tokenizer, question, notes, system, WORKED_EXAMPLE)
 
     def fits(self, prompt: Sequence[int]) -> bool:
         return len(prompt) <= self.budget
@@ -76,6 +91,10 @@ class Reader:
             "max_new_tokens": self.max_new_tokens,
             "decoding": "greedy",
             "system_prompt": SYSTEM,
+            "system_prompt_dated": SYSTEM_DATED,
+            "arrangement": f"order={ORDER}, dated={DATED}, worked example={WORKED_EXAMPLE} "
+            "(runtime.answer.arrange and prompt_ids, for every row with memories; each memory "
+            "dated by the task's own dates, memory_time)",
             "frame": "chat template; system line; 'Memories:\\n[1] ...\\n\\nQuestion: Q' "
             "(the question alone without memories)",
         }
@@ -87,29 +106,35 @@ def default_reader() -> Reader:
     return Reader(load_model())
 
 
-def fit(reader: Reader, question: str, texts: Sequence[str]) -> tuple[list[int], int, bool]:
-    """The prompt of ``texts`` in rank order cut to the reader's budget: the prompt, how many
-    texts it holds (the last one perhaps cut), and whether anything was cut."""
+def fit(reader: Reader, question: str, texts: Sequence[str],
+        times: Sequence[datetime] | None = None) -> tuple[list[int], int, bool]:
+    """The prompt of ``texts`` (rank order, with their ``times`` if dated) cut to the
+    reader's budget: texts are kept best first, the first that overflows is cut at a token
+    boundary and the rest dropped. Returns the prompt, how many texts it holds, and whether
+    anything was cut."""
+    def prompt(kept: list[str]) -> list[int]:
+        return reader.prompt(question, kept, None if times is None else times[:len(kept)])
+
     kept: list[str] = []
     for text in texts:
-        prompt = reader.prompt(question, [*kept, text])
-        if reader.fits(prompt):
+        if reader.fits(prompt([*kept, text])):
             kept.append(text)
             continue
-        if cut := _longest_prefix(reader, question, kept, text):
+        if cut := _longest_prefix(reader, prompt, kept, text):
             kept.append(cut)
-        return reader.prompt(question, kept), len(kept), True
-    return reader.prompt(question, kept), len(kept), False
+        return prompt(kept), len(kept), True
+    return prompt(kept), len(kept), False
 
 
-def _longest_prefix(reader: Reader, question: str, kept: list[str], text: str) -> str:
+def _longest_prefix(reader: Reader, prompt: Callable[[list[str]], list[int]], kept: list[str],
+                    text: str) -> str:
     """The longest token prefix of ``text`` that still fits after ``kept`` (binary search)."""
     tok = reader.lm.tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
     lo, hi = 0, len(ids)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if reader.fits(reader.prompt(question, [*kept, tok.decode(ids[:mid])])):
+        if reader.fits(prompt([*kept, tok.decode(ids[:mid])])):
             lo = mid
         else:
             hi = mid - 1

@@ -30,7 +30,7 @@ def ask(
     namespace: NamespaceOpt = None,
     hops: HopsOpt = "1",
     read: Annotated[str, typer.Option(
-        help="How memories are read: auto, text, full or pooled.")] = "auto",
+        help="How memories are read: auto, text, chunks, full or pooled.")] = "auto",
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
     stream: Annotated[bool, typer.Option(help="Print tokens as they come.")] = True,
     json_: JsonOpt = False,

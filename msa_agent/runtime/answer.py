@@ -2,6 +2,8 @@
 
 Reading modes:
 - ``text``: the memories' original text is put in the prompt and re-read (exact; any model);
+- ``chunks``: per memory only the chunk that matches the question and its neighbours, as
+  text (``msa_agent.runtime.excerpt``): a small reader is not buried in whole sessions;
 - ``full``: the memories' stored per-token pre-RoPE K/V are re-rotated at document-local
   positions and attended to in the layers that kept them (the MSA layers, or every layer with
   ``full_kv_layers="all"``), with no re-prefill (needs ``keep_full_kv``);
@@ -11,6 +13,7 @@ Reading modes:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import torch
@@ -20,11 +23,16 @@ from msa_agent.model.attention import MemoryKV, rotate_memory
 from msa_agent.model.loader import LoadedModel
 from msa_agent.store import StoredMemory
 
-READ_MODES = ("auto", "pooled", "full", "text")
+READ_MODES = ("auto", "pooled", "full", "text", "chunks")
+TEXT_READS = ("text", "chunks")  # modes that put memory text in the prompt
 KV = tuple[torch.Tensor, torch.Tensor]
 # Space setting naming how pooled K were stored: "rope" = chunk means of post-RoPE K.
 POOLED_K_SETTING, POOLED_K_ROPE = "pooled_k", "rope"
 SYSTEM = "Answer the question in a few words, using the memories when they are relevant."
+# The system line when memories are dated (changed facts); by time, it also says the order.
+SYSTEM_DATED = SYSTEM + " The memories are dated; when they disagree, the newest one is right."
+SYSTEM_DATED_BY_TIME = (SYSTEM + " The memories are dated and listed oldest first; when they "
+                        "disagree, the newest one is right.")
 
 
 def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
@@ -38,17 +46,72 @@ def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
     return read
 
 
-def prompt_ids(tokenizer: Any, question: str, memories: Sequence[str]) -> list[int]:
-    """Chat-formatted prompt (when the tokenizer has a template); memories inline if given."""
-    body = question
-    if memories:
-        lines = "\n".join(f"[{i + 1}] {t}" for i, t in enumerate(memories))
-        body = f"Memories:\n{lines}\n\nQuestion: {question}"
+# One worked example of the short-answer format, shown before the question when a prompt
+# has memories: generic agent memory, unlike any benchmark's wording or names.
+EXAMPLE = (("My dentist appointment moved to Friday at 10.",
+            "I bought a blue bicycle for the commute."),
+           "When is my dentist appointment?", "Friday at 10")
+
+
+def _body(question: str, memories: Sequence[str]) -> str:
+    if not memories:
+        return question
+    lines = "\n".join(f"[{i + 1}] {t}" for i, t in enumerate(memories))
+    return f"Memories:\n{lines}\n\nQuestion: {question}"
+
+
+def prompt_ids(tokenizer: Any, question: str, memories: Sequence[str],
+               system: str = SYSTEM, example: bool = False) -> list[int]:
+    """Chat-formatted prompt (when the tokenizer has a template); memories inline if given.
+    ``example``: a worked example turn (``EXAMPLE``) first, when there are memories."""
+    shots = [(_body(EXAMPLE[1], EXAMPLE[0]), EXAMPLE[2])] if example and memories else []
+    body = _body(question, memories)
     if getattr(tokenizer, "chat_template", None):
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
+        msgs = [{"role": "system", "content": system}]
+        for asked, answered in shots:
+            msgs += [{"role": "user", "content": asked},
+                     {"role": "assistant", "content": answered}]
+        msgs.append({"role": "user", "content": body})
         return list(tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
                                                   tokenize=True, return_dict=False))
-    return tokenizer(f"{SYSTEM}\n{body}\nAnswer:")["input_ids"]
+    lead = "".join(f"{asked}\nAnswer: {answered}\n\n" for asked, answered in shots)
+    return tokenizer(f"{system}\n{lead}{body}\nAnswer:")["input_ids"]
+
+
+def dated(text: str, when: datetime | None) -> str:
+    """A memory as the reader sees it: its date first, so it can tell versions apart."""
+    return f"({when:%Y-%m-%d}) {text}" if when is not None else text
+
+
+ORDERS = ("rank", "reverse", "time")  # recall's order, best last, oldest first
+# How a text read shows memories, chosen on validation (docs/answering.md, "Reading text"):
+# best last, dated, after one worked example of the short-answer format.
+DATED, ORDER, WORKED_EXAMPLE = True, "reverse", True
+
+
+def arrange(texts: Sequence[str], times: Sequence[datetime], order: str = ORDER,
+            with_dates: bool = DATED) -> tuple[list[str], str]:
+    """Memory texts (given best first) as a text read shows them, and the system line.
+
+    ``order``: ``"rank"`` as given, ``"reverse"`` best last (next to the question),
+    ``"time"`` oldest first, so a changed fact's newest version is read last (a stable sort:
+    same-time memories keep their rank). ``with_dates``: each text starts with its date and
+    the system line says that the newest of disagreeing memories is right. The benchmark's
+    RAG rows use this same rule, so every reader sees one frame.
+    """
+    if order not in ORDERS:
+        raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
+    if not texts:
+        return [], SYSTEM  # the question alone
+    idx = list(range(len(texts)))
+    if order == "time":
+        idx.sort(key=lambda i: times[i])
+    elif order == "reverse":
+        idx.reverse()
+    if not with_dates:
+        return [texts[i] for i in idx], SYSTEM
+    system = SYSTEM_DATED_BY_TIME if order == "time" else SYSTEM_DATED
+    return [dated(texts[i], times[i]) for i in idx], system
 
 
 def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[MemoryKV, int]:
@@ -124,15 +187,17 @@ class Reader:
     """
 
     def __init__(self, engine: MemorySource, question: str, memories: Sequence[StoredMemory],
-                 read: str, per_layer: Mapping[int, Sequence[StoredMemory]] | None = None
-                 ) -> None:
+                 read: str, per_layer: Mapping[int, Sequence[StoredMemory]] | None = None,
+                 notes: Sequence[str] = (), system: str = SYSTEM) -> None:
+        """``notes``: the memory text a ``text`` or ``chunks`` read puts in the prompt."""
         tok, model = engine.tokenizer, engine.lm.model
         self.read = read
-        texts = [m.text for m in memories] if read == "text" else []
-        self.prompt = prompt_ids(tok, question, texts)
+        texts = notes if read in TEXT_READS else []
+        self.prompt = prompt_ids(tok, question, texts, system, WORKED_EXAMPLE)
         self.memory: MemoryKV | None = None
         self.start = 0
-        self.memory_tokens = sum(m.n_tokens for m in memories)
+        self.memory_tokens = sum(m.n_tokens for m in memories) if read != "chunks" else sum(
+            len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
         if read == "full" and memories:
             fetched = engine.read_kv("full", memories)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)

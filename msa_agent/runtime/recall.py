@@ -15,6 +15,7 @@ import torch
 from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
+from msa_agent.runtime.excerpt import matched_chunk, window
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
@@ -166,12 +167,30 @@ class Recall:
             words = self._space.rare_terms(text, BRIDGE_WORDS, exclude=question)
         return " ".join(words) or text
 
-    def chunk_text(self, text: str, chunk: int, last: int | None = None) -> str:
-        """The characters of ``text`` covered by pooled chunks ``chunk`` to ``last``
-        (inclusive; default just ``chunk``), from one tokenisation."""
+    def chunk_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans ``[start, end)`` of ``text``'s pooled chunks, from one
+        tokenisation: chunk ``c`` holds document tokens ``[c * P, (c + 1) * P)``, the
+        tokenizer's special prefix counted. Spans tile the text (each ends where the next
+        starts; the last at the text's end)."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offs = enc["offset_mapping"]
         p, lead = self.cfg.chunk_size, len(special_prefix(self.tokenizer))
-        lo = max(0, chunk * p - lead)
-        hi = min(len(offs), ((chunk if last is None else last) + 1) * p - lead)
-        return text[offs[lo][0] : offs[hi - 1][1]] if lo < hi else ""
+        n_chunks = -(-(len(offs) + lead) // p)  # ceil
+        starts = [0] + [offs[c * p - lead][0] for c in range(1, n_chunks)]
+        return list(zip(starts, [*starts[1:], len(text)]))
+
+    def chunk_text(self, text: str, chunk: int, last: int | None = None) -> str:
+        """The characters of ``text`` in pooled chunks ``chunk`` to ``last`` (inclusive;
+        default just ``chunk``); empty past the end."""
+        spans = self.chunk_spans(text)
+        last = min(chunk if last is None else last, len(spans) - 1)
+        return text[spans[chunk][0]:spans[last][1]].strip() if 0 <= chunk <= last else ""
+
+    def excerpt(self, hit: Recalled, question: str) -> str:
+        """``read="chunks"``: the chunk of ``hit`` that best matches ``question`` and its
+        neighbours, as text (``msa_agent.runtime.excerpt``)."""
+        text = hit.memory.text
+        spans = self.chunk_spans(text)
+        centre = matched_chunk(text, spans, question, hit.best_chunk)
+        first, last = window(len(spans), centre)
+        return text[spans[first][0]:spans[last][1]].strip()

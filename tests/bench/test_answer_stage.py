@@ -9,7 +9,7 @@ import pytest
 
 from msa_agent import Memory
 from msa_agent.bench import answer_report, answer_stage, answers, report
-from msa_agent.bench.tasks.base import MemoryItem, Query, Stage, Task
+from msa_agent.bench.tasks.base import MemoryItem, Query, Stage, Task, memory_time
 from msa_agent.model.loader import wrap_model
 from msa_agent.runtime.answer import SYSTEM
 
@@ -28,6 +28,7 @@ QS = (
     Query("q3", "What does Bob like?", ("c",), "single", "test", "u2", answer="green tea"),
     Query("q4", "No gold answer here", ("c",), "single", "test", "u2"),
 )
+WHEN = [memory_time(m) for m in MEMS]  # the dates every row's memories are shown with
 
 
 def tiny_task() -> Task:
@@ -80,9 +81,12 @@ def test_every_baseline_row_uses_the_same_frame(lm: Any) -> None:
     n = 3
     bm25, windows, full, none = (reader.prompts[i * n : (i + 1) * n] for i in range(4))
     assert bm25 == windows
-    assert bm25[0] == reader.prompt(QS[0].text, [MEMS[0].text, MEMS[1].text])
-    assert full[0] == reader.prompt(QS[0].text, [MEMS[0].text, MEMS[1].text])  # oldest first
-    assert full[2] == reader.prompt(QS[2].text, [MEMS[2].text])  # its namespace only
+    both = [MEMS[0].text, MEMS[1].text]
+    assert bm25[0] == reader.prompt(QS[0].text, both, WHEN[:2])
+    assert bm25[1] == reader.prompt(QS[1].text, both[::-1], WHEN[1::-1])  # its own rank order
+    assert full[0] == reader.prompt(QS[0].text, both, WHEN[:2])  # oldest first
+    assert full[2] == reader.prompt(QS[2].text, [MEMS[2].text], WHEN[2:])  # its namespace only
+    assert f"({WHEN[0]:%Y-%m-%d}) Alice works for Acme." in lm.tokenizer.decode(bm25[0])
     assert none[0] == reader.prompt(QS[0].text, [])
     tok = lm.tokenizer
     assert all(tok.decode(p).startswith(SYSTEM) for p in reader.prompts)
@@ -99,7 +103,7 @@ def test_every_baseline_row_uses_the_same_frame(lm: Any) -> None:
 
 def test_full_context_is_skipped_and_counted_when_it_does_not_fit(lm: Any) -> None:
     reader = Recording(lm)
-    reader.limit = len(reader.prompt(QS[2].text, [MEMS[2].text]))  # u2 fits, u1 does not
+    reader.limit = len(reader.prompt(QS[2].text, [MEMS[2].text], WHEN[2:]))  # u2 fits, u1 not
     rows, outs = answer_stage.run_stage(tiny_task(), {}, reader, None, 6, lambda m: None)
     full = {o["qid"]: o for o in outs if o["system"] == "full context"}
     assert full["q1"]["skipped"].startswith("does not fit") and full["q2"]["skipped"]
@@ -133,10 +137,11 @@ def test_msa_rows_use_memory_answer_in_the_same_frame(lm: Any, tmp_path: Path) -
     outs = answer_stage.msa_outputs(reader, QS[:1], space, {})
     with Memory.open(space, model=lm) as mem:
         ans = mem.answer(QS[0].text, k=5, namespace="u1", max_new_tokens=3)
-    texts = [h.text for r in ans.rounds for h in r.memories]
-    assert outs[0]["prompt_tokens"] == len(reader.prompt(QS[0].text, texts))
+    hits = [h for r in ans.rounds for h in r.memories]
+    texts, times = [h.text for h in hits], [h.created_at for h in hits]
+    assert outs[0]["prompt_tokens"] == len(reader.prompt(QS[0].text, texts, times))
     assert outs[0]["answer"] == ans.text and outs[0]["gold_in_context"]
-    assert reader.generate(reader.prompt(QS[0].text, texts)) == ans.text  # same generation
+    assert reader.generate(reader.prompt(QS[0].text, texts, times)) == ans.text  # same frame
     rows, _ = answer_stage.run_stage(tiny_task(), {}, reader, space, 6, lambda m: None)
     systems = {r["system"] for r in rows}
     assert {"msa-agent answer", "msa-agent answer hops=auto"} <= systems
