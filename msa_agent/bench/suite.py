@@ -142,14 +142,18 @@ def _timed_search(system: System, queries: Sequence[Query], opts: dict[str, Any]
     return rankings, lat
 
 
+Rows = list[dict[str, Any]]
+
+
 def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: list[int],
-                    keep: answer_stage.Rankings | None = None
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                    keep: answer_stage.Rankings | None = None,
+                    on_stage: Callable[[Rows, Rows], None] | None = None) -> tuple[Rows, Rows]:
     """Quality and cost rows of one system on one task, stage by stage.
 
     At each stage only the memories the previous stage lacked are ingested (timed); then every
     variant answers the stage's questions (timed per query). ``keep`` receives each row's
-    rankings and search times of the last stage (for the answer stage).
+    rankings and search times of the last stage (for the answer stage); ``on_stage`` the rows
+    so far after every stage (so a long run cut short keeps its finished stages).
     """
     work = cfg.workdir / task.name / sys_name
     shutil.rmtree(work, ignore_errors=True)
@@ -182,6 +186,8 @@ def run_task_system(task: Task, sys_name: str, cfg: RunConfig, stage_tokens: lis
                         "peak_ram_mb": rss.added_mb, "opts": opts})
                     cfg.log(f"  {task.name}/{stage.label} {row}: "
                             f"ingest {ingest_s:.1f}s, p50 {costs[-1]['p50_ms']:.1f} ms")
+                if on_stage is not None:
+                    on_stage(quality, costs)
         finally:
             system.close()
     return quality, costs
@@ -242,7 +248,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         rankings: answer_stage.Rankings = {}
         for sys_name in cfg.systems:
             try:
-                quality, costs = run_task_system(task, sys_name, cfg, stage_tokens, rankings)
+                quality, costs = run_task_system(task, sys_name, cfg, stage_tokens, rankings,
+                                                 _partial_writer(doc, cfg))
             except ImportError as exc:  # an optional baseline that is not installed
                 doc["skipped"][sys_name] = f"{type(exc).__name__}: {exc}"
                 cfg.log(f"  skipped {sys_name}: {exc}")
@@ -255,6 +262,18 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             _answer_task(doc, task, cfg, rankings)
     doc["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return doc
+
+
+def _partial_writer(doc: dict[str, Any], cfg: RunConfig) -> Callable[[Rows, Rows], None] | None:
+    """Hands ``cfg.on_task`` the document with one system's unfinished rows added."""
+    if cfg.on_task is None:
+        return None
+    on_task = cfg.on_task
+
+    def write_partial(quality: Rows, costs: Rows) -> None:
+        on_task({**doc, "quality": doc["quality"] + quality, "costs": doc["costs"] + costs})
+
+    return write_partial
 
 
 def write(doc: dict[str, Any], path: Path) -> Path:

@@ -113,6 +113,29 @@ def test_run_writes_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     assert all(p.exists() for p in pngs) and len(pngs) == 2  # bars + the 2-stage curve
 
 
+class CutShort(FakeSystem):
+    """A system whose second stage's ingest is killed (a run stopped mid-way)."""
+
+    def add(self, items: Any) -> None:
+        if self.added:
+            raise KeyboardInterrupt
+        super().add(items)
+
+
+def test_a_run_cut_short_keeps_its_finished_stages(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    monkeypatch.setattr(suite, "make_system", lambda *a: CutShort())
+    monkeypatch.setattr(suite, "build_task", lambda name, mode, **kw: tiny_task())
+    monkeypatch.setattr(suite, "count_tokens", lambda texts: sum(len(t.split()) for t in texts))
+    written: list[dict[str, Any]] = []
+    cfg = suite.RunConfig(tasks=["tiny"], systems=["fake"], workdir=tmp_path,
+                          log=lambda m: None, on_task=written.append)
+    with pytest.raises(KeyboardInterrupt):
+        suite.run(cfg)
+    assert {r["stage"] for r in written[-1]["quality"]} == {"1"}  # stage 1 survived
+    assert {c["system"] for c in written[-1]["costs"]} == {"fake good", "fake bad"}
+
+
 def test_msa_variants_follow_recall_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     auto = {"hops": "auto", "multihop_only": True}
     monkeypatch.setattr(systems, "routing_modes", lambda: [])
