@@ -1,4 +1,5 @@
-"""Choosing how ``Memory.answer`` reads text, on validation questions only.
+"""Choosing how ``Memory.answer`` reads text, on validation questions (``--split test`` only
+reports a choice already made).
 
     python -m msa_agent.bench.reading --work /tmp/bench/q3/work --out docs/results/reading-val.json
 
@@ -50,14 +51,14 @@ VARIANTS: dict[str, tuple[str, bool, str, bool]] = {
 }
 
 
-def evaluate(task_name: str, space: Path, per_split: int,
-             variants: Sequence[str]) -> list[dict[str, Any]]:
-    """Graded answers of every variant on the task's validation questions."""
+def evaluate(task_name: str, space: Path, per_split: int, variants: Sequence[str],
+             split: str = "val") -> list[dict[str, Any]]:
+    """Graded answers of every variant on the task's single-hop questions of ``split``."""
     from msa_agent import Memory
 
     reader = default_reader()
     single = [q for q in build(task_name, "quick").stages[-1].queries if q.hops == 1]
-    qs = [q for q in pick(single, per_split) if q.split == "val"]
+    qs = [q for q in pick(single, per_split) if q.split == split]
     out = []
     with Memory.open(space, model=reader.lm) as mem:
         engine = mem._engine  # noqa: SLF001 - the dev script drives the runtime's own pieces
@@ -94,12 +95,15 @@ def main(work: Path = typer.Option(..., help="--work folder of a `msa bench --qu
          out: Path = typer.Option(Path("reading-val.json")),
          tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
          per_split: int = typer.Option(30, help="validation questions per task (single-hop)"),
-         variants: list[str] = typer.Option(list(VARIANTS), "--variant")) -> None:
+         variants: list[str] = typer.Option(list(VARIANTS), "--variant"),
+         split: str = typer.Option("val", help="val to choose; test only to report a choice")
+         ) -> None:
     rows = []
     for t in tasks:
-        rows += evaluate(t, work / t / "msa" / "msa" / "space", per_split, variants)
+        rows += evaluate(t, work / t / "msa" / "msa" / "space", per_split, variants, split)
     table = summary(rows)
-    out.write_text(json.dumps({"command": "python -m msa_agent.bench.reading", "work": str(work),
+    out.write_text(json.dumps({"command": "python -m msa_agent.bench.reading", "split": split,
+                               "work": str(work),
                                "k": K, "summary": table, "answers": rows}, indent=1))
     for r in table:
         print(f"{r['task']:10} {r['kind']:18} {r['variant']:22} n={r['n']:3} "
