@@ -203,3 +203,13 @@ def test_forget_compacts_past_the_dead_fraction(tmp_path: Path, tiny_pair) -> No
         kept = [i for i in before if i not in gone]
         assert [h.id for h in mem.recall(texts[7][:40], k=100)] == kept
         assert {r.source_id for r in mem.list(limit=None)} == set(ids[4:])
+
+
+def test_a_held_model_keeps_its_dtype_and_a_different_dtype_is_refused(tmp_path: Path) -> None:
+    model, tok = make_llama().to(torch.bfloat16), make_tokenizer()
+    with Memory.open(tmp_path / "a", model=(model, tok)) as mem:
+        assert mem.config.dtype == "bfloat16"  # the config tells what actually runs
+    with pytest.raises(InvalidInputError, match="cast the model"):
+        Memory.open(tmp_path / "b", model=(model, tok), dtype="float32")
+    assert next(model.parameters()).dtype == torch.bfloat16  # never cast behind our back
+    assert not (tmp_path / "b").exists()

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.loader import LoadedModel, load_model, wrap_model
 from msa_agent.store import Space
+
+DTYPES = ("float32", "bfloat16", "float16")  # MemoryConfig.dtype's choices
 
 
 def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
@@ -37,9 +40,10 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
     keep = {k: v for k, v in keep.items() if k in stored and k not in explicit}
     cfg = cfg.model_copy(update=keep)
     if isinstance(model, LoadedModel):
-        return model, cfg
+        return model, _held_dtype(model, cfg, explicit)
     if isinstance(model, Sequence) and not isinstance(model, str):
-        return wrap_model(model[0], model[1], device=cfg.device), cfg
+        lm = wrap_model(model[0], model[1], device=cfg.device)
+        return lm, _held_dtype(lm, cfg, explicit)
     name = model or cfg.model or stored.get("model")
     lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
     cfg = cfg.model_copy(update={"model": name})
@@ -48,3 +52,14 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
                "msa_layers": lm.msa.layers}
         cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
     return lm, cfg
+
+
+def _held_dtype(lm: LoadedModel, cfg: MemoryConfig, explicit: set[str]) -> MemoryConfig:
+    """A model the caller holds keeps its own dtype (it is never cast behind their back): the
+    config records that dtype, and an explicit ``dtype`` that differs is refused."""
+    held = str(lm.dtype).removeprefix("torch.")
+    if "dtype" in explicit and cfg.dtype != held:
+        raise InvalidInputError(
+            f"the model passed in is {held} but dtype={cfg.dtype!r} was asked; cast the model "
+            f"yourself (model.to(torch.{cfg.dtype})) or leave dtype unset")
+    return cfg.model_copy(update={"dtype": held}) if held in DTYPES else cfg
