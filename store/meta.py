@@ -407,22 +407,21 @@ class MetaStore:
 
     # -- reads -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[str]) -> dict[str, StoredMemory]:
-        ids, out = list(dict.fromkeys(ids)), {}
-        with sql_errors("get"), Session(self.engine) as s:
-            for i in range(0, len(ids), 10_000):  # stay under SQLite's bound-variable limit
-                stmt = select(*MEMORY_COLUMNS).where(MemoryRow.id.in_(ids[i:i + 10_000]))
-                out.update({r.id: to_domain(r) for r in s.execute(stmt)})
-        return out
+        return {r.id: to_domain(r) for r in self._rows_by_id(ids, MEMORY_COLUMNS)}
 
     def created_times(self, ids: Sequence[str]) -> dict[str, datetime]:
         """``created_at`` (UTC) of the known ``ids``; reads no text or metadata."""
-        ids, out = list(dict.fromkeys(ids)), {}
+        rows = self._rows_by_id(ids, (MemoryRow.id, MemoryRow.created_at))
+        return {r.id: r.created_at.replace(tzinfo=timezone.utc) for r in rows}
+
+    def _rows_by_id(self, ids: Sequence[str], columns: Sequence[Any]) -> list[Any]:
+        """``columns`` of the rows of the distinct known ``ids``, in batches that stay under
+        SQLite's bound-variable limit."""
+        ids, out = list(dict.fromkeys(ids)), []
         with sql_errors("get"), Session(self.engine) as s:
-            for i in range(0, len(ids), 10_000):  # stay under SQLite's bound-variable limit
-                stmt = select(MemoryRow.id, MemoryRow.created_at).where(
-                    MemoryRow.id.in_(ids[i:i + 10_000]))
-                out.update({r.id: r.created_at.replace(tzinfo=timezone.utc)
-                            for r in s.execute(stmt)})
+            for i in range(0, len(ids), 10_000):
+                stmt = select(*columns).where(MemoryRow.id.in_(ids[i:i + 10_000]))
+                out += s.execute(stmt).all()
         return out
 
     def find(self, conds: list[Any], limit: int | None, offset: int,

@@ -69,8 +69,7 @@ class Reader:
         """``Memory.answer``'s text-reading frame around ``texts`` (best first; none: the
         question alone). With their ``times``, arranged and dated by ``Memory.answer``'s own
         rule (:func:`msa_agent.runtime.answer.arrange`); without, as given."""
-        notes, system = (arrange(texts, times) if times is not None and texts
-                         else (list(texts), SYSTEM))
+        notes, system = arrange(texts, times) if times is not None else (list(texts), SYSTEM)
         return prompt_ids(self.lm.tokenizer, question, notes, system, WORKED_EXAMPLE)
 
     def fits(self, prompt: Sequence[int]) -> bool:

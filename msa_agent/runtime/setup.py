@@ -8,10 +8,8 @@ from typing import Any
 
 from msa_agent.config import MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.loader import LoadedModel, load_model, wrap_model
+from msa_agent.model.loader import DTYPES, LoadedModel, load_model, wrap_model
 from msa_agent.store import Space
-
-DTYPES = ("float32", "bfloat16", "float16")  # MemoryConfig.dtype's choices
 
 
 def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
