@@ -15,9 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from msa_agent.model.loader import DTYPES
 from msa_agent.train.score import TrainableRouter
-
-_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def save_router(tr: TrainableRouter, path: str | Path, model_fingerprint: dict[str, Any], *,
@@ -28,7 +27,7 @@ def save_router(tr: TrainableRouter, path: str | Path, model_fingerprint: dict[s
     tr.to_router(meta).save(path, model_fingerprint)  # writes the header (and full weights)
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
-    tensors = _tensors(tr, _DTYPES[dtype])
+    tensors = _tensors(tr, DTYPES[dtype])
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=header)
     tmp.replace(path)
