@@ -57,11 +57,16 @@ def _run_and_kill(path: Path, start: int, seen: int, rng: random.Random) -> list
 def _check(path: Path, lines: list[str], start: int) -> None:
     added = {int(x.split()[1]) for x in lines if x.startswith("added")}
     deleted = {int(x.split()[1]) for x in lines if x.startswith("deleted")}
+    # The call after the last reported line may have committed unreported: after "added i"
+    # with i % 3 == 2 that is the delete of batch i - 1, which may or may not be gone.
+    last = lines[-1].split()
+    in_flight = {int(last[1]) - 1} if last[0] == "added" and int(last[1]) % 3 == 2 else set()
     assert_fts_consistent(path)
     with Space.open(path, FP) as s:
         for i in added - deleted:  # every reported add is there and findable by its word
             hits = s.lexical_search(f"uniq{i}x3", 2, None)
-            assert [s.get(h).session_id for h, _ in hits] == [f"s{i}"]  # type: ignore
+            found = [s.get(h).session_id for h, _ in hits]  # type: ignore[union-attr]
+            assert found == [f"s{i}"] or (i in in_flight and found == [])
         for i in deleted:
             assert s.lexical_search(f"uniq{i}x3", 2, None) == []
         for m in s.find():  # and every committed row is findable
