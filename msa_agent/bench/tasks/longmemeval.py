@@ -19,7 +19,6 @@ The val/test assignment is a stable hash of ``question_id`` (seed 0).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from msa_agent.bench.cache import data_dir
 from msa_agent.bench.tasks.base import SPLITS, MemoryItem, Query, Stage, Task, split_of
 
 VERSION = "0.31.2"
@@ -35,12 +35,6 @@ MEMBER = (f"graphiti_core-{VERSION}/tests/evals/data/longmemeval_data/"
           "longmemeval_oracle.json")
 KINDS = ("single-session-user", "single-session-assistant", "single-session-preference",
          "multi-session", "knowledge-update", "temporal-reasoning")
-
-
-def data_dir() -> Path:
-    """``$MSA_CACHE_DIR/data`` or ``~/.cache/msa-agent/data``."""
-    root = os.environ.get("MSA_CACHE_DIR") or Path.home() / ".cache" / "msa-agent"
-    return Path(root) / "data"
 
 
 def oracle_path() -> Path:

@@ -1,9 +1,12 @@
 """Agent sessions: multi-turn chats of real text with planted personal facts.
 
-Every user (one namespace) has ``n_sessions`` dated sessions. Filler turns are real text: the
-user asks about a Wikipedia article and the assistant answers with its lead summary, or the
-user quotes a Paul Graham essay paragraph and the assistant replies with the next one. Into
-them we plant, with invented names and values (so no model knows the answers):
+Every user (one namespace) has ``n_sessions`` dated sessions. Filler turns are real text, one
+of four kinds drawn at random: the user asks about a Wikipedia article and the assistant
+answers with its lead summary; the user quotes a Paul Graham essay paragraph and the assistant
+replies with the next one; the user asks what a hacker term means and the assistant answers
+with its Jargon File entry; or the user asks for a Bible passage and the assistant quotes
+four KJV verses (:mod:`msa_agent.bench.debian`). Into them we plant, with invented names and
+values (so no model knows the answers):
 
 - ``personal-fact``: a fact stated once ("my dentist is Dr. Brakel Vourn");
 - ``knowledge-update``: a fact stated, then changed in a later session; gold = (new, old),
@@ -23,6 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from msa_agent.bench import debian
 from msa_agent.bench.facts import _unique, _word
 from msa_agent.bench.tasks.base import MemoryItem, Query, Stage, Task
 from msa_agent.bench.text import essays
@@ -74,25 +78,48 @@ class _User:
     queries: list[Query]
 
 
-def _filler(rng: random.Random, articles: list, paras: list[str]) -> list[str]:
-    """Two real-text exchanges, each one ``User: ...\nAssistant: ...`` block."""
-    blocks = []
-    for _ in range(2):
-        if rng.random() < 0.5:
-            a = rng.choice(articles)
-            blocks.append(f"User: Can you tell me about {a.title}?\nAssistant: {a.text[:600]}")
-        else:
-            i = rng.randrange(len(paras) - 1)
-            blocks.append(f'User: I was reading an essay that says: "{paras[i][:500]}" What do '
-                          f"you make of it?\nAssistant: It goes on: {paras[i + 1][:500]}")
-    return blocks
+@dataclass(frozen=True)
+class _Texts:
+    articles: list
+    paras: list[str]
+    jargon: tuple[tuple[str, str], ...]
+    verses: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def load(cls) -> _Texts:
+        return cls(list(load_articles()), [p for _, ps in essays() for p in ps],
+                   debian.jargon(), debian.kjv())
 
 
-def _user(u: int, n_sessions: int, rng: random.Random, taken: set[str], articles: list,
-          paras: list[str]) -> _User:
+def _exchange(rng: random.Random, texts: _Texts) -> str:
+    """One real-text ``User: ...\nAssistant: ...`` block, of a kind drawn at random."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        a = rng.choice(texts.articles)
+        return f"User: Can you tell me about {a.title}?\nAssistant: {a.text[:600]}"
+    if kind == 1:
+        i = rng.randrange(len(texts.paras) - 1)
+        return (f'User: I was reading an essay that says: "{texts.paras[i][:500]}" What do you '
+                f"make of it?\nAssistant: It goes on: {texts.paras[i + 1][:500]}")
+    if kind == 2:
+        term, entry = rng.choice(texts.jargon)
+        return f'User: What does "{term}" mean in hacker slang?\nAssistant: {entry[:600]}'
+    i = rng.randrange(len(texts.verses) - 3)
+    verses = texts.verses[i:i + 4]
+    return (f"User: Can you read me {verses[0][0]} to {verses[-1][0]}?\nAssistant: "
+            + " ".join(text for _, text in verses))
+
+
+def _filler(rng: random.Random, texts: _Texts) -> list[str]:
+    """Two real-text exchanges."""
+    return [_exchange(rng, texts) for _ in range(2)]
+
+
+def _user(u: int, n_sessions: int, rng: random.Random, taken: set[str], texts: _Texts
+          ) -> _User:
     split = "val" if u % 2 == 0 else "test"
     ns = f"sessions-{split}-{u}"
-    sessions = [_filler(rng, articles, paras) for _ in range(n_sessions)]
+    sessions = [_filler(rng, texts) for _ in range(n_sessions)]
     queries: list[Query] = []
 
     def plant(s: int, line: str) -> str:
@@ -128,19 +155,19 @@ def _user(u: int, n_sessions: int, rng: random.Random, taken: set[str], articles
 def build(n_users: int = 6, n_sessions: int = 8, seed: int = 0) -> Task:
     """One stage: ``n_users`` users (half val, half test) of ``n_sessions`` sessions each."""
     rng, taken = random.Random(seed), set()
-    articles = list(load_articles())
-    paras = [p for _, ps in essays() for p in ps]
+    texts = _Texts.load()
     memories: list[MemoryItem] = []
     queries: list[Query] = []
     for u in range(n_users):
-        user = _user(u, n_sessions, rng, taken, articles, paras)
+        user = _user(u, n_sessions, rng, taken, texts)
         for s, lines in enumerate(user.sessions):
             date = f"2025-{1 + s % 12:02d}-{1 + 3 * (s // 12):02d}"
             memories.append(MemoryItem(f"{user.ns}:s{s}", f"[{date}]\n" + "\n".join(lines),
                                        user.ns, order=len(memories), date=date))
         queries += user.queries
-    desc = (f"{n_users} users x {n_sessions} sessions of real text (Wikipedia, Paul Graham) "
-            "with planted invented facts: 4 personal facts, 2 changed facts (newest must win), "
+    desc = (f"{n_users} users x {n_sessions} sessions of real text (Wikipedia, Paul Graham, the "
+            "Jargon File, the KJV) with planted invented facts: 4 personal facts, 2 changed "
+            "facts (newest must win), "
             "1 two-hop chain over two sessions per user; users alternate val/test (seed "
             f"{seed}).")
     return Task("sessions", desc, (Stage("all", tuple(memories), tuple(queries)),),
