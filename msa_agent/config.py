@@ -64,6 +64,13 @@ class MemoryConfig(BaseModel):
         description="How per-layer routing combines into one ranking: 'heads' treats layers as "
         "extra heads in the paper's rule; 'mean'/'max' reduce per-layer document scores.",
     )
+    route_top_tokens: int = Field(
+        2, ge=1, le=16,
+        description="The query side of the routing rule: a chunk scores the mean of its "
+        "`route_top_tokens` best query tokens (1 = the paper's max over query tokens; 2 chosen "
+        "on validation splits, docs/routing.md). A setting of the space, stored with it; the "
+        "Triton kernel implements it too.",
+    )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
     recall_mode: RecallMode = Field(
         "hybrid",
@@ -153,5 +160,7 @@ class SpaceLayout:
         return out
 
 
+# How a space routes, stored with it and kept by later opens unless the caller sets them
+ROUTING_SETTINGS = ("routing", "router_path", "route_top_tokens")
 LAYOUT_FIELDS = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers",
                  "max_doc_tokens")

@@ -2,6 +2,8 @@
 
 ``fixtures/rankings_before.json`` was written by the pre-refactor code (commit 39ec383) from
 exactly this space and these queries: ids must match exactly and scores to float precision.
+They were made under the paper's rule (max over query tokens), so the space is opened with
+``route_top_tokens=1``; the default's own rule is checked in tests/runtime/test_routing.py.
 Its multi-hop rows (every 3rd and 4th) are kept for the record but no longer compared: later
 rounds now append the matched chunk instead of the whole memory (docs/recall.md).
 """
@@ -27,7 +29,7 @@ def _rankings(tmp: Path, combine: str) -> list[dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mem = Memory.open(tmp, (make_llama(seed=1), make_tokenizer()), routing="own_qk",
-                          layer_combine=combine, chunk_size=8)
+                          layer_combine=combine, chunk_size=8, route_top_tokens=1)
     with mem:
         for i, t in enumerate(fs.docs):
             mem.remember(t, namespace="a" if i % 3 else "b", metadata={"i": i})

@@ -77,3 +77,17 @@ def test_reencoding_a_split_memory_uses_its_original_token_ids(tmp_path: Path,
         mem.remember(text)
     np.testing.assert_allclose(_route_k(tmp_path / "old")[0], _route_k(tmp_path / "fresh")[0],
                                rtol=1e-3, atol=1e-3)
+
+
+def test_the_query_rule_is_stored_with_the_space(tmp_path: Path, tiny_pair) -> None:
+    """``route_top_tokens`` is a setting of the space: later opens keep it unless told."""
+    with _open(tmp_path / "m", tiny_pair, route_top_tokens=3) as mem:
+        mem.remember_many(TEXTS)
+        three = [h.id for h in mem.recall("green tea fox", k=6, routing="msa")]
+    with _open(tmp_path / "m", tiny_pair) as mem:
+        assert mem.config.route_top_tokens == 3
+        assert [h.id for h in mem.recall("green tea fox", k=6, routing="msa")] == three
+    with _open(tmp_path / "m", tiny_pair, route_top_tokens=1) as mem:
+        assert mem.config.route_top_tokens == 1
+    with Space.open(tmp_path / "m") as space:
+        assert space.get_setting("config")["route_top_tokens"] == 1

@@ -25,6 +25,7 @@ def route_topk(
     fp8_dot: bool = False,
     return_chunk_scores: bool = False,
     persistent: bool = True,
+    top_tokens: int = 1,
 ) -> tuple[torch.Tensor, ...]:
     """Top-k documents by MSA chunk score, one pass over the routing keys.
 
@@ -49,6 +50,8 @@ def route_topk(
         persistent: Triton only: a fixed grid of programs (2 per SM) striding over the keys
             in one flat loop (default; docs/performance.md); False launches one program per
             block of chunks. Same result either way.
+        top_tokens: the chunk score is the mean of the ``top_tokens`` best query tokens'
+            scores instead of their max (1, the paper's rule); naive.reduce_tokens.
 
     Returns:
         ids `[k]` int64 (or `[B, k]`), scores `[k]` float32 (or `[B, k]`), descending.
@@ -62,11 +65,11 @@ def route_topk(
 
         ids, val, cs = route_topk_triton(
             qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, fp8_dot,
-            return_chunk_scores, persistent,
+            return_chunk_scores, persistent, top_tokens,
         )  # fmt: skip
     else:
         ids, val, cs = route_topk_ref(
-            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized
+            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, top_tokens
         )
     out = (ids, val, cs) if return_chunk_scores else (ids, val)
     return out if batched else tuple(t[0] for t in out)

@@ -1,10 +1,13 @@
 """The MSA routing rule in PyTorch: the one definition of it in this project.
 
 Chunk score ``S[n] = max_t mean_h cos(q[t, h], k[n, h // G])`` (G = HQ / HKV, GQA); document
-score = max over its chunks; top-k documents after an optional mask. Written in the folded
-form (README.md, "Derivation"): unit queries summed per kv group and divided by HQ, so a
-chunk's score is one dot product per query token and a block of chunks one GEMM. Nothing of
-size ``[N, T, HQ]`` is built; the literal ``max_t mean_h cos`` is the tests' oracle.
+score = max over its chunks; top-k documents after an optional mask. ``top_tokens`` = m > 1
+replaces the max over query tokens by the mean of the m best tokens' scores for the chunk
+(the mean over all T tokens when T < m): one token no longer has to carry the whole query.
+Written in the folded form (README.md, "Derivation"): unit queries summed per kv group and
+divided by HQ, so a chunk's score is one dot product per query token and a block of chunks one
+GEMM. Nothing of size ``[N, T, HQ]`` is built; the literal ``max_t mean_h cos`` is the tests'
+oracle.
 
 Callers: the Triton kernel (``parallel.py``) must match :func:`route_topk_ref`; the CPU
 path of ``msa_agent.runtime.routing.RoutingIndex`` and the router-training loss
@@ -46,10 +49,23 @@ def fold_layers_as_heads(q: torch.Tensor, n_kv: int) -> torch.Tensor:
     return (fold_queries(q, n_kv).flatten(-3) / q.shape[-3])[..., None, None, :]
 
 
+def reduce_tokens(s: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
+    """``[..., T]`` per-token scores (-inf = padding) -> ``[...]``: their max (``top_tokens``
+    1), else the mean of the ``top_tokens`` best finite ones (-inf if none is finite)."""
+    if top_tokens == 1:
+        return s.amax(-1)
+    best = s.topk(min(top_tokens, s.shape[-1]), -1).values
+    real = torch.isfinite(best)
+    mean = best.masked_fill(~real, 0.0).sum(-1) / real.sum(-1).clamp_min(1)
+    return mean.masked_fill(~real.any(-1), float("-inf"))
+
+
 def chunk_scores(
-    qf: torch.Tensor, k_hat: torch.Tensor, q_mask: torch.Tensor | None = None, block: int = BLOCK
+    qf: torch.Tensor, k_hat: torch.Tensor, q_mask: torch.Tensor | None = None, block: int = BLOCK,
+    top_tokens: int = 1,
 ) -> torch.Tensor:
-    """``S[b, l, n] = max_t Σ_{h,d} qf[b, t, l, h, d] · k_hat[n, l, h, d]``, in blocks of chunks.
+    """``S[b, l, n] = max_t Σ_{h,d} qf[b, t, l, h, d] · k_hat[n, l, h, d]``, in blocks of chunks
+    (the mean of the ``top_tokens`` best tokens instead of the max, see :func:`reduce_tokens`).
 
     The rule's core: with folded queries and unit keys it is ``max_t mean_h cos``, one GEMM
     per lane and block of ``block`` chunks, never an ``[N, T, HQ]`` tensor. Lanes ``L`` are
@@ -64,7 +80,7 @@ def chunk_scores(
         blk = torch.einsum("nlhd,btlhd->blnt", k_hat[s : s + block], qf)  # [B, L, n, T]
         if q_mask is not None:
             blk = blk.masked_fill(~q_mask[:, None, None], float("-inf"))
-        out.append(blk.amax(-1))
+        out.append(reduce_tokens(blk, top_tokens))
     if not out:
         return qf.new_zeros((qf.shape[0], k_hat.shape[1], 0))
     return torch.cat(out, -1)
@@ -75,8 +91,10 @@ def chunk_scores_ref(
     keys: torch.Tensor,
     key_scale: torch.Tensor | None = None,
     keys_normalized: bool = False,
+    top_tokens: int = 1,
 ) -> torch.Tensor:
-    """S[b, n] = max_t mean_h cos(q[b, t, h], k[n, h // G]).
+    """S[b, n] = max_t mean_h cos(q[b, t, h], k[n, h // G]) (``top_tokens``: see
+    :func:`reduce_tokens`).
 
     q: `[B, T, HQ, D]`, keys: `[N, HKV, D]`, key_scale: `[N]` or None -> `[B, N]` float32.
     With keys_normalized, keys * key_scale are taken as unit vectors (not renormalised).
@@ -86,7 +104,7 @@ def chunk_scores_ref(
         k = k * key_scale.float()[:, None, None]
     k_hat = k if keys_normalized else unit(k)
     qf = fold_queries(q, keys.shape[1]).flatten(-2)[:, :, None, None]  # [B, T, 1, 1, HKV*D]
-    return chunk_scores(qf, k_hat.flatten(1)[:, None, None])[:, 0]
+    return chunk_scores(qf, k_hat.flatten(1)[:, None, None], top_tokens=top_tokens)[:, 0]
 
 
 def doc_scores_ref(
@@ -123,9 +141,10 @@ def route_topk_ref(
     doc_mask: torch.Tensor | None = None,
     key_scale: torch.Tensor | None = None,
     keys_normalized: bool = False,
+    top_tokens: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference route_topk on `[B, T, HQ, D]` queries: (doc ids `[B, k]`, scores `[B, k]`,
     chunk scores `[B, N]`)."""
-    s = chunk_scores_ref(q, keys, key_scale, keys_normalized)
+    s = chunk_scores_ref(q, keys, key_scale, keys_normalized, top_tokens)
     ids, val = topk_docs(doc_scores_ref(s, chunk_doc, num_docs, doc_mask), k)
     return ids, val, s

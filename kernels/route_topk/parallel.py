@@ -186,20 +186,38 @@ def _seg_max(f1, v1, f2, v2):
 
 
 @triton.jit
+def _reduce_tokens(acc, T, BN: tl.constexpr, BB: tl.constexpr, TP: tl.constexpr,
+                   QTOP: tl.constexpr):  # fmt: skip
+    """acc [BN, BB * TP] (-inf past T) -> [BN, BB]: the max over each query's tokens, or
+    (QTOP > 1) the mean of its min(QTOP, T) best tokens (naive.reduce_tokens): QTOP rounds
+    of max, each removing one argmax, so ties count as often as torch.topk counts them."""
+    x = tl.reshape(acc, [BN, BB, TP])
+    if QTOP == 1:
+        return tl.max(x, axis=2)
+    o_t = tl.arange(0, TP)
+    tot = tl.zeros([BN, BB], dtype=tl.float32)
+    for i in tl.static_range(QTOP):
+        tot += tl.where(i < T, tl.max(x, axis=2), 0.0)
+        x = tl.where(o_t[None, None, :] == tl.argmax(x, axis=2)[:, :, None], float("-inf"), x)
+    return tot / tl.minimum(T, QTOP).to(tl.float32)
+
+
+@triton.jit
 def _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask, doc_score,
                     chunk_score, N, M, T, B, BN: tl.constexpr, BB: tl.constexpr,
                     TP: tl.constexpr, FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr,
                     HAS_MASK: tl.constexpr, STORE_CHUNK: tl.constexpr,
-                    PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr):  # fmt: skip
-    """acc [BN, BB * TP] -> max over each query's tokens -> one atomic max per run of equal
-    document ids (PRE_REDUCE; else one per chunk) into doc_score [B, M]."""
+                    PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
+                    QTOP: tl.constexpr):  # fmt: skip
+    """acc [BN, BB * TP] -> max (or top-QTOP mean) over each query's tokens -> one atomic max
+    per run of equal document ids (PRE_REDUCE; else one per chunk) into doc_score [B, M]."""
     o_c = i_c * BB * TP + tl.arange(0, BB * TP)
     if FP8_DOT:  # per-column dequant scale of the e4m3 query
         acc = acc * tl.load(q_scale + o_c)[None, :]
     if HAS_SCALE:  # pre-normalised fp8 keys: k_hat = k8 * scale (it cancels otherwise)
         acc = acc * tl.load(key_scale + o_n, mask=m_n, other=0.0)[:, None]
     acc = tl.where(((o_c % TP) < T)[None, :], acc, float("-inf"))
-    b_sc = tl.max(tl.reshape(acc, [BN, BB, TP]), axis=2)  # [BN, BB]
+    b_sc = _reduce_tokens(acc, T, BN, BB, TP, QTOP)  # [BN, BB]
     o_b = i_c * BB + tl.arange(0, BB)
     m_b = o_b < B
     if STORE_CHUNK:
@@ -223,7 +241,8 @@ def _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask,
         tl.atomic_max(p_ds, b_sc, mask=m_ok[:, None] & m_b[None, :])
 
 
-KEY = ["HKV", "D", "TP", "BB", "NORMALIZED", "FP8_DOT", "PRE_REDUCE", "RELAXED", "SCALE_A"]
+KEY = ["HKV", "D", "TP", "BB", "NORMALIZED", "FP8_DOT", "PRE_REDUCE", "RELAXED", "SCALE_A",
+       "QTOP"]
 
 
 @triton.autotune(configs=_configs(), key=KEY, prune_configs_by={"early_config_prune": _prune})
@@ -242,7 +261,7 @@ def route_score_kernel(
     BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NORMALIZED: tl.constexpr,
     FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
     STORE_CHUNK: tl.constexpr, PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
-    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr,
+    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr,
 ):  # fmt: skip
     """One program per (query column tile, block of BN chunks)."""
     NK: tl.constexpr = (HKV * D + BK - 1) // BK if NORMALIZED else HKV
@@ -256,7 +275,7 @@ def route_score_kernel(
                         SCALE_A, DOT_F32)  # fmt: skip
     _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask, doc_score,
                     chunk_score, N, M, T, B, BN, BB, TP, FP8_DOT, HAS_SCALE, HAS_MASK,
-                    STORE_CHUNK, PRE_REDUCE, RELAXED)  # fmt: skip
+                    STORE_CHUNK, PRE_REDUCE, RELAXED, QTOP)  # fmt: skip
 
 
 @triton.autotune(configs=_configs(), key=KEY, prune_configs_by={"early_config_prune": _prune})
@@ -268,7 +287,7 @@ def route_score_persistent_kernel(
     BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NORMALIZED: tl.constexpr,
     FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
     STORE_CHUNK: tl.constexpr, PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
-    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr,
+    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr,
 ):  # fmt: skip
     """Same contract; a fixed 1-D grid strides over work items (chunk block, column tile),
     column tile fastest (so programs running side by side share a key block in L2), in one
@@ -290,7 +309,8 @@ def route_score_persistent_kernel(
         if i_k == NK - 1:
             _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask,
                             doc_score, chunk_score, N, M, T, B, BN, BB, TP, FP8_DOT,
-                            HAS_SCALE, HAS_MASK, STORE_CHUNK, PRE_REDUCE, RELAXED)  # fmt: skip
+                            HAS_SCALE, HAS_MASK, STORE_CHUNK, PRE_REDUCE, RELAXED,
+                            QTOP)  # fmt: skip
             acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
 
 
@@ -341,6 +361,7 @@ def route_topk_triton(
     fp8_dot: bool,
     return_chunk_scores: bool,
     persistent: bool = False,
+    top_tokens: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """q [B, T, HQ, D], keys [N, HKV, D] -> (ids [B, k], scores [B, k], chunk scores [B, N]
     or None). Bench knobs (env): MSA_ROUTE_PROGRAMS_PER_SM, MSA_ROUTE_PRE_REDUCE,
@@ -376,7 +397,7 @@ def route_topk_triton(
         HAS_MASK=doc_mask is not None, STORE_CHUNK=return_chunk_scores,
         PRE_REDUCE=_env_flag("MSA_ROUTE_PRE_REDUCE"), RELAXED=_env_flag("MSA_ROUTE_RELAXED"),
         SCALE_A=_scale_a(BB * TP, keys.element_size() == 1),
-        DOT_F32=interpret_mode(),
+        DOT_F32=interpret_mode(), QTOP=top_tokens,
     )  # fmt: skip
     plan = topk_plan(num_docs, k)
     if plan is None or not _env_flag("MSA_ROUTE_TRITON_TOPK"):

@@ -76,6 +76,7 @@ class Shape:
     doc_tokens: int = 4096
     query_tokens: int = 32
     masked_every: int = 10  # every 10th document is in another namespace
+    top_tokens: int = 1  # the rule's query side (route_top_tokens): 1 = max over tokens
 
     @property
     def key_elems(self) -> int:
@@ -83,7 +84,8 @@ class Shape:
         return self.layers * self.n_kv_heads * self.head_dim
 
 
-def shipped_shape(path: Path = ROUTER, query_tokens: int = 32) -> tuple[Shape, dict[str, Any]]:
+def shipped_shape(path: Path = ROUTER, query_tokens: int = 32, top_tokens: int = 1
+                  ) -> tuple[Shape, dict[str, Any]]:
     """The shape of the shipped router's keys and queries (from its safetensors header)."""
     from safetensors import safe_open
 
@@ -97,6 +99,7 @@ def shipped_shape(path: Path = ROUTER, query_tokens: int = 32) -> tuple[Shape, d
         n_kv_heads=model["n_kv_heads"],
         head_dim=model["head_dim"],
         query_tokens=query_tokens,
+        top_tokens=top_tokens,
     )
     return shape, {"router_file": path.name, "msa_layers": layers, "model_shape": model}
 
@@ -148,7 +151,7 @@ def build_index(tokens: int, shape: Shape, device: torch.device) -> Any:
     ns = [
         OTHER if i % shape.masked_every == shape.masked_every - 1 else NS for i in range(len(ids))
     ]
-    index = RoutingIndex(device, use_kernel=True)
+    index = RoutingIndex(device, use_kernel=True, top_tokens=shape.top_tokens)
     index.add(ids, ns, route_k)
     del raw, route_k
     return index
@@ -200,6 +203,7 @@ def kernel_fn(
             kk,
             doc_mask=dmask,
             keys_normalized=True,
+            top_tokens=index.top_tokens,
         )
         return [int(i) for i in ids.tolist() if i >= 0]
 
@@ -449,7 +453,7 @@ def shape_label(shape: Shape) -> str:
     return (
         f"SmolLM2-135M learned router: {shape.layers} layers x {shape.n_kv_heads} kv heads x "
         f"{shape.head_dim} dims per chunk key, {shape.n_heads} query heads, "
-        f"T={shape.query_tokens} query tokens"
+        f"T={shape.query_tokens} query tokens, route_top_tokens={shape.top_tokens}"
     )
 
 
@@ -462,11 +466,12 @@ def run(
     query_tokens: int,
     commit: str | None,
     fp16: bool,
+    top_tokens: int = 1,
 ) -> dict[str, Any]:
     """All sizes on cuda:0; writes ``out/gpu-routing.json`` after each size."""
     _ensure_kernels()
     device = torch.device("cuda")
-    shape, router = shipped_shape(query_tokens=query_tokens)
+    shape, router = shipped_shape(query_tokens=query_tokens, top_tokens=top_tokens)
     data: dict[str, Any] = {
         "what": "routing-only latency and top-k agreement; keys and queries are random "
                 "vectors of the model's routing shape, not encoded text",
@@ -485,8 +490,13 @@ def run(
             r = {"tokens": tokens, "error": repr(e)[:500]}
         data["rows"].append(r)
         print(json.dumps(r), flush=True)
-        (out / "gpu-routing.json").write_text(json.dumps(data, indent=1))
+        (out / json_name(top_tokens)).write_text(json.dumps(data, indent=1))
     return data
+
+
+def json_name(top_tokens: int) -> str:
+    """``gpu-routing.json`` for the paper's rule, ``gpu-routing-top{m}.json`` otherwise."""
+    return "gpu-routing.json" if top_tokens == 1 else f"gpu-routing-top{top_tokens}.json"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -500,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--query-tokens", type=int, default=32)
     p.add_argument("--commit", help="Git commit to record (the GPU box has no .git).")
     p.add_argument("--no-fp16", action="store_true", help="Skip the fp16-key kernel row.")
+    p.add_argument("--top-tokens", type=int, default=1,
+                   help="route_top_tokens: the rule's query side (1 = max over tokens).")
     a = p.parse_args(argv)
     if a.plot:
         png = a.plot.with_suffix(".png")
@@ -508,9 +520,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU (use --plot JSON to plot existing results)")
     sizes = [int(float(s)) for s in a.sizes.split(",")]
-    data = run(a.out, sizes, a.k, a.queries, a.warmup, a.query_tokens, a.commit, not a.no_fp16)
-    if plot(a.out / "gpu-routing.json", a.out / "gpu-routing.png"):
-        print(f"wrote {a.out / 'gpu-routing.png'}")
+    data = run(a.out, sizes, a.k, a.queries, a.warmup, a.query_tokens, a.commit, not a.no_fp16,
+               a.top_tokens)
+    result = a.out / json_name(a.top_tokens)
+    if plot(result, result.with_suffix(".png")):
+        print(f"wrote {result.with_suffix('.png')}")
     print(
         f"\n{data['env'].get('machine')}; {data['shape_label']}; k={a.k}; "
         f"times p50 / p95 over {a.queries} queries, all {data['shape']['layers']} layers"

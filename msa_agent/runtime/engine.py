@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError, RoutingQualityWarning
 from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint
@@ -73,7 +73,7 @@ class Engine(Recall):
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s)
-        self.index = RoutingIndex(lm.device)
+        self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens)
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
                          for kind in ("pooled", "full")}
@@ -126,7 +126,7 @@ class Engine(Recall):
         self._load_index(live)
 
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
-        self.index = RoutingIndex(self.lm.device)
+        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens)
         if live:
             keys, _owner = self._space.read_all("route_k")
             splits = [m.n_chunks for m in live]
@@ -324,8 +324,8 @@ def array_specs(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> list[A
 
 def stored_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:
     """The ``config`` setting of a space: its model, layout and routing choice."""
-    return {"model": lm.name, **SpaceLayout.of(cfg).to_json(), "routing": cfg.routing,
-            "router_path": cfg.router_path}
+    return {"model": lm.name, **SpaceLayout.of(cfg).to_json(),
+            **{k: getattr(cfg, k) for k in ROUTING_SETTINGS}}
 
 
 def _full_layers(shape: ModelShape, layers: list[int], cfg: MemoryConfig) -> list[int]:

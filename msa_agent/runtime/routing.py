@@ -8,6 +8,10 @@ are ``[T, L, Hq, D]``, keys ``[N, L, Hkv, D]``. Layers combine into one ranking 
 - ``heads``: layers act as extra heads of the same rule, i.e. queries ``[T, L*Hq, D]``
   against keys ``[N, L*Hkv, D]`` (one GEMM; the fused Triton ``route_topk`` on CUDA);
 - ``mean`` / ``max``: the rule per layer, then the mean or max of the document scores.
+
+``top_tokens`` (the index's, set from the space's ``route_top_tokens``) is the query side of
+the rule: a chunk scores the max over query tokens (1, the paper's) or the mean of its
+``top_tokens`` best tokens (``naive.reduce_tokens``).
 """
 
 from __future__ import annotations
@@ -26,17 +30,17 @@ from msa_agent.kernels.route_topk.naive import (
 )
 
 
-def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
     """Layers-as-heads chunk scores ``[N]``: unit keys ``[N, L, H, D]``, queries ``[T, L, Hq,
     D]`` (the rule on ``[T, L*Hq, D]`` against ``[N, L*H, D]``)."""
     qf = fold_layers_as_heads(q, keys.shape[2])[None]  # [1, T, 1, 1, L*H*D]
-    return chunk_scores(qf, keys.flatten(1)[:, None, None])[0, 0]
+    return chunk_scores(qf, keys.flatten(1)[:, None, None], top_tokens=top_tokens)[0, 0]
 
 
-def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
     """Per-layer chunk scores ``[L, N]``: the rule in each layer (unit keys ``[N, L, H, D]``,
     queries ``[T, L, Hq, D]``)."""
-    return chunk_scores(fold_queries(q, keys.shape[2])[None], keys)[0]
+    return chunk_scores(fold_queries(q, keys.shape[2])[None], keys, top_tokens=top_tokens)[0]
 
 
 @dataclass
@@ -58,8 +62,10 @@ class RoutingIndex:
     ``route_topk`` itself falls back to the naive reference.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", use_kernel: bool | None = None) -> None:
+    def __init__(self, device: torch.device | str = "cpu", use_kernel: bool | None = None,
+                 top_tokens: int = 1) -> None:
         self.device = torch.device(device)
+        self.top_tokens = top_tokens
         self.use_kernel = self.device.type == "cuda" if use_kernel is None else use_kernel
         self.keys = torch.empty(0, device=self.device)  # [N, L, H, D] unit keys
         self.chunk_doc = torch.empty(0, dtype=torch.long, device=self.device)  # [N]
@@ -119,9 +125,9 @@ class RoutingIndex:
         if combine == "heads" and self.use_kernel:
             return self._rank_fused(q, k, mask, explain)
         if combine == "heads":
-            chunk = head_chunk_scores(self.keys, q)
+            chunk = head_chunk_scores(self.keys, q, self.top_tokens)
         else:
-            chunk = layer_chunk_scores(self.keys, q)
+            chunk = layer_chunk_scores(self.keys, q, self.top_tokens)
         doc = doc_scores_ref(chunk, self.chunk_doc, m, mask.to(self.device))  # [M] or [L, M]
         if combine != "heads":
             doc = doc.mean(0) if combine == "mean" else doc.amax(0)
@@ -134,7 +140,7 @@ class RoutingIndex:
         """Each layer's own top-``k`` documents (the paper selects per layer)."""
         if not self.doc_ids or not bool(mask.any()):
             return [[] for _ in range(q.shape[1])]
-        chunk = layer_chunk_scores(self.keys, q.to(self.device))
+        chunk = layer_chunk_scores(self.keys, q.to(self.device), self.top_tokens)
         per_layer = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask.to(self.device))
         return torch.topk(per_layer, min(k, int(mask.sum())), dim=-1).indices.tolist()
 
@@ -147,7 +153,7 @@ class RoutingIndex:
         ids, scores = route_topk(
             q.reshape(q.shape[0], -1, d), self.keys.view(n, layers * h, d),
             self.chunk_doc, len(self.doc_ids), min(k, int(mask.sum())),
-            doc_mask=mask.to(self.device), keys_normalized=True,
+            doc_mask=mask.to(self.device), keys_normalized=True, top_tokens=self.top_tokens,
         )
         top = [int(i) for i in ids.tolist() if i >= 0]
         doc = torch.full((len(self.doc_ids),), float("-inf"))
@@ -161,10 +167,9 @@ class RoutingIndex:
         together, once (cheap: few chunks)."""
         hit = torch.isin(self.chunk_doc, torch.tensor(top, device=self.device))
         rows, owner = self.keys[hit], self.chunk_doc[hit]  # [C, L, H, D], [C] in chunk order
-        per = chunk_scores(fold_queries(q, rows.shape[2])[None], rows)[0]  # [L, C]
+        per = layer_chunk_scores(rows, q, self.top_tokens)  # [L, C]
         if combine == "heads":
-            qh = fold_layers_as_heads(q, rows.shape[2])[None]  # [1, T, 1, 1, L*H*D]
-            pick = chunk_scores(qh, rows.flatten(1)[:, None, None])[0, 0]  # [C]
+            pick = head_chunk_scores(rows, q, self.top_tokens)  # [C]
         else:
             pick = per.mean(0)
         layer_scores, best = [], []
@@ -184,8 +189,8 @@ class RoutingIndex:
         for d in docs:
             rows = self.keys[self.chunk_doc == d]
             if combine == "heads":
-                doc[d] = float(head_chunk_scores(rows, q).max())
+                doc[d] = float(head_chunk_scores(rows, q, self.top_tokens).max())
             else:
-                per = layer_chunk_scores(rows, q).amax(1)  # [L]
+                per = layer_chunk_scores(rows, q, self.top_tokens).amax(1)  # [L]
                 doc[d] = float(per.mean() if combine == "mean" else per.max())
         return self._explain(docs, doc, q, combine)

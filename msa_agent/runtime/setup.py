@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_agent.config import MemoryConfig, SpaceLayout
+from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.loader import DTYPES, LoadedModel, load_model, wrap_model
 from msa_agent.store import Space
@@ -34,7 +34,7 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
     if "router_path" in explicit:  # naming a router overrides the space's stored routing
         explicit = explicit | {"routing"}
     keep = {**SpaceLayout.from_json(stored).to_json(),
-            **{k: stored[k] for k in ("routing", "router_path") if k in stored}}
+            **{k: stored[k] for k in ROUTING_SETTINGS if k in stored}}
     keep = {k: v for k, v in keep.items() if k in stored and k not in explicit}
     cfg = cfg.model_copy(update=keep)
     if isinstance(model, LoadedModel):

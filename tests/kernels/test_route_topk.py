@@ -28,12 +28,13 @@ def make(B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int, dt: torch.dt
 
 def run_case(check: Check, B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int,
              dt: torch.dtype, dev: str, masked: bool, k: int = 8,
-             persistent: bool = False) -> None:  # fmt: skip
+             persistent: bool = False, top_tokens: int = 1) -> None:  # fmt: skip
     q, keys, doc, scale = make(B, T, HQ, HKV, D, N, M, dt, dev)
     mask = torch.rand(M, device=dev) > 0.4 if masked else None
     ids, val, cs = route_topk(q, keys, doc, M, k, doc_mask=mask, key_scale=scale,
-                              return_chunk_scores=True, persistent=persistent)  # fmt: skip
-    rids, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale)
+                              return_chunk_scores=True, persistent=persistent,
+                              top_tokens=top_tokens)  # fmt: skip
+    rids, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale, top_tokens=top_tokens)
     check(cs, rcs, 5e-3)
     fin = torch.isfinite(rval)
     assert torch.equal(fin, torch.isfinite(val)) and torch.equal(ids == -1, ~fin)
@@ -60,6 +61,16 @@ def test_route_topk_batched_interpret(assert_rms: Check, persistent: bool) -> No
     run_case(assert_rms, 3, 5, 4, 2, 32, 45, 20, torch.bfloat16, "cpu", True, 8, persistent)
 
 
+@pytest.mark.parametrize(("T", "top"), [(63, 3), (5, 2), (2, 3)])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_top_tokens_interpret(assert_rms: Check, T: int, top: int,
+                                         persistent: bool) -> None:  # fmt: skip
+    """The mean of the best ``top`` query tokens (fewer tokens than ``top``: all of them)."""
+    torch.manual_seed(2)
+    run_case(assert_rms, 3, T, 4, 2, 32, 45, 20, torch.bfloat16, "cpu", True, 8, persistent,
+             top)
+
+
 def test_route_topk_fewer_docs_than_k() -> None:
     torch.manual_seed(2)
     q, keys, doc, _ = make(1, 4, 4, 1, 16, 20, 5, torch.bfloat16, "cpu")
@@ -74,11 +85,12 @@ def test_route_topk_fewer_docs_than_k() -> None:
 @pytest.mark.parametrize("dt", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(1, 64, 32, 8, 128, 5003, 97), (4, 63, 16, 4, 100, 2049, 300)])
 @pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("top", [1, 2])
 def test_route_topk_gpu(
-    assert_rms: Check, dt: torch.dtype, shape: tuple[int, ...], persistent: bool
+    assert_rms: Check, dt: torch.dtype, shape: tuple[int, ...], persistent: bool, top: int
 ) -> None:
     torch.manual_seed(3)
-    run_case(assert_rms, *shape, dt, "cuda", True, 16, persistent)
+    run_case(assert_rms, *shape, dt, "cuda", True, 16, persistent, top)
 
 
 def normalized_fp8(N: int, HKV: int, D: int, dev: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,13 +266,15 @@ def test_topk_triton_gpu(M: int, k: int) -> None:
 
 
 def literal_chunk_scores(q: torch.Tensor, keys: torch.Tensor, key_scale: torch.Tensor | None,
-                         keys_normalized: bool) -> torch.Tensor:  # fmt: skip
-    """The paper's formula as written, max_t mean_h cos, through a `[B, N, T, HQ]` tensor."""
+                         keys_normalized: bool, top: int = 1) -> torch.Tensor:  # fmt: skip
+    """The paper's formula as written, max_t mean_h cos, through a `[B, N, T, HQ]` tensor;
+    ``top`` > 1: the mean of the best ``top`` tokens, by sorting."""
     k = keys.float() if key_scale is None else keys.float() * key_scale.float()[:, None, None]
     q_hat = q.float() / q.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
     k_hat = k if keys_normalized else k / k.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     k_hat = k_hat.repeat_interleave(q.shape[2] // keys.shape[1], dim=1)  # (N, HQ, D)
-    return torch.einsum("bthd,nhd->bnth", q_hat, k_hat).mean(-1).amax(-1)
+    per_token = torch.einsum("bthd,nhd->bnth", q_hat, k_hat).mean(-1)  # [B, N, T]
+    return per_token.sort(-1, descending=True).values[..., :top].mean(-1)
 
 
 @pytest.mark.parametrize("normalized", [False, True])
@@ -286,6 +300,30 @@ def test_naive_rule_is_the_literal_formula(normalized: bool) -> None:
     for b, t in enumerate([63, 10, 1]):
         ref = literal_chunk_scores(q[b : b + 1, :t], keys, scale, normalized)[0]
         torch.testing.assert_close(blocked[b], ref, atol=1e-5, rtol=0)
+
+
+def test_naive_top_tokens_is_the_mean_of_the_best_tokens() -> None:
+    """top_tokens m: the mean of the m best tokens; padded tokens never count, and a query of
+    fewer than m real tokens averages all of them."""
+    try:
+        from msa_agent.kernels.route_topk import naive
+    except ImportError:
+        from kernels.route_topk import naive
+    torch.manual_seed(14)
+    q, keys, _, _ = make(3, 9, 4, 2, 16, 11, 5, torch.float32, "cpu")
+    for top in (1, 2, 3):
+        torch.testing.assert_close(naive.chunk_scores_ref(q, keys, top_tokens=top),
+                                   literal_chunk_scores(q, keys, None, False, top),
+                                   atol=1e-5, rtol=0)  # fmt: skip
+    qf = naive.fold_queries(q, 2).flatten(2)[:, :, None, None]
+    k_hat = naive.unit(keys).flatten(1)[:, None, None]
+    mask = torch.arange(9)[None] < torch.tensor([9, 2, 1])[:, None]
+    got = naive.chunk_scores(qf, k_hat, mask, block=4, top_tokens=3)[:, 0]
+    for b, t in enumerate([9, 2, 1]):
+        ref = literal_chunk_scores(q[b : b + 1, :t], keys, None, False, min(3, t))[0]
+        torch.testing.assert_close(got[b], ref, atol=1e-5, rtol=0)
+    one = naive.chunk_scores(qf, k_hat, mask, top_tokens=1)[:, 0]
+    assert (got <= one + 1e-6).all()  # a mean of the best never beats the best
 
 
 def test_naive_layers_as_heads_is_the_rule_on_flattened_heads() -> None:
