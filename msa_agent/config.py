@@ -93,6 +93,11 @@ class MemoryConfig(BaseModel):
         0.5, ge=0, le=1, description="A memory ranks above an older one whose fused score it "
         "reaches within this fraction (the newer version of a changed fact wins a near-tie).",
     )
+    newer_subject_max: int = Field(
+        3, ge=0, description="newer_within only reorders two memories that share a query word "
+        "held by at most this many candidates (versions of one fact share their subject word; "
+        "long sessions that share common words do not). 0 = any near-tie.",
+    )
     newer_gap_s: float = Field(
         3600.0, ge=0, description="How much older (seconds) a memory must be for "
         "newer_within to apply: memories written together are not versions of each other.",

@@ -171,6 +171,20 @@ def rescore(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, float]:
     return out
 
 
+def matched_terms(conn: Any, terms: list[str], rowids: list[int]) -> dict[int, set[str]]:
+    """Which of the search ``terms`` each of ``rowids`` contains (rows with none left out):
+    one FTS5 query per term. Fusion uses it to tell versions of one fact from memories that
+    merely share common words with the question (runtime/fusion.py, ``subject_max``)."""
+    want: set[int] = set(rowids)
+    out: dict[int, set[str]] = {}
+    for t in terms:
+        hits = conn.exec_driver_sql(
+            f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", (f'"{t}"',)).all()
+        for r in want.intersection(h[0] for h in hits):
+            out.setdefault(r, set()).add(t)
+    return out
+
+
 def rare_terms(conn: Any, text: str, n: int, exclude: set[str]) -> list[str]:
     """The ``n`` single-word terms of ``text`` (not in ``exclude``) found in the fewest rows,
     and in at least two (the memory itself and another): what is specific about a memory and

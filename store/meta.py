@@ -447,6 +447,14 @@ class MetaStore:
         ranked = sorted(rows, key=lambda r: (-scores[r.rowid], -r.created_at.timestamp(), r.id))
         return [(r.id, scores[r.rowid]) for r in ranked[:k]]
 
+    def matched_terms(self, terms: list[str], ids: list[str]) -> dict[str, set[str]]:
+        """``lexical.matched_terms`` of the memories ``ids`` (unknown ids left out)."""
+        rowid = literal_column(f"{MemoryRow.__tablename__}.rowid")
+        with sql_errors("lexical terms"), Session(self.engine) as s:
+            rows = s.execute(select(MemoryRow.id, rowid).where(MemoryRow.id.in_(ids))).all()
+            found = lexical.matched_terms(s.connection(), terms, [r[1] for r in rows])
+        return {r[0]: found[r[1]] for r in rows if r[1] in found}
+
     def rare_terms(self, text: str, n: int, exclude: set[str]) -> list[str]:
         with sql_errors("lexical terms"), Session(self.engine) as s:
             return lexical.rare_terms(s.connection(), text, n, exclude)

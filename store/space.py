@@ -399,6 +399,16 @@ class Space:
                                          "open it once for writing to build it")
             return self._meta.lexical_search(terms, conds, k) if terms and k else []
 
+    def matched_terms(self, query: str, ids: Sequence[str]) -> dict[str, set[str]]:
+        """Which of ``query``'s search terms (store/lexical.py) each memory of ``ids``
+        contains; memories with none of them, or unknown, are left out."""
+        terms = query_terms(query) if isinstance(query, str) else []
+        with self._mutex:
+            self._check_open()
+            if not self._meta.lexical_ready or not terms or not ids:
+                return {}
+            return self._meta.matched_terms(terms, list(ids))
+
     def rare_terms(self, text: str, n: int, exclude: str = "") -> list[str]:
         """The ``n`` words of ``text`` that the fewest memories contain, at least two
         (case-folded; stop words and the words of ``exclude`` left out): its most specific

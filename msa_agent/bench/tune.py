@@ -34,8 +34,9 @@ BOTH = (MSA, LEXICAL)
 
 
 def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0,
-            within: float = 0.0) -> Fusion:
-    return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency, within)
+            within: float = 0.0, subject_max: int = 3) -> Fusion:
+    return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency, within,
+                  subject_max=subject_max)
 
 
 GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
@@ -47,6 +48,8 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
       for w in (1.0, 2.0, 4.0, 8.0) for r in (0.0, 0.05, 0.1, 0.2)],
     *[(f"sum w_lex=4.0 recency={r} newer_within={n}", _fusion("sum", 4.0, 60, r, n), BOTH)
       for r in (0.0, 0.1) for n in (0.05, 0.1, 0.2, 0.3, 0.5)],
+    *[(f"sum w_lex=4.0 newer_within={n} subject_max={m}", _fusion("sum", 4.0, 60, 0.0, n, m),
+       BOTH) for n in (0.3, 0.5, 0.7) for m in (0, 2, 3, 4)],
 ]
 
 
@@ -81,11 +84,26 @@ def channel_pools(path: Path, lm: Any, queries: Sequence[Query], task: Task
     cache = path / "pools-val.json"
     if not cache.exists():
         cache.write_text(json.dumps(_read_pools(path, lm, queries)))
+    words = path / "matched-val.json"
+    if not words.exists():
+        words.write_text(json.dumps(_read_matched(path, queries, json.loads(cache.read_text()))))
     when = {m.key: memory_time(m) for m in task.stages[-1].memories}
     pools = json.loads(cache.read_text())
-    for p in pools:
+    for p, matched in zip(pools, json.loads(words.read_text())):
         p["created"] = {i: when[k] for i, k in p["key"].items()}
+        p["matched"] = matched
     return pools
+
+
+def _read_matched(path: Path, queries: Sequence[Query], pools: list[dict[str, Any]]
+                  ) -> list[dict[str, list[str]]]:
+    """The query words each pooled memory contains (``Space.matched_terms``), as hybrid
+    recall reads them for its newer-first rule."""
+    from msa_agent.store import Space
+
+    with Space.open(path) as space:
+        return [{i: sorted(w) for i, w in space.matched_terms(q.text, list(p["key"])).items()}
+                for q, p in zip(queries, pools)]
 
 
 def _read_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str, Any]]:
@@ -104,7 +122,7 @@ def _read_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str,
 
 
 def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str]) -> list[str]:
-    ranked = fuse({c: pool["pools"][c] for c in channels}, pool["created"], f)
+    ranked = fuse({c: pool["pools"][c] for c in channels}, pool["created"], f, pool["matched"])
     return dedupe([pool["key"][r.id] for r in ranked], K)
 
 

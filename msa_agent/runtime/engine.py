@@ -72,7 +72,8 @@ class Engine(Recall):
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
-                             cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s)
+                             cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
+                             cfg.newer_subject_max)
         self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens)
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)

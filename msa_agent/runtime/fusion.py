@@ -15,17 +15,24 @@ place, and memories that merely happen to be recent gain nothing.
 
 Then ``newer_within``: walking the fused ranking best first, a memory moves above every
 directly preceding memory *older by at least* ``newer_gap_s`` whose fused score it reaches
-within that fraction (``score >= (1 - newer_within) * older``). Two versions of a changed
-fact are near-ties whose BM25 scores differ by wording ("My car is parked with..." against
-"I moved the car: it now stays..."), by more than any additive bonus small enough to leave
-other rankings alone; the window lets the newer one win when the two are close. The gap
-keeps it to statements made at different times: documents imported together (seconds or
-minutes apart) are not versions of each other, and their near-ties keep their order.
+within that fraction (``score >= (1 - newer_within) * older``) and, when the query words
+each candidate contains are given (``Space.matched_terms``), that shares a *rare* query word
+with it: one that at most ``subject_max`` candidates of the pool contain. Versions of one fact
+share their subject word ("garage" in "My car is parked with a garage called Brakel" and "I
+moved the car: it now stays at a garage called Orvande"), which few other memories hold; long
+sessions that merely share common words with the question are not versions of each other
+and keep their order (LongMemEval's multi-session questions; docs/recall.md). Two versions
+of a changed fact are near-ties whose BM25 scores differ by wording, by more than any
+additive bonus small enough to leave other rankings alone; the window lets the newer one win
+when the two are close. The gap keeps it to statements made at different times: documents
+imported together (seconds or minutes apart) are not versions of each other, and their
+near-ties keep their order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,6 +50,7 @@ class Fusion:
     recency_weight: float = 0.0
     newer_within: float = 0.0
     newer_gap_s: float = 3600.0
+    subject_max: int = 3  # a shared query word held by at most this many candidates; 0 = off
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,11 @@ class Fused:
     channels: dict[str, float]
 
 
-def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fusion
-         ) -> list[Fused]:
-    """All candidates of every channel, best fused score first (ties: newer, then id)."""
+def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fusion,
+         matched: Mapping[str, Collection[str]] | None = None) -> list[Fused]:
+    """All candidates of every channel, best fused score first (ties: newer, then id).
+    ``matched``: the query words each candidate contains; None = newer-first reorders any
+    near-tie (as does ``f.subject_max`` 0)."""
     weights = dict(f.weights)
     parts: dict[str, dict[str, float]] = {}
     score: dict[str, float] = {}
@@ -68,22 +78,35 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
-    order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s)
+    related = _share_rare_word(matched, f.subject_max)
+    order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
 
 
+def _share_rare_word(matched: Mapping[str, Collection[str]] | None, most: int
+                     ) -> Callable[[str, str], bool]:
+    """``related(a, b)``: a and b both contain a query word that at most ``most`` candidates
+    contain (always True without ``matched`` or with ``most`` 0)."""
+    if matched is None or most <= 0:
+        return lambda a, b: True
+    held = Counter(t for words in matched.values() for t in set(words))
+    rare = {i: {t for t in words if held[t] <= most} for i, words in matched.items()}
+    return lambda a, b: bool(rare.get(a, set()) & rare.get(b, set()))
+
+
 def _newer_first_within(order: list[str], score: Mapping[str, float],
-                        created: Mapping[str, datetime], window: float, gap_s: float
-                        ) -> list[str]:
+                        created: Mapping[str, datetime], window: float, gap_s: float,
+                        related: Callable[[str, str], bool]) -> list[str]:
     """Best-first ``order`` with each memory moved above the directly preceding ones, older
-    by ``gap_s`` seconds or more, whose score it reaches within ``window`` (of theirs)."""
+    by ``gap_s`` seconds or more, whose score it reaches within ``window`` (of theirs) and
+    that are ``related`` to it."""
     if window <= 0:
         return order
     out: list[str] = []
     for id in order:
         at, t = len(out), _ts(created.get(id))
         while at and _ts(created.get(out[at - 1])) <= t - gap_s \
-                and score[id] >= (1 - window) * score[out[at - 1]]:
+                and score[id] >= (1 - window) * score[out[at - 1]] and related(id, out[at - 1]):
             at -= 1
         out.insert(at, id)
     return out

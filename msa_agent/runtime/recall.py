@@ -82,7 +82,7 @@ class Recall:
             ids = self.index.doc_ids
             msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
         channels = {LEXICAL: lexical, MSA: msa}
-        return self._fused(channels, k, q)
+        return self._fused(channels, k, q, text)
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
                  ) -> list[tuple[str, float]]:
@@ -98,12 +98,15 @@ class Recall:
                 for r, (i, s) in enumerate(found, 1) if i in by_id]
 
     def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
-               q: torch.Tensor | None) -> list[Recalled]:
+               q: torch.Tensor | None, text: str) -> list[Recalled]:
         """Fuse the channels' candidates; routing evidence for the top ``k`` when ``q``."""
         with self.lock:  # times for the whole pool, full records for the top k only
-            created = self._space.created_times(
-                list({i for ranking in channels.values() for i, _ in ranking}))
-            top = [f for f in fuse(channels, created, self.fusion) if f.id in created][:k]
+            pool = list({i for ranking in channels.values() for i, _ in ranking})
+            created = self._space.created_times(pool)
+            matched = (self._space.matched_terms(text, pool)
+                       if self.fusion.newer_within > 0 and self.fusion.subject_max > 0 else None)
+            top = [f for f in fuse(channels, created, self.fusion, matched)
+                   if f.id in created][:k]
             by_id = {m.id: m for m in self._space.get_many([f.id for f in top])}
             evidence = self._evidence([f.id for f in top], q)
         return [Recalled(by_id[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))

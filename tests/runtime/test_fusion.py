@@ -57,6 +57,23 @@ def test_newer_within_moves_the_newer_version_above_a_close_older_one() -> None:
     assert order(lex, created, narrow) == ["old", "other", "new"]  # 0.8 < 0.9 of 0.95
 
 
+def test_newer_within_only_reorders_memories_that_share_a_rare_query_word() -> None:
+    """With the words each candidate matched, the newer memory moves above a close older one
+    only when both contain a query word that at most ``subject_max`` candidates contain."""
+    lex = {LEXICAL: [("old", 10.0), ("new", 8.0), ("other", 7.5)]}
+    created = days(old=1, new=9, other=10)
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.25, subject_max=2)
+    versions = {"old": {"garage", "car", "parked"}, "new": {"garage", "car"}, "other": {"car"}}
+    ranked = fuse(lex, created, f, versions)  # "garage": 2 candidates; "car": 3, not rare
+    assert [r.id for r in ranked] == ["new", "old", "other"]
+    common = {"old": {"car"}, "other": {"car"}, "new": {"car"}}
+    assert [r.id for r in fuse(lex, created, f, common)] == ["old", "new", "other"]
+    assert [r.id for r in fuse(lex, created, f, {"old": {"gym"}})] == ["old", "new", "other"]
+    off = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.25, subject_max=0)
+    assert [r.id for r in fuse(lex, created, off, common)] == ["other", "new", "old"]
+    assert order(lex, created, f) == ["other", "new", "old"]  # words unknown: any near-tie
+
+
 def test_newer_within_never_passes_a_newer_memory() -> None:
     lex = {LEXICAL: [("a", 10.0), ("b", 9.0)]}
     f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5)

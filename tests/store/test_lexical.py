@@ -44,6 +44,18 @@ def test_rare_name_found_first(space: Space) -> None:
     assert space.lexical_search("Zorblatt", 3, "other") == []
 
 
+def test_matched_terms_are_the_query_words_each_memory_contains(space: Space) -> None:
+    add_texts(space, FILLER * 3)
+    old, new, other = add_texts(space, [
+        "I train at the Brakel gym on weekday mornings.",
+        "These days I train at the Vourn gym instead.",
+        "Training for the conference talk starts next week."])
+    found = space.matched_terms("Which gym do I train at?", [old, new, other, "nope"])
+    assert found == {old: {"gym", "train"}, new: {"gym", "train"}, other: {"train"}}  # porter
+    assert space.matched_terms("the and of", [old]) == {}  # stop words only: no terms
+    assert space.matched_terms("gym", []) == {}
+
+
 def test_stemming_and_diacritics(space: Space) -> None:
     (violin,) = add_texts(space, ["Maya starts violin lessons on Tuesdays at the Café Müller."])
     add_texts(space, FILLER)
