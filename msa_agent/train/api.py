@@ -86,9 +86,9 @@ def train_router(
     cache_s = time.perf_counter() - start
     cache_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if init is None:
-        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed).to(lm.device)
+        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens).to(lm.device)
     else:
-        tr = TrainableRouter.from_router(init.cpu(), cfg.rank).to(lm.device)
+        tr = TrainableRouter.from_router(init.cpu(), cfg.rank, cfg.top_tokens).to(lm.device)
     before = evaluate_held_out(tr, val, cfg.temperature) if val else {}
     step_cb = (lambda s, _loss: progress("steps", s + 1, cfg.steps)) if progress else None
     report = train(data, tr, cfg, on_step=step_cb)

@@ -45,7 +45,9 @@ from msa_agent.train.trainer import Dataset, TrainConfig, build_dataset, recall_
 
 SHIPPED_NAME = "smollm2-135m-instruct.safetensors"
 # The shipped router's training config (chosen on the validation articles, see docs/routing.md).
-SHIPPED_CONFIG = {"rank": 64, "lr": 1e-3, "batch_size": 256, "hard_negatives": 4, "steps": 1500}
+# the shipped router was trained under the paper's rule (max over query tokens)
+SHIPPED_CONFIG = {"rank": 64, "lr": 1e-3, "batch_size": 256, "hard_negatives": 4, "steps": 1500,
+                  "top_tokens": 1}
 
 
 def recipe_articles(n_val: int, n_fit: int | None) -> tuple[list[Article], list[Article]]:
@@ -125,7 +127,8 @@ def main(
 def _run(data: Dataset, val: Dataset, bank: Dataset | None, overrides: dict[str, Any],
          layers: list[int], lm: Any, out: Path, dtype: str) -> dict[str, Any]:
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if k != "ict"})
-    tr = TrainableRouter(ModelShape.of(lm.model), layers, cfg.rank, cfg.seed).to(lm.device)
+    tr = TrainableRouter(ModelShape.of(lm.model), layers, cfg.rank, cfg.seed,
+                         cfg.top_tokens).to(lm.device)
     rep = train(data, tr, cfg)
     row: dict[str, Any] = {"config": overrides, "train_s": rep.seconds,
                            "peak_rss_mb": rep.peak_rss_mb, "final_loss": rep.losses[-1],

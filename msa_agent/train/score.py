@@ -34,9 +34,10 @@ class TrainableRouter(nn.Module):
     """
 
     def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, top_tokens: int = 1) -> None:
         super().__init__()
         self.shape, self.layer_ids, self.rank = shape, list(layers), rank
+        self.top_tokens = top_tokens  # the rule it is trained for (route_top_tokens)
         gen = torch.Generator().manual_seed(seed)
         n = len(self.layer_ids)
         outs = {"q": shape.n_heads * shape.head_dim, "k": shape.n_kv_heads * shape.head_dim}
@@ -75,13 +76,14 @@ class TrainableRouter(nn.Module):
         return router.eval().requires_grad_(False)
 
     @classmethod
-    def from_router(cls, router: Router, rank: int | None = None) -> TrainableRouter:
+    def from_router(cls, router: Router, rank: int | None = None, top_tokens: int = 1
+                    ) -> TrainableRouter:
         """Trainable copy of an existing router (to continue training it).
 
         With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
         SVD): exact when the router was itself trained at that rank.
         """
-        tr = cls(router.shape, router.layer_ids, rank)
+        tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens)
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),
@@ -141,10 +143,11 @@ def doc_keys(tr: TrainableRouter, docs: Packed, idx: Sequence[int]
 
 
 def heads_scores(qf: torch.Tensor, qmask: torch.Tensor, keys: torch.Tensor,
-                 chunk_doc: torch.Tensor) -> torch.Tensor:
-    """Document scores ``[B, D]``: the naive rule's chunk scores (padding tokens masked out),
-    then its max over each document's chunks (every document has at least one chunk)."""
-    s = chunk_scores(qf, keys, qmask)[:, 0]  # [B, N]
+                 chunk_doc: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
+    """Document scores ``[B, D]``: the naive rule's chunk scores (padding tokens masked out;
+    ``top_tokens`` as ``route_top_tokens``), then the max over each document's chunks (every
+    document has at least one chunk)."""
+    s = chunk_scores(qf, keys, qmask, top_tokens=top_tokens)[:, 0]  # [B, N]
     return doc_scores_ref(s, chunk_doc, int(chunk_doc.max()) + 1, None)
 
 
@@ -156,5 +159,5 @@ def score_matrix(tr: TrainableRouter, queries: Packed, q_idx: Sequence[int], doc
     out = []
     for s in range(0, len(q_idx), block):
         x, mask = pad_rows(queries, q_idx[s : s + block])
-        out.append(heads_scores(query_features(tr, x), mask, keys, chunk_doc))
+        out.append(heads_scores(query_features(tr, x), mask, keys, chunk_doc, tr.top_tokens))
     return torch.cat(out)

@@ -47,6 +47,7 @@ class TrainConfig:
     mine_start: int = 100
     mine_every: int = 200
     seed: int = 0
+    top_tokens: int = 2  # the routing rule trained for: MemoryConfig.route_top_tokens
 
 
 @dataclass
@@ -136,7 +137,7 @@ def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperat
     docs = list(cand)
     keys, gather = doc_keys(tr, data.docs, docs)
     x, mask = pad_rows(data.queries, rows)
-    scores = heads_scores(query_features(tr, x), mask, keys, gather)
+    scores = heads_scores(query_features(tr, x), mask, keys, gather, tr.top_tokens)
     dev = scores.device
     doc_group = torch.tensor([data.group[d] for d in docs], device=dev)
     own_group = torch.tensor([data.group[data.pos[i]] for i in rows], device=dev)

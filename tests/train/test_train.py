@@ -72,13 +72,14 @@ def test_training_lowers_held_out_loss(lm, cache) -> None:  # noqa: ANN001
     assert report.peak_rss_mb > 0 and len(report.losses) == 40
 
 
-def test_training_score_equals_runtime_rule(lm, cache) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("top", [1, 2])
+def test_training_score_equals_runtime_rule(lm, cache, top: int) -> None:  # noqa: ANN001
     pairs = synthetic_pairs(6, seed=3)
     data = build_dataset(cache, pairs)
-    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=4)
+    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=4, top_tokens=top)
     router = tr.to_router()
     enc = Encoder(lm, LAYERS, chunk_size=8, router=router)
-    index = RoutingIndex()
+    index = RoutingIndex(top_tokens=top)
     docs = enc.encode([query_ids(lm.tokenizer, p.positive, 512) for p in pairs])
     index.add([str(i) for i in range(len(pairs))], ["ns"] * len(pairs), [d.route_k for d in docs])
     want = score_matrix(tr, data.queries, range(len(pairs)), data.docs, range(len(pairs)))
@@ -164,7 +165,8 @@ def test_read_pairs_jsonl(tmp_path: Path) -> None:
         read_pairs_jsonl(path)
 
 
-def test_training_scores_are_the_kernel_reference(lm, cache) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("top", [1, 3])
+def test_training_scores_are_the_kernel_reference(lm, cache, top: int) -> None:  # noqa: ANN001
     """The loss's padded, batched document scores equal ``route_topk_ref`` (the kernel's
     contract, naive.py) on each query's layers-as-heads ``[T, L*Hq, D]`` against each
     document's ``[C, L*Hkv, D]``; and they back-propagate into the router."""
@@ -172,14 +174,15 @@ def test_training_scores_are_the_kernel_reference(lm, cache) -> None:  # noqa: A
     from msa_agent.train.trainer import batch_loss
 
     data = build_dataset(cache, synthetic_pairs(5, seed=6))
-    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=2)
+    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=2, top_tokens=top)
     got = score_matrix(tr, data.queries, range(5), data.docs, range(5), block=2)
     with torch.no_grad():
         for qi in range(5):
             q = tr.project(data.queries.row(qi), "q").flatten(1, 2)[None]  # [1, T, L*Hq, D]
             for d in range(5):
                 k = tr.project(data.docs.row(d), "k").flatten(1, 2)  # [C, L*Hkv, D]
-                _, val, _ = route_topk_ref(q, k, torch.zeros(len(k), dtype=torch.long), 1, 1)
+                _, val, _ = route_topk_ref(q, k, torch.zeros(len(k), dtype=torch.long), 1, 1,
+                                           top_tokens=top)
                 assert float(got[qi, d]) == pytest.approx(float(val[0, 0]), abs=1e-5)
     batch_loss(tr, data, range(5), 0.1, 0, random.Random(0)).backward()
     assert all(float(p.grad.abs().sum()) > 0 for p in tr.parameters())
