@@ -1,0 +1,48 @@
+"""The time-to-first-token benchmark's core on a tiny random model: every mode, sane numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msa_agent import Memory
+from msa_agent.bench import ttft
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+
+SENTENCES = ["Alice works for Acme in Lisbon.", "Acme builds small boats for fishermen.",
+             "Bob likes green tea in the morning.", "The harbour opens at six every day.",
+             "Carol paints the boats blue and white.", "The market sells fish until noon."] * 2
+
+
+def test_memory_texts_reach_the_token_target(tokenizer) -> None:  # noqa: ANN001
+    texts = ttft.memory_texts(tokenizer, 3, 20, SENTENCES)
+    assert len(texts) == 3 and all(n >= 20 for n in ttft.token_counts(tokenizer, texts))
+    with pytest.raises(ValueError, match="ran out"):
+        ttft.memory_texts(tokenizer, 50, 20, SENTENCES)
+
+
+def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -> None:
+    texts = ttft.memory_texts(tiny_pair[1], 3, 24, SENTENCES)
+    settings = ttft.Settings(memories=3, tokens=24, repeats=1, question="Where does Alice work?")
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8,
+                     **ttft.open_options(24)) as mem:
+        ttft.fill(mem, texts)
+        rows = ttft.summarise(ttft.measure(mem, settings))
+    assert list(rows) == list(ttft.MODES)
+    none, text = rows["none"], rows["text"]
+    assert none["memory_tokens"] == 0 and text["memory_tokens"] >= 3 * 24
+    assert rows["full"]["memory_tokens"] == text["memory_tokens"]
+    assert 0 < rows["pooled"]["memory_tokens"] < text["memory_tokens"]  # chunks, not tokens
+    assert text["prompt_tokens"] > none["prompt_tokens"] == rows["full"]["prompt_tokens"]
+    for mode, row in rows.items():
+        assert len(row["samples"]) == 1 and row["ttft_ms"]["p50"] > 0
+        assert row["ttft_ms"]["min"] <= row["ttft_ms"]["p50"]
+        assert row["route_ms"]["p50"] > 0 and row["after_route_ms"]["p50"] > 0
+        want = row["ttft_ms"]["p50"] / none["ttft_ms"]["p50"]
+        assert row["ratio_to_none"]["ttft_p50"] == pytest.approx(want), mode
+    assert none["ratio_to_none"]["ttft_p50"] == 1.0
+    check = ttft.target_check(rows)
+    assert set(check) == {"rule", "pooled", "full"}
+    assert "| none |" in ttft.table(rows) and "| full |" in ttft.table(rows)
