@@ -163,9 +163,14 @@ class Recall:
         """What a later interleave round appends for ``hit``: the most specific words of its
         matched chunk and neighbours (those the fewest memories contain, not in the
         question). Appending the whole text let its common words outvote the one new name
-        (facts val two-hop R@5 0.00 with whole chunks, docs/recall.md)."""
-        first = max(0, hit.best_chunk - 1)
-        text = self.chunk_text(hit.memory.text, first, hit.best_chunk + 1) or hit.memory.text
+        (facts val two-hop R@5 0.00 with whole chunks, docs/recall.md). The matched chunk is
+        the one holding the question's rarest words (``excerpt.matched_chunk``, as
+        ``read="chunks"`` picks it; routing's best chunk when none has them): in a long
+        session routing's best chunk can be filler whose rare words lead nowhere."""
+        spans = self.chunk_spans(hit.memory.text)
+        centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk)
+        first, last = window(len(spans), centre, 1)
+        text = self.chunk_text(hit.memory.text, first, last) or hit.memory.text
         with self.lock:
             words = self._space.rare_terms(text, BRIDGE_WORDS, exclude=question)
         return " ".join(words) or text
