@@ -27,7 +27,7 @@ from msa_agent.bench.rescore import keys
 from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import Query, Task, build
 from msa_agent.bench.tasks.base import MemoryItem, memory_time
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, complete, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 
 K = 5
 BOTH = (MSA, LEXICAL)
@@ -50,8 +50,6 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
       for r in (0.0, 0.1) for n in (0.05, 0.1, 0.2, 0.3, 0.5)],
     *[(f"sum w_lex=4.0 newer_within={n} subject_max={m}", _fusion("sum", 4.0, 60, 0.0, n, m),
        BOTH) for n in (0.3, 0.5, 0.7) for m in (0, 2, 3, 4)],
-    *[(f"sum w_lex={w} newer_within=0.5 subject_max=3", _fusion("sum", w, 60, 0.0, 0.5, 3),
-       BOTH) for w in (4.0, 6.0, 8.0, 16.0)],
 ]
 
 
@@ -119,18 +117,8 @@ def _read_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str,
                 hits = mem.recall(q.text, k=POOL, namespace=q.namespace, routing=channel)
                 pools[channel] = [(h.id, h.score) for h in hits]
                 key |= {h.id: h.metadata["key"] for h in hits}
-            pools[MSA] = complete(pools[MSA], _msa_scores(mem, q.text, pools))
             out.append({"pools": pools, "key": key})
     return out
-
-
-def _msa_scores(mem: Any, text: str, pools: dict[str, Any]) -> dict[str, float]:
-    """MSA scores of the lexical candidates outside MSA's pool, as hybrid recall adds them
-    (``Recall.route``; the engine's index, which no public call exposes)."""
-    engine = mem._engine
-    have = {i for i, _ in pools[MSA]}
-    missing = [i for i, _ in pools[LEXICAL] if i not in have]
-    return engine.index.scores_of(missing, engine.query(text), engine.cfg.layer_combine)
 
 
 def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str]) -> list[str]:

@@ -62,16 +62,6 @@ class Fused:
     channels: dict[str, float]
 
 
-def complete(ranking: Ranking, extra: Mapping[str, float]) -> list[tuple[str, float]]:
-    """``ranking`` with ``extra`` (id -> score in the same channel, for candidates another
-    channel found) merged in, best first: a memory missing from one channel's pool is then
-    fused with its real score there, not with nothing (facts at 1,000 memories: the gold fact
-    outside MSA's top 50 lost to a lexically close one that MSA had ranked)."""
-    merged = dict(ranking)
-    merged.update({i: s for i, s in extra.items() if i not in merged})
-    return sorted(merged.items(), key=lambda item: -item[1])
-
-
 def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fusion,
          matched: Mapping[str, Collection[str]] | None = None) -> list[Fused]:
     """All candidates of every channel, best fused score first (ties: newer, then id).

@@ -16,7 +16,7 @@ from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
 from msa_agent.runtime.excerpt import matched_chunk, window
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, complete, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
@@ -81,9 +81,6 @@ class Recall:
                                      self.cfg.layer_combine, explain=False)
             ids = self.index.doc_ids
             msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
-            have = {i for i, _ in msa}
-            missing = [i for i, _ in lexical if i not in have]
-            msa = complete(msa, self.index.scores_of(missing, q, self.cfg.layer_combine))
         channels = {LEXICAL: lexical, MSA: msa}
         return self._fused(channels, k, q, text)
 

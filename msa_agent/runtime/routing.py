@@ -179,29 +179,18 @@ class RoutingIndex:
             best.append(int(pick[mine].argmax()))
         return Ranked(top, [float(doc[d]) for d in top], layer_scores, best)
 
-    def scores_of(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads"
-                  ) -> dict[str, float]:
-        """The combined routing score of given documents (by id, unknown ones skipped), as
-        ``rank`` would score them: for memories another channel found (hybrid recall)."""
-        q = q.to(self.device)
-        out = {}
-        for i in ids:
-            if i not in self._pos:
-                continue
-            rows = self.keys[self.chunk_doc == self._pos[i]]
-            if combine == "heads":
-                out[i] = float(head_chunk_scores(rows, q, self.top_tokens).max())
-            else:
-                per = layer_chunk_scores(rows, q, self.top_tokens).amax(1)  # [L]
-                out[i] = float(per.mean() if combine == "mean" else per.max())
-        return out
-
     def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads") -> Ranked:
         """The routing evidence of given documents (by id, unknown ones skipped): their
         combined score under ``combine``, per-layer scores and best chunk, in the given order.
         Used for memories another channel found (hybrid recall)."""
-        doc = torch.full((len(self.doc_ids),), float("-inf"))
-        for i, score in self.scores_of(ids, q, combine).items():
-            doc[self._pos[i]] = score
+        q = q.to(self.device)
         docs = [self._pos[i] for i in ids if i in self._pos]
-        return self._explain(docs, doc, q.to(self.device), combine)
+        doc = torch.full((len(self.doc_ids),), float("-inf"))
+        for d in docs:
+            rows = self.keys[self.chunk_doc == d]
+            if combine == "heads":
+                doc[d] = float(head_chunk_scores(rows, q, self.top_tokens).max())
+            else:
+                per = layer_chunk_scores(rows, q, self.top_tokens).amax(1)  # [L]
+                doc[d] = float(per.mean() if combine == "mean" else per.max())
+        return self._explain(docs, doc, q, combine)

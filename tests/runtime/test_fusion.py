@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, complete, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -112,21 +112,3 @@ def test_newer_within_is_a_permutation_that_only_promotes_newer_close_memories(
                 assert sb >= (1 - window) * sa - 1e-9
     if window == 0 or len(set(ages[:len(s)])) == 1:
         assert [r.id for r in got] == base
-
-
-def test_complete_merges_another_channels_candidates_by_score() -> None:
-    ranking = [("a", 0.9), ("b", 0.2)]
-    assert complete(ranking, {"c": 0.5, "a": 0.1}) == [("a", 0.9), ("c", 0.5), ("b", 0.2)]
-    assert complete([], {}) == []
-
-
-def test_a_candidate_missing_from_one_pool_is_fused_with_its_real_score() -> None:
-    """Lexically the gold fact leads by a little; MSA ranked only the other one. Without
-    the gold's own MSA score it loses; with it (``complete``) it wins."""
-    lex = [("gold", 7.2), ("other", 6.9)]
-    msa = [("other", 0.30), ("x", 0.10)]
-    f = Fusion("sum", weights=((MSA, 1.0), (LEXICAL, 4.0)))
-    same = days(gold=0, other=0, x=0)
-    assert order({LEXICAL: lex, MSA: msa}, same, f)[0] == "other"
-    full = complete(msa, {"gold": 0.29})
-    assert order({LEXICAL: lex, MSA: full}, same, f)[0] == "gold"

@@ -197,18 +197,3 @@ def check_same_ranking(kernel: RoutingIndex, torch_path: RoutingIndex,
         torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(exact.scores),
                                    atol=5e-3, rtol=0)
         assert got.best_chunk == exact.best_chunk and got.layer_scores == exact.layer_scores
-
-
-def test_scores_of_equals_rank_scores() -> None:
-    gen = torch.Generator().manual_seed(9)
-    docs = [torch.randn(int(torch.randint(1, 4, (1,), generator=gen)), 2, 2, 8, generator=gen)
-            for _ in range(7)]
-    for top in (1, 2):
-        index = RoutingIndex(top_tokens=top)
-        index.add([f"m{i}" for i in range(7)], ["ns"] * 7, docs)
-        q = torch.randn(3, 2, 4, 8, generator=gen)
-        ranked = index.rank(q, 7, index.mask_for("ns"))
-        want = {index.doc_ids[d]: s for d, s in zip(ranked.docs, ranked.scores)}
-        got = index.scores_of(["m3", "nope", "m0"], q)
-        assert list(got) == ["m3", "m0"]
-        assert all(math.isclose(got[i], want[i], rel_tol=1e-5, abs_tol=1e-6) for i in got)
