@@ -45,9 +45,10 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
     name = model or cfg.model or stored.get("model")
     lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
     cfg = cfg.model_copy(update={"model": name})
-    if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k and router layers
+    if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k, router layers, and
+        # the rule its router was trained with: the paper's max over query tokens
         own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
-               "msa_layers": lm.msa.layers}
+               "msa_layers": lm.msa.layers, "route_top_tokens": 1}
         cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
     return lm, cfg
 
