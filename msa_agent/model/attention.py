@@ -110,8 +110,9 @@ def _plain(module: torch.nn.Module, dropout: float, kwargs: dict) -> bool:
 def _grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   mask: torch.Tensor, scaling: float | None) -> torch.Tensor:
     """SDPA with grouped K/V heads as they are (``enable_gqa``): transformers expands them to
-    the query heads whenever a mask is given, which over 16k memory tokens cost 0.75 s of a
-    3.2 s CPU answer (docs/answering.md). ``[B, Hq, T, D]`` in, ``[B, T, Hq, D]`` out."""
+    the query heads whenever a mask is given: over 16k memory tokens, 15 layers took 1.1 to
+    1.3 s expanded and 0.42 s grouped on CPU (docs/results/gqa-attention-cpu.txt).
+    ``[B, Hq, T, D]`` in, ``[B, T, Hq, D]`` out."""
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                          enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous()
