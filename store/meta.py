@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from . import lexical
 from .errors import InvalidQueryError, StoreCorruptedError, StoreInputError
 from .types import StoredMemory
+from .validate import check_scalar, check_text
 
 SCHEMA_VERSION = 2  # 2: the FTS5 lexical index (store/lexical.py), built at the first write-open
 SPACE_ID = "space"
@@ -188,6 +189,13 @@ def sql_errors(what: str) -> Iterator[None]:
         raise StoreCorruptedError(f"{what}: metadata database error: {e}") from None
 
 
+def _meta_path(key: str) -> str:
+    """The JSON path of top-level metadata ``key``; refuses keys SQLite cannot address."""
+    if not key or '"' in key or "\x00" in key:
+        raise StoreInputError(f"bad metadata key {key!r} (empty, or holds a quote or NUL)")
+    return f'$."{key}"'
+
+
 def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
     """Strict JSON equality of top-level metadata ``key`` with ``value``.
 
@@ -195,9 +203,7 @@ def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
     None matches JSON null or a missing key. SQLite-specific (``json_type``); PostgreSQL
     would use ``jsonb_typeof`` here, the only dialect-specific spot.
     """
-    if not key or '"' in key:
-        raise StoreInputError(f"bad metadata key {key!r}")
-    path = f'$."{key}"'
+    path = _meta_path(key)
     jtype = func.json_type(MemoryRow.meta, path)
     extracted = func.json_extract(MemoryRow.meta, path)
     if value is None:
@@ -213,24 +219,56 @@ def _check_scalar(key: str, value: Any) -> None:
     if value is not None and not isinstance(value, str | int | float | bool):
         raise StoreInputError(f"filter {key!r}: values must be scalars or lists of scalars, "
                          f"got {type(value).__name__}")
+    check_scalar(value, f"filter {key!r}")
+
+
+def _split_key(key: str) -> tuple[str, bool]:
+    """``(key, is_metadata)``: a ``metadata.`` prefix or a non-column key means metadata."""
+    if key.startswith("metadata."):
+        return key[len("metadata."):], True
+    return key, key not in FILTER_COLUMNS
 
 
 def _equals(key: str, value: Scalar) -> ColumnElement[bool]:
-    if key.startswith("metadata."):
-        key, is_meta = key[len("metadata."):], True
-    else:
-        is_meta = key not in FILTER_COLUMNS
+    key, is_meta = _split_key(key)
     if is_meta:
         return _metadata_equals(key, value)
     col = getattr(MemoryRow, key)
     return col.is_(None) if value is None else col == value
 
 
+def _json_values(values: list[Any]) -> Any:
+    """``SELECT value FROM json_each(:values)``: ONE bound parameter for any number of values
+    (an OR of thousands of ``=`` overflows SQLite's expression depth of 1000)."""
+    return select(func.json_each(json.dumps(values)).table_valued("value").c.value)
+
+
+def _in_list(key: str, values: list[Any]) -> ColumnElement[bool]:
+    """``key`` equals any of ``values``, with ``_equals``'s type rules."""
+    singles = {(type(v), v) for v in values if v is None or isinstance(v, bool)}
+    parts = [_equals(key, v) for _, v in sorted(singles, key=repr)]
+    strs = [v for v in values if isinstance(v, str)]
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    name, is_meta = _split_key(key)
+    if not is_meta:
+        if strs or nums:
+            parts.append(getattr(MemoryRow, name).in_(_json_values(strs + nums)))
+        return or_(false(), *parts)
+    path = _meta_path(name)
+    jtype = func.json_type(MemoryRow.meta, path)
+    extracted = func.json_extract(MemoryRow.meta, path)
+    if strs:
+        parts.append(and_(jtype == "text", extracted.in_(_json_values(strs))))
+    if nums:
+        parts.append(and_(jtype.in_(["integer", "real"]), extracted.in_(_json_values(nums))))
+    return or_(false(), *parts)
+
+
 def _condition(key: str, value: Any) -> ColumnElement[bool]:
     if isinstance(value, list | tuple):
         for v in value:
             _check_scalar(key, v)
-        return or_(false(), *(_equals(key, v) for v in value))
+        return _in_list(key, list(value))
     _check_scalar(key, value)
     return _equals(key, value)
 
@@ -246,6 +284,9 @@ def build_filters(namespace: str | None, where: Mapping[str, Any] | None) -> lis
     for key, value in (where or {}).items():
         if not isinstance(key, str):
             raise StoreInputError(f"filter keys must be strings, got {key!r}")
+        check_text(key, "filter key")
+        if "\x00" in key:
+            raise StoreInputError(f"filter key {key!r} holds a NUL character")
         conds.append(_condition(key, value))
     return conds
 

@@ -456,7 +456,22 @@ class Space:
         with self._mutex:
             self._check_open()
             ranges = self._meta.live_ranges(spec.unit)
-            return self._gather_live(name, ranges)
+            block, owners = self._gather_live(name, ranges)
+            if block.dtype.kind == "f" and not np.isfinite(block).all():
+                self._refuse_nonfinite(name, block, owners)
+            return block, owners
+
+    def _refuse_nonfinite(self, name: str, block: np.ndarray, owners: np.ndarray) -> None:
+        """Rows with NaN/inf would rank first for every query: refuse to hand them out,
+        naming the memories to forget (``Space.add`` refuses such rows, so only damage on
+        disk or a space written before that check gets here)."""
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        live = self._meta.live()
+        ids = [live[i].id for i in np.unique(owners[~finite]).tolist()]
+        raise StoreCorruptedError(
+            f"space {self.path}: {len(ids)} memories hold NaN/inf rows in array {name!r} "
+            f"(ids: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}); delete them with "
+            "msa_agent.store.Space.open(path).delete(ids) and remember them again")
 
     def _gather_live(self, name: str, ranges: list[tuple[int, int]]
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,10 @@ import numpy as np
 from .errors import FingerprintMismatchError, StoreInputError
 from .types import ArraySpec, NewMemory, StoredMemory, Unit
 
+MAX_METADATA_BYTES = 64 * 1024  # one memory's metadata, serialised as UTF-8 JSON
+MAX_METADATA_DEPTH = 32  # nested dicts/lists
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite's JSON functions and columns hold exactly
+
 
 def json_normal(value: Any, what: str) -> Any:
     """``value`` after a JSON round trip (tuples -> lists); ValueError if not JSON-able."""
@@ -20,6 +24,58 @@ def json_normal(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise StoreInputError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+def check_text(value: str, what: str) -> None:
+    """``value`` encodes as UTF-8 (a lone surrogate would be stored, then break every read)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise StoreInputError(f"{what} is not valid Unicode text ({e.reason} at "
+                              f"position {e.start})") from None
+
+
+def check_scalar(value: Any, what: str) -> None:
+    """A JSON scalar SQLite stores exactly: UTF-8 text, a 64-bit int, a finite float."""
+    if isinstance(value, str):
+        check_text(value, what)
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
+        if not INT64[0] <= value <= INT64[1]:
+            raise StoreInputError(f"{what}: int {value} is outside the 64-bit range")
+    elif isinstance(value, float | np.floating) and not np.isfinite(value):
+        raise StoreInputError(f"{what}: {value} is not a finite number")
+
+
+def check_json_tree(value: Any, what: str, depth: int = 0) -> None:
+    """Metadata checks before serialising: depth <= ``MAX_METADATA_DEPTH``, str keys, scalars
+    as ``check_scalar`` (iterative in depth only up to the cap, so no RecursionError)."""
+    if depth > MAX_METADATA_DEPTH:
+        raise StoreInputError(f"{what} is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise StoreInputError(f"{what} keys must be str, got {k!r}")
+            check_text(k, f"{what} key {k!r}")
+            check_json_tree(item, f"{what}[{k!r}]", depth + 1)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_json_tree(item, f"{what}[{i}]", depth + 1)
+    else:
+        check_scalar(value, what)
+
+
+def check_metadata(value: Any, what: str) -> dict[str, Any]:
+    """``value`` as stored: a dict of str keys, bounded depth and size, valid text and
+    numbers; returns its JSON round trip."""
+    if not isinstance(value, dict):
+        raise StoreInputError(f"{what} must be a dict with str keys")
+    check_json_tree(value, what)
+    out = json_normal(value, what)
+    size = len(json.dumps(out, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise StoreInputError(f"{what} is {size:,} bytes as JSON; the limit is "
+                              f"{MAX_METADATA_BYTES:,}")
+    return out
 
 
 def _check_int(value: Any, what: str) -> None:
@@ -30,6 +86,8 @@ def _check_int(value: Any, what: str) -> None:
 def _check_opt_str(value: Any, what: str) -> None:
     if value is not None and not isinstance(value, str):
         raise StoreInputError(f"{what} must be a str or None, got {type(value).__name__}")
+    if value is not None:
+        check_text(value, what)
 
 
 def check_memory(m: Any, i: int) -> None:
@@ -38,19 +96,19 @@ def check_memory(m: Any, i: int) -> None:
         raise StoreInputError(f"memories[{i}] must be a NewMemory, got {type(m).__name__}")
     if not isinstance(m.text, str):
         raise StoreInputError(f"memories[{i}].text must be a str")
+    check_text(m.text, f"memories[{i}].text")
     for name in ("namespace", "kind"):
         value = getattr(m, name)
         if not isinstance(value, str) or not value:
             raise StoreInputError(f"memories[{i}].{name} must be a non-empty str")
+        check_text(value, f"memories[{i}].{name}")
     if m.id is not None and (not isinstance(m.id, str) or not 0 < len(m.id) <= 64):
         raise StoreInputError(f"memories[{i}].id must be None or a str of 1..64 characters")
-    for name in ("session_id", "user_id", "agent_id", "source_id"):
+    for name in ("id", "session_id", "user_id", "agent_id", "source_id"):
         _check_opt_str(getattr(m, name), f"memories[{i}].{name}")
     for name in ("part", "n_tokens", "n_chunks"):
         _check_int(getattr(m, name), f"memories[{i}].{name}")
-    if not isinstance(m.metadata, dict) or not all(isinstance(k, str) for k in m.metadata):
-        raise StoreInputError(f"memories[{i}].metadata must be a dict with str keys")
-    json_normal(m.metadata, f"memories[{i}].metadata")
+    check_metadata(m.metadata, f"memories[{i}].metadata")
     if m.created_at is not None and not isinstance(m.created_at, datetime):
         raise StoreInputError(f"memories[{i}].created_at must be a datetime or None")
 
@@ -69,6 +127,8 @@ def check_rows(spec: ArraySpec, arr: Any, n_rows: int, what: str) -> None:
     if arr.shape != want:
         raise StoreInputError(f"{what}: shape {arr.shape}, expected {want} "
                          f"(n_{spec.unit}s={n_rows}, row_shape={spec.row_shape})")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise StoreInputError(f"{what} holds NaN or infinite values")
 
 
 def check_batch(memories: Sequence[NewMemory], data: Sequence[Mapping[str, np.ndarray]],
