@@ -35,6 +35,7 @@ from .errors import (
 )
 from .lexical import query_terms, require_fts5
 from .meta import MetaStore, build_filters, id_filter, time_filters
+from .scratch import clean_stale, scratch_dir
 from .types import ArraySpec, NewMemory, StoredMemory
 
 META_FILE = "meta.sqlite"
@@ -54,6 +55,27 @@ def _lock(path: Path) -> int:
 def _unlock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def _build(path: Path, fp: dict[str, Any], specs: list[ArraySpec], durable: bool) -> None:
+    """Write an empty space (arrays and database) at ``path``, closed again."""
+    path.mkdir()
+    store = ArrayStore.create(path / "arrays.zarr", specs)
+    if durable:
+        store.fsync_group()
+    meta = MetaStore(path / META_FILE, durable)
+    try:
+        meta.create(fp, [s.to_json() for s in specs])
+    finally:
+        meta.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _utc(dt: datetime | None) -> datetime:
@@ -88,25 +110,31 @@ class Space:
     @classmethod
     def create(cls, path: str | Path, fingerprint: dict[str, Any],
                arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
-        """Create a new space at ``path``; ``SpaceExistsError`` if it holds anything."""
+        """Create a new space at ``path``; ``SpaceExistsError`` if it holds anything.
+
+        Atomic: the space is built in a scratch folder beside ``path`` and renamed into place,
+        so a crash leaves no half-made space (only a scratch folder the next create removes),
+        and of two processes creating the same path, the loser gets ``SpaceExistsError``.
+        """
         path = Path(path).expanduser()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise SpaceExistsError(f"{path} already exists and is not empty")
         fp = v.json_normal(fingerprint, "fingerprint")
         specs = v.check_specs(arrays)
         require_fts5()  # before anything is written, so a failed create leaves no folder
-        path.mkdir(parents=True, exist_ok=True)
-        fd = _lock(path)
-        try:
-            store = ArrayStore.create(path / "arrays.zarr", specs)
-            if durable:
-                store.fsync_group()
-            meta = MetaStore(path / META_FILE, durable)
-            meta.create(fp, [s.to_json() for s in specs])
-        except BaseException:
-            _unlock(fd)
-            raise
-        return cls(path, meta, store, fp, {"chunk": 0, "token": 0}, "arrays.zarr", fd, durable)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path.parent)
+        with scratch_dir(path.parent, "create") as tmp:
+            _build(tmp / "space", fp, specs, durable)
+            try:
+                os.rename(tmp / "space", path)  # replaces an empty folder, fails otherwise
+            except OSError:
+                raise SpaceExistsError(
+                    f"{path} was created by another process meanwhile; open it instead"
+                ) from None
+        if durable:
+            _fsync_dir(path.parent)
+        return cls.open(path, durable=durable)
 
     @classmethod
     def open(cls, path: str | Path, fingerprint: dict[str, Any] | None = None, *,
@@ -150,6 +178,7 @@ class Space:
         if not read_only:
             meta.upgrade()  # an older space gets its lexical index built from its rows
             remove_stray_dirs(path, info.arrays_dir)
+            clean_stale(path)  # scratch of a killed import/export (we hold the lock)
             space._apply_wipes()
         return space
 
@@ -169,7 +198,10 @@ class Space:
         """Open the space at ``path`` (checking fingerprint and array layout) or create it."""
         path = Path(path).expanduser()
         if not (path / META_FILE).is_file() and not (path.exists() and any(path.iterdir())):
-            return cls.create(path, fingerprint, arrays, durable=durable)
+            try:
+                return cls.create(path, fingerprint, arrays, durable=durable)
+            except SpaceExistsError:
+                pass  # another process created it first: open theirs (checked below)
         space = cls.open(path, fingerprint, durable=durable)
         want = {s.name: s for s in v.check_specs(arrays)}
         have = space.arrays

@@ -1,0 +1,93 @@
+"""Scratch folders that a crash cannot leak: ``PARENT/.msa-tmp-<tag>-<random>``.
+
+Each holds a ``.owner`` file ``flock``-ed by the process using it; the kernel drops the lock
+when that process dies, however it dies. ``clean_stale(parent)`` removes every scratch folder
+of ``parent`` whose lock nobody holds, so the next open of a space (or the next export into
+the same folder) deletes what a killed one left, copies of forgotten text included.
+
+A scratch folder made outside a space can be *pointed to* from the space with ``note``: a
+``.msa-tmp-<...>.ref`` file naming it, so the space's next open cleans it wherever it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PREFIX = ".msa-tmp-"
+OWNER = ".owner"
+REF = ".ref"
+GRACE_S = 60.0  # a folder without an owner file yet is stale only after this long
+
+
+@contextmanager
+def scratch_dir(parent: Path, tag: str) -> Iterator[Path]:
+    """A new, locked scratch folder under ``parent``; removed on exit (normal or raised)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{tag}-", dir=parent))
+    fd = os.open(path / OWNER, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+@contextmanager
+def note(space_dir: Path | None, target: Path) -> Iterator[None]:
+    """While the block runs, ``space_dir`` holds a reference to the scratch folder ``target``
+    (nothing when ``space_dir`` is None, e.g. a read-only space)."""
+    if space_dir is None:
+        yield
+        return
+    ref = space_dir / f"{PREFIX}{target.name}{REF}"
+    ref.write_text(str(target.resolve()), encoding="utf-8")
+    try:
+        yield
+    finally:
+        ref.unlink(missing_ok=True)
+
+
+def clean_stale(parent: Path) -> int:
+    """Remove the scratch folders (and referenced ones) of ``parent`` that no live process
+    owns. Returns how many folders were removed."""
+    if not parent.is_dir():
+        return 0
+    removed = 0
+    for p in sorted(parent.glob(f"{PREFIX}*")):
+        if p.is_file() and p.name.endswith(REF):
+            target = Path(p.read_text(encoding="utf-8", errors="replace").strip())
+            if target.name.startswith(PREFIX) and _remove_if_stale(target):
+                removed += 1
+            if not target.exists():
+                p.unlink(missing_ok=True)
+        elif p.is_dir() and _remove_if_stale(p):
+            removed += 1
+    return removed
+
+
+def _remove_if_stale(path: Path) -> bool:
+    if not path.is_dir() or path.is_symlink():
+        return False
+    owner = path / OWNER
+    if not owner.exists():
+        if time.time() - path.stat().st_mtime < GRACE_S:
+            return False  # its creator may be between mkdtemp and the lock
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    fd = os.open(owner, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a live process holds it
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
