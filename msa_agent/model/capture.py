@@ -8,14 +8,36 @@ Taps (per MSA layer, all ``[B, T, H, D]`` except ``hidden`` which is ``[B, T, hi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 Taps = dict[str, dict[int, torch.Tensor]]  # tap name -> layer index -> tensor
+
+_LOCKS: WeakKeyDictionary[nn.Module, threading.RLock] = WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one lock of ``model``, shared by everything that runs it (every ``Memory`` and
+    encoder over the same module object).
+
+    Hooks (:func:`tap_layers`, :func:`stop_after`) and the attention switch of generation
+    live on the shared module, so every forward that installs them or depends on them holds
+    this lock for that forward only: one encoder batch, one query, one generation step. It is
+    the innermost lock: code holding it never waits for another lock (the engine's), and it
+    is never held across a ``yield`` to a caller (a stream between tokens holds nothing).
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:

@@ -19,7 +19,13 @@ import torch
 
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import rotate_memory
-from msa_agent.model.capture import StopForward, decoder_layers, stop_after, tap_layers
+from msa_agent.model.capture import (
+    StopForward,
+    decoder_layers,
+    model_lock,
+    stop_after,
+    tap_layers,
+)
 from msa_agent.model.loader import LoadedModel
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
@@ -127,7 +133,10 @@ class Encoder:
         return out  # type: ignore[return-value]
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...]) -> dict:
-        """Right-padded batch; positions 0..len-1 per document (document-local, as the paper)."""
+        """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
+
+        Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
+        forward would otherwise fill these taps or stop on this stop hook."""
         model = self.lm.model
         longest = max(len(d) for d in docs)
         ids = torch.zeros((len(docs), longest), dtype=torch.long)
@@ -138,7 +147,8 @@ class Encoder:
         device = self.lm.device
         inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         tapped = sorted(set(self.layers) | (set(self.full_layers) if "k" in names else set()))
-        with tap_layers(model, tapped, names) as taps, stop_after(model, max(tapped)):
+        with (model_lock(model), tap_layers(model, tapped, names) as taps,
+              stop_after(model, max(tapped))):
             try:
                 inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
             except StopForward:

@@ -3,6 +3,12 @@
 The facade validates, locks (with :attr:`Engine.lock`) and formats; everything that touches
 the space, the resident routing index or the K/V host tier goes through this class. Index
 positions never leave it: routes come back as :class:`Recalled` stored memories.
+
+Threads: two locks, always taken in this order. :attr:`Engine.lock` guards the space, the
+index and the caches; the model's lock (``model.capture.model_lock``) guards each forward of
+the shared backbone (an encoder batch, a query, one generation step) and is the innermost:
+nothing holding it waits for the engine's lock. Encoding runs outside the engine's lock, so
+reads go on while a write encodes; a stream holds neither lock between its tokens.
 """
 
 from __future__ import annotations
@@ -144,10 +150,14 @@ class Engine(Recall):
         planned = [self._plan(d) for d in docs]
         pieces = [p for plan in planned for p in plan]
         if pieces:
+            router = self.router  # encoded outside the lock: other threads read meanwhile
             encoded = self.encoder.encode([ids for ids, _ in pieces])
-            memories = [replace(m, n_tokens=e.n_tokens, n_chunks=e.n_chunks)
-                        for (_, m), e in zip(pieces, encoded)]
-            self._store(memories, [self._arrays(e) for e in encoded])
+            with self.lock:
+                if self.router is not router:  # switched meanwhile: keys of one router only
+                    encoded = self.encoder.encode([ids for ids, _ in pieces])
+                memories = [replace(m, n_tokens=e.n_tokens, n_chunks=e.n_chunks)
+                            for (_, m), e in zip(pieces, encoded)]
+                self._store(memories, [self._arrays(e) for e in encoded])
         return [plan[0][1].id or "" for plan in planned]
 
     def _plan(self, d: NewDoc) -> list[tuple[list[int], NewMemory]]:

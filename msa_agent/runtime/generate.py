@@ -3,6 +3,10 @@
 The memory K/V (a :class:`MemoryKV`) is prepended in MSA layers at every step; the local
 cache holds only the active context (prompt + generated tokens), whose positions start at
 ``start`` (after the memories' document-local positions, as in the paper's parallel RoPE).
+
+Threads: each step runs under the model's lock (:func:`~msa_agent.model.capture.model_lock`)
+with the ``msa`` attention switched on for that step only, and nothing is held between
+steps, so a stream that its caller pauses blocks no one and encoders never see the switch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from msa_agent.model.attention import MSA_ATTENTION, MemoryKV
+from msa_agent.model.capture import model_lock
 
 
 @contextmanager
@@ -48,15 +53,16 @@ def greedy(
     cache = DynamicCache(config=model.config)
     extra: dict = {"msa_memory": memory} if memory is not None else {}
     extra[_cache_kwarg(model)] = cache
-    with msa_attention(model):
-        for _ in range(max_new_tokens):
+    lock = model_lock(model)
+    for _ in range(max_new_tokens):
+        with lock, msa_attention(model):  # one step; released before the token is yielded
             out = model(input_ids=ids, position_ids=pos, use_cache=True, **extra)
-            token = int(out.logits[0, -1].argmax())
-            if token in stop:
-                return
-            yield token
-            ids = torch.tensor([[token]], device=device)
-            pos = pos[:, -1:] + 1
+        token = int(out.logits[0, -1].argmax())
+        if token in stop:
+            return
+        yield token
+        ids = torch.tensor([[token]], device=device)
+        pos = pos[:, -1:] + 1
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
