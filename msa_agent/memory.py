@@ -24,7 +24,7 @@ from msa_agent.runtime.interleave import Hops, max_rounds
 from msa_agent.runtime.results import Recalled, Scope, explanation, memory_record, recall_hit
 from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
-from msa_agent.store import Space
+from msa_agent.store import Space, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
@@ -126,25 +126,45 @@ class Memory:
                       agent_id=spec.get("agent_id"), created_at=at)
 
     def forget(self, id: str | None = None, *, where: Mapping[str, Any] | None = None,
-               namespace: str | None = None) -> int:
-        """Delete a memory (and the other parts of its source), or every match of ``where``.
+               namespace: str | None = None, all: bool = False) -> int:
+        """Delete a memory (and the other parts of its source), every match of ``where``, or
+        (``all=True``) every memory of the namespace.
 
-        Deletion is real: rows are removed and the arrays' rows are overwritten (and reclaimed
-        on disk once ``compact_dead_fraction`` of them are dead). Returns the number of
-        documents deleted. An unknown id raises :class:`UnknownMemoryError`.
+        Exactly one of ``id``, a non-empty ``where`` or ``all=True``; an empty ``where`` is
+        refused (it would match everything). Each acts in ``namespace`` (default: this
+        memory's): an id of another namespace is unknown here. Deletion is real: rows are
+        removed, the arrays' rows overwritten (reclaimed on disk once
+        ``compact_dead_fraction`` of them are dead) and the resident routing rows dropped.
+        Returns the number of documents deleted. An unknown id raises
+        :class:`UnknownMemoryError`.
         """
-        if (id is None) == (where is None):
-            raise InvalidInputError("forget() takes exactly one of an id or where=")
+        if not isinstance(all, bool):
+            raise InvalidInputError(f"all must be True or False, got {all!r}")
+        if (id is not None) + (where is not None) + all != 1:
+            raise InvalidInputError("forget() takes exactly one of an id, where= or all=True")
+        if where is not None and isinstance(where, Mapping) and not where:
+            raise InvalidInputError("forget(where={}) would delete the whole namespace; "
+                                    "pass all=True to mean that")
         with self._lock:
             if id is not None:
-                if self._engine.get(id) is None:
-                    raise UnknownMemoryError(f"no memory with id {id!r}")
-                parts = self._engine.find(None, where={"source_id": id})
+                ns = self._owned(id, namespace).namespace
+                parts = self._engine.find(ns, where={"source_id": id})
                 ids = {id} | {m.id for m in parts}
             else:
                 scope = self._scope(namespace, where)
                 ids = {m.id for m in self._engine.find(scope.namespace, scope.where)}
             return self._engine.remove(sorted(ids))
+
+    def _owned(self, id: object, namespace: str | None) -> StoredMemory:
+        """The stored memory ``id`` of ``namespace`` (default: this memory's); the same
+        :class:`UnknownMemoryError` whether it does not exist or lives in another namespace."""
+        if not isinstance(id, str) or not id:
+            raise InvalidInputError(f"id must be a non-empty string, got {id!r}")
+        ns = self._namespace(namespace)
+        m = self._engine.get(id)
+        if m is None or m.namespace != ns:
+            raise UnknownMemoryError(f"no memory with id {id!r}")
+        return m
 
     def compact(self) -> dict[str, int]:
         """Reclaim the disk of deleted memories now; returns bytes on disk before and after."""
@@ -189,8 +209,13 @@ class Memory:
         for name, t in (("since", since), ("until", until)):
             if t is not None and not isinstance(t, datetime):
                 raise InvalidInputError(f"{name} must be a datetime, got {t!r}")
-        return Scope(namespace or self.config.namespace, dict(where) if where else None,
-                     since, until)
+        return Scope(self._namespace(namespace), dict(where) if where else None, since, until)
+
+    def _namespace(self, namespace: object) -> str:
+        """``namespace``, or this memory's when None (or empty)."""
+        if namespace is not None and not isinstance(namespace, str):
+            raise InvalidInputError(f"namespace must be a string, got {namespace!r}")
+        return namespace or self.config.namespace
 
     def _explain(self, h: Recalled) -> Explanation:
         chunk = self._engine.chunk_text(h.memory.text, h.best_chunk)
@@ -232,12 +257,10 @@ class Memory:
             return self._engine.refresh_routing()
         return self._engine.switch_router(router_path)
 
-    def get(self, id: str) -> MemoryRecord:
-        """The memory with this id; :class:`UnknownMemoryError` if there is none."""
-        m = self._engine.get(id)
-        if m is None:
-            raise UnknownMemoryError(f"no memory with id {id!r}")
-        return memory_record(m)
+    def get(self, id: str, *, namespace: str | None = None) -> MemoryRecord:
+        """The memory with this id in ``namespace`` (default: this memory's);
+        :class:`UnknownMemoryError` if there is none there."""
+        return memory_record(self._owned(id, namespace))
 
     def list(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
              limit: int | None = 100, offset: int = 0,
@@ -262,14 +285,26 @@ class Memory:
 
     # ------------------------------------------------------------------ export / import
     def export(self, path: str | Path, namespaces: Sequence[str] | None = None,
-               progress: Callable[[int], None] | None = None) -> ExportReport:
-        """Write a portable bundle of this space (see :mod:`msa_agent.runtime.bundle`)."""
-        return self._engine.export(path, namespaces, progress)
+               progress: Callable[[int], None] | None = None, *,
+               all_namespaces: bool = False) -> ExportReport:
+        """Write a portable bundle (see :mod:`msa_agent.runtime.bundle`) of this memory's
+        namespace, or of ``namespaces``, or of every namespace (``all_namespaces=True``)."""
+        if all_namespaces and namespaces is not None:
+            raise InvalidInputError("give namespaces or all_namespaces=True, not both")
+        chosen = None if all_namespaces else (
+            [self.config.namespace] if namespaces is None else namespaces)
+        return self._engine.export(path, chosen, progress)
 
-    def import_(self, path: str | Path,
-                progress: Callable[[int], None] | None = None) -> ImportReport:
-        """Add a bundle's memories, keeping their ids; refused for a bundle of another model."""
-        return self._engine.import_bundle(path, progress)
+    def import_(self, path: str | Path, progress: Callable[[int], None] | None = None, *,
+                namespace: str | None = None, keep_namespaces: bool = False) -> ImportReport:
+        """Add a bundle's memories, keeping their ids; refused for a bundle of another model.
+
+        They land in ``namespace`` (default: this memory's), or each in the namespace it had
+        when exported (``keep_namespaces=True``). A bad bundle changes nothing."""
+        if keep_namespaces and namespace is not None:
+            raise InvalidInputError("give namespace or keep_namespaces=True, not both")
+        target = None if keep_namespaces else self._namespace(namespace)
+        return self._engine.import_bundle(path, progress, target)
 
     @property
     def path(self) -> Path:
