@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AsyncMemory": "msa_agent.async_memory",
     "Memory": "msa_agent.memory",
     "MemoryConfig": "msa_agent.config",
     "MemoryRecord": "msa_agent.types",
@@ -18,11 +19,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from msa_agent.async_memory import AsyncMemory
     from msa_agent.config import MemoryConfig
     from msa_agent.memory import Memory
     from msa_agent.types import MemoryRecord, RecallHit
 
-__all__ = ["Memory", "MemoryConfig", "MemoryRecord", "RecallHit", "__version__"]
+__all__ = ["AsyncMemory", "Memory", "MemoryConfig", "MemoryRecord", "RecallHit", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
