@@ -24,7 +24,8 @@ def export(
         total = sum(mem.stats().namespaces.get(ns, 0) for ns in namespace) if namespace \
             else mem.stats().memories
         task = bar.add_task("exporting", total=total)
-        report = mem.export(dest, namespace, lambda n: bar.advance(task, n))
+        report = mem.export(dest, namespace or None, lambda n: bar.advance(task, n),
+                            all_namespaces=not namespace)
     if json_:
         print_json(vars(report))
     else:
@@ -50,7 +51,7 @@ def import_(
     with open_memory(path, model=model or (manifest.model if fresh else None), create=True,
                      **layout) as mem, progress_bar() as bar:
         task = bar.add_task("importing", total=manifest.memories)
-        report = mem.import_(src, lambda n: bar.advance(task, n))
+        report = mem.import_(src, lambda n: bar.advance(task, n), keep_namespaces=True)
     if json_:
         print_json(vars(report))
     else:

@@ -236,19 +236,21 @@ class Engine(Recall):
         with self.lock:
             return bundle.export_space(self._space, self.router_id, dest, namespaces, progress)
 
-    def import_bundle(self, src: str | Path, progress: Callable[[int], None] | None
-                      ) -> bundle.ImportReport:
+    def import_bundle(self, src: str | Path, progress: Callable[[int], None] | None,
+                      namespace: str | None = None) -> bundle.ImportReport:
         """Add a bundle's memories (ids kept; ids already here skipped), re-encoding their
-        routing keys when the bundle's router differs from this space's."""
+        routing keys when the bundle's router differs from this space's. ``namespace``: the
+        one they all land in (None: each keeps the bundle's). The whole bundle is checked
+        when ``memory_batches`` is entered, before the first write."""
         manifest = bundle.read_manifest(src)
         with self.lock:
             bundle.check_compatible(manifest, self._space)
-            if manifest.space_config.get(POOLED_K_SETTING) != self._space.get_setting(
-                    POOLED_K_SETTING):
-                self._space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading refused
             reencode = manifest.router_id != self.router_id
             done = skipped = 0
-            with bundle.memory_batches(src, manifest) as batches:
+            with bundle.memory_batches(src, manifest, self._space.path, namespace) as batches:
+                if manifest.space_config.get(POOLED_K_SETTING) != self._space.get_setting(
+                        POOLED_K_SETTING):
+                    self._space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading refused
                 for memories, rows in batches:
                     added = self._import_batch(memories, rows, reencode)
                     done, skipped = done + added, skipped + len(memories) - added
