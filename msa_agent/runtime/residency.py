@@ -7,7 +7,8 @@ from the store stay in one pinned host buffer ``[rows, L, Hkv, D]``, and the row
 selected memories reach the device through ``kernels.gather_to_device`` (one zero-copy
 launch per array on CUDA, no copy per chunk). Entries are keyed by memory id: ids are never
 reused and a memory's K/V never change, so entries cannot go stale; forgotten memories are
-evicted. Past its byte budget the cache starts over (simple, and rare at sensible budgets).
+evicted and their rows zeroed. Past its byte budget the cache starts over (simple, and rare
+at sensible budgets).
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ class HostKVCache:
         return list(zip(k.split(sizes), v.split(sizes)))
 
     def evict(self, ids: Iterable[str]) -> None:
-        """Forget these memories' rows (their space is reused when the cache starts over)."""
+        """Forget these memories' rows and zero them (erasure: a forgotten memory's K/V do not
+        stay in host memory; the space is reused when the cache starts over)."""
         for i in ids:
-            self.rows.pop(i, None)
+            span = self.rows.pop(i, None)
+            if span is not None and self.k is not None and self.v is not None:
+                self.k[span[0]:span[0] + span[1]] = 0
+                self.v[span[0]:span[0] + span[1]] = 0
 
     def _add(self, space: Space, memories: Sequence[StoredMemory]) -> bool:
         """Read ``memories`` from the store into the cache; False (nothing added) if over budget."""

@@ -98,10 +98,25 @@ class RoutingIndex:
             self.doc_ids.append(i)
 
     def remove(self, ids: Sequence[str]) -> None:
-        for i in ids:
-            pos = self._pos.pop(i, None)
-            if pos is not None:
-                self.alive[pos] = False
+        """Drop documents and their chunk rows now (erasure: no key of a forgotten memory
+        stays resident); the positions of the documents after them shift down. Copies the
+        kept rows once, as ``add`` does."""
+        drop = [self._pos[i] for i in dict.fromkeys(ids) if i in self._pos]
+        if not drop:
+            return
+        keep = torch.ones(len(self.doc_ids), dtype=torch.bool)
+        keep[drop] = False
+        new_pos = (torch.cumsum(keep.long(), 0) - 1).to(self.device)  # old doc -> new doc
+        rows = keep.to(self.device)[self.chunk_doc]  # [N] chunk rows kept
+        self.keys, self.chunk_doc = self.keys[rows], new_pos[self.chunk_doc[rows]]
+        self.doc_ids = [d for d, k in zip(self.doc_ids, keep.tolist()) if k]
+        self.doc_ns, self.alive = self.doc_ns[keep], self.alive[keep]
+        self._pos = {d: j for j, d in enumerate(self.doc_ids)}
+
+    @property
+    def rows(self) -> int:
+        """Chunk rows resident (every one belongs to a live document)."""
+        return int(self.chunk_doc.numel())
 
     def mask_for(self, namespace: str | None, ids: Sequence[str] | None = None) -> torch.Tensor:
         """Boolean ``[M]``: live docs in ``namespace`` (None = all), among ``ids`` if given."""
