@@ -20,6 +20,7 @@ app = typer.Typer(
     cls=MsaGroup,
     help="msa-agent: lifelong memory for LLM agents, built on Memory Sparse Attention.",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 app.callback()(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from msa_agent.cli.common import (
@@ -14,6 +15,8 @@ from msa_agent.cli.common import (
     parse_pairs,
     preview,
     print_json,
+    require_text,
+    source_of,
 )
 from msa_agent.cli.memories import parse_hops
 from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt
@@ -31,14 +34,17 @@ def ask(
     hops: HopsOpt = "1",
     read: Annotated[str, typer.Option(
         help="How memories are read: auto, text, chunks, full or pooled.")] = "auto",
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", "--max-new-tokens", min=1,
+        help="Tokens to generate at most; the output says when the answer stopped there.")] = 64,
     stream: Annotated[bool, typer.Option(help="Print tokens as they come.")] = True,
     json_: JsonOpt = False,
 ) -> None:
     """Answer QUESTION from memory and show which memories each round read."""
+    require_text(question, "question")
     filters = as_mapping(parse_pairs(where, "--where"))
     kwargs = {"k": k, "where": filters, "hops": parse_hops(hops), "read": read,
-              "max_new_tokens": max_new_tokens}
+              "max_new_tokens": max_tokens}
     console = out_console()
     with open_memory(path, namespace=namespace) as mem:
         if json_ or not stream:
@@ -49,24 +55,48 @@ def ask(
                 console.print(piece, end="", markup=False, highlight=False)
             console.print()
             answer = pieces.answer  # type: ignore[union-attr]
+    _show(answer, max_tokens, json_=json_, text=not stream)
+
+
+def _show(answer: Answer, max_tokens: int, *, json_: bool, text: bool) -> None:
+    """JSON, or the answer text (unless streamed), a note if generation hit the limit, the
+    evidence table and the timing line."""
+    stopped = answer.generated_tokens >= max_tokens
     if json_:
-        print_json(answer.model_dump(mode="json"))
+        print_json({**answer.model_dump(mode="json"), "stopped_at_limit": stopped})
         return
-    if not stream:
+    console = out_console()
+    if text:
         console.print(answer.text, markup=False, highlight=False)
+    if stopped:
+        console.print(f"[yellow](stopped at the {max_tokens}-token limit; --max-tokens N "
+                      "for a longer answer)[/]")
     console.print(_evidence(answer))
+    console.print(timing_line(answer), highlight=False)
+
+
+def timing_line(answer: Answer) -> str:
+    """``route 12 ms · read 30 ms · generate 410 ms (7.3 tok/s) · total 452 ms``."""
+    ms = answer.timings_ms
+    parts = []
+    for name, v in ms.items():
+        part = f"{name.removesuffix('_ms')} {v:,.0f} ms"
+        if name == "generate_ms" and v > 0 and answer.generated_tokens:
+            part += f" ({1000 * answer.generated_tokens / v:.1f} tok/s)"
+        parts.append(part)
+    return " · ".join([*parts, f"total {sum(ms.values()):,.0f} ms"])
 
 
 def _evidence(answer: Answer) -> Table:
-    ms = {name: f"{v:.0f}" for name, v in answer.timings_ms.items()}
     table = Table(title=f"read={answer.read}  prompt {answer.prompt_tokens} tok, memory "
-                        f"{answer.memory_tokens}, generated {answer.generated_tokens}  "
-                        f"ms {ms}")
+                        f"{answer.memory_tokens}, generated {answer.generated_tokens}")
     table.add_column("round", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("source")
     table.add_column("memory")
     for r in answer.rounds:
         for h in r.memories:
-            table.add_row(str(r.round), f"{h.score:.3f}", h.id, preview(h.text))
+            table.add_row(str(r.round), f"{h.score:.3f}", h.id, escape(source_of(h.metadata)),
+                          escape(preview(h.text)))
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -13,8 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from typer.core import TyperGroup
+
+from msa_agent.errors import InvalidInputError, MsaError
 
 try:  # recent typer vendors click
     from typer._click.exceptions import ClickException
@@ -76,10 +86,40 @@ def _parse_pair(pair: str, what: str) -> tuple[str, Any]:
     return key, value
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr (description, bar, done/total, elapsed)."""
+def progress_bar(*extra: ProgressColumn) -> Progress:
+    """A rich progress bar on stderr (description, bar, done/total, ``extra``, elapsed)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console())
+                    *extra, TimeElapsedColumn(), console=err_console())
+
+
+class CliError(MsaError):
+    """A command refused before doing anything (exit code 1); the message says why."""
+
+
+class NoSpaceError(CliError):
+    """No memory space at the path a read command was given.
+
+    The CLI's own error, so that refusing a mistyped ``--path`` imports neither the store nor
+    the model (``msa_agent.store.SpaceNotFoundError`` is what the SDK raises).
+    """
+
+
+def require_space(path: Path | None) -> Path:
+    """The space folder of a command that reads one; a missing space is refused at once."""
+    target = space_path(path)
+    if target.is_dir():
+        from msa_agent.store import Space
+
+        if Space.is_space(target):
+            return target
+    raise NoSpaceError(f"no memory space at {target}; create one with `msa init` or pass --path")
+
+
+def require_text(value: str, what: str) -> str:
+    """A query or question that is not blank (checked before the model loads)."""
+    if not value.strip():
+        raise InvalidInputError(f"{what} is empty")
+    return value
 
 
 @contextmanager
@@ -87,30 +127,66 @@ def open_memory(path: Path | None, model: str | None = None, namespace: str | No
                 *, create: bool = False, **overrides: Any) -> Iterator[Memory]:
     """Open the space (model load behind a spinner); warnings become one ``warning:`` line.
 
-    Without ``create``, a missing space is an error rather than a new empty space.
+    Without ``create``, a missing space is an error rather than a new empty space. With it, a
+    space this call creates is removed again if the command fails while it is still empty.
     """
+    from msa_agent.model.hub import require_fetchable
+
+    target = space_path(path) if create else require_space(path)
+    require_fetchable(model)  # an uncached model offline fails now, not after a minute
+    existed = target.exists()
+    new = create and (not existed or (target.is_dir() and not any(target.iterdir())))
+    try:
+        mem = _load(target, model, namespace, **overrides)
+    except BaseException:
+        if new:
+            _remove_new_space(target, existed)
+        raise
+    with mem:
+        try:
+            yield mem
+        except BaseException:
+            if new and _is_empty(mem):
+                mem.close()
+                _remove_new_space(target, existed)
+            raise
+
+
+def _is_empty(mem: Memory) -> bool:
+    try:
+        return mem.stats().memories == 0
+    except Exception:  # noqa: BLE001 - a space we cannot read back is not removed
+        return False
+
+
+def _remove_new_space(target: Path, existed: bool) -> None:
+    """Remove what this command created: the folder, or only its contents if it was there."""
+    if not existed:
+        shutil.rmtree(target, ignore_errors=True)
+    elif target.is_dir():
+        for child in target.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _load(target: Path, model: str | None, namespace: str | None, **overrides: Any) -> Memory:
     from transformers.utils import logging as hf_logging
 
     from msa_agent.memory import Memory
-    from msa_agent.store import SpaceNotFoundError
 
-    if not create and not Memory.exists(space_path(path)):
-        raise SpaceNotFoundError(f"no memory space at {space_path(path)}; create one with "
-                                 "`msa init` or pass --path")
     hf_logging.disable_progress_bar()
     console = err_console()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with console.status("opening memory (loading the model)..."):
-            mem = Memory.open(space_path(path), model=model, namespace=namespace or "default",
+            mem = Memory.open(target, model=model, namespace=namespace or "default",
                               **overrides)
     for w in caught:
         if w.category.__name__ == "RoutingQualityWarning":
             console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
-    with mem:
-        yield mem
-
-
+    return mem
 def record_dict(obj: Any) -> dict[str, Any]:
     """A pydantic result as JSON-ready data."""
     return obj.model_dump(mode="json")
@@ -120,6 +196,13 @@ def preview(text: str, width: int = 70) -> str:
     """One line of at most ``width`` characters."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def source_of(metadata: Mapping[str, Any], width: int = 28) -> str:
+    """Where a memory came from (its ``source`` metadata: the file ``msa ingest`` read, or
+    ``stdin``), cut from the left to ``width`` characters so the file name stays visible."""
+    source = str(metadata.get("source") or "")
+    return source if len(source) <= width else "…" + source[-(width - 1):]
 
 
 class MsaGroup(TyperGroup):
@@ -151,9 +234,20 @@ def _report(e: Exception) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from msa_agent import __version__
+
+        typer.echo(f"msa-agent {__version__}")
+        raise typer.Exit()
+
+
 def root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True,
+                                 callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     """msa-agent: lifelong memory for LLM agents, built on Memory Sparse Attention."""
     ctx.meta["msa_debug"] = debug

@@ -8,7 +8,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -91,6 +90,8 @@ def _describe(space: Space) -> list[Check]:
 
 
 def _read_arrays(space: Space) -> list[Check]:
+    import numpy as np
+
     live = space.live_chunks()
     out = []
     for name in space.arrays:

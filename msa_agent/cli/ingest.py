@@ -1,13 +1,20 @@
-"""``msa ingest``: files, folders, chat logs and stdin into memories, in batches."""
+"""``msa ingest``: files, folders, chat logs, PDFs and stdin into memories, in batches."""
 
 from __future__ import annotations
 
+import codecs
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.progress import Progress, TaskID, TextColumn
 
 from msa_agent.cli.common import (
+    CliError,
     err_console,
     open_memory,
     out_console,
@@ -16,7 +23,7 @@ from msa_agent.cli.common import (
     progress_bar,
 )
 from msa_agent.cli.options import JsonOpt, MetaOpt, ModelOpt, NamespaceOpt, PathOpt
-from msa_agent.cli.sources import Skipped, collect, read_item
+from msa_agent.cli.sources import DEFAULT_INCLUDE, Skipped, collect, read_item
 from msa_agent.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -26,11 +33,13 @@ Batch = list[tuple[str, dict[str, Any]]]  # (source, remember_many item)
 
 BATCH_FILES = 32
 BATCH_CHARS = 200_000
+BATCH_SECONDS = 0.5  # a batch grows while it encodes faster than this, so the bar moves often
 
 
 def ingest(
     paths: Annotated[list[str], typer.Argument(
-        help="Files, folders (recursive) or - for stdin. .jsonl files are chat sessions.")],
+        help="Files, folders (recursive) or - for stdin. .jsonl files are chat sessions, "
+             ".pdf files give their text.")],
     path: PathOpt = None,
     model: ModelOpt = None,
     kind: Annotated[str | None, typer.Option(
@@ -39,51 +48,101 @@ def ingest(
     meta: MetaOpt = None,
     include: Annotated[list[str] | None, typer.Option(
         help="Glob of files to take from folders (default: *.md *.markdown *.txt *.rst "
-             "*.jsonl). Repeatable.")] = None,
+             "*.jsonl *.pdf). Repeatable.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(
         help="Glob of files to leave out of folders. Repeatable.")] = None,
+    encoding: Annotated[str, typer.Option(
+        help="Text encoding of the files, e.g. latin-1 (a file that does not decode is "
+             "skipped and named).")] = "utf-8",
     json_: JsonOpt = False,
 ) -> None:
-    """Remember files, folders, .jsonl chat sessions or stdin; unreadable files are skipped."""
+    """Remember files, folders, .jsonl chat sessions, PDFs or stdin; unreadable files are
+    skipped. Paths are checked before the model loads: a missing one changes nothing."""
     metadata = parse_pairs(meta, "--meta")
-    sources, skipped = collect(paths, include, exclude)
-    ids: dict[str, str] = {}
-    with open_memory(path, model=model, namespace=namespace, create=True) as mem, \
-            progress_bar() as bar:
-        task = bar.add_task("ingesting", total=len(sources))
-        for batch, bad in _batches(sources, kind, metadata):
-            skipped += bad
-            ids.update(_remember(mem, batch, skipped))
-            bar.advance(task, len(batch) + len(bad))
-    _report(ids, skipped, json_)
-    if not ids and skipped:
-        raise typer.Exit(1)
+    sources = _sources(paths, include, exclude, encoding)
+    with open_memory(path, model=model, namespace=namespace, create=True) as mem:
+        run = Run(mem, kind, metadata, encoding)
+        run.ingest_all(sources)
+        if not run.ids and run.skipped:  # inside the block: a space made for this is removed
+            _report(run, json_)
+            raise typer.Exit(1)
+    _report(run, json_)
 
 
-def _batches(sources: list[str], kind: str | None,
-             metadata: dict[str, Any]) -> Iterator[tuple[Batch, list[Skipped]]]:
-    """Yield ``([(source, item)], [Skipped])`` groups of at most BATCH_FILES / BATCH_CHARS."""
-    batch: Batch = []
-    bad: list[Skipped] = []
-    chars = 0
-    for src in sources:
-        item = read_item(src, kind, metadata)
-        if isinstance(item, Skipped):
-            bad.append(item)
-        else:
+def _sources(paths: list[str], include: list[str] | None, exclude: list[str] | None,
+             encoding: str) -> list[str]:
+    """The files to read; a missing path, an unknown encoding or nothing to read is refused."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInputError(f"--encoding: unknown encoding {encoding!r}") from None
+    sources, missing = collect(paths, include, exclude)
+    if missing:
+        raise CliError("no such file or folder: " + ", ".join(m.source for m in missing))
+    if not sources:
+        globs = " ".join(include or DEFAULT_INCLUDE)
+        raise CliError(f"nothing to ingest in {', '.join(paths)} (no files matching {globs})")
+    return sources
+
+
+@dataclass
+class Run:
+    """One ingest: reads files, stores them in paced batches, shows per-file progress."""
+
+    mem: Memory
+    kind: str | None
+    metadata: dict[str, Any]
+    encoding: str
+    ids: dict[str, str] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    size: int = 1  # files in the next batch
+    tokens: int = 0
+
+    def ingest_all(self, sources: list[str]) -> None:
+        start = self.mem.stats().tokens
+        rate = TextColumn("{task.fields[rate]}")
+        with progress_bar(rate) as bar:
+            task = bar.add_task("ingesting", total=len(sources), rate="")
+            t0 = time.perf_counter()
+            for batch in self._batches(sources, bar, task):
+                self._store(batch)
+                self.tokens = self.mem.stats().tokens - start
+                per_s = self.tokens / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=len(batch), rate=f"{per_s:,.0f} tok/s")
+            bar.update(task, description="ingesting")
+
+    def _batches(self, sources: list[str], bar: Progress, task: TaskID) -> Iterator[Batch]:
+        """Read files one by one; yield groups of ``size`` files (or BATCH_CHARS), paced."""
+        batch: Batch = []
+        chars = 0
+        for src in sources:
+            bar.update(task, description=f"ingesting {escape(Path(src).name[:30])}")
+            item = read_item(src, self.kind, self.metadata, self.encoding)
+            if isinstance(item, Skipped):
+                self.skipped.append(item)
+                bar.advance(task)
+                continue
             batch.append((src, item))
             chars += len(item["text"])
-        if len(batch) >= BATCH_FILES or chars >= BATCH_CHARS:
-            yield batch, bad
-            batch, bad, chars = [], [], 0
-    if batch or bad:
-        yield batch, bad
+            if len(batch) >= self.size or chars >= BATCH_CHARS:
+                yield batch
+                batch, chars = [], 0
+        if batch:
+            yield batch
+
+    def _store(self, batch: Batch) -> None:
+        """One ``remember_many`` call (retried file by file if refused); adapts the size."""
+        started = time.perf_counter()
+        self.ids.update(_remember(self.mem, batch, self.skipped))
+        took = time.perf_counter() - started
+        if took < BATCH_SECONDS / 2:
+            self.size = min(2 * self.size, BATCH_FILES)
+        elif took > BATCH_SECONDS:
+            self.size = max(1, self.size // 2)
 
 
 def _remember(mem: Memory, batch: Batch, skipped: list[Skipped]) -> dict[str, str]:
     """One ``remember_many`` call; if the batch is refused, retry file by file."""
-    if not batch:
-        return {}
     try:
         return dict(zip([s for s, _ in batch], mem.remember_many([i for _, i in batch])))
     except InvalidInputError:
@@ -96,12 +155,15 @@ def _remember(mem: Memory, batch: Batch, skipped: list[Skipped]) -> dict[str, st
         return out
 
 
-def _report(ids: dict[str, str], skipped: list[Skipped], json_: bool) -> None:
+def _report(run: Run, json_: bool) -> None:
     if json_:
-        print_json({"ingested": [{"source": s, "id": i} for s, i in ids.items()],
-                    "skipped": [{"source": s.source, "reason": s.reason} for s in skipped]})
+        print_json({"ingested": [{"source": s, "id": i} for s, i in run.ids.items()],
+                    "skipped": [{"source": s.source, "reason": s.reason} for s in run.skipped],
+                    "tokens": run.tokens})
         return
     err = err_console()
-    for s in skipped:
-        err.print(f"[yellow]skipped[/] {s.source}: {s.reason}", highlight=False, soft_wrap=True)
-    out_console().print(f"ingested {len(ids)} source(s), skipped {len(skipped)}")
+    for s in run.skipped:
+        err.print(f"[yellow]skipped[/] {escape(s.source)}: {escape(s.reason)}", highlight=False,
+                  soft_wrap=True)
+    out_console().print(f"ingested {len(run.ids)} source(s), skipped {len(run.skipped)} "
+                        f"({run.tokens:,} tokens)")

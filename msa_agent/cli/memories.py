@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from msa_agent.cli.common import (
@@ -15,12 +16,14 @@ from msa_agent.cli.common import (
     preview,
     print_json,
     record_dict,
+    require_text,
+    source_of,
 )
 from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
-from msa_agent.types import MemoryRecord, RecallHit
 
 if TYPE_CHECKING:
     from msa_agent.memory import Memory
+    from msa_agent.types import MemoryRecord, RecallHit
 
 
 def recall(
@@ -35,6 +38,7 @@ def recall(
     json_: JsonOpt = False,
 ) -> None:
     """The memories MSA routing scores highest for QUERY, best first."""
+    require_text(query, "query")
     filters = as_mapping(parse_pairs(where, "--where"))
     rounds = parse_hops(hops)
     with open_memory(path, namespace=namespace) as mem:
@@ -59,12 +63,13 @@ def _hits_table(query: str, hits: list[RecallHit], explain: bool) -> Table:
     table.add_column("score", justify="right")
     table.add_column("id", no_wrap=True, min_width=32)
     table.add_column("kind")
+    table.add_column("source")
     table.add_column("memory")
     for h in hits:
-        text = preview(h.text)
+        text = escape(preview(h.text))
         if explain and h.explanation is not None:
-            text += f"\n[dim]matched: {preview(h.explanation.best_chunk_text, 60)}[/]"
-        table.add_row(f"{h.score:.3f}", h.id, h.kind, text)
+            text += f"\n[dim]matched: {escape(preview(h.explanation.best_chunk_text, 60))}[/]"
+        table.add_row(f"{h.score:.3f}", h.id, h.kind, escape(source_of(h.metadata)), text)
     return table
 
 
@@ -92,9 +97,11 @@ def _records_table(rows: list[MemoryRecord]) -> Table:
     table.add_column("id", no_wrap=True, min_width=32)
     table.add_column("kind")
     table.add_column("created", no_wrap=True)
+    table.add_column("source")
     table.add_column("memory")
     for r in rows:
-        table.add_row(r.id, r.kind, r.created_at.strftime("%Y-%m-%d"), preview(r.text, 50))
+        table.add_row(r.id, r.kind, r.created_at.strftime("%Y-%m-%d"),
+                      escape(source_of(r.metadata)), escape(preview(r.text, 50)))
     return table
 
 

