@@ -93,7 +93,7 @@ def _evidence(answer: Answer) -> Table:
     table.add_column("round", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id", no_wrap=True, min_width=32)
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     table.add_column("memory")
     for r in answer.rounds:
         for h in r.memories:

@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -198,11 +198,12 @@ def preview(text: str, width: int = 70) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def source_of(metadata: Mapping[str, Any], width: int = 28) -> str:
-    """Where a memory came from (its ``source`` metadata: the file ``msa ingest`` read, or
-    ``stdin``), cut from the left to ``width`` characters so the file name stays visible."""
-    source = str(metadata.get("source") or "")
-    return source if len(source) <= width else "…" + source[-(width - 1):]
+def source_of(metadata: Mapping[str, Any], width: int = 24) -> str:
+    """Where a memory came from, for a table: the file name of its ``source`` metadata (what
+    ``msa ingest`` stores: the path read, or ``stdin``), its end kept if longer than ``width``.
+    The full path is in ``msa show`` and ``--json``."""
+    name = PurePath(str(metadata.get("source") or "")).name
+    return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
 class MsaGroup(TyperGroup):

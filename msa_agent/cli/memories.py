@@ -63,7 +63,7 @@ def _hits_table(query: str, hits: list[RecallHit], explain: bool) -> Table:
     table.add_column("score", justify="right")
     table.add_column("id", no_wrap=True, min_width=32)
     table.add_column("kind")
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     table.add_column("memory")
     for h in hits:
         text = escape(preview(h.text))
@@ -97,7 +97,7 @@ def _records_table(rows: list[MemoryRecord]) -> Table:
     table.add_column("id", no_wrap=True, min_width=32)
     table.add_column("kind")
     table.add_column("created", no_wrap=True)
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     table.add_column("memory")
     for r in rows:
         table.add_row(r.id, r.kind, r.created_at.strftime("%Y-%m-%d"),

@@ -81,6 +81,7 @@ def test_ingest_200_files_shows_progress(msa, tmp_path: Path) -> None:
     (folder / "zz-unreadable.txt").write_bytes(b"\x00\x01\x02")
     result = msa("ingest", str(folder))
     assert "ingesting" in result.stderr and "201/201" in result.stderr
+    assert "tok/s" in result.stderr
     assert "zz-unreadable.txt: binary file" in result.stderr
     assert msa.json("stats")["memories"] == 200
 
