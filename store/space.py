@@ -179,6 +179,7 @@ class Space:
             meta.upgrade()  # an older space gets its lexical index built from its rows
             remove_stray_dirs(path, info.arrays_dir)
             clean_stale(path)  # scratch of a killed import/export (we hold the lock)
+            clean_stale(path.parent)  # and of a killed create of this (or a sibling) space
             space._apply_wipes()
         return space
 

@@ -1,7 +1,8 @@
 """Hostile bundles (issue 16): each is refused with our error before the space changes.
 
-Most tests run at the bundle layer on a plain ``Space`` (no model): ``import_into`` does what
-``Engine.import_bundle`` does. Fuzzing (hypothesis) damages a real exported bundle."""
+Most tests run at the bundle layer on a plain ``Space`` (no model): ``import_into``
+(bundle_helpers.py) does what ``Engine.import_bundle`` does. Fuzzing (hypothesis) damages
+a real exported bundle."""
 
 from __future__ import annotations
 
@@ -14,46 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_helpers import FP, SPECS, import_into, make_space
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msa_agent.errors import InvalidInputError, MsaError
 from msa_agent.runtime import bundle, bundle_check
-from msa_agent.store import ArraySpec, NewMemory, Space
+from msa_agent.store import Space
 from msa_agent.store.scratch import PREFIX
-
-SPECS = [ArraySpec("route_k", "chunk", (2, 3), rows_per_chunk=4),
-         ArraySpec("full_k", "token", (3,), dtype="float32", rows_per_chunk=16)]
-FP = {"model": "tiny"}
-
-
-def _rows(m: NewMemory, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {s.name: rng.standard_normal((m.n_chunks if s.unit == "chunk" else m.n_tokens,
-                                         *s.row_shape)).astype(s.dtype) for s in SPECS}
-
-
-def make_space(path: Path, n: int = 5, namespaces: tuple[str, ...] = ("a", "b")) -> Space:
-    space = Space.create(path, FP, SPECS, durable=False)
-    mems = [NewMemory(text=f"memory {i} marker{i}", namespace=namespaces[i % len(namespaces)],
-                      metadata={"i": i}, n_chunks=i % 3 + 1, n_tokens=i % 4 + 2)
-            for i in range(n)]
-    space.add(mems, [_rows(m, i) for i, m in enumerate(mems)])
-    return space
-
-
-def import_into(space: Space, src: Path, namespace: str | None = None) -> int:
-    """What ``Engine.import_bundle`` does, minus the model: returns memories added."""
-    manifest = bundle.read_manifest(src)
-    bundle.check_compatible(manifest, space)
-    done = 0
-    with bundle.memory_batches(src, manifest, space.path, namespace) as batches:
-        space.set_setting("touched", True)  # the engine's first write happens only here
-        for memories, rows in batches:
-            present = {m.id for m in space.get_many([m.id or "" for m in memories])}
-            keep = [i for i, m in enumerate(memories) if m.id not in present]
-            done += len(space.add([memories[i] for i in keep], [rows[i] for i in keep]))
-    return done
 
 
 def snapshot(space: Space) -> tuple:

@@ -35,7 +35,6 @@ import numpy as np
 
 from msa_agent.errors import InvalidInputError
 from msa_agent.runtime import bundle_check as check
-from msa_agent.runtime.answer import POOLED_K_SETTING
 from msa_agent.runtime.bundle_check import (
     FIELDS,
     FORMAT,
@@ -193,6 +192,7 @@ def _check_finite(name: str, batch: Sequence[StoredMemory], rows: list[np.ndarra
 def _manifest(space: Space, router_id: str | None, live: list[StoredMemory],
               files: dict[str, str]) -> dict[str, Any]:
     from msa_agent import __version__
+    from msa_agent.runtime.answer import POOLED_K_SETTING  # here: importing it loads torch
 
     return {
         "format": FORMAT, "version": VERSION, "msa_agent_version": __version__,
