@@ -164,3 +164,21 @@ def test_hub_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatc
     for var in hub._PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
     assert not hub._hub_reachable("http://127.0.0.1:9", timeout=0.5)
+
+
+def test_startup_script_records_medians_and_exit_codes(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    from msa_agent.bench import cli_startup
+
+    rows = cli_startup.commands(tmp_path)
+    labels = [label for label, _, _ in rows]
+    assert labels[:5] == ["python -c pass", "msa --help", "msa --version",
+                          "msa recall '' --path x", "msa stats --path nope"]
+    monkeypatch.setattr(cli_startup, "commands", lambda scratch: [
+        ("ok", [sys.executable, "-c", "pass"], {}),
+        ("refused", [sys.executable, "-c", "raise SystemExit(3)"], {})])
+    measured = cli_startup.measure(runs=3)
+    assert [(r["command"], len(r["runs_s"]), r["exit_codes"]) for r in measured] == \
+        [("ok", 3, [0]), ("refused", 3, [3])]
+    assert all(r["median_s"] == sorted(r["runs_s"])[1] for r in measured)
+    assert "| `refused` |" in cli_startup.table(measured)
