@@ -31,8 +31,9 @@ def require_fetchable(model: str | None) -> None:
     try:
         if isinstance(try_to_load_from_cache(model, "config.json"), str):
             return
-    except ValueError:  # not a repo id: from_pretrained says what is wrong with it
-        return
+    except ValueError:  # HFValidationError: neither a folder nor a possible Hub id
+        raise ModelLoadError(f"model {model!r} is neither a local folder nor a Hugging Face "
+                             "Hub id (org/name)") from None
     if constants.HF_HUB_OFFLINE or not _hub_reachable(constants.ENDPOINT):
         raise ModelLoadError(
             f"model {model!r} is neither a local folder nor in the Hugging Face cache "

@@ -139,6 +139,8 @@ def test_require_fetchable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         hub.require_fetchable(fine)
     with pytest.raises(ModelLoadError, match="org/other"):
         hub.require_fetchable("org/other")
+    with pytest.raises(ModelLoadError, match="neither a local folder nor a Hugging Face Hub id"):
+        hub.require_fetchable(str(tmp_path / "typo-folder"))
     reachable["ok"] = True
     hub.require_fetchable("org/other")  # online: the Hub client fetches it
     monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
