@@ -139,8 +139,8 @@ def open_memory(path: Path | None, model: str | None = None, namespace: str | No
     try:
         mem = _load(target, model, namespace, **overrides)
     except BaseException:
-        if new:
-            _remove_new_space(target, existed)
+        if create and not existed:
+            _drop_failed_open(target)
         raise
     with mem:
         try:
@@ -157,6 +157,22 @@ def _is_empty(mem: Memory) -> bool:
         return mem.stats().memories == 0
     except Exception:  # noqa: BLE001 - a space we cannot read back is not removed
         return False
+
+
+def _drop_failed_open(target: Path) -> None:
+    """After an open that failed, remove a space left at ``target`` (which was not there
+    before) if it holds no memory and no other process has it open; else leave it."""
+    from msa_agent.store import Space
+
+    if not target.exists():
+        return
+    try:
+        with Space.open(target) as space:
+            empty = space.stats()["memories"] == 0
+    except Exception:  # noqa: BLE001 - not a space, or in use by another process: leave it
+        return
+    if empty:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def _remove_new_space(target: Path, existed: bool) -> None:
@@ -187,6 +203,8 @@ def _load(target: Path, model: str | None, namespace: str | None, **overrides: A
         if w.category.__name__ == "RoutingQualityWarning":
             console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
     return mem
+
+
 def record_dict(obj: Any) -> dict[str, Any]:
     """A pydantic result as JSON-ready data."""
     return obj.model_dump(mode="json")

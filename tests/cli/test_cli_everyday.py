@@ -148,3 +148,19 @@ def test_ingest_batches_are_paced_per_file(monkeypatch: pytest.MonkeyPatch, tmp_
     run = ingest.Run(mem, None, {}, "utf-8")  # type: ignore[arg-type]
     run.ingest_all(files)
     assert mem.batches == sizes and len(run.ids) == 70 and run.tokens == 700
+
+
+def test_a_failed_open_removes_only_an_empty_space(msa, tmp_path: Path) -> None:
+    from msa_agent.cli.common import _drop_failed_open
+
+    other = tmp_path / "not-a-space"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    _drop_failed_open(other)  # not a space: left alone
+    assert (other / "notes.txt").exists()
+    msa("ingest", "-", input="keep me")
+    _drop_failed_open(msa.space)  # holds a memory: kept
+    assert msa.json("stats")["memories"] == 1
+    msa("forget", "--where", "kind=document", "--yes")
+    _drop_failed_open(msa.space)  # empty: removed
+    assert not msa.space.exists()
