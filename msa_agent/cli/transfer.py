@@ -47,6 +47,8 @@ def import_(
     A new space is created with the bundle's model and layout unless --model says otherwise;
     the bundle is checked first, and a space made for it is removed if the import fails.
     """
+    if not src.exists():  # refused before the SDK (and torch) is imported
+        raise InvalidInputError(f"no bundle at {src}")
     from msa_agent.memory import Memory
 
     manifest = Memory.read_bundle(src)

@@ -66,6 +66,9 @@ def test_help_and_version_import_no_model_stack(args: list[str]) -> None:
     (["forget", "--where", "kind=x", "--yes", "--path", "nope"], 1, "no memory space"),
     (["ingest", "/missing/folder", "--path", "typo"], 1,
      "error: no such file or folder: /missing/folder"),
+    (["import", "/missing/bundle.zip", "--path", "typo"], 2, "error: no bundle at /missing"),
+    (["init", "--model", "./no/such/folder", "--path", "typo"], 1,
+     "is neither a local folder nor a Hugging Face Hub id"),
 ])
 def test_bad_input_is_refused_before_the_model_loads(tmp_path: Path, args: list[str], code: int,
                                                      message: str) -> None:
