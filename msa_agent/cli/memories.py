@@ -121,7 +121,7 @@ def show(
     table.add_column(overflow="fold")
     for key, value in record_dict(record).items():
         if value not in (None, {}, ""):
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
     out_console().print(table)
 
 

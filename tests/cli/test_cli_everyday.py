@@ -45,7 +45,9 @@ def make_pdf(text: str) -> bytes:
 
 def test_tables_show_the_source(msa, docs: Path) -> None:
     msa("ingest", str(docs))
-    msa("ingest", "-", input="standup moved to 10:00")
+    msa("ingest", "-", input="standup moved to 10:00 [bold]not markup[/]")
+    stdin_id = next(r["id"] for r in msa.json("ls") if r["metadata"]["source"] == "stdin")
+    assert "[bold]not markup[/]" in msa("show", stdin_id).stdout  # text is not rich markup
     listed = msa("ls").stdout
     assert "source" in listed and "paris.md" in listed and "stdin" in listed
     recalled = msa("recall", "capital of France", "-k", "4").stdout
