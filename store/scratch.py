@@ -21,21 +21,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PREFIX = ".msa-tmp-"
+NEW_PREFIX = ".msa-new-"  # a scratch folder before its lock is taken: cleaners wait
 OWNER = ".owner"
 REF = ".ref"
-GRACE_S = 60.0  # a folder without an owner file yet is stale only after this long
+GRACE_S = 60.0  # an unlocked new folder (or one without owner file) is stale after this long
 
 
 @contextmanager
 def scratch_dir(parent: Path, tag: str) -> Iterator[Path]:
-    """A new, locked scratch folder under ``parent``; removed on exit (normal or raised)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{tag}-", dir=parent))
-    fd = os.open(path / OWNER, os.O_RDWR | os.O_CREAT, 0o600)
+    """A new, locked scratch folder under ``parent``; removed on exit (normal or raised).
+
+    It gets its ``PREFIX`` name only once locked (a rename), so a cleaner never sees it
+    between its creation and its lock."""
+    staging = Path(tempfile.mkdtemp(prefix=f"{NEW_PREFIX}{tag}-", dir=parent))
+    fd = os.open(staging / OWNER, os.O_RDWR | os.O_CREAT, 0o600)
+    path = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        path = parent / (PREFIX + staging.name[len(NEW_PREFIX):])
+        os.rename(staging, path)
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path or staging, ignore_errors=True)
         os.close(fd)
 
 
@@ -60,6 +67,10 @@ def clean_stale(parent: Path) -> int:
     if not parent.is_dir():
         return 0
     removed = 0
+    for p in sorted(parent.glob(f"{NEW_PREFIX}*")):
+        if p.is_dir() and not p.is_symlink() and time.time() - p.stat().st_mtime > GRACE_S:
+            shutil.rmtree(p, ignore_errors=True)  # its creator died before locking it
+            removed += 1
     for p in sorted(parent.glob(f"{PREFIX}*")):
         if p.is_file() and p.name.endswith(REF):
             target = Path(p.read_text(encoding="utf-8", errors="replace").strip())
@@ -78,7 +89,7 @@ def _remove_if_stale(path: Path) -> bool:
     owner = path / OWNER
     if not owner.exists():
         if time.time() - path.stat().st_mtime < GRACE_S:
-            return False  # its creator may be between mkdtemp and the lock
+            return False  # not made by scratch_dir; left alone for a while to be safe
         shutil.rmtree(path, ignore_errors=True)
         return True
     fd = os.open(owner, os.O_RDWR)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from msa_agent.errors import InvalidInputError, MsaError
 from msa_agent.runtime import bundle, bundle_check
-from msa_agent.store import Space
+from msa_agent.store import Space, StoreCorruptedError
 from msa_agent.store.scratch import PREFIX
 
 
@@ -88,6 +88,15 @@ def test_export_of_some_namespaces(source: Space, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="list of namespace"):
         bundle.export_space(source, None, tmp_path / "c", "b")  # a str is not a list
     assert not (tmp_path / "c").exists()
+
+
+def test_export_refuses_nonfinite_rows_on_disk(source: Space, tmp_path: Path) -> None:
+    """Rows damaged on disk are not shipped: the export names the memory, leaves nothing."""
+    m = source.find("a")[0]
+    source._store.write("route_k", m.chunk_start, np.full((1, 2, 3), np.inf, "float16"))
+    with pytest.raises(StoreCorruptedError, match=m.id):
+        bundle.export_space(source, None, tmp_path / "b.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 # ------------------------------------------------------------------------ manifest integrity
