@@ -63,7 +63,15 @@ def note(space_dir: Path | None, target: Path) -> Iterator[None]:
 
 def clean_stale(parent: Path) -> int:
     """Remove the scratch folders (and referenced ones) of ``parent`` that no live process
-    owns. Returns how many folders were removed."""
+    owns. Returns how many folders were removed. Best effort: a folder it cannot inspect or
+    remove (permissions, a read-only file system) is left, never an error."""
+    try:
+        return _clean(parent)
+    except OSError:
+        return 0
+
+
+def _clean(parent: Path) -> int:
     if not parent.is_dir():
         return 0
     removed = 0
@@ -84,6 +92,13 @@ def clean_stale(parent: Path) -> int:
 
 
 def _remove_if_stale(path: Path) -> bool:
+    try:
+        return _remove_if_unowned(path)
+    except OSError:
+        return False
+
+
+def _remove_if_unowned(path: Path) -> bool:
     if not path.is_dir() or path.is_symlink():
         return False
     owner = path / OWNER
