@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from msa_agent.config import RECALL_MODES, MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel
-from msa_agent.model.text import check_text
+from msa_agent.model.text import check_encodable, check_label, check_text
 from msa_agent.runtime.ask import answer_stream
 from msa_agent.runtime.bundle import ExportReport, ImportReport, Manifest, read_manifest
 from msa_agent.runtime.engine import Engine, NewDoc
@@ -105,6 +105,14 @@ class Memory:
         Each item is a text or a dict of :meth:`remember`'s arguments. Returns one id per item.
         Input is validated first: one bad item rejects the whole call and stores nothing.
         """
+        if isinstance(items, (str, bytes, bytearray, memoryview, Mapping)):
+            raise InvalidInputError(f"remember_many() takes a list of items, got one "
+                                    f"{type(items).__name__}: use remember(), or wrap it in [...]")
+        try:
+            items = iter(items)
+        except TypeError:
+            raise InvalidInputError(f"remember_many() takes a list of items, got "
+                                    f"{type(items).__name__}") from None
         docs = [self._doc(i, item) for i, item in enumerate(items)]
         return self._engine.add(docs) if docs else []
 
@@ -112,16 +120,23 @@ class Memory:
         spec = dict(item) if isinstance(item, Mapping) else {"text": item}
         unknown = set(spec) - ITEM_FIELDS
         if unknown:
-            raise InvalidInputError(f"item {index}: unknown fields {sorted(unknown)}")
+            raise InvalidInputError(f"item {index}: unknown fields {sorted(unknown, key=str)}")
         text = check_text(spec.get("text"), f"item {index} text")
-        kind = spec.get("kind") or "document"
-        if not isinstance(kind, str):
-            raise InvalidInputError(f"item {index}: kind must be a string")
-        at = spec.get("at")
+        kind = check_label("document" if spec.get("kind") is None else spec["kind"],
+                           f"item {index} kind")
+        if not kind:
+            raise InvalidInputError(f"item {index}: kind must be a non-empty string")
+        for name in ("namespace", "session_id", "user_id", "agent_id"):
+            if spec.get(name) is not None:
+                check_label(spec[name], f"item {index} {name}")
+        metadata, at = spec.get("metadata"), spec.get("at")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"item {index}: metadata must be a mapping, "
+                                    f"got {type(metadata).__name__}")
         if at is not None and not isinstance(at, datetime):
             raise InvalidInputError(f"item {index}: at must be a datetime, got {at!r}")
         return NewDoc(text=text, namespace=spec.get("namespace") or self.config.namespace,
-                      kind=kind, metadata=dict(spec.get("metadata") or {}),
+                      kind=kind, metadata=dict(metadata or {}),
                       session_id=spec.get("session_id"), user_id=spec.get("user_id"),
                       agent_id=spec.get("agent_id"), created_at=at)
 
@@ -138,8 +153,7 @@ class Memory:
         Returns the number of documents deleted. An unknown id raises
         :class:`UnknownMemoryError`.
         """
-        if not isinstance(all, bool):
-            raise InvalidInputError(f"all must be True or False, got {all!r}")
+        _flag("all", all)
         if (id is not None) + (where is not None) + all != 1:
             raise InvalidInputError("forget() takes exactly one of an id, where= or all=True")
         if where is not None and isinstance(where, Mapping) and not where:
@@ -158,8 +172,8 @@ class Memory:
     def _owned(self, id: object, namespace: str | None) -> StoredMemory:
         """The stored memory ``id`` of ``namespace`` (default: this memory's); the same
         :class:`UnknownMemoryError` whether it does not exist or lives in another namespace."""
-        if not isinstance(id, str) or not id:
-            raise InvalidInputError(f"id must be a non-empty string, got {id!r}")
+        if not check_label(id, "id"):
+            raise InvalidInputError("id must be a non-empty string")
         ns = self._namespace(namespace)
         m = self._engine.get(id)
         if m is None or m.namespace != ns:
@@ -187,6 +201,7 @@ class Memory:
         plus the matched chunk of the best new memory; hits record their ``round`` and ``via``.
         """
         k = self._checked(query, "query", k, hops)
+        _flag("explain", explain)
         mode = _recall_mode(routing)
         hits = self._engine.recall(query, k, self._scope(namespace, where, since, until), hops,
                                    mode=mode)
@@ -205,6 +220,7 @@ class Memory:
                since: datetime | None = None, until: datetime | None = None) -> Scope:
         if where is not None and not isinstance(where, Mapping):
             raise InvalidInputError(f"where must be a mapping, got {type(where).__name__}")
+        check_encodable(where, "where")
         Space.check_where(where)
         for name, t in (("since", since), ("until", until)):
             if t is not None and not isinstance(t, datetime):
@@ -213,9 +229,9 @@ class Memory:
 
     def _namespace(self, namespace: object) -> str:
         """``namespace``, or this memory's when None (or empty)."""
-        if namespace is not None and not isinstance(namespace, str):
-            raise InvalidInputError(f"namespace must be a string, got {namespace!r}")
-        return namespace or self.config.namespace
+        if namespace is None:
+            return self.config.namespace
+        return check_label(namespace, "namespace") or self.config.namespace
 
     def _explain(self, h: Recalled) -> Explanation:
         chunk = self._engine.chunk_text(h.memory.text, h.best_chunk)
@@ -238,9 +254,11 @@ class Memory:
         With ``stream=True`` an iterable of text pieces is returned; its ``.answer`` is set
         once it is exhausted. ``routing``: the recall channels, as :meth:`recall`.
         """
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) \
+                or max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
         k = self._checked(question, "question", k, hops)
+        _flag("stream", stream)
         result = answer_stream(self._engine, question, k, self._scope(namespace, where), hops,
                                read, max_new_tokens, _recall_mode(routing))
         return result if stream else result.collect()
@@ -266,6 +284,10 @@ class Memory:
              limit: int | None = 100, offset: int = 0,
              newest_first: bool = False) -> list[MemoryRecord]:
         """Memories of a namespace (default: the space's), oldest first unless asked."""
+        if limit is not None:
+            _non_negative("limit", limit)
+        _non_negative("offset", offset)
+        _flag("newest_first", newest_first)
         order = "-created_at" if newest_first else "created_at"
         scope = self._scope(namespace, where)
         rows = self._engine.find(scope.namespace, scope.where, limit=limit, offset=offset,
@@ -315,3 +337,13 @@ def _recall_mode(routing: str | None) -> str | None:
     if routing is not None and routing not in RECALL_MODES:
         raise InvalidInputError(f"routing must be one of {RECALL_MODES}, got {routing!r}")
     return routing
+
+
+def _non_negative(name: str, n: object) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise InvalidInputError(f"{name} must be a non-negative integer, got {n!r}")
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")

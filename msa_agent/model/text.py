@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +18,57 @@ class Piece:
     part: int
 
 
+# Longest text taken in one call (characters). The whole text is tokenised and encoded before
+# the one atomic write, so memory grows with it: ~4M characters is ~1M tokens, whose pooled
+# arrays alone are ~0.6 GB in float32 on SmolLM2 (40x that with keep_full_kv). Split longer
+# input yourself (e.g. per chapter) and pass the parts to ``remember_many``.
+MAX_TEXT_CHARS = 4_000_000
+
+
 def check_text(text: object, what: str = "text") -> str:
-    """Return ``text`` if it is non-empty, printable str; else raise InvalidInputError."""
+    """Return ``text`` if it is a non-empty, printable, UTF-8-encodable str of at most
+    ``MAX_TEXT_CHARS`` characters; else raise InvalidInputError (before any work is done)."""
     if isinstance(text, (bytes, bytearray, memoryview)):
         raise InvalidInputError(f"{what} must be str, got {type(text).__name__}: decode it first")
     if not isinstance(text, str):
         raise InvalidInputError(f"{what} must be str, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInputError(f"{what} has {len(text):,} characters, more than the "
+                                f"{MAX_TEXT_CHARS:,} taken at once: split it into parts")
     if not text.strip():
         raise InvalidInputError(f"{what} is empty")
     if "\x00" in text or _control_ratio(text) > 0.1:
         raise InvalidInputError(f"{what} looks binary (NUL or many control characters)")
+    check_encodable(text, what)
     return text
+
+
+def check_label(value: object, what: str) -> str:
+    """Return ``value`` if it is a str that encodes as UTF-8 (an id, a namespace, a kind...);
+    else raise InvalidInputError."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    check_encodable(value, what)
+    return value
+
+
+def check_encodable(value: object, what: str) -> None:
+    """Every str in ``value`` (a str, or mappings and lists of them, keys included) encodes
+    as UTF-8: a lone surrogate (e.g. from a bad decode) would fail deep in the store."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"{what} is not valid Unicode (character {exc.start}: "
+                                    f"{value[exc.start]!r}); decode its source with "
+                                    "errors='replace'") from None
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_encodable(k, f"{what} key")
+            check_encodable(v, f"{what}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_encodable(v, what)
 
 
 def _control_ratio(text: str) -> float:
