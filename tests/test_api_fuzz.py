@@ -128,3 +128,19 @@ def test_unencodable_or_too_long_text_is_refused_before_work(tmp_path: Path, tin
             with pytest.raises(InvalidInputError):
                 fn(bad)
         assert mem.stats().memories == 0
+
+
+def test_plugins_refuse_a_bad_filter_with_our_error(tmp_path: Path, tiny_pair) -> None:
+    """The LangChain/LangGraph plugins pass filters on: a string is our error, not an
+    AttributeError from deep inside."""
+    pytest.importorskip("langgraph")
+    from msa_agent.integrations import MsaRetriever, MsaStore
+
+    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:
+        store = MsaStore(mem)
+        store.put(("n",), "k", {"text": TEXTS[0]})
+        with pytest.raises(InvalidInputError, match="filter"):
+            store.search(("n",), filter="kind=note")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="where"):
+            MsaRetriever(memory=mem).invoke("capital", where="kind=note")
+        assert len(mem.list(namespace=store.encode(("n",)))) == 1

@@ -36,6 +36,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.memory import Memory
 from msa_agent.types import MemoryRecord
 
@@ -125,6 +126,8 @@ class MsaStore(BaseStore):
                     created_at=found.created_at, updated_at=found.updated_at)
 
     def _search(self, op: SearchOp) -> list[SearchItem]:
+        if op.filter is not None and not isinstance(op.filter, dict):
+            raise InvalidInputError(f"filter must be a dict, got {type(op.filter).__name__}")
         spaces = [ns for ns in self._namespaces() if ns[: len(op.namespace_prefix)]
                   == tuple(op.namespace_prefix)]
         items = [i for ns in spaces for i in self.latest_items(ns)
