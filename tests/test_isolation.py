@@ -127,3 +127,24 @@ def test_forget_refuses_an_empty_where_and_all_is_explicit(tmp_path: Path, tiny_
         assert mem.list() == [] and mem.get(other, namespace="B").id == other
         assert mem.forget(all=True, namespace="B") == 1
         assert mem.stats().memories == 0
+
+
+def test_cli_show_and_forget_by_id_are_namespaced(tmp_path: Path, tiny_pair) -> None:
+    """``msa show``/``msa forget`` by id look in ``--namespace`` (default: "default")."""
+    from typer.testing import CliRunner
+
+    from msa_agent.cli import app
+
+    model_dir = tmp_path / "model"
+    tiny_pair[0].save_pretrained(model_dir)
+    tiny_pair[1].save_pretrained(model_dir)
+    space = tmp_path / "m"
+    with Memory.open(space, model=str(model_dir)) as mem:
+        theirs = mem.remember(TEXTS[0], namespace="B")
+    run = CliRunner().invoke
+    base = ["--path", str(space)]
+    assert run(app, ["show", theirs, *base]).exit_code == 1  # unknown in "default"
+    assert run(app, ["forget", theirs, "--yes", *base]).exit_code == 1
+    shown = run(app, ["show", theirs, "--namespace", "B", "--json", *base])
+    assert shown.exit_code == 0 and TEXTS[0] in shown.stdout
+    assert run(app, ["forget", theirs, "--namespace", "B", "--yes", *base]).exit_code == 0

@@ -108,10 +108,11 @@ def _records_table(rows: list[MemoryRecord]) -> Table:
 def show(
     id: Annotated[str, typer.Argument(help="Memory id.")],
     path: PathOpt = None,
+    namespace: NamespaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Everything about one memory: text, metadata, scope, sizes."""
-    with open_memory(path) as mem:
+    """Everything about one memory of the namespace: text, metadata, scope, sizes."""
+    with open_memory(path, namespace=namespace) as mem:
         record = mem.get(id)
     if json_:
         print_json(record_dict(record))
