@@ -24,7 +24,7 @@ from msa_agent.runtime.interleave import Hops, max_rounds
 from msa_agent.runtime.results import Recalled, Scope, explanation, memory_record, recall_hit
 from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
-from msa_agent.store import Space, StoredMemory
+from msa_agent.store import Space, SpaceLockedError, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
@@ -53,14 +53,21 @@ class Memory:
         ``model``: an HF id or local path, a ``(model, tokenizer)`` pair you already hold, or
         None for the space's own model (the embedded SmolLM2-135M-Instruct for a new space).
         ``overrides`` are :class:`MemoryConfig` fields. A space is bound to one model: opening
-        it with another is refused (``FingerprintMismatchError``).
+        it with another is refused (``FingerprintMismatchError``). A space is opened by one
+        ``Memory`` at a time, in one process: another open, even only to recall, raises
+        ``SpaceLockedError`` until that one is closed (threads share the one ``Memory``).
         """
         try:
             cfg, explicit = resolve_config(config, namespace, overrides)
         except ValidationError as exc:  # the one translation: pydantic's error is not ours
             raise InvalidInputError(f"invalid memory settings: {exc}") from None
-        lm, cfg = resolve_model(Path(path), model, cfg, explicit)
-        return cls(Engine.open(path, lm, cfg), cfg)
+        try:
+            lm, cfg = resolve_model(Path(path), model, cfg, explicit)
+            return cls(Engine.open(path, lm, cfg), cfg)
+        except SpaceLockedError as exc:
+            raise SpaceLockedError(
+                f"{exc}: one Memory (one process) opens a space at a time, readers included; "
+                "close it there first") from None
 
     @staticmethod
     def exists(path: str | Path) -> bool:

@@ -3,6 +3,10 @@ would, and no call fails (issue 16: hooks on the shared model, generation outsid
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -143,3 +147,37 @@ def test_a_paused_stream_blocks_no_one(tmp_path: Path, tiny_pair) -> None:
         rest = "".join(pieces)
     assert stream.answer is not None
     assert stream.answer.text == want.text == (first + rest).strip()
+
+
+OTHER_PROCESS = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from msa_agent import Memory
+from msa_agent.errors import MsaError
+from msa_testing import make_llama, make_tokenizer
+try:
+    with Memory.open(sys.argv[1], model=(make_llama(), make_tokenizer()), chunk_size=8) as mem:
+        mem.recall("capital", k=1)
+    print(json.dumps({"opened": True}))
+except MsaError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def test_a_second_process_is_refused_clearly(tmp_path: Path, tiny_pair) -> None:
+    """While one process has the space open, another process's open (to recall) is refused
+    with ``SpaceLockedError``, one of our errors, that says what to do; nothing changes."""
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember("Paris is the capital of France.")
+        out = other_process(tmp_path / "m")
+        assert out["error"] == "SpaceLockedError"
+        assert "open for writing elsewhere" in out["message"] and "close it" in out["message"]
+        assert mem.stats().memories == 1  # the refused open changed nothing
+
+
+def other_process(space: Path) -> dict:
+    """Run ``OTHER_PROCESS`` on ``space`` in a fresh interpreter; its one-line JSON report."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(space)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
