@@ -77,10 +77,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs/results/cli-startup.json"))
     args = parser.parse_args()
+    load = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared: say how busy
     rows = measure(args.runs)
     doc = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                       "platform": platform.platform()},
+                       "platform": platform.platform(),
+                       "load_average_before": load},
            "runs": args.runs, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
