@@ -136,6 +136,7 @@ def test_require_fetchable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     (cache / "models--org--cached" / "refs").mkdir()
     (cache / "models--org--cached" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # whatever the CI sets
     reachable = {"ok": False}
     monkeypatch.setattr(hub, "_hub_reachable", lambda endpoint, timeout=1.0: reachable["ok"])
     for fine in (None, hub.DEFAULT_MODEL, str(tmp_path), "org/cached"):
