@@ -3,6 +3,7 @@ errors (``MsaError``), and a refused call changes nothing stored (issue 16)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,7 +91,10 @@ def call(mem: Memory, name: str, kwargs: dict[str, Any]) -> None:
         assert snapshot(mem) == before, f"refused {name} changed stored data"
 
 
-@settings(max_examples=60, deadline=None,
+EXAMPLES = 2 * int(os.environ.get("MSA_HYPOTHESIS_EXAMPLES", "30"))  # larger for one-off runs
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(seq=st.lists(calls(), min_size=1, max_size=6))
 def test_any_value_gives_our_error_or_works(tiny_llama, tokenizer, seq) -> None:  # noqa: ANN001

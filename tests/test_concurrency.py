@@ -21,6 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.Routin
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
 ROUNDS = 3  # each worker repeats its script this many times
+TRIALS = int(os.environ.get("MSA_THREAD_TRIALS", "1"))  # more for one-off runs
 
 
 def text(i: int) -> str:
@@ -105,7 +106,8 @@ def run_all(jobs: list[Callable[[], None]]) -> list[BaseException]:
     return errors
 
 
-def test_threads_store_what_one_thread_would(tmp_path: Path, tiny_pair) -> None:
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_threads_store_what_one_thread_would(tmp_path: Path, tiny_pair, trial: int) -> None:
     """Writers, an updater, readers and answerers (streamed and not) at once: no call raises,
     and every stored routing key equals, bit for bit, a single-threaded encoding of the same
     calls; the resident index holds exactly the live memories."""

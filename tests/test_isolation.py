@@ -3,6 +3,7 @@ which memory lives where (issue 16: ``get``/``forget`` by id reached other names
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def apply(mem: Memory, model: Model, op: tuple) -> None:
         assert seen <= model.ids_in(here)
 
 
-@settings(max_examples=30, deadline=None,
+EXAMPLES = int(os.environ.get("MSA_HYPOTHESIS_EXAMPLES", "30"))  # larger for one-off runs
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(OPS, min_size=1, max_size=14))
 def test_namespaces_never_cross(tiny_llama, tokenizer, ops) -> None:  # noqa: ANN001
