@@ -47,7 +47,9 @@ FLOORS = {
     "msa_agent.train": 3,
     # 4: the facade
     "msa_agent.memory": 4,
-    # 5: what users and benchmarks run, through the facade
+    # 5: what users and benchmarks run, through the facade (AsyncMemory: the facade's
+    # coroutines, each a Memory call in a worker thread)
+    "msa_agent.async_memory": 5,
     "msa_agent.cli": 5,
     "msa_agent.integrations": 5,
     "msa_agent.bench": 5,
