@@ -202,3 +202,27 @@ def check_same_ranking(kernel: RoutingIndex, torch_path: RoutingIndex,
         torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(exact.scores),
                                    atol=5e-3, rtol=0)
         assert got.best_chunk == exact.best_chunk and got.layer_scores == exact.layer_scores
+
+
+def test_remove_equals_an_index_built_without_them() -> None:
+    """Removing documents drops their rows at once: keys, chunk owners and rankings equal
+    those of an index that never held them (issue 16: dead rows stayed until reopen)."""
+    gen = torch.Generator().manual_seed(3)
+    docs = [torch.randn(int(torch.randint(1, 6, (1,), generator=gen)), 2, 2, 16, generator=gen)
+            for _ in range(60)]
+    ids, spaces = [f"m{i}" for i in range(60)], ["a" if i % 3 else "b" for i in range(60)]
+    gone = set(ids[::7]) | {"m5", "m6"}
+    index = RoutingIndex()
+    index.add(ids, spaces, docs)
+    index.remove(sorted(gone))
+    index.remove(["m5", "never-added"])  # already gone / unknown: nothing happens
+    live = [i for i in range(60) if ids[i] not in gone]
+    fresh = RoutingIndex()
+    fresh.add([ids[i] for i in live], [spaces[i] for i in live], [docs[i] for i in live])
+    assert index.rows == fresh.rows == sum(docs[i].shape[0] for i in live)
+    assert index.doc_ids == fresh.doc_ids and len(index) == len(live)
+    assert torch.equal(index.keys, fresh.keys) and torch.equal(index.chunk_doc, fresh.chunk_doc)
+    for t in (1, 4):
+        q = torch.randn(t, 2, 4, 16, generator=gen)
+        got, want = index.rank(q, 10, index.mask_for("a")), fresh.rank(q, 10, fresh.mask_for("a"))
+        assert got.docs == want.docs and got.best_chunk == want.best_chunk
