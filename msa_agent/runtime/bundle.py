@@ -113,7 +113,8 @@ def export_space(space: Space, router_id: str | None, dest: str | Path,
 def _namespace_list(namespaces: Sequence[str] | None) -> set[str] | None:
     if namespaces is None:
         return None
-    if isinstance(namespaces, str) or not all(isinstance(n, str) for n in namespaces):
+    if isinstance(namespaces, str) or not isinstance(namespaces, Sequence | set | frozenset) \
+            or not all(isinstance(n, str) for n in namespaces):
         raise InvalidInputError("namespaces must be a list of namespace names (or None)")
     return set(namespaces)
 
@@ -124,9 +125,22 @@ def _publish(src: Path, dest: Path) -> None:
         if src.is_dir():
             os.rename(src, dest)  # fails if dest is a non-empty folder
         else:
-            os.link(src, dest)  # fails if dest exists; the scratch copy goes with its folder
+            _link_or_rename(src, dest)
     except OSError as e:
         raise InvalidInputError(f"cannot write the bundle to {dest}: {e.strerror}") from None
+
+
+def _link_or_rename(src: Path, dest: Path) -> None:
+    """A hard link fails if ``dest`` exists (the scratch copy goes with its folder); where the
+    file system has no hard links, a rename after checking ``dest`` is free."""
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        raise
+    except OSError:
+        if dest.exists():
+            raise FileExistsError(17, "File exists", str(dest)) from None
+        os.rename(src, dest)
 
 
 def _write_folder(space: Space, router_id: str | None, live: list[StoredMemory], folder: Path,
