@@ -51,15 +51,16 @@ class MemoryConfig(BaseModel):
         "memory's text alone; what a model not trained for MSA reads best).",
     )
     kv_frame: Literal["bare", "chat"] = Field(
-        "bare", description="How keep_full_kv encodes a memory's per-token K/V: 'bare' (the text "
-        "alone, as the paper) or 'chat' (inside the chat frame that read='full' continues: the "
-        "system turn, the worked example and 'Memories:', so reading the K/V of one memory is "
-        "exactly prefilling that frame with its text; docs/answering.md).",
+        "chat", description="How keep_full_kv encodes a memory's per-token K/V: 'chat' (inside "
+        "the chat frame that read='full' continues: the system turn, the worked example and "
+        "'Memories:', so reading the K/V of one memory is exactly prefilling that frame with its "
+        "text; an extra forward per memory at ingest) or 'bare' (the text alone, as the paper; "
+        "MSA checkpoints). Chosen on validation: docs/answering.md.",
     )
     kv_positions: Literal["parallel", "sequential"] = Field(
-        "parallel", description="read='full' of a chat-framed space: every memory at the same "
-        "positions after the frame (parallel, the paper's layout) or one after another "
-        "(sequential).",
+        "sequential", description="read='full' of a chat-framed space: the memories one after "
+        "another after the frame, best last (sequential), or all at the same positions "
+        "(parallel, the paper's layout; MSA checkpoints). Chosen on validation.",
     )
     store_dtype: Literal["float16", "float32"] = "float16"
     routing: RoutingMode = Field(

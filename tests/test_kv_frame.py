@@ -82,7 +82,8 @@ def test_memories_follow_the_head_in_the_chosen_layout(tiny_pair, positions: str
 def test_routing_is_unchanged_and_the_frame_is_kept(tmp_path: Path, tiny_pair) -> None:
     """Routing keys come from the bare document in both frames; the head ids the K/V were
     encoded after are stored with the space; another frame cannot share the space."""
-    with Memory.open(tmp_path / "bare", model=tiny_pair, chunk_size=8, keep_full_kv=True) as b:
+    with Memory.open(tmp_path / "bare", model=tiny_pair, chunk_size=8, keep_full_kv=True,
+                     kv_frame="bare") as b:
         b.remember_many(FACTS)
         bare_keys = b._engine._space.read_all("route_k")[0]
         bare_full = b._engine._space.read_all("full_k")[0]
@@ -99,3 +100,21 @@ def test_routing_is_unchanged_and_the_frame_is_kept(tmp_path: Path, tiny_pair) -
         assert again.config.kv_frame == "chat"
     with pytest.raises(FingerprintMismatchError):
         Memory.open(tmp_path / "chat", model=tiny_pair, kv_frame="bare")
+
+
+def test_a_space_from_before_kv_frame_opens_bare(tmp_path: Path, tiny_pair) -> None:
+    """A stored config without kv_frame predates it: such a space was encoded bare, and
+    reopens bare (the new default, chat, would not match its K/V)."""
+    path = tmp_path / "old"
+    with Memory.open(path, model=tiny_pair, chunk_size=8, keep_full_kv=True,
+                     kv_frame="bare") as mem:
+        mem.remember_many(FACTS)
+        space = mem._engine._space
+        config = space.get_setting("config")
+        del config["kv_frame"]
+        space.set_setting("config", config)
+    with Memory.open(path, model=tiny_pair) as mem:
+        assert mem.config.kv_frame == "bare" and mem._engine.kv_frame is None
+        assert mem.answer(QUESTION, k=2, read="full", max_new_tokens=3).read == "full"
+    with Memory.open(tmp_path / "new", model=tiny_pair, keep_full_kv=True) as mem:
+        assert (mem.config.kv_frame, mem.config.kv_positions) == ("chat", "sequential")

@@ -100,8 +100,10 @@ class KVFrame:
     def read(self, model: Any, encode_head: Any, tokenizer: Any, question: str,
              fetched: Sequence[KV], full_layers: Sequence[int]
              ) -> tuple[MemoryKV, int, list[int]]:
-        """(memory K/V, start position, prompt ids) of a framed ``full`` read."""
+        """(memory K/V, start position, prompt ids) of a framed ``full`` read of ``fetched``
+        (best first; laid out best last in ``sequential``, as a text read orders them)."""
         if self._kv is None:
             self._kv = encode_head()
-        mkv, start = framed_kv(model, self._kv, fetched, full_layers, self.positions)
+        ordered = list(reversed(fetched)) if self.positions == "sequential" else list(fetched)
+        mkv, start = framed_kv(model, self._kv, ordered, full_layers, self.positions)
         return mkv, start, tail_ids(tokenizer, question)
