@@ -50,6 +50,18 @@ class MemoryConfig(BaseModel):
         "'all' (read='full' then attends to memory in every layer, exactly like prefilling each "
         "memory's text alone; what a model not trained for MSA reads best).",
     )
+    kv_frame: Literal["bare", "chat"] = Field(
+        "chat", description="How keep_full_kv encodes a memory's per-token K/V: 'chat' (inside "
+        "the chat frame that read='full' continues: the system turn, the worked example and "
+        "'Memories:', so reading the K/V of one memory is exactly prefilling that frame with its "
+        "text; an extra forward per memory at ingest) or 'bare' (the text alone, as the paper; "
+        "MSA checkpoints). Chosen on validation: docs/answering.md.",
+    )
+    kv_positions: Literal["parallel", "sequential"] = Field(
+        "sequential", description="read='full' of a chat-framed space: the memories one after "
+        "another after the frame, best last (sequential), or all at the same positions "
+        "(parallel, the paper's layout; MSA checkpoints). Chosen on validation.",
+    )
     store_dtype: Literal["float16", "float32"] = "float16"
     routing: RoutingMode = Field(
         "auto",
@@ -146,6 +158,7 @@ class SpaceLayout:
     keep_full_kv: bool = False
     full_kv_layers: str = "msa"
     max_doc_tokens: int = 512
+    kv_frame: str = "bare"
 
     @classmethod
     def of(cls, cfg: MemoryConfig) -> SpaceLayout:
@@ -168,4 +181,4 @@ class SpaceLayout:
 # How a space routes, stored with it and kept by later opens unless the caller sets them
 ROUTING_SETTINGS = ("routing", "router_path", "route_top_tokens")
 LAYOUT_FIELDS = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers",
-                 "max_doc_tokens")
+                 "max_doc_tokens", "kv_frame")

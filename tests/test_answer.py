@@ -39,7 +39,7 @@ def test_full_read_generates_what_a_manual_memory_forward_generates(
     """Memory K/V in every layer: through MSA layers = all, or full_kv_layers="all" with the
     default MSA layers (the upper half route; every layer reads)."""
     model, tok = tiny_pair
-    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, **layout) as mem:
+    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, kv_frame="bare", **layout) as mem:
         mem.remember_many(FACTS)
         ans = mem.answer("Alice?", k=3, read="full", max_new_tokens=6)
         hits = [m.text for r in ans.rounds for m in r.memories]

@@ -84,12 +84,16 @@ class Encoder:
         keep_full_kv: bool = False,
         full_layers: list[int] | None = None,
         batch_tokens: int = 8192,
+        kv_frame: Sequence[int] = (),
     ) -> None:
+        """``kv_frame``: token ids the full K/V are encoded after (a chat frame; empty = the
+        document alone). Routing keys and pooled K/V always come from the document alone."""
         self.lm, self.layers, self.chunk_size = lm, layers, chunk_size
         self.shape = ModelShape.of(lm.model)
         self.router, self.keep_full_kv, self.batch_tokens = router, keep_full_kv, batch_tokens
         # layers whose per-token K/V are kept (keep_full_kv): the MSA layers unless given
         self.full_layers = list(full_layers) if full_layers is not None else list(layers)
+        self.kv_frame = list(kv_frame)
         if router is not None and sorted(router.layer_ids) != sorted(layers):
             raise InvalidInputError(f"router covers layers {router.layer_ids}, space uses {layers}")
 
@@ -99,11 +103,28 @@ class Encoder:
         if any(len(d) == 0 for d in docs):
             raise InvalidInputError("cannot encode an empty document")
         out: list[EncodedDoc | None] = [None] * len(docs)
+        framed = self.keep_full_kv and bool(self.kv_frame)
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
-            taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"))
+            taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"),
+                                 self.layers if framed else None)
+            full = self._framed_full([docs[i] for i in batch]) if framed else None
             for row, i in enumerate(batch):
-                out[i] = self._pool(taps, row, len(docs[i]))
+                out[i] = self._pool(taps, row, len(docs[i]), full)
         return out  # type: ignore[return-value]
+
+    def _framed_full(self, docs: Sequence[Sequence[int]]) -> dict:
+        """Taps of the full layers' K/V over ``kv_frame + doc``, shifted so that row ``r``
+        position ``t`` is document token ``t`` (its K/V seen after the frame)."""
+        p = len(self.kv_frame)
+        taps = self._forward([[*self.kv_frame, *d] for d in docs], ("k", "v"), self.full_layers)
+        return {x: {i: t[:, p:] for i, t in taps[x].items()} for x in ("k", "v")}
+
+    @torch.inference_mode()
+    def frame_kv(self, layers: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-RoPE K and V ``[P, len(layers), Hkv, D]`` of ``kv_frame`` itself (what a
+        framed read puts before the memories), on the model's device."""
+        taps = self._forward([self.kv_frame], ("k", "v"), layers)
+        return tuple(torch.stack([taps[x][i][0] for i in layers], 1) for x in ("k", "v"))
 
     @torch.inference_mode()
     def query_vectors(self, ids: Sequence[int]) -> torch.Tensor:
@@ -132,8 +153,10 @@ class Encoder:
                 out[i] = (chunk_mean(h.float(), n, self.chunk_size) if pooled else h.float()).cpu()
         return out  # type: ignore[return-value]
 
-    def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...]) -> dict:
+    def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
+                 tap: Sequence[int] | None = None) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
+        ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook."""
@@ -146,7 +169,8 @@ class Encoder:
             mask[row, : len(d)] = 1
         device = self.lm.device
         inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-        tapped = sorted(set(self.layers) | (set(self.full_layers) if "k" in names else set()))
+        tapped = sorted(tap) if tap is not None else sorted(
+            set(self.layers) | (set(self.full_layers) if "k" in names else set()))
         with (model_lock(model), tap_layers(model, tapped, names) as taps,
               stop_after(model, max(tapped))):
             try:
@@ -156,7 +180,7 @@ class Encoder:
         assert len(decoder_layers(model)) > max(tapped)
         return taps
 
-    def _pool(self, taps: dict, row: int, n: int) -> EncodedDoc:
+    def _pool(self, taps: dict, row: int, n: int, framed: dict | None = None) -> EncodedDoc:
         k = torch.stack([taps["k"][i][row, :n] for i in self.layers], 1)  # [T, L, Hkv, D]
         v = torch.stack([taps["v"][i][row, :n] for i in self.layers], 1)
         if self.router is None:
@@ -166,7 +190,8 @@ class Encoder:
         p = self.chunk_size
         full = (None, None)
         if self.keep_full_kv:
-            full = tuple(torch.stack([taps[x][i][row, :n] for i in self.full_layers], 1).float()
+            src = framed if framed is not None else taps
+            full = tuple(torch.stack([src[x][i][row, :n] for i in self.full_layers], 1).float()
                          .cpu() for x in ("k", "v"))
         return EncodedDoc(
             n_tokens=n,

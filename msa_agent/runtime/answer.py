@@ -64,6 +64,17 @@ def prompt_ids(tokenizer: Any, question: str, memories: Sequence[str],
                system: str = SYSTEM, example: bool = False) -> list[int]:
     """Chat-formatted prompt (when the tokenizer has a template); memories inline if given.
     ``example``: a worked example turn (``EXAMPLE``) first, when there are memories."""
+    return _prompt(tokenizer, question, memories, system, example, tokenize=True)
+
+
+def prompt_text(tokenizer: Any, question: str, memories: Sequence[str],
+                system: str = SYSTEM, example: bool = False) -> str:
+    """:func:`prompt_ids` as text (special tokens written out), before tokenization."""
+    return _prompt(tokenizer, question, memories, system, example, tokenize=False)
+
+
+def _prompt(tokenizer: Any, question: str, memories: Sequence[str], system: str,
+            example: bool, tokenize: bool) -> Any:
     shots = [(_body(EXAMPLE[1], EXAMPLE[0]), EXAMPLE[2])] if example and memories else []
     body = _body(question, memories)
     if getattr(tokenizer, "chat_template", None):
@@ -72,10 +83,12 @@ def prompt_ids(tokenizer: Any, question: str, memories: Sequence[str],
             msgs += [{"role": "user", "content": asked},
                      {"role": "assistant", "content": answered}]
         msgs.append({"role": "user", "content": body})
-        return list(tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
-                                                  tokenize=True, return_dict=False))
+        out = tokenizer.apply_chat_template(msgs, add_generation_prompt=True,
+                                            tokenize=tokenize, return_dict=False)
+        return list(out) if tokenize else out
     lead = "".join(f"{asked}\nAnswer: {answered}\n\n" for asked, answered in shots)
-    return tokenizer(f"{system}\n{lead}{body}\nAnswer:")["input_ids"]
+    text = f"{system}\n{lead}{body}\nAnswer:"
+    return tokenizer(text)["input_ids"] if tokenize else text
 
 
 def dated(text: str, when: datetime | None) -> str:
@@ -179,6 +192,9 @@ class MemorySource(Protocol):
 
     def read_kv(self, kind: str, memories: Sequence[StoredMemory]) -> list[KV]: ...
 
+    def framed_read(self, question: str, memories: Sequence[StoredMemory]
+                    ) -> tuple[MemoryKV, int, list[int]] | None: ...
+
 
 class Reader:
     """Everything generation needs once routing is done: prompt, memory K/V, start position.
@@ -198,7 +214,11 @@ class Reader:
         self.start = 0
         self.memory_tokens = sum(m.n_tokens for m in memories) if read != "chunks" else sum(
             len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
-        if read == "full" and memories:
+        framed = engine.framed_read(question, memories) if read == "full" and memories \
+            else None
+        if framed is not None:  # chat-framed K/V: the frame's head, memories, then the tail
+            self.memory, self.start, self.prompt = framed
+        elif read == "full" and memories:
             fetched = engine.read_kv("full", memories)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)
         elif read == "pooled" and per_layer:

@@ -26,6 +26,7 @@ import torch
 
 from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError, RoutingQualityWarning
+from msa_agent.model.attention import MemoryKV
 from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint
 from msa_agent.model.router import Router
@@ -34,6 +35,7 @@ from msa_agent.model.text import split_text
 from msa_agent.runtime import bundle
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
+from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
 from msa_agent.runtime.reencode import original_ids, reencode_routing
 from msa_agent.runtime.residency import HostKVCache
@@ -46,6 +48,7 @@ __all__ = ["Engine", "NewDoc", "RoutingQualityWarning", "OWN_QK"]
 CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587 one by one
 CUDA_BATCH_TOKENS = 16384
 HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
+KV_FRAME_SETTING = "kv_frame_ids"  # the head token ids a chat-framed space encoded K/V after
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,12 @@ class Engine(Recall):
         self.shape = ModelShape.of(lm.model)
         self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
         self.full_layers = _full_layers(self.shape, self.layers, cfg)
+        framed = cfg.keep_full_kv and cfg.kv_frame == "chat"
+        self.kv_frame = KVFrame(head_ids(self.tokenizer), cfg.kv_positions) if framed else None
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
                                keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
-                               batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm))
+                               batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm),
+                               kv_frame=self.kv_frame.head if self.kv_frame else ())
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
@@ -127,6 +133,12 @@ class Engine(Recall):
         space, live = self._space, self._space.live_chunks()
         if space.get_setting(POOLED_K_SETTING) is None:
             space.set_setting(POOLED_K_SETTING, POOLED_K_ROPE)
+        if self.kv_frame is not None:  # the frame its K/V were encoded in, kept with it
+            head = space.get_setting(KV_FRAME_SETTING)
+            if head is None:
+                space.set_setting(KV_FRAME_SETTING, self.kv_frame.head)
+            else:
+                self.kv_frame.head = self.encoder.kv_frame = list(head)
         if live and space.get_setting("router_id") not in (None, self.router_id):
             self._reencode(live)
         space.set_setting("router_id", self.router_id)
@@ -298,6 +310,17 @@ class Engine(Recall):
         with self.lock:
             return self.kv_cache[kind].fetch(self._space, memories, self.lm.device)
 
+    def framed_read(self, question: str, memories: Sequence[StoredMemory]
+                    ) -> tuple[MemoryKV, int, list[int]] | None:
+        """A ``full`` read of a chat-framed space: (memory K/V, start, prompt ids); None for
+        a bare space (``msa_agent.runtime.kv_frame``)."""
+        if self.kv_frame is None:
+            return None
+        fetched = self.read_kv("full", memories)
+        every = list(range(self.shape.n_layers))
+        return self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
+                                  self.tokenizer, question, fetched, self.full_layers)
+
     @property
     def pooled_layout(self) -> str | None:
         """How pooled K were stored ("rope", or "pre-rope"/"mixed" for spaces that can't be
@@ -322,6 +345,8 @@ def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> 
           "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv}
     if cfg.keep_full_kv and cfg.full_kv_layers != "msa":
         fp["full_kv_layers"] = cfg.full_kv_layers
+    if cfg.keep_full_kv and cfg.kv_frame != "bare":
+        fp["kv_frame"] = cfg.kv_frame
     return fp
 
 

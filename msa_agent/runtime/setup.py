@@ -33,9 +33,11 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
             stored = existing.get_setting("config") or {}
     if "router_path" in explicit:  # naming a router overrides the space's stored routing
         explicit = explicit | {"routing"}
-    keep = {**SpaceLayout.from_json(stored).to_json(),
-            **{k: stored[k] for k in ROUTING_SETTINGS if k in stored}}
-    keep = {k: v for k, v in keep.items() if k in stored and k not in explicit}
+    # An existing space keeps its layout: a field its stored config lacks predates the field
+    # and takes SpaceLayout's default, what such spaces used (kv_frame "bare").
+    layout = SpaceLayout.from_json(stored).to_json() if stored else {}
+    keep = {**layout, **{k: stored[k] for k in ROUTING_SETTINGS if k in stored}}
+    keep = {k: v for k, v in keep.items() if k not in explicit}
     cfg = cfg.model_copy(update=keep)
     if isinstance(model, LoadedModel):
         return model, _held_dtype(model, cfg, explicit)
@@ -48,7 +50,10 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
     if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k, router layers, and
         # the rule its router was trained with: the paper's max over query tokens
         own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
-               "msa_layers": lm.msa.layers, "route_top_tokens": 1}
+               "msa_layers": lm.msa.layers, "route_top_tokens": 1,
+               "kv_positions": "parallel"}  # and the paper's K/V layout
+        if not stored:  # a new space; an existing one keeps its own frame
+            own["kv_frame"] = "bare"
         cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
     return lm, cfg
 

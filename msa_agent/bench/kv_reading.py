@@ -1,0 +1,127 @@
+"""Reading stored K/V against re-reading text, at equal retrieval (issue 14).
+
+    python -m msa_agent.bench.kv_reading --per-split 30 --split val --out kv-reading-val.json
+
+Remembers a quick task's memories (facts, sessions; those of the chosen questions'
+namespaces) once per K/V layout, in spaces under ``--work`` that keep per-token K/V in every
+layer (``full_kv_layers="all"``): bare documents (the paper's encoding) and the chat frame
+(``kv_frame="chat"``, ``msa_agent.runtime.kv_frame``). Routing keys come from the bare
+documents in both, so every space recalls the same memories. For each single-hop question
+the top 5 are recalled once and read in every variant with the embedded SmolLM2-135M-Instruct
+(greedy, 32 new tokens, ``bench.answers``' reader): re-read as text (``Memory.answer``'s
+frame), and as stored K/V (bare; chat, parallel; chat, sequential). Accuracy = the
+normalised gold answer inside the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from msa_agent.bench import metrics
+from msa_agent.bench.answers import MAX_NEW_TOKENS, default_reader, pick
+from msa_agent.bench.reading import summary
+from msa_agent.bench.tasks import build
+from msa_agent.bench.tasks.base import memory_time
+
+K = 5
+SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
+# variant -> (space, kv_positions); None = the text read
+VARIANTS: dict[str, tuple[str, str] | None] = {
+    "text (re-read)": None,
+    "full K/V, bare": ("bare", "parallel"),
+    "full K/V, chat, parallel": ("chat", "parallel"),
+    "full K/V, chat, sequential": ("chat", "sequential"),
+}
+
+
+def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> None:
+    from msa_agent import Memory
+
+    if (path / ".ingested").exists():
+        return
+    with Memory.open(path, lm, keep_full_kv=True, full_kv_layers="all", **frame) as mem:
+        mem.remember_many([{"text": m.text, "namespace": m.namespace, "kind": "session",
+                            "metadata": {"key": m.key}, "at": memory_time(m)} for m in items])
+    (path / ".ingested").touch()
+
+
+def kv_answer(mem: Any, positions: str, question: str, hits: list[Any]) -> tuple[str, int]:
+    """Greedy answer reading the hits' stored K/V, as ``Memory.answer(read="full")`` with
+    ``kv_positions=positions``."""
+    from msa_agent.runtime.answer import Reader, stop_ids
+    from msa_agent.runtime.generate import greedy
+
+    engine = mem._engine  # noqa: SLF001 - the dev script drives the runtime's own pieces
+    if engine.kv_frame is not None:
+        engine.kv_frame.positions = positions
+    with engine.lock:
+        r = Reader(engine, question, [h.memory for h in hits], "full")
+    model, tok = engine.lm.model, engine.tokenizer
+    out = list(greedy(model, r.prompt, MAX_NEW_TOKENS, stop_ids(model, tok), r.memory, r.start))
+    return tok.decode(out, skip_special_tokens=True).strip(), len(r.prompt)
+
+
+def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dict[str, Any]]:
+    from msa_agent import Memory
+    from msa_agent.runtime.results import Scope
+
+    reader = default_reader()
+    task = build(task_name, "quick")
+    single = [q for q in task.stages[-1].queries if q.hops == 1]
+    qs = [q for q in pick(single, per_split) if q.split == split]
+    items = [m for m in task.stages[-1].memories if m.namespace in {q.namespace for q in qs}]
+    for name, frame in SPACES.items():
+        remember(work / task_name / name, reader.lm, items, frame)
+    mems = {name: Memory.open(work / task_name / name, reader.lm) for name in SPACES}
+    out = []
+    try:
+        for q in qs:
+            found = {name: m._engine.recall(q.text, K, Scope(namespace=q.namespace), 1)  # noqa: SLF001
+                     for name, m in mems.items()}
+            ids = {tuple(h.memory.id for h in hits) for hits in found.values()}
+            hits = found["bare"]
+            for name, variant in VARIANTS.items():
+                if variant is None:
+                    prompt = reader.prompt(q.text, [h.memory.text for h in hits],
+                                           [h.memory.created_at for h in hits])
+                    text, n_prompt = reader.generate(prompt), len(prompt)
+                else:
+                    space, positions = variant
+                    text, n_prompt = kv_answer(mems[space], positions, q.text, found[space])
+                out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
+                            "answer": text, "gold": q.answer, "prompt_tokens": n_prompt,
+                            "same_retrieval": len(ids) == 1,
+                            "correct": metrics.answer_hit(text, q.answer or ""),
+                            "f1": metrics.token_f1(text, q.answer or "")})
+            print(q.qid, {o["variant"]: o["correct"] for o in out[-len(VARIANTS):]}, flush=True)
+    finally:
+        for m in mems.values():
+            m.close()
+    return out
+
+
+def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, reused."),
+         out: Path = typer.Option(Path("kv-reading-val.json")),
+         tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
+         per_split: int = typer.Option(30, help="single-hop questions per split"),
+         split: str = typer.Option("val", help="val to choose; test only to report a choice"),
+         ) -> None:
+    rows = [r for t in tasks for r in evaluate(t, work, per_split, split)]
+    table = summary(rows)
+    out.write_text(json.dumps({
+        "command": "python -m msa_agent.bench.kv_reading "
+                   + "".join(f"--task {t} " for t in tasks)
+                   + f"--per-split {per_split} --split {split}",
+        "split": split, "k": K, "summary": table,
+        "same_retrieval": all(r["same_retrieval"] for r in rows), "answers": rows}, indent=1))
+    for r in table:
+        print(f"{r['task']:9} {r['kind']:18} {r['variant']:28} n={r['n']:3} "
+              f"acc {r['accuracy']:.2f} F1 {r['f1']:.2f} prompt {r['prompt_tokens']:.0f}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,120 @@
+"""Chat-framed K/V (kv_frame="chat") on a tiny random model: a full read of one memory is
+exactly a prefill of the frame with the memory's text; layouts, storage and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msa_agent import Memory
+from msa_agent.errors import InvalidInputError
+from msa_agent.model.text import split_text
+from msa_agent.runtime.answer import Reader
+from msa_agent.runtime.engine import KV_FRAME_SETTING
+from msa_agent.runtime.generate import msa_attention
+from msa_agent.runtime.kv_frame import framed_kv, head_ids, tail_ids
+from msa_agent.store import FingerprintMismatchError
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+
+FACTS = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green tea."]
+QUESTION = "Where does Alice work?"
+
+
+def open_framed(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
+    settings = {"chunk_size": 8, "keep_full_kv": True, "full_kv_layers": "all",
+                "kv_frame": "chat", **kw}
+    return Memory.open(path, model=pair, **settings)
+
+
+def framed_logits(model, reader: Reader) -> torch.Tensor:  # noqa: ANN001
+    ids = torch.tensor([reader.prompt])
+    pos = torch.arange(reader.start, reader.start + ids.shape[1])[None]
+    with torch.inference_mode(), msa_attention(model):
+        return model(input_ids=ids, position_ids=pos, msa_memory=reader.memory).logits
+
+
+def test_full_read_of_one_memory_equals_prefilling_the_frame(tmp_path: Path, tiny_pair) -> None:
+    model, tok = tiny_pair
+    with open_framed(tmp_path / "m", tiny_pair) as mem:
+        mid = mem.remember(FACTS[0])
+        engine = mem._engine
+        reader = Reader(engine, QUESTION, [engine._space.get(mid)], "full")
+    head, tail = head_ids(tok), tail_ids(tok, QUESTION)
+    (doc,) = [p.ids for p in split_text(tok, FACTS[0], 512)]
+    assert reader.prompt == tail and reader.start == len(head) + len(doc)
+    with torch.inference_mode():
+        want = model(input_ids=torch.tensor([head + doc + tail])).logits[:, -len(tail):]
+    torch.testing.assert_close(framed_logits(model, reader), want, atol=2e-4, rtol=1e-3)
+
+
+def test_head_and_tail_frame_the_text_read(tokenizer) -> None:
+    """head + memory + tail is the text read of that one memory, less its list marker."""
+    from msa_agent.runtime.answer import SYSTEM, WORKED_EXAMPLE, prompt_text
+
+    text = prompt_text(tokenizer, QUESTION, ["Alice works for Acme."], SYSTEM, WORKED_EXAMPLE)
+    framed = tokenizer.decode(head_ids(tokenizer) + tokenizer("Alice works for Acme.",
+                              add_special_tokens=False)["input_ids"]
+                              + tail_ids(tokenizer, QUESTION), skip_special_tokens=False)
+    assert framed.replace("<s>", "").replace("</s>", "") == \
+        text.replace("[1] Alice", "Alice").replace("<s>", "").replace("</s>", "")
+
+
+@pytest.mark.parametrize("positions", ["parallel", "sequential"])
+def test_memories_follow_the_head_in_the_chosen_layout(tiny_pair, positions: str) -> None:
+    model, _ = tiny_pair
+    cfg = model.config
+    layers, hkv, d = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.hidden_size // \
+        cfg.num_attention_heads
+    head = (torch.randn(5, layers, hkv, d), torch.randn(5, layers, hkv, d))
+    docs = [(torch.randn(n, 2, hkv, d), torch.randn(n, 2, hkv, d)) for n in (3, 7)]
+    mkv, start = framed_kv(model, head, docs, [2, 3], positions)
+    assert start == (5 + 3 + 7 if positions == "sequential" else 5 + 7)
+    assert [mkv.k[i].shape[2] for i in range(layers)] == [5, 5, 15, 15]
+    torch.testing.assert_close(mkv.v[3][0, :, 5:8].transpose(0, 1), docs[0][1][:, 1])
+    with pytest.raises(InvalidInputError):
+        framed_kv(model, head, docs, [2, 3], "diagonal")
+
+
+def test_routing_is_unchanged_and_the_frame_is_kept(tmp_path: Path, tiny_pair) -> None:
+    """Routing keys come from the bare document in both frames; the head ids the K/V were
+    encoded after are stored with the space; another frame cannot share the space."""
+    with Memory.open(tmp_path / "bare", model=tiny_pair, chunk_size=8, keep_full_kv=True,
+                     kv_frame="bare") as b:
+        b.remember_many(FACTS)
+        bare_keys = b._engine._space.read_all("route_k")[0]
+        bare_full = b._engine._space.read_all("full_k")[0]
+    with open_framed(tmp_path / "chat", tiny_pair, full_kv_layers="msa") as c:
+        c.remember_many(FACTS)
+        chat_keys = c._engine._space.read_all("route_k")[0]
+        chat_full = c._engine._space.read_all("full_k")[0]
+        stored = c._engine._space.get_setting(KV_FRAME_SETTING)
+        assert c.answer(QUESTION, k=2, read="full", max_new_tokens=3).read == "full"
+    np.testing.assert_array_equal(bare_keys, chat_keys)
+    assert bare_full.shape == chat_full.shape and not np.array_equal(bare_full, chat_full)
+    assert stored == head_ids(tiny_pair[1])
+    with Memory.open(tmp_path / "chat", model=tiny_pair) as again:  # layout kept on reopen
+        assert again.config.kv_frame == "chat"
+    with pytest.raises(FingerprintMismatchError):
+        Memory.open(tmp_path / "chat", model=tiny_pair, kv_frame="bare")
+
+
+def test_a_space_from_before_kv_frame_opens_bare(tmp_path: Path, tiny_pair) -> None:
+    """A stored config without kv_frame predates it: such a space was encoded bare, and
+    reopens bare (the new default, chat, would not match its K/V)."""
+    path = tmp_path / "old"
+    with Memory.open(path, model=tiny_pair, chunk_size=8, keep_full_kv=True,
+                     kv_frame="bare") as mem:
+        mem.remember_many(FACTS)
+        space = mem._engine._space
+        config = space.get_setting("config")
+        del config["kv_frame"]
+        space.set_setting("config", config)
+    with Memory.open(path, model=tiny_pair) as mem:
+        assert mem.config.kv_frame == "bare" and mem._engine.kv_frame is None
+        assert mem.answer(QUESTION, k=2, read="full", max_new_tokens=3).read == "full"
+    with Memory.open(tmp_path / "new", model=tiny_pair, keep_full_kv=True) as mem:
+        assert (mem.config.kv_frame, mem.config.kv_positions) == ("chat", "sequential")
