@@ -118,3 +118,21 @@ def test_a_space_from_before_kv_frame_opens_bare(tmp_path: Path, tiny_pair) -> N
         assert mem.answer(QUESTION, k=2, read="full", max_new_tokens=3).read == "full"
     with Memory.open(tmp_path / "new", model=tiny_pair, keep_full_kv=True) as mem:
         assert (mem.config.kv_frame, mem.config.kv_positions) == ("chat", "sequential")
+
+
+def test_a_bundle_from_before_kv_frame_recreates_a_bare_space(tmp_path: Path, tiny_pair) -> None:
+    """The layout a new space takes from a bundle whose config predates kv_frame is bare."""
+    import json
+
+    with Memory.open(tmp_path / "old", model=tiny_pair, chunk_size=8, keep_full_kv=True,
+                     kv_frame="bare") as mem:
+        mem.remember_many(FACTS)
+        mem.export(tmp_path / "bundle")
+    manifest = tmp_path / "bundle" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["space_config"]["kv_frame"]
+    manifest.write_text(json.dumps(data))
+    layout = Memory.read_bundle(tmp_path / "bundle").layout()
+    assert layout["kv_frame"] == "bare" and layout["keep_full_kv"] is True
+    with Memory.open(tmp_path / "new", model=tiny_pair, **layout) as mem:
+        assert mem.import_(tmp_path / "bundle").imported == len(FACTS)

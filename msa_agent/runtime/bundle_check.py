@@ -79,8 +79,9 @@ class Manifest:
     def layout(self) -> dict[str, Any]:
         """``MemoryConfig`` overrides that recreate the bundle's layout in a new space."""
         stored = {"msa_layers": self.fingerprint.get("msa_layers"), **self.space_config}
+        # a layout field the bundle lacks predates it: SpaceLayout's default is what it used
         out = {k: v for k, v in SpaceLayout.from_json(stored).to_json().items()
-               if k in stored and stored[k] is not None}
+               if v is not None}
         if self.fingerprint.get("dtype") in ("float32", "bfloat16", "float16"):
             out["dtype"] = self.fingerprint["dtype"]  # compute dtype is part of the fingerprint
         return out
