@@ -50,10 +50,8 @@ def show_recall(mem: Memory, query: str) -> None:
     for rank, hit in enumerate(mem.recall(query, k=3, explain=True), 1):
         why = hit.explanation
         assert why is not None  # explain=True
-        channels = ", ".join(f"{name} {why.channels[name]:.2f} (rank {why.channels[rank_key]:.0f})"
-                             for name, rank_key in (("msa", "msa_rank"),
-                                                    ("lexical", "lexical_rank"))
-                             if name in why.channels)
+        channels = ", ".join(f"{c} {why.channels[c]:.2f} (rank {why.channels[c + '_rank']:.0f})"
+                             for c in ("msa", "lexical") if c in why.channels)
         best_layer = max(why.layer_scores, key=why.layer_scores.__getitem__)
         print(f"  {rank}. score={hit.score:.3f} [{mem.get(hit.id).session_id}] {hit.text}")
         print(f"     channels: {channels}; best of {len(why.layer_scores)} MSA layers: "

@@ -1,10 +1,10 @@
 """``MsaRetriever`` in a LangChain LCEL chain: retriever | format docs | prompt | "LLM".
 
-Offline, no external LLM: the chain's last step is a ``RunnableLambda``. The first chain
-stops at the prompt it would send to a chat model (so you can see the recalled context); the
-second puts ``Memory.answer`` (the embedded SmolLM2-135M-Instruct, reading the recalled
-memories) where the LLM would be. Swap either lambda for ``ChatOpenAI()`` or any chat model.
-Needs ``pip install 'msa-agent[langchain]'``.
+Offline, no external LLM. The chain's model step is a ``RunnableLambda`` that returns the
+prompt it receives, so you see the recalled context as a chat model would; replace it with
+any chat model (``ChatOpenAI()``, ...) for a real answer. A second runnable puts
+``Memory.answer`` (the embedded SmolLM2-135M-Instruct reading its top memory) where the LLM
+would be. Needs ``pip install 'msa-agent[langchain]'``.
 
 Run::
 
@@ -51,26 +51,24 @@ def show_prompt(prompt: PromptValue) -> str:
     return prompt.to_string()
 
 
-def build_chains(mem: Memory) -> tuple[Runnable, Runnable]:
-    retriever = MsaRetriever(memory=mem, k=2, where={"kind": "document"})
-    prompt_chain = ({"context": retriever | format_docs, "question": RunnablePassthrough()}
-                    | PROMPT | RunnableLambda(show_prompt) | StrOutputParser())
-    answer_chain = RunnableLambda(
-        lambda question: mem.answer(question, k=1, max_new_tokens=16).text.strip())
-    return prompt_chain, answer_chain
+def build_chain(retriever: MsaRetriever) -> Runnable:
+    """question -> {context, question} -> prompt -> stand-in model -> text."""
+    return ({"context": retriever | format_docs, "question": RunnablePassthrough()}
+            | PROMPT | RunnableLambda(show_prompt) | StrOutputParser())
 
 
 def run(path: Path) -> None:
     with Memory.open(path) as mem:  # no model given: the embedded SmolLM2-135M-Instruct
         mem.remember_many([{"text": t, "kind": "document"} for t in NOTES])
-        retriever = MsaRetriever(memory=mem, k=2)
+        retriever = MsaRetriever(memory=mem, k=2, where={"kind": "document"})
         for doc in retriever.invoke(QUESTION):
             print(f"document {doc.id}: score={doc.metadata['score']:.3f} {doc.page_content}")
 
-        prompt_chain, answer_chain = build_chains(mem)
         print("\nprompt the chain would send to a chat model:")
-        print(prompt_chain.invoke(QUESTION))
-        print(f"\nanswer (Memory.answer as the LLM): {answer_chain.invoke(QUESTION)}")
+        print(build_chain(retriever).invoke(QUESTION))
+
+        llm = RunnableLambda(lambda q: mem.answer(q, k=1, max_new_tokens=16).text.strip())
+        print(f"\nanswer (Memory.answer as the LLM): {llm.invoke(QUESTION)}")
 
 
 def main() -> None:
