@@ -44,11 +44,12 @@ def test_full_read_generates_what_a_manual_memory_forward_generates(
         ans = mem.answer("Alice?", k=3, read="full", max_new_tokens=6)
         hits = [m.text for r in ans.rounds for m in r.memories]
         docs = mem._engine.encoder.encode([tok(t)["input_ids"] for t in hits])
-    mkv = MemoryKV()
+    mkv, device = MemoryKV(), next(model.parameters()).device  # the model's device (GPU too)
     for layer in range(4):
-        mkv.k[layer] = rotate_memory(model, [d.full_k[:, layer] for d in docs],
+        mkv.k[layer] = rotate_memory(model, [d.full_k[:, layer].to(device) for d in docs],
                                      [torch.arange(d.n_tokens) for d in docs])
-        mkv.v[layer] = torch.cat([d.full_v[:, layer] for d in docs]).transpose(0, 1)[None]
+        mkv.v[layer] = torch.cat([d.full_v[:, layer] for d in docs]).transpose(0, 1)[None].to(
+            device)
     prompt = prompt_ids(tok, "Alice?", [])  # no memory text: memory is read through K/V
     want = list(greedy(model, prompt, 6, set(), mkv, max(d.n_tokens for d in docs)))
     assert ans.read == "full" and ans.memory_tokens == sum(d.n_tokens for d in docs)

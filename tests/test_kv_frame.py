@@ -31,8 +31,9 @@ def open_framed(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
 
 
 def framed_logits(model, reader: Reader) -> torch.Tensor:  # noqa: ANN001
-    ids = torch.tensor([reader.prompt])
-    pos = torch.arange(reader.start, reader.start + ids.shape[1])[None]
+    device = next(model.parameters()).device
+    ids = torch.tensor([reader.prompt], device=device)
+    pos = torch.arange(reader.start, reader.start + ids.shape[1], device=device)[None]
     with torch.inference_mode(), msa_attention(model):
         return model(input_ids=ids, position_ids=pos, msa_memory=reader.memory).logits
 
@@ -47,7 +48,8 @@ def test_full_read_of_one_memory_equals_prefilling_the_frame(tmp_path: Path, tin
     (doc,) = [p.ids for p in split_text(tok, FACTS[0], 512)]
     assert reader.prompt == tail and reader.start == len(head) + len(doc)
     with torch.inference_mode():
-        want = model(input_ids=torch.tensor([head + doc + tail])).logits[:, -len(tail):]
+        ids = torch.tensor([head + doc + tail], device=next(model.parameters()).device)
+        want = model(input_ids=ids).logits[:, -len(tail):]
     torch.testing.assert_close(framed_logits(model, reader), want, atol=2e-4, rtol=1e-3)
 
 
