@@ -42,8 +42,9 @@ async def run(path: Path) -> None:
         for question, hits in zip(QUESTIONS, results):
             print(f"recall: {question} -> {hits[0].text} (score {hits[0].score:.3f})")
 
-        print(f"streamed answer to {QUESTIONS[1]!r}: ", end="", flush=True)
-        stream = await mem.answer(QUESTIONS[1], k=1, max_new_tokens=16, stream=True)
+        question = "Which room is the weekly sync in?"
+        print(f"streamed answer to {question!r}: ", end="", flush=True)
+        stream = await mem.answer(question, k=1, max_new_tokens=16, stream=True)
         async for piece in stream:
             print(piece, end="", flush=True)
         print()

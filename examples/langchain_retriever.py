@@ -33,7 +33,7 @@ NOTES = [
     "Dana is allergic to peanuts: never suggest satay or peanut sauce.",
     "The office wifi password was rotated in May; ask Joana for the new one.",
 ]
-QUESTION = "What does the cat eat?"
+QUESTION = "What does Dana's cat eat?"
 
 PROMPT = ChatPromptTemplate.from_messages([
     ("system", "Answer from the context only.\n\nContext:\n{context}"),

@@ -60,7 +60,7 @@ def test_langchain_retriever(tmp_path: Path) -> None:
     context = out.split("Context:\n", 1)[1].splitlines()
     assert context[0].endswith("Ada is Dana's grey cat; she is twelve and eats only "
                                "fish-based food.") and context[0].startswith("- (")
-    assert "Human: What does the cat eat?" in out
+    assert "Human: What does Dana's cat eat?" in out
     assert re.search(r"^answer \(Memory.answer as the LLM\): \S", out, re.M)
 
 
