@@ -82,7 +82,7 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dic
         for q in qs:
             found = {name: m._engine.recall(q.text, K, Scope(namespace=q.namespace), 1)  # noqa: SLF001
                      for name, m in mems.items()}
-            ids = {tuple(h.memory.id for h in hits) for hits in found.values()}
+            ids = {tuple(h.memory.metadata["key"] for h in hits) for hits in found.values()}
             hits = found["bare"]
             for name, variant in VARIANTS.items():
                 if variant is None:
