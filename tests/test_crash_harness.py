@@ -4,7 +4,8 @@ there, every acknowledged forget stays forgotten, a batch is all there or not at
 scratch folder (hidden copies of text and K/V) survives the next open.
 
 Store and bundle layers, no model (a model adds only encoding before the same writes).
-``test_crash_harness_quick`` runs 13 trials; ``test_crash_harness_long`` (slow) runs 200.
+``test_crash_harness_quick`` runs 13 trials (CI); ``test_crash_harness_long`` runs 200 on
+request (``MSA_STRESS=1``, marked slow), not in CI: it takes 8 to 16 minutes.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ def test_crash_harness_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MSA_STRESS"), reason="the 200-trial run (8 to 16 min) "
+                    "runs on request: MSA_STRESS=1 pytest tests/test_crash_harness.py -m slow -s")
 def test_crash_harness_long(tmp_path: Path) -> None:
     counts = {"add": 50, "delete": 40, "create": 50, "import": 30, "export": 30}
     done, mid = run_trials(tmp_path, counts, seed=1600)
