@@ -1,5 +1,7 @@
-"""Namespaces never cross: random sequences of every kind of call, against a plain model of
-which memory lives where (issue 16: ``get``/``forget`` by id reached other namespaces)."""
+"""Namespaces never cross: random sequences of every kind of call (export and import of
+bundles included), against a plain model of which memory lives where (issue 16: ``get``/
+``forget`` by id reached other namespaces, ``export`` took every namespace, an import landed
+in the bundle's namespaces)."""
 
 from __future__ import annotations
 
@@ -30,15 +32,19 @@ OPS = st.one_of(
     st.tuples(st.just("recall"), st.sampled_from(TEXTS), ns),
     st.tuples(st.just("list"), ns),
     st.tuples(st.just("answer"), st.sampled_from(TEXTS), ns),
+    st.tuples(st.just("export"), ns),
+    st.tuples(st.just("import"), ns),
 )
 
 
 class Model:
     """Where each memory should be: id -> (namespace, kind); ids ever made, live or not."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path) -> None:
         self.live: dict[str, tuple[str, str]] = {}
         self.made: list[str] = []
+        self.folder = folder  # where bundles are written
+        self.bundles: list[tuple[Path, dict[str, str]]] = []  # path, id -> kind it holds
 
     def pick(self, i: int) -> str:
         return self.made[i % len(self.made)] if self.made else "no-such-id"
@@ -77,6 +83,19 @@ def apply(mem: Memory, model: Model, op: tuple) -> None:
         assert all(h.namespace == here for h in hits)
     elif name == "list":
         assert {r.id for r in mem.list(namespace=namespace, limit=None)} == model.ids_in(here)
+    elif name == "export":  # the namespace's memories and no other
+        dest = model.folder / f"bundle-{len(model.bundles)}"
+        report = mem.export(dest, namespaces=None if namespace is None else [namespace])
+        held = {i: k for i, (n, k) in model.live.items() if n == here}
+        assert report.memories == len(held)
+        model.bundles.append((dest, held))
+    elif name == "import":  # the last bundle lands in this namespace, present ids skipped
+        if not model.bundles:
+            return
+        src, held = model.bundles[-1]
+        new = {i: k for i, k in held.items() if i not in model.live}
+        assert mem.import_(src, namespace=here).imported == len(new)
+        model.live.update({i: (here, k) for i, k in new.items()})
     else:
         answer = mem.answer(args[0], k=3, namespace=namespace, max_new_tokens=2)
         seen = {h.id for r in answer.rounds for h in r.memories}
@@ -90,8 +109,8 @@ EXAMPLES = int(os.environ.get("MSA_HYPOTHESIS_EXAMPLES", "30"))  # larger for on
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(OPS, min_size=1, max_size=14))
 def test_namespaces_never_cross(tiny_llama, tokenizer, ops) -> None:  # noqa: ANN001
-    model = Model()
     with tempfile.TemporaryDirectory() as tmp:
+        model = Model(Path(tmp))
         with Memory.open(Path(tmp) / "m", model=(tiny_llama, tokenizer), namespace="a",
                          chunk_size=8) as mem:
             for op in ops:
