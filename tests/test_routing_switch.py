@@ -91,3 +91,59 @@ def test_the_query_rule_is_stored_with_the_space(tmp_path: Path, tiny_pair) -> N
         assert mem.config.route_top_tokens == 1
     with Space.open(tmp_path / "m") as space:
         assert space.get_setting("config")["route_top_tokens"] == 1
+
+
+REENCODER = """
+import sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, {tests!r})
+from msa_testing import make_llama, make_tokenizer
+from msa_agent.memory import Memory
+import msa_agent.runtime.engine
+pair = (make_llama(), make_tokenizer())
+print("ready", flush=True)  # imports done: what follows is the open and its re-encode
+with Memory.open({path!r}, model=pair, chunk_size=8, msa_layers=[2, 3],
+                 router_path={router!r}) as mem:
+    print("reencoded", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+def test_sigkill_during_reencode_is_redone_to_the_new_routers_keys(
+        tmp_path: Path, tiny_pair, delay: float) -> None:
+    """A real SIGKILL at some moment of a router switch's re-encode (issue 16): the next open
+    with that router ends with every key equal to a fresh encode under it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lm = wrap_model(*tiny_pair)
+    tr = TrainableRouter(ModelShape.of(lm.model), [2, 3], rank=4, seed=3)
+    router = save_router(tr, tmp_path / "r.safetensors", model_fingerprint(lm))
+    texts = [f"{TEXTS[0]} Entry {i}." for i in range(300)]  # re-encode takes ~2 s
+    with _open(tmp_path / "m", tiny_pair, routing="own_qk") as mem:
+        mem.remember_many(texts)
+    with _open(tmp_path / "fresh", tiny_pair, router_path=str(router)) as mem:
+        mem.remember_many(texts)
+    want, _ = _route_k(tmp_path / "fresh")
+    code = REENCODER.format(tests=str(Path(__file__).parent), path=str(tmp_path / "m"),
+                            router=str(router))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore",
+                                 "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None
+    while (line := proc.stdout.readline()) and line.strip() != "ready":
+        pass  # building the tiny model may print blank lines first
+    assert line.strip() == "ready", "the re-encoding worker failed to start"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    with _open(tmp_path / "m", tiny_pair, router_path=str(router)) as mem:
+        assert mem.stats().routing == "learned"
+    keys, rid = _route_k(tmp_path / "m")
+    assert not rid.startswith("partial:")
+    np.testing.assert_allclose(keys, want, rtol=1e-3, atol=1e-3)
+    print(f"delay {delay}s: killed {'after' if 'reencoded' in out else 'before'} the re-encode "
+          "finished")
