@@ -16,10 +16,10 @@ from .errors import (
     StoreInputError,
 )
 from .space import Space
-from .types import ArraySpec, NewMemory, StoredMemory
+from .types import ArraySpec, HistoryEvent, NewMemory, StoredMemory
 
 __all__ = [
-    "ArraySpec", "NewMemory", "StoredMemory", "Space",
+    "ArraySpec", "HistoryEvent", "NewMemory", "StoredMemory", "Space",
     "StoreError", "StoreInputError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
     "SpaceReadOnlyError", "FingerprintMismatchError", "StoreCorruptedError",
     "InvalidQueryError", "FTS5UnavailableError",

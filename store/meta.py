@@ -41,10 +41,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import lexical
 from .errors import InvalidQueryError, StoreCorruptedError, StoreInputError
-from .types import StoredMemory
+from .history import events
+from .types import HistoryEvent, StoredMemory
 from .validate import check_scalar, check_text
 
-SCHEMA_VERSION = 2  # 2: the FTS5 lexical index (store/lexical.py), built at the first write-open
+SCHEMA_VERSION = 3  # 2: the FTS5 lexical index (store/lexical.py); 3: history and keys tables
 SPACE_ID = "space"
 FILTER_COLUMNS = ("kind", "session_id", "user_id", "agent_id", "source_id")
 Scalar = str | int | float | bool | None
@@ -135,6 +136,56 @@ class SettingRow(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+
+class HistoryRow(Base):
+    """One add, update or forget of a source (``store/history.py``); hashes, never text."""
+
+    __tablename__ = "history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    memory_id: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime]
+    text_hash: Mapped[str | None] = mapped_column(String(64))
+    text_chars: Mapped[int | None]
+    parts: Mapped[int]
+    old_text_hash: Mapped[str | None] = mapped_column(String(64))
+    old_text_chars: Mapped[int | None]
+    metadata_keys: Mapped[list[str] | None] = mapped_column(JSON)
+    changed: Mapped[list[str]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_history_memory", "memory_id", "id"),)
+
+    @classmethod
+    def from_domain(cls, e: HistoryEvent) -> HistoryRow:
+        return cls(memory_id=e.memory_id, namespace=e.namespace, event=e.event,
+                   at=e.at.astimezone(timezone.utc).replace(tzinfo=None), text_hash=e.text_hash,
+                   text_chars=e.text_chars, parts=e.parts, old_text_hash=e.old_text_hash,
+                   old_text_chars=e.old_text_chars, metadata_keys=e.metadata_keys,
+                   changed=e.changed)
+
+    def to_domain(self) -> HistoryEvent:
+        return HistoryEvent(
+            memory_id=self.memory_id, namespace=self.namespace, event=self.event,
+            at=self.at.replace(tzinfo=timezone.utc), text_hash=self.text_hash,
+            text_chars=self.text_chars, parts=self.parts, old_text_hash=self.old_text_hash,
+            old_text_chars=self.old_text_chars, metadata_keys=self.metadata_keys,
+            changed=list(self.changed or []))
+
+
+class KeyRow(Base):
+    """A caller's key of a source, unique in its namespace (``remember(key=...)``)."""
+
+    __tablename__ = "memory_keys"
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    memory_id: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_memory_keys_memory", "memory_id"),)
+
+
+Key = tuple[str, str, str]  # (namespace, key, source id)
 
 
 class PendingWipeRow(Base):
@@ -335,6 +386,7 @@ class MetaStore:
     def __init__(self, path: Path, durable: bool = True, read_only: bool = False) -> None:
         self.engine = _make_engine(path, durable, read_only)
         self.lexical_ready = False  # the FTS index exists (schema >= 2); set by create/load
+        self.history_ready = False  # the history and keys tables exist (schema >= 3)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -351,7 +403,7 @@ class MetaStore:
                 s.add(SpaceRow(id=SPACE_ID, fingerprint=fingerprint, arrays=arrays,
                                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
                                n_chunk_rows=0, n_token_rows=0, arrays_dir="arrays.zarr"))
-        self.lexical_ready = True
+        self.lexical_ready = self.history_ready = True
 
     def load(self) -> SpaceInfo:
         """Read the space row, checking the schema version (and that FTS5 is there)."""
@@ -365,6 +417,7 @@ class MetaStore:
                     f"space schema version {versions[0]} is newer than supported "
                     f"({SCHEMA_VERSION}); upgrade msa-agent")
             self.lexical_ready = versions[0] >= 2
+            self.history_ready = versions[0] >= 3
             row = s.get(SpaceRow, SPACE_ID)
             if row is None:
                 raise StoreCorruptedError("spaces row missing")
@@ -373,24 +426,73 @@ class MetaStore:
 
     def upgrade(self) -> None:
         """Bring an older space to ``SCHEMA_VERSION`` in one transaction: version 1 -> 2
-        creates the lexical index and fills it from the existing rows. Writers only."""
+        creates the lexical index and fills it from the existing rows; 2 -> 3 creates the
+        (empty) history and keys tables: memories stored before have no history. Writers only."""
         with sql_errors("upgrade"), Session(self.engine) as s, s.begin():
             version = s.scalars(select(SchemaVersionRow.version)).one()
             if version >= SCHEMA_VERSION:
                 return
-            lexical.create_index(s.connection())
-            lexical.rebuild(s.connection())
+            if version < 2:
+                lexical.create_index(s.connection())
+                lexical.rebuild(s.connection())
+            for t in (HistoryRow.__table__, KeyRow.__table__):
+                t.create(s.connection(), checkfirst=True)  # type: ignore[attr-defined]
             s.execute(update(SchemaVersionRow).values(version=SCHEMA_VERSION))
-        self.lexical_ready = True
+        self.lexical_ready = self.history_ready = True
 
     # -- writes ------------------------------------------------------------------------------
-    def commit_add(self, memories: Sequence[StoredMemory], ends: tuple[int, int]) -> None:
+    def commit_add(self, memories: Sequence[StoredMemory], ends: tuple[int, int],
+                   replaced: Sequence[str] = (), keys: Sequence[Key] = ()) -> None:
         """Insert ``memories`` and advance the committed ends in ONE transaction (the FTS
-        index is written in it too, by the ``memories`` insert trigger)."""
+        index is written in it too, by the ``memories`` insert trigger), deleting first every
+        part of the ``replaced`` sources (their ranges become pending wipes). ``keys`` are
+        set, and one history event is recorded per source, in the same transaction."""
         with sql_errors("add"), Session(self.engine) as s, s.begin():
+            gone = self._remove(s, [or_(MemoryRow.id.in_(list(replaced)),
+                                        MemoryRow.source_id.in_(list(replaced)))]
+                                ) if replaced else []
             s.add_all([MemoryRow.from_domain(m) for m in memories])
+            self._drop_keys(s, {m.id for m in gone} - {m.id for m in memories})
+            for ns, key, sid in keys:
+                s.merge(KeyRow(namespace=ns, key=key, memory_id=sid))
+            self._record(s, gone, memories)
             s.execute(update(SpaceRow).where(SpaceRow.id == SPACE_ID)
                       .values(n_chunk_rows=ends[0], n_token_rows=ends[1]))
+        if replaced:
+            self.checkpoint()
+
+    def _drop_keys(self, s: Session, ids: set[str]) -> None:
+        """Forget the keys that name any of ``ids`` (sources that are gone)."""
+        if ids and self.history_ready:
+            s.execute(delete(KeyRow).where(KeyRow.memory_id.in_(list(ids))))
+
+    def _remove(self, s: Session, conds: list[Any]) -> list[StoredMemory]:
+        """Delete the matching rows, recording their array ranges as pending wipes and
+        dropping their words from the FTS index."""
+        gone = [to_domain(r) for r in s.execute(select(*MEMORY_COLUMNS).where(*conds))]
+        for m in gone:
+            s.add(PendingWipeRow(unit="chunk", start=m.chunk_start,
+                                 stop=m.chunk_start + m.n_chunks))
+            s.add(PendingWipeRow(unit="token", start=m.token_start,
+                                 stop=m.token_start + m.n_tokens))
+        if gone:
+            ids = [m.id for m in gone]
+            s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
+            lexical.optimize(s.connection())
+        return gone
+
+    def _record(self, s: Session, removed: Sequence[StoredMemory],
+                added: Sequence[StoredMemory]) -> None:
+        """History events of this write; a forgotten source's metadata key names are blanked
+        in its earlier events (no forgotten metadata survives in the history)."""
+        if not self.history_ready:
+            return
+        found = events(removed, added, datetime.now(timezone.utc))
+        forgotten = [e.memory_id for e in found if e.event == "forget"]
+        if forgotten:
+            s.execute(update(HistoryRow).where(HistoryRow.memory_id.in_(forgotten))
+                      .values(metadata_keys=None))
+        s.add_all([HistoryRow.from_domain(e) for e in found])
 
     def delete(self, conds: list[Any]) -> list[StoredMemory]:
         """Delete matching rows and record their array ranges as pending wipes.
@@ -400,16 +502,9 @@ class MetaStore:
         for 2,000 memories and 0.3 s for 20,000: it grows with the index).
         """
         with sql_errors("delete"), Session(self.engine) as s, s.begin():
-            rows = s.scalars(select(MemoryRow).where(*conds)).all()
-            gone = [r.to_domain() for r in rows]
-            for m in gone:
-                s.add(PendingWipeRow(unit="chunk", start=m.chunk_start,
-                                     stop=m.chunk_start + m.n_chunks))
-                s.add(PendingWipeRow(unit="token", start=m.token_start,
-                                     stop=m.token_start + m.n_tokens))
-            if gone:
-                s.execute(delete(MemoryRow).where(MemoryRow.id.in_([m.id for m in gone])))
-                lexical.optimize(s.connection())
+            gone = self._remove(s, conds)
+            self._drop_keys(s, {m.id for m in gone})
+            self._record(s, gone, [])
         if gone:
             self.checkpoint()
         return gone
@@ -530,6 +625,30 @@ class MetaStore:
         with sql_errors("stats"), Session(self.engine) as s:
             n, t, c = s.execute(stmt).one()
             return int(n), int(t), int(c)
+
+    def history(self, memory_id: str) -> list[HistoryEvent]:
+        """Every recorded event of the source ``memory_id``, oldest first."""
+        if not self.history_ready:
+            return []
+        stmt = select(HistoryRow).where(HistoryRow.memory_id == memory_id).order_by(HistoryRow.id)
+        with sql_errors("history"), Session(self.engine) as s:
+            return [r.to_domain() for r in s.scalars(stmt)]
+
+    def keyed(self, namespace: str, key: str) -> str | None:
+        """The source id that ``key`` names in ``namespace``, or None."""
+        if not self.history_ready:
+            return None
+        with sql_errors("key"), Session(self.engine) as s:
+            row = s.get(KeyRow, (namespace, key))
+            return None if row is None else row.memory_id
+
+    def with_hash(self, namespace: str, content_hash: str) -> list[StoredMemory]:
+        """First parts in ``namespace`` whose own text has this sha256 (indexed)."""
+        stmt = select(*MEMORY_COLUMNS).where(
+            MemoryRow.namespace == namespace, MemoryRow.content_hash == content_hash,
+            MemoryRow.part == 0).order_by(*LIVE_ORDER)
+        with sql_errors("find"), Session(self.engine) as s:
+            return [to_domain(r) for r in s.execute(stmt)]
 
     def get_setting(self, key: str) -> Any:
         with sql_errors("get_setting"), Session(self.engine) as s:

@@ -36,7 +36,7 @@ from .errors import (
 from .lexical import query_terms, require_fts5
 from .meta import MetaStore, build_filters, id_filter, time_filters
 from .scratch import clean_stale, scratch_dir
-from .types import ArraySpec, NewMemory, StoredMemory
+from .types import ArraySpec, HistoryEvent, NewMemory, StoredMemory
 
 META_FILE = "meta.sqlite"
 LOCK_FILE = ".lock"
@@ -256,32 +256,45 @@ class Space:
         self._ends = ends
 
     # -- writes ------------------------------------------------------------------------------
-    def add(self, memories: Sequence[NewMemory],
-            data: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
+    def add(self, memories: Sequence[NewMemory], data: Sequence[Mapping[str, np.ndarray]],
+            *, replace: Sequence[str] = ()) -> list[str]:
         """Add a batch atomically: all memories become visible together, or none does.
 
         ``data[i]`` maps every declared array name to ``memories[i]``'s rows: ``n_chunks``
         rows for "chunk" arrays, ``n_tokens`` rows for "token" arrays. Returns the new ids.
+        ``replace``: source ids whose every part is deleted in the same transaction (an
+        update: the batch may reuse their ids; a crash leaves the old version or the new).
+        A part 0 with a ``key`` sets that key of its namespace to its source. The history
+        records one event per source, in the same transaction.
         """
         v.check_batch(memories, data, self.arrays)
+        if isinstance(replace, str):
+            raise StoreInputError("replace must be a sequence of ids, not a str")
         if not memories:
             return []
         with self._mutex:
             self._check_writable()
-            self._check_new_ids(memories)
+            self._check_new_ids(memories, set(replace))
             stored = self._allocate(memories)
             ends = {u: self._ends[u] + sum(v.rows_for(m, u) for m in memories)
                     for u in ("chunk", "token")}
             for name, spec in self.arrays.items():
                 self._write_batch(name, spec, data, ends)
-            self._meta.commit_add(stored, (ends["chunk"], ends["token"]))
+            keys = [(s.namespace, m.key, s.source_id or s.id)
+                    for m, s in zip(memories, stored) if m.key is not None and m.part == 0]
+            self._meta.commit_add(stored, (ends["chunk"], ends["token"]), list(replace), keys)
             self._ends = ends
+            if replace:
+                self._apply_wipes()
             return [m.id for m in stored]
 
-    def _check_new_ids(self, memories: Sequence[NewMemory]) -> None:
-        """Pre-assigned ids must be unique in the batch and new to the space."""
+    def _check_new_ids(self, memories: Sequence[NewMemory], replaced: set[str]) -> None:
+        """Pre-assigned ids must be unique in the batch and new to the space (or belong to
+        a source being replaced)."""
         given = [m.id for m in memories if m.id is not None]
-        if len(set(given)) != len(given) or (given and self._meta.get_many(given)):
+        taken = self._meta.get_many(given).values() if given else []
+        if len(set(given)) != len(given) or any(
+                (m.source_id or m.id) not in replaced for m in taken):
             raise StoreInputError("a pre-assigned memory id is duplicated or already exists")
 
     def _allocate(self, memories: Sequence[NewMemory]) -> list[StoredMemory]:
@@ -522,6 +535,28 @@ class Space:
         with self._mutex:
             self._check_open()
             return self._meta.live()
+
+    def history(self, memory_id: str) -> list[HistoryEvent]:
+        """Every add, update and forget of the source ``memory_id`` (its first part's id),
+        oldest first; it outlives the memory. Empty for an unknown id (or a space made before
+        history, opened read-only)."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.history(memory_id)
+
+    def keyed(self, namespace: str, key: str) -> str | None:
+        """The source id that the caller's ``key`` names in ``namespace`` (``NewMemory.key``),
+        or None."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.keyed(namespace, key)
+
+    def with_hash(self, namespace: str, content_hash: str) -> list[StoredMemory]:
+        """First parts of ``namespace`` whose own text has sha256 ``content_hash`` (the indexed
+        ``content_hash`` column): the candidates of a duplicate, in array order."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.with_hash(namespace, content_hash)
 
     def get_setting(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""

@@ -91,6 +91,7 @@ class NewMemory:
     n_chunks: int = 0
     created_at: datetime | None = None
     id: str | None = None  # pre-assigned id (e.g. to link parts via source_id); None = new uuid4
+    key: str | None = None  # a caller's key for the whole source (read on part 0; see Space.add)
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,24 @@ class StoredMemory:
         if unit == "chunk":
             return self.chunk_start, self.chunk_start + self.n_chunks
         return self.token_start, self.token_start + self.n_tokens
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One change of a source (a memory and its other parts), as ``Space.history`` gives it.
+
+    Text is never kept, only its sha256 and length, so a forgotten memory's history holds
+    none of its words; metadata key names are blanked when the source is forgotten.
+    """
+
+    memory_id: str  # the source's id (its first part's)
+    namespace: str
+    event: str  # "add", "update" or "forget"
+    at: datetime  # aware UTC
+    text_hash: str | None  # sha256 of the whole text after the event (None after a forget)
+    text_chars: int | None
+    parts: int  # parts after the event (before it, for a forget)
+    old_text_hash: str | None  # before the event (update, forget)
+    old_text_chars: int | None
+    metadata_keys: list[str] | None  # keys after the event; None once forgotten
+    changed: list[str]  # an update's changed fields: "text", "metadata", "kind", ...

@@ -104,7 +104,9 @@ def check_memory(m: Any, i: int) -> None:
         check_text(value, f"memories[{i}].{name}")
     if m.id is not None and (not isinstance(m.id, str) or not 0 < len(m.id) <= 64):
         raise StoreInputError(f"memories[{i}].id must be None or a str of 1..64 characters")
-    for name in ("id", "session_id", "user_id", "agent_id", "source_id"):
+    if m.key is not None and (not isinstance(m.key, str) or not 0 < len(m.key) <= 255):
+        raise StoreInputError(f"memories[{i}].key must be None or a str of 1..255 characters")
+    for name in ("id", "session_id", "user_id", "agent_id", "source_id", "key"):
         _check_opt_str(getattr(m, name), f"memories[{i}].{name}")
     for name in ("part", "n_tokens", "n_chunks"):
         _check_int(getattr(m, name), f"memories[{i}].{name}")

@@ -201,8 +201,8 @@ def test_failed_add_leaves_index_unchanged(space: Space, space_path: Path,
     add_texts(space, FILLER)
     real = MetaStore.commit_add
 
-    def broken(self: MetaStore, memories: object, ends: tuple[int, int]) -> None:
-        real(self, [*memories, memories[0]], ends)  # type: ignore[list-item,index]
+    def broken(self: MetaStore, memories: object, ends: tuple[int, int], *rest: object) -> None:
+        real(self, [*memories, memories[0]], ends, *rest)  # type: ignore[list-item,index]
     monkeypatch.setattr(MetaStore, "commit_add", broken)  # duplicate id: the commit fails
     with pytest.raises(StoreError):
         add_texts(space, ["uniqueterm appears once"])
@@ -248,7 +248,7 @@ def test_older_space_gets_index_at_write_open(space_path: Path) -> None:
             assert [h[0] for h in ro.lexical_search("zorblatt", 1, None)] == [ids[-1]]
     assert_fts_consistent(space_path)
     with sqlite3.connect(space_path / "meta.sqlite") as con:
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
 
 
 def test_read_only_reader_follows_writer(space_path: Path) -> None:
