@@ -80,6 +80,8 @@ class AsyncMemory:
     remember = _in_thread("remember")
     remember_many = _in_thread("remember_many")
     forget = _in_thread("forget")
+    update = _in_thread("update")
+    history = _in_thread("history")
     compact = _in_thread("compact")
     recall = _in_thread("recall")
     get = _in_thread("get")

@@ -7,6 +7,7 @@ space, the routing index and the caches (``msa_agent.runtime``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,22 @@ from msa_agent.runtime.ask import answer_stream
 from msa_agent.runtime.bundle import ExportReport, ImportReport, Manifest, read_manifest
 from msa_agent.runtime.engine import Engine, NewDoc
 from msa_agent.runtime.interleave import Hops, max_rounds
-from msa_agent.runtime.results import Recalled, Scope, explanation, memory_record, recall_hit
+from msa_agent.runtime.results import (
+    Recalled,
+    Scope,
+    explanation,
+    memory_event,
+    memory_record,
+    recall_hit,
+)
 from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
 from msa_agent.store import Space, SpaceLockedError, StoredMemory
-from msa_agent.types import Answer, Explanation, MemoryRecord, RecallHit, SpaceStats
+from msa_agent.types import Answer, Explanation, MemoryEvent, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
-               "at"}
+               "at", "key"}
+MAX_KEY_CHARS = 255
 
 
 class Memory:
@@ -93,25 +102,38 @@ class Memory:
     def remember(self, text: str, kind: str = "document",
                  metadata: Mapping[str, Any] | None = None, *, session_id: str | None = None,
                  user_id: str | None = None, agent_id: str | None = None,
-                 namespace: str | None = None, at: datetime | None = None) -> str:
+                 namespace: str | None = None, at: datetime | None = None,
+                 key: str | None = None, dedupe: bool = False) -> str:
         """Encode and store one memory; returns its id.
 
         A text longer than ``max_doc_tokens`` is split into several documents; the id returned
-        is the first part's, and every part's ``source_id`` is that id (``forget`` of it
+        is the first part's, and every part's ``source_id`` is that id (``forget`` of any part
         removes all parts). ``at``: when it happened (default now; naive = UTC), for
         importing histories with their real dates: recall prefers newer memories in near-ties
         and filters by ``since``/``until`` on it.
+
+        ``key`` (upsert): a name of yours for this memory, unique in its namespace. If a
+        memory with this key exists there, it is replaced by this one (same id, as
+        :meth:`update`, but text, kind, metadata and ids all taken from this call; its
+        ``created_at`` kept unless ``at`` is given) and its id returned; unchanged, nothing is
+        written. ``dedupe=True``: if the namespace already holds a memory with exactly this
+        text, its id is returned and nothing is stored (default False: a repeated text is
+        stored again).
         """
         item = dict(text=text, kind=kind, metadata=metadata, session_id=session_id,
-                    user_id=user_id, agent_id=agent_id, namespace=namespace, at=at)
-        return self.remember_many([item])[0]
+                    user_id=user_id, agent_id=agent_id, namespace=namespace, at=at, key=key)
+        return self.remember_many([item], dedupe=dedupe)[0]
 
-    def remember_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
+    def remember_many(self, items: Iterable[str | Mapping[str, Any]], *,
+                      dedupe: bool = False) -> list[str]:
         """Store many memories in one batched encoder pass and one atomic write.
 
-        Each item is a text or a dict of :meth:`remember`'s arguments. Returns one id per item.
-        Input is validated first: one bad item rejects the whole call and stores nothing.
+        Each item is a text or a dict of :meth:`remember`'s arguments (``key`` included).
+        Returns one id per item. Input is validated first: one bad item rejects the whole call
+        and stores nothing. ``dedupe``: as :meth:`remember`, for every item (two equal texts
+        of one call give one memory). Upserts by key commit in the same write.
         """
+        _flag("dedupe", dedupe)
         if isinstance(items, (str, bytes, bytearray, memoryview, Mapping)):
             raise InvalidInputError(f"remember_many() takes a list of items, got one "
                                     f"{type(items).__name__}: use remember(), or wrap it in [...]")
@@ -120,7 +142,7 @@ class Memory:
         except TypeError:
             raise InvalidInputError(f"remember_many() takes a list of items, got "
                                     f"{type(items).__name__}") from None
-        docs = [self._doc(i, item) for i, item in enumerate(items)]
+        docs = [replace(self._doc(i, item), dedupe=dedupe) for i, item in enumerate(items)]
         return self._engine.add(docs) if docs else []
 
     def _doc(self, index: int, item: str | Mapping[str, Any]) -> NewDoc:
@@ -145,12 +167,68 @@ class Memory:
         return NewDoc(text=text, namespace=spec.get("namespace") or self.config.namespace,
                       kind=kind, metadata=dict(metadata or {}),
                       session_id=spec.get("session_id"), user_id=spec.get("user_id"),
-                      agent_id=spec.get("agent_id"), created_at=at)
+                      agent_id=spec.get("agent_id"), created_at=at,
+                      key=_key(spec.get("key"), f"item {index} key"))
+
+    def update(self, id: str, *, text: str | None = None,
+               metadata: Mapping[str, Any] | None = None, namespace: str | None = None) -> str:
+        """Change a memory in place; returns its id (the first part's).
+
+        ``id`` may be any part's; the whole source changes. A new ``text`` is split and
+        encoded again and replaces every part (the first part keeps its id, later parts get
+        new ones). ``metadata`` is MERGED into the stored metadata (its keys overwrite; to
+        drop keys, upsert with ``remember(key=...)``, which replaces). ``created_at`` is
+        kept. Atomic: a crash leaves the old version or the new one, and the old text's rows
+        are deleted and wiped as by :meth:`forget`. An id unknown in ``namespace`` (default:
+        this memory's) raises :class:`UnknownMemoryError`; nothing to change writes nothing.
+        """
+        if text is None and metadata is None:
+            raise InvalidInputError("update() takes text= or metadata= (or both)")
+        if text is not None:
+            check_text(text, "text")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        check_encodable(metadata, "metadata")
+        with self._lock:
+            parts = self._parts(id, namespace)
+        head = parts[0]
+        doc = NewDoc(text="".join(p.text for p in parts) if text is None else text,
+                     namespace=head.namespace, kind=head.kind,
+                     metadata={**head.metadata, **(metadata or {})},
+                     session_id=head.session_id, user_id=head.user_id,
+                     agent_id=head.agent_id, replaces=head.source_id or head.id)
+        return self._engine.add([doc])[0]
+
+    def _parts(self, id: object, namespace: str | None) -> list[StoredMemory]:
+        """Every part of the source that ``id`` (any part's id) belongs to, in order."""
+        m = self._owned(id, namespace)
+        return self._engine.source(m.namespace, m.source_id or m.id) or [m]
+
+    def history(self, id: str, *, namespace: str | None = None) -> list[MemoryEvent]:
+        """Every add, update and forget of a memory and its other parts, oldest first, with
+        when and what changed (text hashes and lengths, metadata keys; never text).
+
+        It outlives :meth:`forget`: pass the forgotten memory's id (its first part's; a live
+        memory may be named by any part's id). A memory stored before the space had a history
+        (schema 3) starts with its first update. :class:`UnknownMemoryError` for an id with
+        neither a memory nor a history in ``namespace`` (default: this memory's).
+        """
+        ns = self._namespace(namespace)
+        if not check_label(id, "id"):
+            raise InvalidInputError("id must be a non-empty string")
+        with self._lock:
+            m = self._engine.get(id)
+            if m is not None and m.namespace != ns:
+                raise UnknownMemoryError(f"no memory with id {id!r}")
+            events = self._engine.history(id if m is None else m.source_id or m.id)
+        if m is None and (not events or events[0].namespace != ns):
+            raise UnknownMemoryError(f"no memory with id {id!r}")
+        return [memory_event(e) for e in events]
 
     def forget(self, id: str | None = None, *, where: Mapping[str, Any] | None = None,
                namespace: str | None = None, all: bool = False) -> int:
-        """Delete a memory (and the other parts of its source), every match of ``where``, or
-        (``all=True``) every memory of the namespace.
+        """Delete a memory (and the other parts of its source: any part's id removes them
+        all), every match of ``where``, or (``all=True``) every memory of the namespace.
 
         Exactly one of ``id``, a non-empty ``where`` or ``all=True``; an empty ``where`` is
         refused (it would match everything). Each acts in ``namespace`` (default: this
@@ -168,9 +246,7 @@ class Memory:
                                     "pass all=True to mean that")
         with self._lock:
             if id is not None:
-                ns = self._owned(id, namespace).namespace
-                parts = self._engine.find(ns, where={"source_id": id})
-                ids = {id} | {m.id for m in parts}
+                ids = {id} | {m.id for m in self._parts(id, namespace)}
             else:
                 scope = self._scope(namespace, where)
                 ids = {m.id for m in self._engine.find(scope.namespace, scope.where)}
@@ -338,6 +414,16 @@ class Memory:
     @property
     def path(self) -> Path:
         return self._engine.path
+
+
+def _key(key: object, what: str) -> str | None:
+    """A caller's upsert key: None, or a non-empty string of at most 255 characters."""
+    if key is None:
+        return None
+    if not check_label(key, what) or len(key) > MAX_KEY_CHARS:  # type: ignore[arg-type]
+        raise InvalidInputError(f"{what} must be a non-empty string of at most "
+                                f"{MAX_KEY_CHARS} characters")
+    return key  # type: ignore[return-value]
 
 
 def _recall_mode(routing: str | None) -> str | None:

@@ -26,6 +26,27 @@ class MemoryRecord(BaseModel):
     n_chunks: int
 
 
+class MemoryEvent(BaseModel):
+    """One add, update or forget of a memory and its other parts (:meth:`Memory.history`).
+
+    Text is never kept, only its sha256 and length, so the history of a forgotten memory
+    holds none of its words; its metadata key names are blanked when it is forgotten.
+    """
+
+    id: str = Field(description="The memory's id (its first part's).")
+    namespace: str
+    event: str = Field(description='"add", "update" or "forget".')
+    at: datetime
+    text_sha256: str | None = Field(None, description="Of the whole text after the event.")
+    text_chars: int | None = None
+    parts: int
+    old_text_sha256: str | None = Field(None, description="Before the event (update, forget).")
+    old_text_chars: int | None = None
+    metadata_keys: list[str] | None = Field(None, description="After the event.")
+    changed: list[str] = Field(default_factory=list, description='What an update changed: '
+                               '"text", "metadata", "kind", "session_id", ...')
+
+
 class Explanation(BaseModel):
     """Why a memory was recalled: its routing score in each MSA layer and the chunk that matched."""
 

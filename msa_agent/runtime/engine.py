@@ -16,8 +16,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,8 @@ from msa_agent.runtime.reencode import original_ids, reencode_routing
 from msa_agent.runtime.residency import HostKVCache
 from msa_agent.runtime.router_choice import OWN_QK, pick_router
 from msa_agent.runtime.routing import RoutingIndex
-from msa_agent.store import ArraySpec, NewMemory, Space, StoredMemory
+from msa_agent.runtime.targets import NewDoc, Plan, Target, resolve, source_parts
+from msa_agent.store import ArraySpec, HistoryEvent, NewMemory, Space, StoredMemory
 
 __all__ = ["Engine", "NewDoc", "RoutingQualityWarning", "OWN_QK"]
 
@@ -51,18 +51,14 @@ HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (an
 KV_FRAME_SETTING = "kv_frame_ids"  # the head token ids a chat-framed space encoded K/V after
 
 
-@dataclass(frozen=True)
-class NewDoc:
-    """A memory to store: its text and row fields (the facade has validated them)."""
-
-    text: str
-    namespace: str
-    kind: str = "document"
-    metadata: dict[str, Any] | None = None
-    session_id: str | None = None
-    user_id: str | None = None
-    agent_id: str | None = None
-    created_at: datetime | None = None  # None = now
+def _kept(d: NewDoc, p: StoredMemory) -> NewMemory:
+    """Part ``p`` with ``d``'s fields and metadata: an update that keeps the text (and rows)."""
+    return NewMemory(text=p.text, namespace=p.namespace, kind=d.kind,
+                     metadata=dict(d.metadata or {}), session_id=d.session_id,
+                     user_id=d.user_id, agent_id=d.agent_id, source_id=p.source_id or p.id,
+                     part=p.part, n_tokens=p.n_tokens, n_chunks=p.n_chunks,
+                     created_at=d.created_at or p.created_at, id=p.id,
+                     key=d.key if p.part == 0 else None)
 
 
 class Engine(Recall):
@@ -157,20 +153,52 @@ class Engine(Recall):
         """Split, encode (batched) and store ``docs`` in one atomic write; one id per doc.
 
         A text longer than ``max_doc_tokens`` becomes several parts linked by ``source_id``
-        (the first part's id, which is the id returned).
+        (the first part's id, which is the id returned). A doc may instead update a source
+        (``replaces``, or its ``key`` names one) or return a duplicate's id (``dedupe``):
+        ``msa_agent.runtime.targets``. Updates and adds of one call commit together.
         """
         planned = [self._plan(d) for d in docs]
-        pieces = [p for plan in planned for p in plan]
-        if pieces:
-            router = self.router  # encoded outside the lock: other threads read meanwhile
-            encoded = self.encoder.encode([ids for ids, _ in pieces])
-            with self.lock:
-                if self.router is not router:  # switched meanwhile: keys of one router only
-                    encoded = self.encoder.encode([ids for ids, _ in pieces])
-                memories = [replace(m, n_tokens=e.n_tokens, n_chunks=e.n_chunks)
-                            for (_, m), e in zip(pieces, encoded)]
-                self._store(memories, [self._arrays(e) for e in encoded])
-        return [plan[0][1].id or "" for plan in planned]
+        with self.lock:
+            targets = resolve(self._space, docs, planned)
+        router = self.router  # encoded outside the lock: other threads read meanwhile
+        encoded = self._encode(planned, targets)
+        with self.lock:
+            again = resolve(self._space, docs, planned)
+            if self.router is not router or again != targets:  # changed meanwhile: redo
+                targets, encoded = again, self._encode(planned, again)
+            self._write(docs, planned, targets, encoded)
+        return [t.id for t in targets]
+
+    def _encode(self, planned: Sequence[Plan], targets: Sequence[Target]
+                ) -> dict[int, list[EncodedDoc]]:
+        """Encoded parts of the docs whose target needs new rows, by doc index."""
+        todo = [i for i, t in enumerate(targets) if t.encode]
+        flat = self.encoder.encode([ids for i in todo for ids, _ in planned[i]]) if todo else []
+        out, at = {}, 0
+        for i in todo:
+            out[i], at = flat[at:at + len(planned[i])], at + len(planned[i])
+        return out
+
+    def _write(self, docs: Sequence[NewDoc], planned: Sequence[Plan],
+               targets: Sequence[Target], encoded: dict[int, list[EncodedDoc]]) -> None:
+        memories: list[NewMemory] = []
+        arrays: list[dict[str, np.ndarray]] = []
+        for i, t in enumerate(targets):
+            if t.action == "same":
+                continue
+            if t.reuse:
+                rows = [self._space.read(name, t.old) for name in self._space.arrays]
+                arrays += [{n: np.ascontiguousarray(r[k]) for n, r in zip(self._space.arrays, rows)}
+                           for k in range(len(t.old))]
+                memories += [_kept(docs[i], p) for p in t.old]
+                continue
+            when = docs[i].created_at or (t.old[0].created_at if t.old else None)
+            memories += [replace(m, n_tokens=e.n_tokens, n_chunks=e.n_chunks, source_id=t.id,
+                                 id=t.id if m.part == 0 else m.id, created_at=when)
+                         for (_, m), e in zip(planned[i], encoded[i])]
+            arrays += [self._arrays(e) for e in encoded[i]]
+        if memories:
+            self._store(memories, arrays, [t for t in targets if t.action == "replace"])
 
     def _plan(self, d: NewDoc) -> list[tuple[list[int], NewMemory]]:
         parts = split_text(self.tokenizer, d.text, self.cfg.max_doc_tokens)
@@ -179,27 +207,33 @@ class Engine(Recall):
             text=p.text, namespace=d.namespace, kind=d.kind, metadata=dict(d.metadata or {}),
             session_id=d.session_id, user_id=d.user_id, agent_id=d.agent_id, source_id=first,
             part=p.part, n_tokens=len(p.ids), id=first if p.part == 0 else uuid.uuid4().hex,
-            created_at=d.created_at,
+            created_at=d.created_at, key=d.key if p.part == 0 else None,
         )) for p in parts]
 
-    def _store(self, memories: Sequence[NewMemory], arrays: Sequence[dict[str, np.ndarray]]
-               ) -> list[str]:
-        """One atomic space write, then index what was stored (store dtype, so a reopened
-        space ranks identically)."""
+    def _store(self, memories: Sequence[NewMemory], arrays: Sequence[dict[str, np.ndarray]],
+               replaced: Sequence[Target] = ()) -> list[str]:
+        """One atomic space write (deleting the ``replaced`` sources in it), then index what
+        was stored (store dtype, so a reopened space ranks identically)."""
         with self.lock:
-            ids = self._space.add(memories, arrays)
+            ids = self._space.add(memories, arrays, replace=[t.id for t in replaced])
+            if replaced:
+                self._drop([p.id for t in replaced for p in t.old])
             keys = [torch.from_numpy(np.ascontiguousarray(a["route_k"])) for a in arrays]
             self.index.add(ids, [m.namespace for m in memories], keys)
         return ids
+
+    def _drop(self, ids: list[str]) -> None:
+        """Forget deleted memories' resident routing rows and cached K/V."""
+        self.index.remove(ids)
+        for cache in self.kv_cache.values():
+            cache.evict(ids)
 
     def remove(self, ids: Sequence[str]) -> int:
         """Delete memories (rows gone, array rows zeroed), drop them from the index and the
         host tier; compact once enough rows are dead. Returns how many were deleted."""
         with self.lock:
             n = self._space.delete(list(ids))
-            self.index.remove(list(ids))
-            for cache in self.kv_cache.values():
-                cache.evict(ids)
+            self._drop(list(ids))
             limit = self.cfg.compact_dead_fraction
             if n and limit is not None and self._space.dead_fraction() >= limit:
                 self.compact()
@@ -294,6 +328,16 @@ class Engine(Recall):
         """Stored memories of ``namespace`` (None = all) matching ``where``; as ``Space.find``."""
         with self.lock:
             return self._space.find(namespace, where, **kwargs)
+
+    def source(self, namespace: str, sid: str) -> list[StoredMemory]:
+        """Every part of the source ``sid`` of ``namespace``, in order ([] if none)."""
+        with self.lock:
+            return source_parts(self._space, namespace, sid)
+
+    def history(self, sid: str) -> list[HistoryEvent]:
+        """The source ``sid``'s adds, updates and forgets, oldest first (``Space.history``)."""
+        with self.lock:
+            return self._space.history(sid)
 
     def namespaces(self) -> list[str]:
         with self.lock:

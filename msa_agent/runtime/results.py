@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from msa_agent.store import StoredMemory
-from msa_agent.types import Explanation, MemoryRecord, RecallHit
+from msa_agent.store import HistoryEvent, StoredMemory
+from msa_agent.types import Explanation, MemoryEvent, MemoryRecord, RecallHit
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,15 @@ def explanation(r: Recalled, chunk_text: str, combine: str) -> Explanation:
     """Why ``r`` was recalled: per-layer scores, the matched chunk, each channel's part."""
     return Explanation(layer_scores=r.layer_scores, best_chunk=r.best_chunk,
                        best_chunk_text=chunk_text, combine=combine, channels=r.channels)
+
+
+def memory_event(e: HistoryEvent) -> MemoryEvent:
+    """The public form of a history event."""
+    return MemoryEvent(
+        id=e.memory_id, namespace=e.namespace, event=e.event, at=e.at,
+        text_sha256=e.text_hash, text_chars=e.text_chars, parts=e.parts,
+        old_text_sha256=e.old_text_hash, old_text_chars=e.old_text_chars,
+        metadata_keys=e.metadata_keys, changed=e.changed)
 
 
 def memory_record(m: StoredMemory) -> MemoryRecord:
