@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,7 +25,7 @@ from msa_agent.cli.common import (
     progress_bar,
 )
 from msa_agent.cli.options import JsonOpt, MetaOpt, ModelOpt, NamespaceOpt, PathOpt
-from msa_agent.cli.sources import DEFAULT_INCLUDE, Skipped, collect, read_item
+from msa_agent.cli.sources import DEFAULT_INCLUDE, STDIN, Skipped, collect, read_item
 from msa_agent.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ Batch = list[tuple[str, dict[str, Any]]]  # (source, remember_many item)
 BATCH_FILES = 32
 BATCH_CHARS = 200_000
 BATCH_SECONDS = 0.5  # a batch grows while it encodes faster than this, so the bar moves often
+MAX_KEY = 255  # Memory's limit on a key
 
 
 def ingest(
@@ -57,7 +60,10 @@ def ingest(
     json_: JsonOpt = False,
 ) -> None:
     """Remember files, folders, .jsonl chat sessions, PDFs or stdin; unreadable files are
-    skipped. Paths are checked before the model loads: a missing one changes nothing."""
+    skipped. Paths are checked before the model loads: a missing one changes nothing.
+    Run again, it adds only what is new: a file already ingested (keyed by its absolute
+    path) is left alone if unchanged and updated in place if changed, and a text the
+    namespace already holds is not stored twice."""
     metadata = parse_pairs(meta, "--meta")
     sources = _sources(paths, include, exclude, encoding)
     with open_memory(path, model=model, namespace=namespace, create=True) as mem:
@@ -94,6 +100,7 @@ class Run:
     metadata: dict[str, Any]
     encoding: str
     ids: dict[str, str] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # source: added/updated/unchanged
     skipped: list[Skipped] = field(default_factory=list)
     size: int = 1  # files in the next batch
     tokens: int = 0
@@ -122,7 +129,7 @@ class Run:
                 self.skipped.append(item)
                 bar.advance(task)
                 continue
-            batch.append((src, item))
+            batch.append((src, item if src == STDIN else {**item, "key": file_key(src)}))
             chars += len(item["text"])
             if len(batch) >= self.size or chars >= BATCH_CHARS:
                 yield batch
@@ -132,8 +139,10 @@ class Run:
 
     def _store(self, batch: Batch) -> None:
         """One ``remember_many`` call (retried file by file if refused); adapts the size."""
-        started = time.perf_counter()
-        self.ids.update(_remember(self.mem, batch, self.skipped))
+        started, now = time.perf_counter(), datetime.now(timezone.utc)
+        stored = _remember(self.mem, batch, self.skipped)
+        self.ids.update(stored)
+        self.status.update({s: _status(self.mem, i, now) for s, i in stored.items()})
         took = time.perf_counter() - started
         if took < BATCH_SECONDS / 2:
             self.size = min(2 * self.size, BATCH_FILES)
@@ -141,15 +150,34 @@ class Run:
             self.size = max(1, self.size // 2)
 
 
+def file_key(src: str) -> str:
+    """The upsert key of a file: its absolute path (hashed if longer than a key may be)."""
+    path = str(Path(src).resolve())
+    key = f"file:{path}"
+    if len(key) > MAX_KEY:
+        key = "file-sha256:" + hashlib.sha256(path.encode()).hexdigest()
+    return key
+
+
+def _status(mem: Memory, id: str, since: datetime) -> str:
+    """Whether this call added, updated or left alone the memory ``id`` (its history)."""
+    last = mem.history(id)[-1:]
+    if not last or last[0].at < since:
+        return "unchanged"
+    return "added" if last[0].event == "add" else "updated"
+
+
 def _remember(mem: Memory, batch: Batch, skipped: list[Skipped]) -> dict[str, str]:
-    """One ``remember_many`` call; if the batch is refused, retry file by file."""
+    """One ``remember_many`` call (deduplicated, upserts by file key); if the batch is
+    refused, retry file by file."""
     try:
-        return dict(zip([s for s, _ in batch], mem.remember_many([i for _, i in batch])))
+        return dict(zip([s for s, _ in batch],
+                        mem.remember_many([i for _, i in batch], dedupe=True)))
     except InvalidInputError:
         out = {}
         for src, item in batch:
             try:
-                out[src] = mem.remember_many([item])[0]
+                out[src] = mem.remember_many([item], dedupe=True)[0]
             except InvalidInputError as e:
                 skipped.append(Skipped(src, str(e)))
         return out
@@ -157,7 +185,8 @@ def _remember(mem: Memory, batch: Batch, skipped: list[Skipped]) -> dict[str, st
 
 def _report(run: Run, json_: bool) -> None:
     if json_:
-        print_json({"ingested": [{"source": s, "id": i} for s, i in run.ids.items()],
+        print_json({"ingested": [{"source": s, "id": i, "status": run.status.get(s, "added")}
+                                 for s, i in run.ids.items()],
                     "skipped": [{"source": s.source, "reason": s.reason} for s in run.skipped],
                     "tokens": run.tokens})
         return
@@ -165,5 +194,8 @@ def _report(run: Run, json_: bool) -> None:
     for s in run.skipped:
         err.print(f"[yellow]skipped[/] {escape(s.source)}: {escape(s.reason)}", highlight=False,
                   soft_wrap=True)
+    counts = {k: sum(v == k for v in run.status.values())
+              for k in ("added", "updated", "unchanged")}
     out_console().print(f"ingested {len(run.ids)} source(s), skipped {len(run.skipped)} "
-                        f"({run.tokens:,} tokens)")
+                        f"({counts['added']} new, {counts['updated']} updated, "
+                        f"{counts['unchanged']} unchanged; {run.tokens:,} tokens)")

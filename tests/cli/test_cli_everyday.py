@@ -67,6 +67,27 @@ def test_ask_says_when_it_stopped_at_the_limit_and_times_readably(msa, docs: Pat
     assert ans["generated_tokens"] == 2 and ans["stopped_at_limit"] is True
 
 
+def test_ingest_rerun_adds_nothing_and_updates_changed_files(msa, docs: Path) -> None:
+    first = msa.json("ingest", str(docs))
+    ids = {i["source"]: i["id"] for i in first["ingested"]}
+    assert {i["status"] for i in first["ingested"]} == {"added"}
+    stats = msa.json("stats")
+    again = msa.json("ingest", str(docs))
+    assert {i["source"]: i["id"] for i in again["ingested"]} == ids
+    assert {i["status"] for i in again["ingested"]} == {"unchanged"}
+    assert msa.json("stats") == stats  # nothing added, nothing rewritten
+    (docs / "paris.md").write_text("Paris is the capital of France. Lyon is not.")
+    (docs / "new.md").write_text("A new note.")
+    out = msa("ingest", str(docs)).stdout
+    assert "ingested 4 source(s), skipped 0 (1 new, 1 updated, 2 unchanged" in out
+    rows = msa.json("ls")
+    assert len(rows) == 4
+    paris = next(r for r in rows if r["metadata"]["source"].endswith("paris.md"))
+    assert paris["id"] == ids[str(docs / "paris.md")] and "Lyon" in paris["text"]
+    msa("ingest", "-", input="Bob likes green tea.")  # the text of tea.txt: not stored twice
+    assert len(msa.json("ls")) == 4
+
+
 def test_latin1_needs_encoding_and_then_ingests(msa, tmp_path: Path) -> None:
     f = tmp_path / "menu.txt"
     f.write_bytes("Café crème à Paris, 3 €".encode("latin-1", errors="replace"))
@@ -126,9 +147,12 @@ class _FakeMemory:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def remember_many(self, items: list) -> list[str]:
+    def remember_many(self, items: list, dedupe: bool = False) -> list[str]:
         self.batches.append(len(items))
         return [f"id{sum(self.batches)}-{i}" for i in range(len(items))]
+
+    def history(self, id: str) -> list:
+        return []
 
     def stats(self) -> SimpleNamespace:
         return SimpleNamespace(tokens=10 * sum(self.batches))
