@@ -39,14 +39,17 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
 
 
 def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> None:
+    """Remember ``items`` whose namespace the space does not hold yet: a later run with the
+    other split adds that split's namespaces (an interrupted ingest is not resumed)."""
     from msa_agent import Memory
 
-    if (path / ".ingested").exists():
-        return
     with Memory.open(path, lm, keep_full_kv=True, full_kv_layers="all", **frame) as mem:
-        mem.remember_many([{"text": m.text, "namespace": m.namespace, "kind": "session",
-                            "metadata": {"key": m.key}, "at": memory_time(m)} for m in items])
-    (path / ".ingested").touch()
+        held = set(mem.namespaces())
+        new = [m for m in items if m.namespace not in held]
+        for s in range(0, len(new), 64):
+            mem.remember_many([{"text": m.text, "namespace": m.namespace, "kind": "session",
+                                "metadata": {"key": m.key}, "at": memory_time(m)}
+                               for m in new[s:s + 64]])
 
 
 def kv_answer(mem: Any, positions: str, question: str, hits: list[Any]) -> tuple[str, int]:
