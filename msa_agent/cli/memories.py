@@ -164,6 +164,9 @@ def compacted_line(sizes: dict[str, int]) -> str:
 def _describe(mem: Memory, id: str | None, filters: dict[str, Any] | None) -> str | None:
     """What ``forget`` would delete, for the prompt; None when nothing matches."""
     if id is not None:
-        return f"memory {id} ({preview(mem.get(id).text, 50)!r})"
+        m = mem.get(id)
+        parts = len(mem.list(where={"source_id": m.source_id}, limit=None)) if m.source_id else 1
+        whole = f" and the other {parts - 1} part(s) of its text" if parts > 1 else ""
+        return f"memory {id} ({preview(m.text, 50)!r}){whole}"
     n = len(mem.list(where=filters, limit=None))
     return f"{n} memories matching {filters}" if n else None

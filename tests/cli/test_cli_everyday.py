@@ -88,6 +88,18 @@ def test_ingest_rerun_adds_nothing_and_updates_changed_files(msa, docs: Path) ->
     assert len(msa.json("ls")) == 4
 
 
+def test_forget_of_a_later_part_forgets_the_whole_text(msa, tmp_path: Path) -> None:
+    f = tmp_path / "long.md"
+    f.write_text("Alice works for Acme in Lisbon and likes green tea. " * 60)
+    msa("ingest", str(f))
+    rows = msa.json("ls", "--limit", "1000")
+    assert len(rows) >= 3
+    later = next(r["id"] for r in rows if r["part"] == 2)
+    assert "other" in msa("forget", later, input="n\n", code=1).stderr  # the prompt says so
+    assert msa.json("forget", later, "--yes") == {"deleted": len(rows)}
+    assert msa.json("ls") == []
+
+
 def test_latin1_needs_encoding_and_then_ingests(msa, tmp_path: Path) -> None:
     f = tmp_path / "menu.txt"
     f.write_bytes("Café crème à Paris, 3 €".encode("latin-1", errors="replace"))
