@@ -147,3 +147,59 @@ def test_history_matches_a_model(tmp_path: Path, ops: list[tuple[str, int, list[
         for sid, want in model.items():
             got = [(e.event, e.old_text_hash, e.text_hash) for e in space.history(sid)]
             assert got == want
+
+
+# The writer replaces source "src" (3 parts) by version i, again and again, reporting each
+# replace that returned; it is SIGKILLed at a random moment.
+REPLACER = """
+import sys
+from store_helpers import FP, make_data
+from msa_agent.store import NewMemory, Space
+
+with Space.open(sys.argv[1], FP, durable=False) as s:
+    for i in range(1, 100_000):
+        news = [NewMemory(text=f"v{i}p{j} ", id="src" if j == 0 else f"src-{i}-{j}",
+                          source_id="src", part=j, n_chunks=1, n_tokens=2) for j in range(3)]
+        s.add(news, [make_data(m, 10 * i + j) for j, m in enumerate(news)], replace=["src"])
+        print("replaced", i, flush=True)
+"""
+
+
+def test_sigkill_mid_replace_leaves_one_whole_version(space_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lexical_helpers import assert_fts_consistent
+
+    with Space.create(space_path, FP, SPECS, durable=False) as s:
+        news = [NewMemory(text=f"v0p{j} ", id="src" if j == 0 else f"src-0-{j}",
+                          source_id="src", part=j, n_chunks=1, n_tokens=2) for j in range(3)]
+        s.add(news, [make_data(m, j) for j, m in enumerate(news)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    done = 0  # replaces reported by all runs
+    for run, seen in enumerate((3, 11), 1):
+        proc = subprocess.Popen([sys.executable, "-c", REPLACER, str(space_path)],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(seen)]
+        time.sleep(0.01 * run)
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        last = int([*lines, *out.splitlines()][-1].split()[1])
+        done += last
+        assert_fts_consistent(space_path)
+        with Space.open(space_path, FP) as s:
+            parts = sorted(s.find(), key=lambda m: m.part)
+            (version,) = {m.text.split("p")[0] for m in parts}  # one version, never a mix
+            v = int(version[1:])
+            assert len(parts) == 3 and v in (last, last + 1)
+            for j, (m, got) in enumerate(zip(parts, s.read("route_k", parts), strict=True)):
+                want = make_data(m, 10 * v + j if v else j)["route_k"]
+                np.testing.assert_array_equal(got, want)
+            events = [e.event for e in s.history("src")]  # one per committed replace
+            assert events[0] == "add" and set(events[1:]) <= {"update"}
+            assert done <= len(events) - 1 <= done + run  # each run: one unreported at most
