@@ -32,7 +32,7 @@ from msa_agent.runtime.results import (
 )
 from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
-from msa_agent.store import Space, SpaceLockedError, StoredMemory
+from msa_agent.store import Space, SpaceLockedError, SpaceReadOnlyError, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryEvent, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
@@ -56,7 +56,7 @@ class Memory:
     @classmethod
     def open(cls, path: str | Path, model: str | LoadedModel | tuple[Any, Any] | None = None,
              namespace: str = "default", *, config: MemoryConfig | None = None,
-             **overrides: Any) -> Memory:
+             read_only: bool = False, **overrides: Any) -> Memory:
         """Open (or create) the memory space at ``path``.
 
         ``model``: an HF id or local path, a ``(model, tokenizer)`` pair you already hold, or
@@ -65,14 +65,19 @@ class Memory:
         it with another is refused (``FingerprintMismatchError``). A space is opened by one
         ``Memory`` at a time, in one process: another open, even only to recall, raises
         ``SpaceLockedError`` until that one is closed (threads share the one ``Memory``).
+        ``read_only=True`` opens an existing space without that lock, next to its writer in
+        another process: recall, answer, get and list see the writer's commits (each recall
+        and answer first picks up what was committed since the last); writes raise
+        ``SpaceReadOnlyError``.
         """
+        _flag("read_only", read_only)
         try:
             cfg, explicit = resolve_config(config, namespace, overrides)
         except ValidationError as exc:  # the one translation: pydantic's error is not ours
             raise InvalidInputError(f"invalid memory settings: {exc}") from None
         try:
             lm, cfg = resolve_model(Path(path), model, cfg, explicit)
-            return cls(Engine.open(path, lm, cfg), cfg)
+            return cls(Engine.open(path, lm, cfg, read_only), cfg)
         except SpaceLockedError as exc:
             raise SpaceLockedError(
                 f"{exc}: one Memory (one process) opens a space at a time, readers included; "
@@ -142,8 +147,15 @@ class Memory:
         except TypeError:
             raise InvalidInputError(f"remember_many() takes a list of items, got "
                                     f"{type(items).__name__}") from None
+        self._writable()
         docs = [replace(self._doc(i, item), dedupe=dedupe) for i, item in enumerate(items)]
         return self._engine.add(docs) if docs else []
+
+    def _writable(self) -> None:
+        """Refuse a write on a read-only memory before any work (encoding) is done."""
+        if self._engine.read_only:
+            raise SpaceReadOnlyError(f"{self.path} was opened read-only (read_only=True): "
+                                     "open it without read_only to write")
 
     def _doc(self, index: int, item: str | Mapping[str, Any]) -> NewDoc:
         spec = dict(item) if isinstance(item, Mapping) else {"text": item}
@@ -189,6 +201,7 @@ class Memory:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError(f"metadata must be a mapping, got {type(metadata).__name__}")
         check_encodable(metadata, "metadata")
+        self._writable()
         with self._lock:
             parts = self._parts(id, namespace)
         head = parts[0]
@@ -244,6 +257,7 @@ class Memory:
         if where is not None and isinstance(where, Mapping) and not where:
             raise InvalidInputError("forget(where={}) would delete the whole namespace; "
                                     "pass all=True to mean that")
+        self._writable()
         with self._lock:
             if id is not None:
                 ids = {id} | {m.id for m in self._parts(id, namespace)}
@@ -265,6 +279,7 @@ class Memory:
 
     def compact(self) -> dict[str, int]:
         """Reclaim the disk of deleted memories now; returns bytes on disk before and after."""
+        self._writable()
         before, after = self._engine.compact()
         return {"bytes_before": before, "bytes_after": after}
 
@@ -286,6 +301,7 @@ class Memory:
         k = self._checked(query, "query", k, hops)
         _flag("explain", explain)
         mode = _recall_mode(routing)
+        self._engine.follow_writer()
         hits = self._engine.recall(query, k, self._scope(namespace, where, since, until), hops,
                                    mode=mode)
         return [recall_hit(h, self._explain(h) if explain else None) for h in hits]
@@ -342,6 +358,7 @@ class Memory:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
         k = self._checked(question, "question", k, hops)
         _flag("stream", stream)
+        self._engine.follow_writer()
         result = answer_stream(self._engine, question, k, self._scope(namespace, where), hops,
                                read, max_new_tokens, _recall_mode(routing))
         return result if stream else result.collect()
@@ -354,6 +371,7 @@ class Memory:
         this to switch routers on an open memory, or to repair keys. Shows progress; returns
         the number of memories re-encoded.
         """
+        self._writable()
         if router_path is None:
             return self._engine.refresh_routing()
         return self._engine.switch_router(router_path)
@@ -408,6 +426,7 @@ class Memory:
         when exported (``keep_namespaces=True``). A bad bundle changes nothing."""
         if keep_namespaces and namespace is not None:
             raise InvalidInputError("give namespace or keep_namespaces=True, not both")
+        self._writable()
         target = None if keep_namespaces else self._namespace(namespace)
         return self._engine.import_bundle(path, progress, target)
 

@@ -7,6 +7,7 @@ from .errors import (
     FingerprintMismatchError,
     FTS5UnavailableError,
     InvalidQueryError,
+    SpaceBusyError,
     SpaceExistsError,
     SpaceLockedError,
     SpaceNotFoundError,
@@ -21,6 +22,6 @@ from .types import ArraySpec, HistoryEvent, NewMemory, StoredMemory
 __all__ = [
     "ArraySpec", "HistoryEvent", "NewMemory", "StoredMemory", "Space",
     "StoreError", "StoreInputError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
-    "SpaceReadOnlyError", "FingerprintMismatchError", "StoreCorruptedError",
+    "SpaceReadOnlyError", "SpaceBusyError", "FingerprintMismatchError", "StoreCorruptedError",
     "InvalidQueryError", "FTS5UnavailableError",
 ]

@@ -28,6 +28,10 @@ class SpaceLockedError(StoreError):
     """Another writer (process or open ``Space``) holds the space's lock file."""
 
 
+class SpaceBusyError(StoreError):
+    """A reader could not load a consistent view: the writer kept committing meanwhile."""
+
+
 class SpaceReadOnlyError(StoreError):
     """A write was attempted on a space opened with ``read_only=True``."""
 

@@ -245,6 +245,13 @@ class Space:
         if self.read_only:
             raise SpaceReadOnlyError(f"space {self.path} was opened read-only")
 
+    def generation(self) -> tuple[Any, ...]:
+        """A value that changes with every committed write (add, update, delete, compact):
+        how a read-only view notices its writer's commits."""
+        self._check_open()
+        info = self._meta.load()
+        return (info.arrays_dir, info.n_chunk_rows, info.n_token_rows, self._meta.count([]))
+
     def _follow_writer(self) -> None:
         """Read-only view: pick up the writer's committed ends and (after compact) folder."""
         info = self._meta.load()

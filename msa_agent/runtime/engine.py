@@ -41,7 +41,15 @@ from msa_agent.runtime.residency import HostKVCache
 from msa_agent.runtime.router_choice import OWN_QK, pick_router
 from msa_agent.runtime.routing import RoutingIndex
 from msa_agent.runtime.targets import NewDoc, Plan, Target, resolve, source_parts
-from msa_agent.store import ArraySpec, HistoryEvent, NewMemory, Space, StoredMemory
+from msa_agent.store import (
+    ArraySpec,
+    HistoryEvent,
+    NewMemory,
+    Space,
+    SpaceBusyError,
+    StoredMemory,
+    StoreError,
+)
 
 __all__ = ["Engine", "NewDoc", "RoutingQualityWarning", "OWN_QK"]
 
@@ -83,30 +91,42 @@ class Engine(Recall):
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
                              cfg.newer_subject_max)
         self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens)
+        self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
                          for kind in ("pooled", "full")}
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, path: str | Path, lm: LoadedModel, cfg: MemoryConfig) -> Engine:
+    def open(cls, path: str | Path, lm: LoadedModel, cfg: MemoryConfig,
+             read_only: bool = False) -> Engine:
         """Open (or create) the space at ``path`` for ``lm`` and load its routing index.
 
         Picks the router per ``cfg.routing`` (warning when falling back to the model's own
-        Q/K) and re-encodes stored routing keys that another router made.
+        Q/K) and re-encodes stored routing keys that another router made. ``read_only``: an
+        existing space, opened without its writer's lock (another process may write it
+        meanwhile) and never written: its index follows the writer's commits.
         """
         layers = resolve_msa_layers(ModelShape.of(lm.model), cfg.msa_layers)
         router = pick_router(lm, cfg, layers)
         fp, specs = space_fingerprint(lm, cfg, layers), array_specs(lm, cfg, layers)
-        space = Space.open_or_create(Path(path), fp, specs)
+        space = Space.open(Path(path), fp, read_only=True) if read_only else \
+            Space.open_or_create(Path(path), fp, specs)
         try:
             engine = cls(lm, cfg, router, space)
-            engine._attach()
-            space.set_setting("config", stored_config(cfg, lm))
+            if read_only:
+                engine._attach_reader()
+            else:
+                engine._attach()
+                space.set_setting("config", stored_config(cfg, lm))
         except BaseException:  # a failed open must not keep the space locked
             space.close()
             raise
         return engine
+
+    @property
+    def read_only(self) -> bool:
+        return self._space.read_only
 
     def close(self) -> None:
         with self.lock:
@@ -139,6 +159,43 @@ class Engine(Recall):
             self._reencode(live)
         space.set_setting("router_id", self.router_id)
         self._load_index(live)
+
+    def _attach_reader(self) -> None:
+        """A reader's attach: the space's own frame and router, no write, the index loaded."""
+        space = self._space
+        if self.kv_frame is not None and space.get_setting(KV_FRAME_SETTING) is not None:
+            self.kv_frame.head = self.encoder.kv_frame = list(space.get_setting(KV_FRAME_SETTING))
+        stored = space.get_setting("router_id")
+        if stored not in (None, self.router_id):
+            raise InvalidInputError(
+                f"this space's routing keys were made by router {stored!r}, not "
+                f"{self.router_id!r}: open it once for writing (it re-encodes them), or open "
+                "it read-only with the router it uses")
+        self.follow_writer()
+
+    def follow_writer(self) -> None:
+        """A reader: reload the routing index (and drop cached K/V) if the writer committed
+        since the last load; a writer's index is always current."""
+        if not self.read_only:
+            return
+        with self.lock:
+            for _ in range(5):  # a commit between reading the rows and the keys: again
+                before = self._space.generation()
+                if before == self._generation:
+                    return
+                try:
+                    self._load_index(self._space.live_chunks())
+                except (StoreError, RuntimeError):  # rows and keys from two commits
+                    if self._space.generation() == before:
+                        raise  # nothing moved: a real error
+                    continue
+                if self._space.generation() == before:
+                    self._generation = before
+                    for cache in self.kv_cache.values():  # an update keeps its id, not its rows
+                        cache.evict(list(cache.rows))
+                    return
+            raise SpaceBusyError("the writer kept committing while this reader loaded the "
+                                 "routing index; try again")
 
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
         self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens)

@@ -28,8 +28,8 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
                    ) -> tuple[LoadedModel, MemoryConfig]:
     """Load the model; an existing space supplies its own model and layout unless overridden."""
     stored: dict[str, Any] = {}
-    if Space.is_space(path):
-        with Space.open(path) as existing:
+    if Space.is_space(path):  # read without the writer's lock: the writer may be elsewhere
+        with Space.open(path, read_only=True) as existing:
             stored = existing.get_setting("config") or {}
     if "router_path" in explicit:  # naming a router overrides the space's stored routing
         explicit = explicit | {"routing"}
