@@ -62,8 +62,8 @@ class Memory:
         ``model``: an HF id or local path, a ``(model, tokenizer)`` pair you already hold, or
         None for the space's own model (the embedded SmolLM2-135M-Instruct for a new space).
         ``overrides`` are :class:`MemoryConfig` fields. A space is bound to one model: opening
-        it with another is refused (``FingerprintMismatchError``). A space is opened by one
-        ``Memory`` at a time, in one process: another open, even only to recall, raises
+        it with another is refused (``FingerprintMismatchError``). A space is written by one
+        ``Memory`` at a time, in one process: another writable open raises
         ``SpaceLockedError`` until that one is closed (threads share the one ``Memory``).
         ``read_only=True`` opens an existing space without that lock, next to its writer in
         another process: recall, answer, get and list see the writer's commits (each recall
@@ -80,8 +80,8 @@ class Memory:
             return cls(Engine.open(path, lm, cfg, read_only), cfg)
         except SpaceLockedError as exc:
             raise SpaceLockedError(
-                f"{exc}: one Memory (one process) opens a space at a time, readers included; "
-                "close it there first") from None
+                f"{exc}: one Memory (one process) writes a space at a time; close it there "
+                "first, or open with read_only=True to read beside it") from None
 
     @staticmethod
     def exists(path: str | Path) -> bool:

@@ -46,7 +46,7 @@ def ask(
     kwargs = {"k": k, "where": filters, "hops": parse_hops(hops), "read": read,
               "max_new_tokens": max_tokens}
     console = out_console()
-    with open_memory(path, namespace=namespace) as mem:
+    with open_memory(path, namespace=namespace, read_only=True) as mem:
         if json_ or not stream:
             answer = mem.answer(question, **kwargs)  # type: ignore[arg-type]
         else:

@@ -41,7 +41,7 @@ def recall(
     require_text(query, "query")
     filters = as_mapping(parse_pairs(where, "--where"))
     rounds = parse_hops(hops)
-    with open_memory(path, namespace=namespace) as mem:
+    with open_memory(path, namespace=namespace, read_only=True) as mem:
         hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
     if json_:
         print_json([record_dict(h) for h in hits])
@@ -84,7 +84,7 @@ def ls(
 ) -> None:
     """List memories of a namespace, oldest first (``--newest`` for newest first)."""
     filters = as_mapping(parse_pairs(where, "--where"))
-    with open_memory(path, namespace=namespace) as mem:
+    with open_memory(path, namespace=namespace, read_only=True) as mem:
         rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
     if json_:
         print_json([record_dict(r) for r in rows])
@@ -112,7 +112,7 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Everything about one memory of the namespace: text, metadata, scope, sizes."""
-    with open_memory(path, namespace=namespace) as mem:
+    with open_memory(path, namespace=namespace, read_only=True) as mem:
         record = mem.get(id)
     if json_:
         print_json(record_dict(record))

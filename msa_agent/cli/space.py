@@ -36,7 +36,7 @@ def init(
 
 def stats(path: PathOpt = None, json_: JsonOpt = False) -> None:
     """Counts and sizes of the space: memories, namespaces, tokens, chunks, bytes."""
-    with open_memory(path) as mem:
+    with open_memory(path, read_only=True) as mem:
         s = mem.stats()
     if json_:
         print_json(record_dict(s))

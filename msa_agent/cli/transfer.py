@@ -23,7 +23,7 @@ def export(
     """Write text, metadata, routing keys and KV of the space to a versioned bundle."""
     if dest.exists():  # refused before the model loads
         raise InvalidInputError(f"{dest} already exists; choose a new bundle path")
-    with open_memory(path) as mem, progress_bar() as bar:
+    with open_memory(path, read_only=True) as mem, progress_bar() as bar:
         total = sum(mem.stats().namespaces.get(ns, 0) for ns in namespace) if namespace \
             else mem.stats().memories
         task = bar.add_task("exporting", total=total)

@@ -202,3 +202,25 @@ def test_a_failed_open_removes_only_an_empty_space(msa, tmp_path: Path) -> None:
     msa("forget", "--where", "kind=document", "--yes")
     _drop_failed_open(msa.space)  # empty: removed
     assert not msa.space.exists()
+
+
+def test_read_commands_work_beside_a_writer(msa, docs: Path, model_dir: Path) -> None:  # noqa: F811
+    """ls, show, recall, stats and export open the space read-only: they work while a
+    writer holds it (here a Memory open in this process), and see its commits."""
+    import warnings
+
+    from msa_agent import Memory
+
+    msa("ingest", str(docs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        writer = Memory.open(msa.space)
+    with writer:
+        mid = writer.remember("The boiler was serviced by Vrai Thorn on Monday.")
+        rows = msa.json("ls")
+        assert mid in {r["id"] for r in rows}
+        assert msa.json("recall", "boiler serviced")[0]["id"] == mid
+        assert msa.json("stats")["memories"] == len(rows)
+        msa("show", mid)
+        msa("export", str(msa.space.parent / "bundle"))
+        msa("forget", mid, "--yes", code=1)  # a write still needs the writer's lock
