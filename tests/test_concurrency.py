@@ -1,5 +1,6 @@
-"""Threads sharing one Memory: writes, reads and answers at once store exactly what one thread
-would, and no call fails (issue 16: hooks on the shared model, generation outside the lock)."""
+"""Threads sharing one Memory: writes, updates, forgets, reads and answers at once store
+exactly what one thread would, and no call fails (issue 16: hooks on the shared model,
+generation outside the lock)."""
 
 from __future__ import annotations
 
@@ -60,14 +61,18 @@ def writer(mem: Memory, base: int, log: list[list[str]]) -> Callable[[], None]:
 
 
 def updater(mem: Memory, base: int, log: list[list[str]]) -> Callable[[], None]:
-    """An update: remember the new version, forget the old one (as the LangGraph store)."""
+    """Updates both ways: remember the new version and forget the old one (as the LangGraph
+    store did), and ``Memory.update`` in place (the stored text is the new one's)."""
     def run() -> None:
         for r in range(ROUNDS):
-            old = mem.remember(text(base + 2 * r))
-            mem.remember(text(base + 2 * r + 1))
-            log.append([text(base + 2 * r + 1)])
+            old = mem.remember(text(base + 3 * r))
+            mem.remember(text(base + 3 * r + 1))
+            log.append([text(base + 3 * r + 1)])
             mem.forget(old)
             mem.forget(where={"session_id": "none-such"})
+            draft = mem.remember(f"draft of {base + 3 * r + 2}")
+            mem.update(draft, text=text(base + 3 * r + 2))
+            log.append([text(base + 3 * r + 2)])
     return run
 
 
