@@ -10,7 +10,9 @@ every reading mode can serve the same question from the same space. Modes, ``k``
 memories:
 
 - ``none``: the same question in a namespace that holds no memory: routing runs and finds
-  nothing, and the prompt is the question alone (the frame every K/V read uses too);
+  nothing, and the prompt is the question alone (the frame pooled and bare K/V reads use
+  too; a chat-framed ``full`` read, the default, reads the frame's head as memory K/V and
+  prompts with its tail);
 - ``text``: the memories' text in the prompt, re-prefilled (the RAG-like path);
 - ``pooled``: each MSA layer attends to its memories' 64x-pooled K/V, no re-prefill;
 - ``full``: the memories' stored per-token K/V (MSA layers), re-rotated, no re-prefill.

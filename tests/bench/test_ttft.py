@@ -8,6 +8,7 @@ import pytest
 
 from msa_agent import Memory
 from msa_agent.bench import ttft
+from msa_agent.runtime.kv_frame import tail_ids
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
 
@@ -35,7 +36,11 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     assert none["memory_tokens"] == 0 and text["memory_tokens"] >= 3 * 24
     assert rows["full"]["memory_tokens"] == text["memory_tokens"]
     assert 0 < rows["pooled"]["memory_tokens"] < text["memory_tokens"]  # chunks, not tokens
-    assert text["prompt_tokens"] > none["prompt_tokens"] == rows["full"]["prompt_tokens"]
+    assert text["prompt_tokens"] > none["prompt_tokens"] == rows["pooled"]["prompt_tokens"]
+    # a chat-framed full read (the default) prompts with the frame's tail only: its head is
+    # read as memory K/V before the memories
+    tail = tail_ids(tiny_pair[1], settings.question)
+    assert rows["full"]["prompt_tokens"] == len(tail) < none["prompt_tokens"]
     for mode, row in rows.items():
         assert len(row["samples"]) == 1 and row["ttft_ms"]["p50"] > 0
         assert row["ttft_ms"]["min"] <= row["ttft_ms"]["p50"]
