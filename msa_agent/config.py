@@ -84,6 +84,10 @@ class MemoryConfig(BaseModel):
         "Triton kernel implements it too.",
     )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+    group_by_source: bool = Field(
+        False, description="recall returns only the best part of each source, so the parts of "
+        "one long text (a file, a session) do not fill the k slots; recall(group=...) overrides.",
+    )
     recall_mode: RecallMode = Field(
         "hybrid",
         description="Recall channels: 'hybrid' fuses MSA routing with the lexical (BM25, SQLite "

@@ -28,6 +28,7 @@ from msa_agent.runtime.results import (
     explanation,
     memory_event,
     memory_record,
+    page,
     recall_hit,
 )
 from msa_agent.runtime.setup import resolve_config, resolve_model
@@ -287,8 +288,14 @@ class Memory:
     def recall(self, query: str, k: int | None = None, where: Mapping[str, Any] | None = None,
                *, namespace: str | None = None, explain: bool = False, hops: Hops = 1,
                routing: str | None = None, since: datetime | None = None,
-               until: datetime | None = None) -> list[RecallHit]:
+               until: datetime | None = None, offset: int = 0,
+               min_score: float | None = None, group: bool | None = None) -> list[RecallHit]:
         """The ``k`` memories most relevant to ``query``, best first.
+
+        Paging and trimming: ``offset`` skips the best ``offset`` (the next page), ``min_score``
+        drops hits scoring below it (scores are the recall mode's: fused for hybrid),
+        ``group`` (default ``MemoryConfig.group_by_source``) keeps only the best part of each
+        source, so the parts of one long text do not fill the ``k`` slots.
 
         ``routing``: ``"hybrid"`` (default, ``MemoryConfig.recall_mode``) fuses MSA routing
         with a lexical BM25 channel; ``"msa"`` or ``"lexical"`` use one. Candidates are
@@ -301,10 +308,31 @@ class Memory:
         k = self._checked(query, "query", k, hops)
         _flag("explain", explain)
         mode = _recall_mode(routing)
+        group = self.config.group_by_source if group is None else group
+        _flag("group", group)
+        _non_negative("offset", offset)
+        if min_score is not None and (isinstance(min_score, bool) or not isinstance(
+                min_score, (int, float)) or min_score != min_score):
+            raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
         self._engine.follow_writer()
-        hits = self._engine.recall(query, k, self._scope(namespace, where, since, until), hops,
-                                   mode=mode)
+        hits = self._page(query, k, self._scope(namespace, where, since, until), hops, mode,
+                          offset, min_score, group)
         return [recall_hit(h, self._explain(h) if explain else None) for h in hits]
+
+    def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
+              offset: int, min_score: float | None, group: bool) -> list[Recalled]:
+        """Recall enough candidates for the page: grouping thins them (the parts of one long
+        text), so the pool doubles until the page is full or the scope is exhausted. The
+        question's forward runs once."""
+        lexical = (mode or self.config.recall_mode) == "lexical"
+        q = None if lexical else self._engine.query(query)
+        wanted = offset + k
+        while True:
+            hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)
+            chosen = page(hits, k, offset, min_score, group)
+            if len(chosen) == k or len(hits) < wanted or not group:
+                return chosen
+            wanted *= 2
 
     def _checked(self, text: str, what: str, k: int | None, hops: Hops) -> int:
         """Validated ``k`` for a recall or an answer (``hops`` checked too); clear errors."""

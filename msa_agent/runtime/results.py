@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,23 @@ class Recalled:
     layer_scores: dict[int, float] = field(default_factory=dict)
     best_chunk: int = 0
     channels: dict[str, float] = field(default_factory=dict)
+
+
+def page(hits: Sequence[Recalled], k: int, offset: int = 0, min_score: float | None = None,
+         group: bool = False) -> list[Recalled]:
+    """The ``offset``-th to ``offset + k``-th of ranked ``hits``: those scoring below
+    ``min_score`` dropped, and with ``group`` only the best part of each source (so the parts
+    of one long text do not fill the slots). ``hits`` must hold enough for the page."""
+    kept, sources = [], set()
+    for h in hits:
+        if min_score is not None and h.score < min_score:
+            continue
+        source = h.memory.source_id or h.memory.id
+        if group and source in sources:
+            continue
+        sources.add(source)
+        kept.append(h)
+    return kept[offset:offset + k]
 
 
 def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit:
