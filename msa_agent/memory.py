@@ -261,7 +261,8 @@ class Memory:
         self._writable()
         with self._lock:
             if id is not None:
-                ids = {id} | {m.id for m in self._parts(id, namespace)}
+                parts = self._parts(id, namespace)  # validates id first (a list is refused)
+                ids = {id} | {m.id for m in parts}
             else:
                 scope = self._scope(namespace, where)
                 ids = {m.id for m in self._engine.find(scope.namespace, scope.where)}

@@ -134,11 +134,13 @@ RESCORE_POOL = 200  # candidates fetched by the OR match, then rescored
 
 
 def fts_idf(n_rows: int, n_hit: int) -> float:
+    n_hit = min(n_hit, n_rows)  # counted apart: a reader may see a writer's commit between
     idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
     return idf if idf > 0 else 1e-6
 
 
 def lucene_idf(n_rows: int, n_hit: int) -> float:
+    n_hit = min(n_hit, n_rows)
     return math.log(1 + (n_rows - n_hit + 0.5) / (n_hit + 0.5))
 
 

@@ -213,3 +213,16 @@ def test_a_held_model_keeps_its_dtype_and_a_different_dtype_is_refused(tmp_path:
         Memory.open(tmp_path / "b", model=(model, tok), dtype="float32")
     assert next(model.parameters()).dtype == torch.bfloat16  # never cast behind our back
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("bad_id", [["a"], {"a": 1}, 3, b"abc"])
+def test_forget_and_get_of_a_non_string_id_are_refused(tmp_path: Path, tiny_pair,
+                                                       bad_id: object) -> None:
+    """Found by the API fuzz: forget([...]) raised a raw TypeError before checking the id."""
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember(FACTS[0])
+        with pytest.raises(InvalidInputError):
+            mem.forget(bad_id)
+        with pytest.raises(InvalidInputError):
+            mem.get(bad_id)
+        assert mem.stats().memories == 1

@@ -260,3 +260,12 @@ def test_read_only_reader_follows_writer(space_path: Path) -> None:
             assert [h[0] for h in ro.lexical_search("quokka", 5, None)] == [second, first]
             w.delete([second])
             assert [h[0] for h in ro.lexical_search("quokka", 5, None)] == [first]
+
+
+def test_idf_survives_counts_taken_across_a_commit() -> None:
+    """A read-only reader counts rows and term hits in two queries; a writer's commit between
+    them can make hits exceed rows. That once raised ``math domain error`` mid-recall."""
+    from msa_agent.store.lexical import fts_idf, lucene_idf
+
+    assert fts_idf(10, 12) == fts_idf(10, 10) > 0
+    assert lucene_idf(10, 12) == lucene_idf(10, 10) > 0
