@@ -53,12 +53,26 @@ def _rewrite(folder: Path, data: dict[str, Any], name: str | None = None) -> Non
     (folder / "manifest.json").write_text(json.dumps(data))
 
 
-def _refused(target: Space, src: Path, match: str | None = None) -> None:
+def assert_refused(target: Space, src: Path, match: str | None = None) -> None:
     before = snapshot(target)
     with pytest.raises(InvalidInputError, match=match):
         import_into(target, src)
     assert snapshot(target) == before
     assert not list(target.path.glob(f"{PREFIX}*")), "scratch left behind"
+
+
+def assert_all_or_nothing(src: Path, dst: Path) -> None:
+    """Importing ``src`` into a new space at ``dst`` adds all 7 memories (finite keys) or is
+    refused with our error having written nothing; ``dst`` is removed afterwards."""
+    with Space.create(dst, FP, SPECS, durable=False) as space:
+        try:
+            import_into(space, src)
+        except MsaError:
+            assert space.count() == 0 and space.get_setting("touched") is None
+        else:
+            assert space.count() == 7
+            assert np.isfinite(space.read_all("route_k")[0]).all()
+    shutil.rmtree(dst)
 
 
 # ------------------------------------------------------------------------ round trip
@@ -105,17 +119,17 @@ def test_missing_checksums_refused(source: Space, target: Space, tmp_path: Path)
     data = _manifest(tmp_path / "b")
     del data["sha256"]["arrays/route_k.npy"]
     _rewrite(tmp_path / "b", data)
-    _refused(target, tmp_path / "b", "no valid sha256")
+    assert_refused(target, tmp_path / "b", "no valid sha256")
     data.pop("sha256")
     _rewrite(tmp_path / "b", data)
-    _refused(target, tmp_path / "b", "malformed manifest")
+    assert_refused(target, tmp_path / "b", "malformed manifest")
 
 
 def test_refused_bundle_leaves_settings(source: Space, target: Space, tmp_path: Path) -> None:
     """The check runs inside ``memory_batches``' entry: nothing is written before it."""
     bundle.export_space(source, None, tmp_path / "b")
     (tmp_path / "b" / "memories.jsonl").write_text("{}\n")
-    _refused(target, tmp_path / "b", "checksum")
+    assert_refused(target, tmp_path / "b", "checksum")
 
 
 # ------------------------------------------------------------------------ arrays
@@ -135,7 +149,7 @@ def test_bad_arrays_refused_even_with_good_checksums(source: Space, target: Spac
         arr = arr[:-1]
     np.save(f, arr)
     _rewrite(tmp_path / "b", _manifest(tmp_path / "b"), "arrays/route_k.npy")
-    _refused(target, tmp_path / "b",
+    assert_refused(target, tmp_path / "b",
              "NaN or infinite" if damage in ("nan", "inf") else "manifest declares")
 
 
@@ -147,7 +161,7 @@ def test_row_counts_must_match_memories(source: Space, target: Space, tmp_path: 
     lines[0] = json.dumps(d)
     (tmp_path / "b" / "memories.jsonl").write_text("\n".join(lines) + "\n")
     _rewrite(tmp_path / "b", _manifest(tmp_path / "b"), "memories.jsonl")
-    _refused(target, tmp_path / "b", "the manifest declares")
+    assert_refused(target, tmp_path / "b", "the manifest declares")
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -168,7 +182,7 @@ def test_bad_memory_lines_refused(source: Space, target: Space, tmp_path: Path, 
     lines[0] = json.dumps(d)  # ensure_ascii: a lone surrogate is written as \\ud800
     path.write_text("\n".join(lines) + "\n")
     _rewrite(tmp_path / "b", _manifest(tmp_path / "b"), "memories.jsonl")
-    _refused(target, tmp_path / "b", match)
+    assert_refused(target, tmp_path / "b", match)
 
 
 # ------------------------------------------------------------------------ hostile files
@@ -183,7 +197,7 @@ def test_zip_bomb_refused_before_extraction(source: Space, target: Space,
                 z.write(p, p.relative_to(tmp_path / "b").as_posix())
         z.writestr("memories.jsonl", b"\n" * (50 << 20))  # 50 MB of newlines, ~50 KB zipped
     assert bomb.stat().st_size < 1 << 20
-    _refused(target, bomb, "zip bomb|allows at most")
+    assert_refused(target, bomb, "zip bomb|allows at most")
 
 
 def test_zip_member_lying_about_its_size(source: Space, target: Space,
@@ -196,7 +210,7 @@ def test_zip_member_lying_about_its_size(source: Space, target: Space,
     start = raw.find(b"arrays/full_k.npy", raw.find(b"PK\x01\x02")) - 46
     raw[start + 24:start + 28] = (info.file_size - 8).to_bytes(4, "little")
     (tmp_path / "liar.zip").write_bytes(bytes(raw))
-    _refused(target, tmp_path / "liar.zip")
+    assert_refused(target, tmp_path / "liar.zip")
 
 
 def test_symlinks_refused(source: Space, target: Space, tmp_path: Path) -> None:
@@ -204,7 +218,7 @@ def test_symlinks_refused(source: Space, target: Space, tmp_path: Path) -> None:
     secret = tmp_path / "secret.jsonl"
     shutil.move(tmp_path / "b" / "memories.jsonl", secret)
     os.symlink(secret, tmp_path / "b" / "memories.jsonl")
-    _refused(target, tmp_path / "b", "symlink")
+    assert_refused(target, tmp_path / "b", "symlink")
 
 
 # ------------------------------------------------------------------------ fuzz
@@ -272,15 +286,7 @@ def test_fuzz_manifest_fields(fuzz_bundle: Path, tmp_path: Path, key: str, value
     with zipfile.ZipFile(bad, "w") as z:
         for n in names:
             z.writestr(n, files[n])
-    dst = bad.with_suffix("")
-    with Space.create(dst, FP, SPECS, durable=False) as space:
-        try:
-            import_into(space, bad)
-        except MsaError:
-            assert space.count() == 0 and space.get_setting("touched") is None
-        else:
-            assert space.count() == 7
-    shutil.rmtree(dst)
+    assert_all_or_nothing(bad, bad.with_suffix(""))
 
 
 # ------------------------------------------------------------------------ through Memory
@@ -363,14 +369,5 @@ def test_fuzz_file_with_matching_checksum(fuzz_folder: Path, tmp_path: Path, nam
     else:
         (src / name).write_bytes(_damage(raw, "flip" if kind == "nan" else kind, pos, bit))
     _rewrite(src, _manifest(src), name)
-    dst = src.with_name(src.name + "-dst")
-    with Space.create(dst, FP, SPECS, durable=False) as space:
-        try:
-            import_into(space, src)
-        except MsaError:
-            assert space.count() == 0 and space.get_setting("touched") is None
-        else:
-            assert space.count() == 7
-            assert np.isfinite(space.read_all("route_k")[0]).all()
-    shutil.rmtree(dst)
+    assert_all_or_nothing(src, src.with_name(src.name + "-dst"))
     shutil.rmtree(src)

@@ -25,7 +25,7 @@ from msa_agent.bench import metrics
 from msa_agent.bench.answers import MAX_NEW_TOKENS, default_reader, pick
 from msa_agent.bench.reading import summary
 from msa_agent.bench.tasks import build
-from msa_agent.bench.tasks.base import memory_time
+from msa_agent.bench.tune import remember_items
 
 K = 5
 SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
@@ -45,11 +45,7 @@ def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> No
 
     with Memory.open(path, lm, keep_full_kv=True, full_kv_layers="all", **frame) as mem:
         held = set(mem.namespaces())
-        new = [m for m in items if m.namespace not in held]
-        for s in range(0, len(new), 64):
-            mem.remember_many([{"text": m.text, "namespace": m.namespace, "kind": "session",
-                                "metadata": {"key": m.key}, "at": memory_time(m)}
-                               for m in new[s:s + 64]])
+        remember_items(mem, [m for m in items if m.namespace not in held])
 
 
 def kv_answer(mem: Any, positions: str, question: str, hits: list[Any]) -> tuple[str, int]:

@@ -63,12 +63,17 @@ def remember(task: Task, path: Path, lm: Any, namespaces: set[str]) -> None:
     items: Sequence[MemoryItem] = [m for m in task.stages[-1].memories
                                    if m.namespace in namespaces]
     with Memory.open(path, lm) as mem:
-        for s in range(0, len(items), 64):
-            mem.remember_many([
-                {"text": m.text, "namespace": m.namespace, "kind": "session",
-                 "metadata": {"key": m.key}, "at": memory_time(m)}
-                for m in items[s:s + 64]])
+        remember_items(mem, items)
     (path / ".ingested").touch()
+
+
+def remember_items(mem: Any, items: Sequence[MemoryItem], batch: int = 64) -> None:
+    """Task memories into ``mem``, as the suite's msa system stores them: dated by
+    ``memory_time``, keyed by the task's key, in batches."""
+    for s in range(0, len(items), batch):
+        mem.remember_many([{"text": m.text, "namespace": m.namespace, "kind": "session",
+                            "metadata": {"key": m.key}, "at": memory_time(m)}
+                           for m in items[s:s + batch]])
 
 
 POOL = 50  # = MemoryConfig.fusion_pool: each channel's candidates, as the runtime fuses them
