@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from bundle_helpers import FP, SPECS, import_into, make_space
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from msa_agent.errors import InvalidInputError, MsaError
@@ -355,11 +355,14 @@ def fuzz_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(name=st.sampled_from(["arrays/route_k.npy", "arrays/full_k.npy", "memories.jsonl"]),
        kind=st.sampled_from(["truncate", "flip", "nan"]), pos=st.integers(0, 1 << 30),
        bit=st.integers(0, 7))
+@example(name="arrays/route_k.npy", kind="flip", pos=121, bit=3)  # a .npy header numpy's
+# tokenizer chokes on (TokenError): once a raw error, found by this test in CI
 def test_fuzz_file_with_matching_checksum(fuzz_folder: Path, tmp_path: Path, name: str,
                                           kind: str, pos: int, bit: int) -> None:
     """A damaged file whose checksum was updated to match (a consistent lie): our error and
     an untouched space, or a complete import of finite rows."""
     src = tmp_path / f"b-{name.replace('/', '_')}-{kind}-{pos}-{bit}"
+    shutil.rmtree(src, ignore_errors=True)  # hypothesis may replay an example
     shutil.copytree(fuzz_folder, src)
     raw = (src / name).read_bytes()
     if kind == "nan" and name.endswith(".npy"):

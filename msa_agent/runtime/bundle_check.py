@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from tokenize import TokenError
 from typing import IO, Any
 
 import numpy as np
@@ -290,7 +291,9 @@ def load_arrays(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
         name, want = f"arrays/{s.name}.npy", (manifest.rows[s.unit], *s.row_shape)
         try:
             arr = np.load(folder / name, mmap_mode="r" if want[0] else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+        except (ValueError, OSError, EOFError, SyntaxError, TokenError) as e:
+            # numpy parses the header as Python literals: a damaged one can also fail in the
+            # tokenizer (TokenError) or the parser (SyntaxError), found by the fuzz test
             raise InvalidInputError(f"bundle file {name} is not a valid .npy ({e})") from None
         if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(s.dtype) or \
                 arr.shape != want:
