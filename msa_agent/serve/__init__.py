@@ -1,0 +1,1 @@
+"""The HTTP API, the MCP server and the web inspector over one Memory (``msa serve``)."""
