@@ -45,7 +45,8 @@ from .history import events
 from .types import HistoryEvent, StoredMemory
 from .validate import check_scalar, check_text
 
-SCHEMA_VERSION = 3  # 2: the FTS5 lexical index (store/lexical.py); 3: history and keys tables
+SCHEMA_VERSION = 4  # 2: the FTS5 lexical index (store/lexical.py); 3: history and keys tables;
+# 4: the expiries table
 SPACE_ID = "space"
 FILTER_COLUMNS = ("kind", "session_id", "user_id", "agent_id", "source_id")
 Scalar = str | int | float | bool | None
@@ -124,7 +125,12 @@ def to_domain(r: Any) -> StoredMemory:
         created_at=r.created_at.replace(tzinfo=timezone.utc),
         token_start=r.token_start, n_tokens=r.n_tokens,
         chunk_start=r.chunk_start, n_chunks=r.n_chunks, content_hash=r.content_hash,
+        expires_at=_aware(getattr(r, "expires_at", None)),
     )
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return None if dt is None else dt.replace(tzinfo=timezone.utc)
 
 
 # Bulk reads select plain columns (no ORM identity map): ~8x faster for 100k-row scans.
@@ -186,6 +192,17 @@ class KeyRow(Base):
 
 
 Key = tuple[str, str, str]  # (namespace, key, source id)
+
+
+class ExpiryRow(Base):
+    """When a memory part stops being recalled (``remember(expires_at=...)``); a separate
+    table, so a space of schema 3 opened read-only still reads (it has no expiries)."""
+
+    __tablename__ = "expiries"
+    memory_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_expiries_at", "expires_at"),)
 
 
 class PendingWipeRow(Base):
@@ -349,6 +366,12 @@ def _naive_utc(dt: Any, what: str) -> datetime:
     return dt if dt.tzinfo is None else dt.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def alive_filter(at: datetime) -> Any:
+    """SQL condition: the memory has no expiry at or before ``at``."""
+    expired = select(ExpiryRow.memory_id).where(ExpiryRow.expires_at <= _naive_utc(at, "at"))
+    return MemoryRow.id.not_in(expired)  # uncorrelated: the (indexed) expired set, usually tiny
+
+
 def time_filters(since: datetime | None, until: datetime | None) -> list[Any]:
     """SQL conditions ``since <= created_at < until`` (half-open, so windows tile); either
     bound may be None."""
@@ -387,6 +410,7 @@ class MetaStore:
         self.engine = _make_engine(path, durable, read_only)
         self.lexical_ready = False  # the FTS index exists (schema >= 2); set by create/load
         self.history_ready = False  # the history and keys tables exist (schema >= 3)
+        self.expiry_ready = False  # the expiries table exists (schema >= 4)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -403,7 +427,7 @@ class MetaStore:
                 s.add(SpaceRow(id=SPACE_ID, fingerprint=fingerprint, arrays=arrays,
                                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
                                n_chunk_rows=0, n_token_rows=0, arrays_dir="arrays.zarr"))
-        self.lexical_ready = self.history_ready = True
+        self.lexical_ready = self.history_ready = self.expiry_ready = True
 
     def load(self) -> SpaceInfo:
         """Read the space row, checking the schema version (and that FTS5 is there)."""
@@ -418,6 +442,7 @@ class MetaStore:
                     f"({SCHEMA_VERSION}); upgrade msa-agent")
             self.lexical_ready = versions[0] >= 2
             self.history_ready = versions[0] >= 3
+            self.expiry_ready = versions[0] >= 4
             row = s.get(SpaceRow, SPACE_ID)
             if row is None:
                 raise StoreCorruptedError("spaces row missing")
@@ -427,7 +452,8 @@ class MetaStore:
     def upgrade(self) -> None:
         """Bring an older space to ``SCHEMA_VERSION`` in one transaction: version 1 -> 2
         creates the lexical index and fills it from the existing rows; 2 -> 3 creates the
-        (empty) history and keys tables: memories stored before have no history. Writers only."""
+        (empty) history and keys tables: memories stored before have no history; 3 -> 4 the
+        (empty) expiries table. Writers only."""
         with sql_errors("upgrade"), Session(self.engine) as s, s.begin():
             version = s.scalars(select(SchemaVersionRow.version)).one()
             if version >= SCHEMA_VERSION:
@@ -435,10 +461,22 @@ class MetaStore:
             if version < 2:
                 lexical.create_index(s.connection())
                 lexical.rebuild(s.connection())
-            for t in (HistoryRow.__table__, KeyRow.__table__):
+            for t in (HistoryRow.__table__, KeyRow.__table__, ExpiryRow.__table__):
                 t.create(s.connection(), checkfirst=True)  # type: ignore[attr-defined]
             s.execute(update(SchemaVersionRow).values(version=SCHEMA_VERSION))
-        self.lexical_ready = self.history_ready = True
+        self.lexical_ready = self.history_ready = self.expiry_ready = True
+
+    def alive(self, at: datetime | None) -> list[Any]:
+        """Conditions keeping memories not expired at ``at`` (none for None, or for a space
+        that predates expiries)."""
+        return [alive_filter(at)] if at is not None and self.expiry_ready else []
+
+    def _select(self) -> Any:
+        """``MEMORY_COLUMNS`` plus each row's expiry (outer join), where the table exists."""
+        if not self.expiry_ready:
+            return select(*MEMORY_COLUMNS)
+        return select(*MEMORY_COLUMNS, ExpiryRow.expires_at).outerjoin(
+            ExpiryRow, ExpiryRow.memory_id == MemoryRow.id)
 
     # -- writes ------------------------------------------------------------------------------
     def commit_add(self, memories: Sequence[StoredMemory], ends: tuple[int, int],
@@ -452,6 +490,7 @@ class MetaStore:
                                         MemoryRow.source_id.in_(list(replaced)))]
                                 ) if replaced else []
             s.add_all([MemoryRow.from_domain(m) for m in memories])
+            self._add_expiries(s, memories)
             self._drop_keys(s, {m.id for m in gone} - {m.id for m in memories})
             for ns, key, sid in keys:
                 s.merge(KeyRow(namespace=ns, key=key, memory_id=sid))
@@ -461,6 +500,14 @@ class MetaStore:
         if replaced:
             self.checkpoint()
 
+    def _add_expiries(self, s: Session, memories: Sequence[StoredMemory]) -> None:
+        timed = [m for m in memories if m.expires_at is not None]
+        if timed and not self.expiry_ready:
+            raise StoreInputError("this space predates expiries: open it for writing once "
+                                  "to upgrade it")
+        s.add_all([ExpiryRow(memory_id=m.id, expires_at=_naive_utc(m.expires_at, "expires_at"))
+                   for m in timed])
+
     def _drop_keys(self, s: Session, ids: set[str]) -> None:
         """Forget the keys that name any of ``ids`` (sources that are gone)."""
         if ids and self.history_ready:
@@ -469,7 +516,7 @@ class MetaStore:
     def _remove(self, s: Session, conds: list[Any]) -> list[StoredMemory]:
         """Delete the matching rows, recording their array ranges as pending wipes and
         dropping their words from the FTS index."""
-        gone = [to_domain(r) for r in s.execute(select(*MEMORY_COLUMNS).where(*conds))]
+        gone = [to_domain(r) for r in s.execute(self._select().where(*conds))]
         for m in gone:
             s.add(PendingWipeRow(unit="chunk", start=m.chunk_start,
                                  stop=m.chunk_start + m.n_chunks))
@@ -478,6 +525,8 @@ class MetaStore:
         if gone:
             ids = [m.id for m in gone]
             s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
+            if self.expiry_ready:
+                s.execute(delete(ExpiryRow).where(ExpiryRow.memory_id.in_(ids)))
             lexical.optimize(s.connection())
         return gone
 
@@ -543,28 +592,28 @@ class MetaStore:
 
     # -- reads -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[str]) -> dict[str, StoredMemory]:
-        return {r.id: to_domain(r) for r in self._rows_by_id(ids, MEMORY_COLUMNS)}
+        return {r.id: to_domain(r) for r in self._rows_by_id(ids, self._select())}
 
     def created_times(self, ids: Sequence[str]) -> dict[str, datetime]:
         """``created_at`` (UTC) of the known ``ids``; reads no text or metadata."""
-        rows = self._rows_by_id(ids, (MemoryRow.id, MemoryRow.created_at))
+        rows = self._rows_by_id(ids, select(MemoryRow.id, MemoryRow.created_at))
         return {r.id: r.created_at.replace(tzinfo=timezone.utc) for r in rows}
 
-    def _rows_by_id(self, ids: Sequence[str], columns: Sequence[Any]) -> list[Any]:
-        """``columns`` of the rows of the distinct known ``ids``, in batches that stay under
-        SQLite's bound-variable limit."""
+    def _rows_by_id(self, ids: Sequence[str], stmt: Any) -> list[Any]:
+        """The rows ``stmt`` (a select) gives for the distinct known ``ids``, in batches that
+        stay under SQLite's bound-variable limit."""
         ids, out = list(dict.fromkeys(ids)), []
         with sql_errors("get"), Session(self.engine) as s:
             for i in range(0, len(ids), 10_000):
-                stmt = select(*columns).where(MemoryRow.id.in_(ids[i:i + 10_000]))
-                out += s.execute(stmt).all()
+                stmt_i = stmt.where(MemoryRow.id.in_(ids[i:i + 10_000]))
+                out += s.execute(stmt_i).all()
         return out
 
     def find(self, conds: list[Any], limit: int | None, offset: int,
              descending: bool) -> list[StoredMemory]:
         keys = (MemoryRow.created_at, MemoryRow.chunk_start, MemoryRow.token_start)
         order = [k.desc() for k in keys] if descending else list(keys)
-        stmt = select(*MEMORY_COLUMNS).where(*conds).order_by(*order).offset(offset)
+        stmt = self._select().where(*conds).order_by(*order).offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
         with sql_errors("find"), Session(self.engine) as s:
@@ -601,7 +650,7 @@ class MetaStore:
 
     def live(self) -> list[StoredMemory]:
         """Every memory ordered by its array position."""
-        stmt = select(*MEMORY_COLUMNS).order_by(*LIVE_ORDER)
+        stmt = self._select().order_by(*LIVE_ORDER)
         with sql_errors("live"), Session(self.engine) as s:
             return [to_domain(r) for r in s.execute(stmt)]
 
@@ -634,6 +683,17 @@ class MetaStore:
         with sql_errors("history"), Session(self.engine) as s:
             return [r.to_domain() for r in s.scalars(stmt)]
 
+    def expired(self, at: datetime, namespace: str | None) -> list[str]:
+        """Ids (of ``namespace``; None = all) whose expiry is at or before ``at``."""
+        if not self.expiry_ready:
+            return []
+        stmt = select(ExpiryRow.memory_id).where(ExpiryRow.expires_at <= _naive_utc(at, "at"))
+        if namespace is not None:
+            stmt = stmt.join(MemoryRow, MemoryRow.id == ExpiryRow.memory_id).where(
+                MemoryRow.namespace == namespace)
+        with sql_errors("expired"), Session(self.engine) as s:
+            return list(s.scalars(stmt))
+
     def keyed(self, namespace: str, key: str) -> str | None:
         """The source id that ``key`` names in ``namespace``, or None."""
         if not self.history_ready:
@@ -644,7 +704,7 @@ class MetaStore:
 
     def with_hash(self, namespace: str, content_hash: str) -> list[StoredMemory]:
         """First parts in ``namespace`` whose own text has this sha256 (indexed)."""
-        stmt = select(*MEMORY_COLUMNS).where(
+        stmt = self._select().where(
             MemoryRow.namespace == namespace, MemoryRow.content_hash == content_hash,
             MemoryRow.part == 0).order_by(*LIVE_ORDER)
         with sql_errors("find"), Session(self.engine) as s:

@@ -313,7 +313,8 @@ class Space:
                 user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
                 part=int(m.part), created_at=_utc(m.created_at), token_start=token,
                 n_tokens=int(m.n_tokens), chunk_start=chunk, n_chunks=int(m.n_chunks),
-                content_hash=hashlib.sha256(m.text.encode()).hexdigest()))
+                content_hash=hashlib.sha256(m.text.encode()).hexdigest(),
+                expires_at=None if m.expires_at is None else _utc(m.expires_at)))
             chunk, token = chunk + m.n_chunks, token + m.n_tokens
         return out
 
@@ -406,13 +407,14 @@ class Space:
     def find(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
              limit: int | None = None, offset: int = 0,
              order: Literal["created_at", "-created_at"] = "created_at",
-             since: datetime | None = None, until: datetime | None = None
-             ) -> list[StoredMemory]:
+             since: datetime | None = None, until: datetime | None = None,
+             alive_at: datetime | None = None) -> list[StoredMemory]:
         """Memories of ``namespace`` (None = all) matching ``where``, ordered by creation.
 
         ``where`` holds equality filters on kind/session_id/user_id/agent_id/source_id or on
         top-level metadata keys (any other key; prefix ``metadata.`` to force); a list is IN.
         ``since <= created_at < until`` when given (naive datetimes are taken as UTC).
+        ``alive_at``: leave out memories expired at that time (None: keep them).
         """
         if order not in ("created_at", "-created_at"):
             raise StoreInputError(f"order must be 'created_at' or '-created_at', got {order!r}")
@@ -421,23 +423,34 @@ class Space:
         conds = build_filters(namespace, where) + time_filters(since, until)
         with self._mutex:
             self._check_open()
+            conds += self._meta.alive(alive_at)
             return self._meta.find(conds, limit, offset, order == "-created_at")
 
     def count(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
-              since: datetime | None = None, until: datetime | None = None) -> int:
-        """How many memories ``find(namespace, where, since=, until=)`` would return."""
+              since: datetime | None = None, until: datetime | None = None,
+              alive_at: datetime | None = None) -> int:
+        """How many memories ``find(namespace, where, since=, until=, alive_at=)`` would
+        return."""
         conds = build_filters(namespace, where) + time_filters(since, until)
         with self._mutex:
             self._check_open()
-            return self._meta.count(conds)
+            return self._meta.count(conds + self._meta.alive(alive_at))
+
+    def expired(self, at: datetime, namespace: str | None = None) -> list[str]:
+        """Ids of the memories (of ``namespace``; None = all) expired at ``at``: their
+        ``expires_at`` is at or before it. Usually few; indexed."""
+        with self._mutex:
+            self._check_open()
+            return self._meta.expired(at, namespace)
 
     def lexical_search(self, query: str, k: int, namespace: str | None,
                        where: Mapping[str, Any] | None = None, since: datetime | None = None,
-                       until: datetime | None = None) -> list[tuple[str, float]]:
+                       until: datetime | None = None, alive_at: datetime | None = None
+                       ) -> list[tuple[str, float]]:
         """The ``k`` best memories for free-text ``query`` by BM25: ``(id, score)``, best first,
         higher is better. Filtered exactly like ``find`` (namespace, ``where``, time) BEFORE
-        the top-k. The query is tokenized safely (store/lexical.py); one with no searchable
-        word left after stop words returns [].
+        the top-k (``alive_at`` as ``find``'s). The query is tokenized safely
+        (store/lexical.py); one with no searchable word left after stop words returns [].
         """
         if not isinstance(query, str):
             raise InvalidQueryError(f"query must be a str, got {type(query).__name__}")
@@ -450,6 +463,7 @@ class Space:
             if not self._meta.lexical_ready:
                 raise SpaceReadOnlyError(f"space {self.path} predates the lexical index; "
                                          "open it once for writing to build it")
+            conds += self._meta.alive(alive_at)
             return self._meta.lexical_search(terms, conds, k) if terms and k else []
 
     def matched_terms(self, query: str, ids: Sequence[str]) -> dict[str, set[str]]:

@@ -92,6 +92,7 @@ class NewMemory:
     created_at: datetime | None = None
     id: str | None = None  # pre-assigned id (e.g. to link parts via source_id); None = new uuid4
     key: str | None = None  # a caller's key for the whole source (read on part 0; see Space.add)
+    expires_at: datetime | None = None  # recall stops seeing it then; compaction removes it
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class StoredMemory:
     chunk_start: int
     n_chunks: int
     content_hash: str
+    expires_at: datetime | None = None  # aware UTC; None = never
 
     def rows(self, unit: Unit) -> tuple[int, int]:
         """``(start, stop)`` of this memory's rows in arrays of ``unit``."""

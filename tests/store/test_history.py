@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from store_helpers import FP, SPECS, make_data
 
 from msa_agent.store import NewMemory, Space, StoreCorruptedError, StoreInputError
-from msa_agent.store.meta import MetaStore
+from msa_agent.store.meta import SCHEMA_VERSION, MetaStore
 
 
 def sha(text: str) -> str:
@@ -105,6 +105,7 @@ def test_version_2_space_gets_history_at_write_open(space_path: Path) -> None:
     with sqlite3.connect(space_path / "meta.sqlite") as con:
         con.execute("DROP TABLE history")
         con.execute("DROP TABLE memory_keys")
+        con.execute("DROP TABLE expiries")
         con.execute("UPDATE schema_version SET version = 2")
     con.close()
     with Space.open(space_path, read_only=True) as ro:
@@ -114,7 +115,7 @@ def test_version_2_space_gets_history_at_write_open(space_path: Path) -> None:
         assert [e.event for e in s.history("s1")] == ["add"]
         assert s.keyed("default", "k") == "s1"
     with sqlite3.connect(space_path / "meta.sqlite") as con:
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     con.close()
 
 

@@ -21,6 +21,7 @@ from msa_agent.store import (
     lexical,
 )
 from msa_agent.store.lexical import FTS_TABLE
+from msa_agent.store.meta import SCHEMA_VERSION
 
 FILLER = [
     "The weekly sync moved to Thursday afternoon because of the holiday.",
@@ -248,7 +249,7 @@ def test_older_space_gets_index_at_write_open(space_path: Path) -> None:
             assert [h[0] for h in ro.lexical_search("zorblatt", 1, None)] == [ids[-1]]
     assert_fts_consistent(space_path)
     with sqlite3.connect(space_path / "meta.sqlite") as con:
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_read_only_reader_follows_writer(space_path: Path) -> None:
