@@ -43,6 +43,16 @@ def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1)
     return chunk_scores(fold_queries(q, keys.shape[2])[None], keys, top_tokens=top_tokens)[0]
 
 
+def top_docs(doc: torch.Tensor, k: int) -> list[int]:
+    """Positions of the ``k`` best of ``doc`` ``[M]``, best first; equal scores in ascending
+    position (``torch.topk`` leaves their order unspecified), so that a merge of shards'
+    top-k (``msa_agent.runtime.parallel``) gives the same list. ``k`` >= 1."""
+    kth = torch.topk(doc, k).values[-1]
+    tied_or_better = torch.nonzero(doc >= kth).flatten()  # [C >= k], ascending positions
+    order = torch.sort(doc[tied_or_better], descending=True, stable=True).indices[:k]
+    return tied_or_better[order].tolist()
+
+
 @dataclass
 class Ranked:
     """Top documents of one query: positions in the index, combined and per-layer scores."""
@@ -84,10 +94,20 @@ class RoutingIndex:
         """Append documents; ``route_k[i]`` is ``[C_i, L, H, D]`` (unnormalised)."""
         if not ids:
             return
+        self.add_unit(ids, namespaces, unit(torch.cat(list(route_k))),
+                      [r.shape[0] for r in route_k])
+
+    def add_unit(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
+                 counts: Sequence[int]) -> None:
+        """Append documents whose keys are unit already: ``keys`` ``[sum(counts), L, H, D]``,
+        ``counts[i]`` rows for ``ids[i]`` (rows taken from another index: not normalised
+        again, so their scores stay bit-identical)."""
+        if not ids:
+            return
         codes = [self._ns_code.setdefault(n, len(self._ns_code)) for n in namespaces]
         self.doc_ns = torch.cat([self.doc_ns, torch.tensor(codes, dtype=torch.long)])
-        new = unit(torch.cat(list(route_k))).to(self.device)
-        counts = torch.tensor([r.shape[0] for r in route_k])
+        new = keys.to(self.device)
+        counts = torch.tensor(list(counts), dtype=torch.long)
         first = len(self.doc_ids)
         owner = torch.repeat_interleave(torch.arange(first, first + len(ids)), counts)
         self.keys = new if self.keys.numel() == 0 else torch.cat([self.keys, new])
@@ -146,7 +166,7 @@ class RoutingIndex:
         doc = doc_scores_ref(chunk, self.chunk_doc, m, mask.to(self.device))  # [M] or [L, M]
         if combine != "heads":
             doc = doc.mean(0) if combine == "mean" else doc.amax(0)
-        top = torch.topk(doc, min(k, int(mask.sum()))).indices.tolist()
+        top = top_docs(doc, min(k, int(mask.sum())))
         if not explain:
             return Ranked(top, [float(doc[d]) for d in top], [], [])
         return self._explain(top, doc, q, combine)
@@ -176,6 +196,14 @@ class RoutingIndex:
         if not explain:
             return Ranked(top, [float(doc[d]) for d in top], [], [])
         return self._explain(top, doc, q, "heads")
+
+    def evidence(self, docs: list[int], scores: list[float], q: torch.Tensor,
+                 combine: str = "heads") -> Ranked:
+        """``rank``'s explanation of positions ``docs`` whose ``scores`` were computed
+        elsewhere (a sharded rank's merge): per-layer scores and best chunk, in that order."""
+        doc = torch.full((len(self.doc_ids),), float("-inf"))
+        doc[docs] = torch.tensor(scores, dtype=torch.float32)
+        return self._explain(docs, doc, q.to(self.device), combine)
 
     def _explain(self, top: list[int], doc: torch.Tensor, q: torch.Tensor, combine: str) -> Ranked:
         """Per-layer scores and best chunk of the selected documents: their chunks are scored
