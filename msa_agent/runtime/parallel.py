@@ -38,6 +38,7 @@ __all__ = ["Comm", "ShardedEngine", "init_from_env", "local_top", "merge_top", "
            "sharded_top"]
 
 Candidate = tuple[int, float]  # (global position, routing score)
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.long, torch.int32]
 
 
 def backend_for(device: torch.device) -> str:
@@ -87,19 +88,21 @@ class Comm:
         return out
 
     def all_gather_rows(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``rows`` ``[n_r, *tail]`` (one dtype and tail everywhere, ``n_r``
-        free; an empty rank may send any empty tensor), indexed by rank: shapes first, then
-        the rows padded to the largest ``n_r``."""
-        shape = torch.zeros(8, dtype=torch.long, device=self.device)  # [n_r, *tail, 0...]
-        shape[: rows.dim()] = torch.tensor(rows.shape)
+        """Every rank's ``rows`` ``[n_r, *tail]`` (one tail everywhere, ``n_r`` free, at most
+        5 dims; an empty rank may send any empty tensor), indexed by rank, in the dtype of
+        the rank sending most: shapes first, then the rows padded to the largest ``n_r``."""
+        shape = torch.zeros(8, dtype=torch.long, device=self.device)  # [dtype, n_r, *tail, 0..]
+        shape[0] = DTYPES.index(rows.dtype)
+        shape[1:1 + rows.dim()] = torch.tensor(rows.shape)
         shapes = [torch.empty_like(shape) for _ in range(self.world)]
         dist.all_gather(shapes, shape, self.group)
-        sizes = [int(s[0]) for s in shapes]
-        if not max(sizes):
-            return [rows[:0] for _ in sizes]
+        sizes = [int(s[1]) for s in shapes]
         widest = shapes[sizes.index(max(sizes))].tolist()
-        tail = widest[1:widest.index(0, 1)] if 0 in widest[1:] else widest[1:]
-        padded = torch.zeros((max(sizes), *tail), dtype=rows.dtype, device=self.device)
+        dtype, tail = DTYPES[widest[0]], widest[2:]
+        tail = tail[:tail.index(0)] if 0 in tail else tail
+        if not max(sizes):
+            return [rows.new_zeros((0, *tail), dtype=dtype) for _ in sizes]
+        padded = torch.zeros((max(sizes), *tail), dtype=dtype, device=self.device)
         if rows.numel():
             padded[: rows.shape[0]] = rows.to(self.device)
         out = [torch.empty_like(padded) for _ in range(self.world)]
@@ -229,6 +232,27 @@ class ShardedEngine(Engine):
         ranked = sub.explain(ids, q, self.cfg.layer_combine)
         return {sub.doc_ids[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
                 for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
+
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory]
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``kind`` K/V of ``memories`` (each ``[S_i, L, Hkv, D]`` float32), in order, on
+        every rank: each owner reads its own memories (from its host tier) and sends them,
+        all-gathered. A collective."""
+        owner = [self._gpos.get(m.id, 0) % self.comm.world for m in memories]
+        mine = [m for m, r in zip(memories, owner) if r == self.comm.rank]
+        fetched = super().read_kv(kind, mine)
+        kv = [self.comm.all_gather_rows(torch.cat([t[j] for t in fetched]) if fetched
+                                        else torch.empty(0)) for j in (0, 1)]
+        sizes = self.comm.all_gather_rows(torch.tensor([t[0].shape[0] for t in fetched],
+                                                       dtype=torch.long))
+        got: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for r in range(self.comm.world):
+            ms = [m for m, o in zip(memories, owner) if o == r]
+            if ms:
+                parts = zip(kv[0][r].split(sizes[r].tolist()), kv[1][r].split(sizes[r].tolist()))
+                got.update({m.id: (k.to(self.lm.device), v.to(self.lm.device))
+                            for m, (k, v) in zip(ms, parts)})
+        return [got[m.id] for m in memories]
 
     def route_per_layer(self, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
         raise InvalidInputError("per-layer selection (answer with read='pooled') is not "

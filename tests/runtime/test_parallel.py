@@ -28,18 +28,19 @@ pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.errors.RoutingQuality
 TESTS = Path(__file__).resolve().parents[1]
 WORDS = ["violin", "tuesday", "garage", "kelvarth", "brakel", "lisbon", "acme", "tea", "fox"]
 TWIN = "Ada the cat sleeps in the garage on tuesday."  # stored three times: tied scores
-# (query, k, namespace, where, routing): namespace b holds 30 memories, 15 on each rank
-CASES: list[tuple[str, int, str, dict | None, str]] = [
-    ("Where does Ada the cat sleep?", 5, "b", None, "msa"),
-    ("Where does Ada the cat sleep?", 25, "b", None, "msa"),  # k above a shard's 15
-    ("kelvarth brakel lisbon", 40, "b", None, "msa"),  # k above the scope: all 30
-    ("violin on tuesday", 7, "a", None, "msa"),
-    ("violin on tuesday", 12, "b", {"even": True}, "msa"),
-    ("acme tea fox", 30, "b", {"even": False}, "msa"),
-    ("acme tea fox", 3, "a", {"even": False}, "msa"),  # an empty scope
-    ("the cat in the garage", 6, "b", None, "hybrid"),
-    ("kelvarth", 9, "b", {"even": True}, "hybrid"),
-    ("garage tuesday", 5, "b", None, "lexical"),
+# (query, k, namespace, where, routing, hops): namespace b holds 30 memories, 15 a rank
+CASES: list[tuple[str, int, str, dict | None, str, int]] = [
+    ("Where does Ada the cat sleep?", 5, "b", None, "msa", 1),
+    ("Where does Ada the cat sleep?", 25, "b", None, "msa", 1),  # k above a shard's 15
+    ("kelvarth brakel lisbon", 40, "b", None, "msa", 1),  # k above the scope: all 30
+    ("violin on tuesday", 7, "a", None, "msa", 1),
+    ("violin on tuesday", 12, "b", {"even": True}, "msa", 1),
+    ("acme tea fox", 30, "b", {"even": False}, "msa", 1),
+    ("acme tea fox", 3, "a", {"even": False}, "msa", 1),  # an empty scope
+    ("the cat in the garage", 6, "b", None, "hybrid", 1),
+    ("kelvarth", 9, "b", {"even": True}, "hybrid", 1),
+    ("garage tuesday", 5, "b", None, "lexical", 1),
+    ("Where is the violin?", 4, "b", None, "msa", 2),  # memory interleave: two rounds
 ]
 WORKER = """
 import json, sys, warnings
@@ -47,33 +48,37 @@ warnings.simplefilter("ignore")
 import torch
 import torch.distributed as dist
 from msa_testing import make_llama, make_tokenizer
+from test_parallel import collect
 from msa_agent.parallel import ParallelMemory
 path, cases, out = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3]
 with ParallelMemory.open(path, (make_llama(), make_tokenizer())) as mem:
     shard = mem._engine.index.rows
-    got = [[{"id": h.id, "score": h.score, "layers": h.explanation.layer_scores,
-             "chunk": h.explanation.best_chunk, "channels": h.explanation.channels}
-            for h in mem.recall(q, k=k, namespace=ns, where=w, routing=r, explain=True)]
-           for q, k, ns, w, r in cases]
+    hits, kv = collect(mem, cases)
+torch.save(kv, f"{out}.kv.{dist.get_rank()}")
 with open(f"{out}.{dist.get_rank()}", "w") as f:
-    json.dump({"hits": got, "rows": shard, "world": dist.get_world_size()}, f)
+    json.dump({"hits": hits, "rows": shard, "world": dist.get_world_size()}, f)
 dist.destroy_process_group()
 """
+
+
+def collect(mem: Memory, cases: list) -> tuple[list[list[dict[str, Any]]], list]:
+    """Every case's hits, through JSON (exact: floats round-trip), and the pooled K/V of the
+    memories of cases 1 and 6 (the workers run this too, on ``ParallelMemory``)."""
+    hits = json.loads(json.dumps([[
+        {"id": h.id, "score": h.score, "round": h.round, "via": h.via,
+         "layers": h.explanation.layer_scores, "chunk": h.explanation.best_chunk,
+         "channels": h.explanation.channels}
+        for h in mem.recall(q, k=k, namespace=ns, where=w, routing=r, hops=n, explain=True)]
+        for q, k, ns, w, r, n in cases]))
+    kv = [mem._engine.read_kv("pooled", [mem._engine.get(h["id"]) for h in hits[i]])
+          for i in (1, 6)]
+    return hits, kv
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _hits(mem: Memory) -> list[list[dict[str, Any]]]:
-    """Every case's hits, through JSON as the workers' (exact: floats round-trip)."""
-    return json.loads(json.dumps([[
-        {"id": h.id, "score": h.score, "layers": h.explanation.layer_scores,
-         "chunk": h.explanation.best_chunk, "channels": h.explanation.channels}
-        for h in mem.recall(q, k=k, namespace=ns, where=w, routing=r, explain=True)]
-        for q, k, ns, w, r in CASES]))
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +103,12 @@ def test_two_gloo_ranks_recall_exactly_what_one_process_does(space: Path, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Memory.open(space, (make_llama(), make_tokenizer()), read_only=True) as mem:
-            expected, rows = _hits(mem), mem.stats().chunks
+            (expected, kv), rows = collect(mem, CASES), mem.stats().chunks
     (tmp_path / "cases.json").write_text(json.dumps(CASES))
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS / "runtime"),
+                                          os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
@@ -115,9 +121,15 @@ def test_two_gloo_ranks_recall_exactly_what_one_process_does(space: Path, tmp_pa
     assert len(expected[1]) == 25 and len(expected[2]) == 30  # k above a shard's 15
     tied = [h["score"] for h in expected[0] if h["id"] in _twin_ids(space)]
     assert len(tied) == 3 and len(set(tied)) == 1  # the three equal texts tie
+    assert max(h["round"] for h in expected[-1]) == 2
     for got in (ranks[0]["hits"], ranks[1]["hits"]):
         for case, want, have in zip(CASES, expected, got):
             assert have == want, case  # exact: ids, order, float scores, evidence
+    for r in (0, 1):  # the owners' pooled K/V, sent to every rank: the stored rows exactly
+        sent = torch.load(tmp_path / f"out.kv.{r}")
+        assert [len(x) for x in sent] == [len(x) for x in kv] == [25, 0]
+        assert all(torch.equal(a, b) for x, y in zip(sent, kv) for p, q in zip(x, y)
+                   for a, b in zip(p, q))
 
 
 def _twin_ids(path: Path) -> set[str]:
