@@ -11,6 +11,7 @@ from msa_agent.cli.demo import demo
 from msa_agent.cli.doctor import doctor
 from msa_agent.cli.ingest import ingest
 from msa_agent.cli.memories import forget, ls, recall, show
+from msa_agent.cli.serve import serve
 from msa_agent.cli.space import compact, init, stats
 from msa_agent.cli.train import train_router
 from msa_agent.cli.transfer import export, import_
@@ -39,6 +40,7 @@ app.command()(doctor)
 app.command()(demo)
 app.command(name="train-router")(train_router)
 app.command()(bench)
+app.command()(serve)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 if TYPE_CHECKING:
     from msa_agent.memory import Memory
+    from msa_agent.serve.client import MemoryClient
 
 USAGE_EXIT, RUNTIME_EXIT = 2, 1
 
@@ -113,6 +114,17 @@ def require_space(path: Path | None) -> Path:
         if Space.is_space(target):
             return target
     raise NoSpaceError(f"no memory space at {target}; create one with `msa init` or pass --path")
+
+
+def server_client(namespace: str | None = None) -> MemoryClient | None:
+    """A client of the running ``msa serve`` at ``$MSA_SERVER_URL`` (key ``$MSA_API_KEY``),
+    or None when none is configured. Read commands use it to answer in one HTTP request,
+    with no model load (the server's space is used; ``--path`` is not)."""
+    if not os.environ.get("MSA_SERVER_URL", "").strip():
+        return None
+    from msa_agent.serve.client import MemoryClient
+
+    return MemoryClient.from_env(namespace)
 
 
 def require_text(value: str, what: str) -> str:

@@ -17,6 +17,7 @@ from msa_agent.cli.common import (
     print_json,
     record_dict,
     require_text,
+    server_client,
     source_of,
 )
 from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
@@ -41,8 +42,13 @@ def recall(
     require_text(query, "query")
     filters = as_mapping(parse_pairs(where, "--where"))
     rounds = parse_hops(hops)
-    with open_memory(path, namespace=namespace, read_only=True) as mem:
-        hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
+    remote = server_client(namespace)
+    if remote is not None:
+        with remote:
+            hits = remote.recall(query, k=k, where=filters, explain=explain, hops=rounds)
+    else:
+        with open_memory(path, namespace=namespace, read_only=True) as mem:
+            hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
     if json_:
         print_json([record_dict(h) for h in hits])
     else:
@@ -84,8 +90,13 @@ def ls(
 ) -> None:
     """List memories of a namespace, oldest first (``--newest`` for newest first)."""
     filters = as_mapping(parse_pairs(where, "--where"))
-    with open_memory(path, namespace=namespace, read_only=True) as mem:
-        rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
+    remote = server_client(namespace)
+    if remote is not None:
+        with remote:
+            rows = remote.list(where=filters, limit=limit, offset=offset, newest_first=newest)
+    else:
+        with open_memory(path, namespace=namespace, read_only=True) as mem:
+            rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
     if json_:
         print_json([record_dict(r) for r in rows])
     else:

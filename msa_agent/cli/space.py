@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from msa_agent.cli.common import open_memory, out_console, print_json, record_dict, space_path
+from msa_agent.cli.common import (
+    open_memory,
+    out_console,
+    print_json,
+    record_dict,
+    server_client,
+    space_path,
+)
 from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
 
 if TYPE_CHECKING:
@@ -36,8 +43,13 @@ def init(
 
 def stats(path: PathOpt = None, json_: JsonOpt = False) -> None:
     """Counts and sizes of the space: memories, namespaces, tokens, chunks, bytes."""
-    with open_memory(path, read_only=True) as mem:
-        s = mem.stats()
+    remote = server_client()
+    if remote is not None:
+        with remote:
+            s = remote.stats()
+    else:
+        with open_memory(path, read_only=True) as mem:
+            s = mem.stats()
     if json_:
         print_json(record_dict(s))
     else:
