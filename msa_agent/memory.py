@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from msa_agent.store import Space, SpaceLockedError, SpaceReadOnlyError, StoredM
 from msa_agent.types import Answer, Explanation, MemoryEvent, MemoryRecord, RecallHit, SpaceStats
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
-               "at", "key"}
+               "at", "key", "expires_at", "ttl"}
 MAX_KEY_CHARS = 255
 
 
@@ -109,7 +109,9 @@ class Memory:
                  metadata: Mapping[str, Any] | None = None, *, session_id: str | None = None,
                  user_id: str | None = None, agent_id: str | None = None,
                  namespace: str | None = None, at: datetime | None = None,
-                 key: str | None = None, dedupe: bool = False) -> str:
+                 key: str | None = None, dedupe: bool = False,
+                 expires_at: datetime | None = None,
+                 ttl: timedelta | float | None = None) -> str:
         """Encode and store one memory; returns its id.
 
         A text longer than ``max_doc_tokens`` is split into several documents; the id returned
@@ -125,9 +127,15 @@ class Memory:
         written. ``dedupe=True``: if the namespace already holds a memory with exactly this
         text, its id is returned and nothing is stored (default False: a repeated text is
         stored again).
+
+        ``expires_at`` (naive = UTC) or ``ttl`` (a ``timedelta`` or seconds from now): from
+        then on recall, answer and :meth:`list` leave the memory out, and :meth:`compact`
+        deletes it (:meth:`get` still returns it until then). An :meth:`update` keeps it; an
+        upsert by ``key`` sets it anew (None: never expires).
         """
         item = dict(text=text, kind=kind, metadata=metadata, session_id=session_id,
-                    user_id=user_id, agent_id=agent_id, namespace=namespace, at=at, key=key)
+                    user_id=user_id, agent_id=agent_id, namespace=namespace, at=at, key=key,
+                    expires_at=expires_at, ttl=ttl)
         return self.remember_many([item], dedupe=dedupe)[0]
 
     def remember_many(self, items: Iterable[str | Mapping[str, Any]], *,
@@ -181,7 +189,9 @@ class Memory:
                       kind=kind, metadata=dict(metadata or {}),
                       session_id=spec.get("session_id"), user_id=spec.get("user_id"),
                       agent_id=spec.get("agent_id"), created_at=at,
-                      key=_key(spec.get("key"), f"item {index} key"))
+                      key=_key(spec.get("key"), f"item {index} key"),
+                      expires_at=_expiry(spec.get("expires_at"), spec.get("ttl"),
+                                         f"item {index}"))
 
     def update(self, id: str, *, text: str | None = None,
                metadata: Mapping[str, Any] | None = None, namespace: str | None = None) -> str:
@@ -210,7 +220,8 @@ class Memory:
                      namespace=head.namespace, kind=head.kind,
                      metadata={**head.metadata, **(metadata or {})},
                      session_id=head.session_id, user_id=head.user_id,
-                     agent_id=head.agent_id, replaces=head.source_id or head.id)
+                     agent_id=head.agent_id, replaces=head.source_id or head.id,
+                     expires_at=head.expires_at)
         return self._engine.add([doc])[0]
 
     def _parts(self, id: object, namespace: str | None) -> list[StoredMemory]:
@@ -280,10 +291,11 @@ class Memory:
         return m
 
     def compact(self) -> dict[str, int]:
-        """Reclaim the disk of deleted memories now; returns bytes on disk before and after."""
+        """Delete the memories that have expired (every namespace), then reclaim the disk of
+        deleted memories; returns how many expired and the bytes on disk before and after."""
         self._writable()
-        before, after = self._engine.compact()
-        return {"bytes_before": before, "bytes_after": after}
+        expired, before, after = self._engine.compact(_now())
+        return {"expired": expired, "bytes_before": before, "bytes_after": after}
 
     # ------------------------------------------------------------------ reads
     def recall(self, query: str, k: int | None = None, where: Mapping[str, Any] | None = None,
@@ -316,8 +328,8 @@ class Memory:
                 min_score, (int, float)) or min_score != min_score):
             raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
         self._engine.follow_writer()
-        hits = self._page(query, k, self._scope(namespace, where, since, until), hops, mode,
-                          offset, min_score, group)
+        hits = self._page(query, k, self._scope(namespace, where, since, until, alive=True),
+                          hops, mode, offset, min_score, group)
         return [recall_hit(h, self._explain(h) if explain else None) for h in hits]
 
     def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
@@ -345,7 +357,9 @@ class Memory:
         return k
 
     def _scope(self, namespace: str | None, where: Mapping[str, Any] | None,
-               since: datetime | None = None, until: datetime | None = None) -> Scope:
+               since: datetime | None = None, until: datetime | None = None,
+               alive: bool = False) -> Scope:
+        """A validated request scope; ``alive``: leave out what has expired by now."""
         if where is not None and not isinstance(where, Mapping):
             raise InvalidInputError(f"where must be a mapping, got {type(where).__name__}")
         check_encodable(where, "where")
@@ -353,7 +367,8 @@ class Memory:
         for name, t in (("since", since), ("until", until)):
             if t is not None and not isinstance(t, datetime):
                 raise InvalidInputError(f"{name} must be a datetime, got {t!r}")
-        return Scope(self._namespace(namespace), dict(where) if where else None, since, until)
+        return Scope(self._namespace(namespace), dict(where) if where else None, since, until,
+                     _now() if alive else None)
 
     def _namespace(self, namespace: object) -> str:
         """``namespace``, or this memory's when None (or empty)."""
@@ -388,8 +403,9 @@ class Memory:
         k = self._checked(question, "question", k, hops)
         _flag("stream", stream)
         self._engine.follow_writer()
-        result = answer_stream(self._engine, question, k, self._scope(namespace, where), hops,
-                               read, max_new_tokens, _recall_mode(routing))
+        result = answer_stream(self._engine, question, k,
+                               self._scope(namespace, where, alive=True), hops, read,
+                               max_new_tokens, _recall_mode(routing))
         return result if stream else result.collect()
 
     def reencode_routing(self, router_path: str | Path | None = None) -> int:
@@ -411,17 +427,19 @@ class Memory:
         return memory_record(self._owned(id, namespace))
 
     def list(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
-             limit: int | None = 100, offset: int = 0,
-             newest_first: bool = False) -> list[MemoryRecord]:
-        """Memories of a namespace (default: the space's), oldest first unless asked."""
+             limit: int | None = 100, offset: int = 0, newest_first: bool = False,
+             include_expired: bool = False) -> list[MemoryRecord]:
+        """Memories of a namespace (default: the space's), oldest first unless asked; those
+        that have expired only with ``include_expired``."""
         if limit is not None:
             _non_negative("limit", limit)
         _non_negative("offset", offset)
         _flag("newest_first", newest_first)
+        _flag("include_expired", include_expired)
         order = "-created_at" if newest_first else "created_at"
-        scope = self._scope(namespace, where)
+        scope = self._scope(namespace, where, alive=not include_expired)
         rows = self._engine.find(scope.namespace, scope.where, limit=limit, offset=offset,
-                                 order=order)
+                                 order=order, alive_at=scope.alive_at)
         return [memory_record(m) for m in rows]
 
     def namespaces(self) -> list[str]:
@@ -462,6 +480,37 @@ class Memory:
     @property
     def path(self) -> Path:
         return self._engine.path
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _expiry(expires_at: object, ttl: object, what: str) -> datetime | None:
+    """When a new memory expires: ``expires_at`` (naive = UTC), or now + ``ttl`` (a
+    ``timedelta`` or seconds, > 0), or None (never). Not both."""
+    if expires_at is not None and ttl is not None:
+        raise InvalidInputError(f"{what}: give expires_at or ttl, not both")
+    if expires_at is not None:
+        if not isinstance(expires_at, datetime):
+            raise InvalidInputError(f"{what}: expires_at must be a datetime, got {expires_at!r}")
+        return expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=timezone.utc)
+    if ttl is None:
+        return None
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        if ttl != ttl or ttl in (float("inf"), float("-inf")):
+            raise InvalidInputError(f"{what}: ttl must be finite, got {ttl!r}")
+        try:
+            ttl = timedelta(seconds=ttl)
+        except OverflowError:
+            raise InvalidInputError(f"{what}: ttl {ttl!r} is too large") from None
+    if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+        raise InvalidInputError(f"{what}: ttl must be a positive timedelta or number of "
+                                f"seconds, got {ttl!r}")
+    try:
+        return _now() + ttl
+    except OverflowError:
+        raise InvalidInputError(f"{what}: ttl {ttl!r} is too large") from None
 
 
 def _key(key: object, what: str) -> str | None:

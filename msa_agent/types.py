@@ -24,6 +24,8 @@ class MemoryRecord(BaseModel):
     created_at: datetime
     n_tokens: int
     n_chunks: int
+    expires_at: datetime | None = Field(
+        None, description="When recall stops returning it (compaction then removes it).")
 
 
 class MemoryEvent(BaseModel):
@@ -71,6 +73,7 @@ class RecallHit(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     source_id: str | None = None
+    expires_at: datetime | None = None
     round: int = Field(1, description="Routing round that found it (1 = the question alone).")
     via: list[str] = Field(default_factory=list, description="Memories whose text led to it.")
     explanation: Explanation | None = None

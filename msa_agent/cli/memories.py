@@ -169,7 +169,9 @@ def forget(
 
 
 def compacted_line(sizes: dict[str, int]) -> str:
-    return f"compacted: {sizes['bytes_before']:,} -> {sizes['bytes_after']:,} bytes on disk"
+    expired = f"{sizes['expired']:,} expired memories deleted; " if sizes.get("expired") else ""
+    return (f"{expired}compacted: {sizes['bytes_before']:,} -> {sizes['bytes_after']:,} "
+            "bytes on disk")
 
 
 def _describe(mem: Memory, id: str | None, filters: dict[str, Any] | None) -> str | None:

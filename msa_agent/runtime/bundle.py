@@ -5,7 +5,8 @@ A bundle is a folder (or the same folder zipped, when the path ends in ``.zip``)
     manifest.json      {format, version, fingerprint, space_config, router_id, arrays, counts,
                         files, sha256}
     memories.jsonl     one memory per line: id, namespace, kind, text, metadata, ids, part,
-                       created_at, n_tokens, n_chunks (in array order)
+                       created_at, n_tokens, n_chunks, expires_at (optional; in array
+                       order)
     arrays/NAME.npy    every memory's rows of array NAME, concatenated in memories.jsonl order
 
 Import checks the model fingerprint (a space of another model is refused), keeps ids and
@@ -185,6 +186,8 @@ def _open_npy(path: Path, spec: ArraySpec, live: list[StoredMemory]) -> np.ndarr
 def _memory_line(m: StoredMemory) -> str:
     out = {k: getattr(m, k) for k in FIELDS}
     out["created_at"] = m.created_at.isoformat()
+    if m.expires_at is not None:
+        out["expires_at"] = m.expires_at.isoformat()
     line = json.dumps(out, ensure_ascii=False) + "\n"
     try:
         line.encode("utf-8")

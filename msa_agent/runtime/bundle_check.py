@@ -345,15 +345,24 @@ def _lines(f: IO[bytes]) -> Iterator[bytes]:
         yield line
 
 
+def _date(value: object) -> datetime | None:
+    """An ISO date of a memory line (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("dates must be ISO date strings")
+    return datetime.fromisoformat(value)
+
+
 def _memory(line: bytes, n: int, namespace: str | None) -> NewMemory:
     try:
         d = json.loads(line.decode("utf-8"))
         if not isinstance(d, dict):
             raise TypeError("not a JSON object")
-        created = d["created_at"]
-        if not isinstance(created, str):
+        if d["created_at"] is None:
             raise TypeError("created_at must be an ISO date string")
-        m = NewMemory(**{k: d[k] for k in FIELDS}, created_at=datetime.fromisoformat(created))
+        m = NewMemory(**{k: d[k] for k in FIELDS}, created_at=_date(d["created_at"]),
+                      expires_at=_date(d.get("expires_at")))
         if namespace is not None:
             m = replace(m, namespace=namespace)
         if not isinstance(m.id, str):

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def _kept(d: NewDoc, p: StoredMemory) -> NewMemory:
                      user_id=d.user_id, agent_id=d.agent_id, source_id=p.source_id or p.id,
                      part=p.part, n_tokens=p.n_tokens, n_chunks=p.n_chunks,
                      created_at=d.created_at or p.created_at, id=p.id,
-                     key=d.key if p.part == 0 else None)
+                     key=d.key if p.part == 0 else None, expires_at=d.expires_at)
 
 
 class Engine(Recall):
@@ -264,7 +265,7 @@ class Engine(Recall):
             text=p.text, namespace=d.namespace, kind=d.kind, metadata=dict(d.metadata or {}),
             session_id=d.session_id, user_id=d.user_id, agent_id=d.agent_id, source_id=first,
             part=p.part, n_tokens=len(p.ids), id=first if p.part == 0 else uuid.uuid4().hex,
-            created_at=d.created_at, key=d.key if p.part == 0 else None,
+            created_at=d.created_at, key=d.key if p.part == 0 else None, expires_at=d.expires_at,
         )) for p in parts]
 
     def _store(self, memories: Sequence[NewMemory], arrays: Sequence[dict[str, np.ndarray]],
@@ -296,13 +297,18 @@ class Engine(Recall):
                 self.compact()
             return n
 
-    def compact(self) -> tuple[int, int]:
-        """Rewrite the arrays without dead rows; returns bytes on disk before and after."""
+    def compact(self, now: datetime | None = None) -> tuple[int, int, int]:
+        """Delete what has expired by ``now`` (None: nothing), then rewrite the arrays without
+        dead rows; returns how many expired and the bytes on disk before and after."""
         with self.lock:
             before = self._space.stats()["bytes_on_disk"]
+            expired = [] if now is None else self._space.expired(now)
+            if expired:
+                self._space.delete(expired)
+                self._drop(expired)
             self._space.compact()
             self._load_index(self._space.live_chunks())  # drop the index's dead rows too
-            return before, self._space.stats()["bytes_on_disk"]
+            return len(expired), before, self._space.stats()["bytes_on_disk"]
 
     def refresh_routing(self, router: Router | None | str = "keep") -> int:
         """Switch to ``router`` (unless "keep"), re-encode every stored memory's routing keys

@@ -88,7 +88,8 @@ class Recall:
                  ) -> list[tuple[str, float]]:
         """The lexical channel's top ``n`` (the space serialises its own reads)."""
         found = self._space.lexical_search(text, n + len(exclude), scope.namespace,
-                                           scope.where, scope.since, scope.until)
+                                           scope.where, scope.since, scope.until,
+                                           scope.alive_at)
         return [(i, s) for i, s in found if i not in exclude][:n]
 
     def _lexical_only(self, found: list[tuple[str, float]]) -> list[Recalled]:
@@ -138,10 +139,13 @@ class Recall:
         allowed = None
         if scope.narrowed:
             allowed = [m.id for m in self._space.find(scope.namespace, scope.where,
-                                                      since=scope.since, until=scope.until)]
+                                                      since=scope.since, until=scope.until,
+                                                      alive_at=scope.alive_at)]
         mask = self.index.mask_for(scope.namespace, allowed)
-        if exclude:
-            mask &= ~self.index.mask_for(None, list(exclude))
+        expired = [] if scope.alive_at is None else self._space.expired(scope.alive_at,
+                                                                        scope.namespace)
+        if exclude or expired:
+            mask &= ~self.index.mask_for(None, [*(exclude or ()), *expired])
         return mask
 
     def _memories(self, positions: set[int]) -> dict[str, StoredMemory]:

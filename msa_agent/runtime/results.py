@@ -14,12 +14,14 @@ from msa_agent.types import Explanation, MemoryEvent, MemoryRecord, RecallHit
 @dataclass(frozen=True)
 class Scope:
     """Which memories a request may see: one namespace, narrowed by ``where`` equality filters
-    and by creation time (``since <= created_at < until``)."""
+    and by creation time (``since <= created_at < until``); with ``alive_at``, only those not
+    expired then (``expires_at`` after it, or none)."""
 
     namespace: str
     where: Mapping[str, Any] | None = None
     since: datetime | None = None
     until: datetime | None = None
+    alive_at: datetime | None = None
 
     @property
     def narrowed(self) -> bool:
@@ -66,7 +68,8 @@ def recall_hit(r: Recalled, explanation: Explanation | None = None) -> RecallHit
     m = r.memory
     return RecallHit(id=m.id, text=m.text, score=r.score, kind=m.kind, namespace=m.namespace,
                      metadata=m.metadata, created_at=m.created_at, source_id=m.source_id,
-                     round=r.round, via=list(r.via), explanation=explanation)
+                     expires_at=m.expires_at, round=r.round, via=list(r.via),
+                     explanation=explanation)
 
 
 def explanation(r: Recalled, chunk_text: str, combine: str) -> Explanation:
@@ -90,4 +93,5 @@ def memory_record(m: StoredMemory) -> MemoryRecord:
         id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, metadata=m.metadata,
         session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id, source_id=m.source_id,
         part=m.part, created_at=m.created_at, n_tokens=m.n_tokens, n_chunks=m.n_chunks,
+        expires_at=m.expires_at,
     )

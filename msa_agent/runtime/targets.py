@@ -32,6 +32,7 @@ class NewDoc:
     key: str | None = None  # upsert: the source this key names is updated, if any
     dedupe: bool = False  # an identical text of the namespace returns its id instead
     replaces: str | None = None  # update: the source id whose every part this replaces
+    expires_at: datetime | None = None  # aware UTC; None = never (an update keeps the source's)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def _versus(d: NewDoc, parts: list[StoredMemory]) -> Target:
     head, same_text = parts[0], whole_text(parts) == d.text
     same = same_text and head.metadata == (d.metadata or {}) and all(
         getattr(head, f) == getattr(d, f) for f in FIELDS) and (
-        d.created_at is None or d.created_at == head.created_at)
+        d.created_at is None or d.created_at == head.created_at) and (
+        d.expires_at == head.expires_at)
     sid = head.source_id or head.id
     return Target("same", sid) if same else Target("replace", sid, tuple(parts), same_text)
 
