@@ -76,8 +76,10 @@ class MsaStore(BaseStore):
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """``batch`` in a worker thread (the core is sync; async wraps it)."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.batch, list(ops))
+        """``batch`` in a worker thread, as :class:`AsyncMemory` runs each ``Memory`` call:
+        the whole batch is one call here, because it holds the store's lock across its ops
+        (their order and the grouping of puts are ``batch``'s)."""
+        return await asyncio.to_thread(self.batch, list(ops))
 
     def _read(self, op: Op) -> Result:
         if isinstance(op, GetOp):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
+from msa_agent.async_memory import AsyncMemory
 from msa_agent.memory import Memory
 from msa_agent.types import RecallHit
 
@@ -35,11 +39,22 @@ class MsaRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        hits = self.memory.recall(
-            query, k=kwargs.get("k", self.k), where=kwargs.get("where", self.where),
-            namespace=kwargs.get("namespace", self.namespace), explain=self.explain,
-            hops=kwargs.get("hops", self.hops))
+        hits = self.memory.recall(query, **self._recall_args(kwargs))
         return [to_document(h) for h in hits]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        """As the sync path, through :class:`AsyncMemory` (the event loop is not blocked)."""
+        hits = await AsyncMemory(self.memory).recall(query, **self._recall_args(kwargs))
+        return [to_document(h) for h in hits]
+
+    def _recall_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``recall`` arguments: the call's ``k``/``where``/``namespace``/``hops`` over the
+        retriever's own."""
+        return {"k": kwargs.get("k", self.k), "where": kwargs.get("where", self.where),
+                "namespace": kwargs.get("namespace", self.namespace),
+                "explain": self.explain, "hops": kwargs.get("hops", self.hops)}
 
 
 def to_document(hit: RecallHit) -> Document:

@@ -58,3 +58,29 @@ async def test_async_twins(memory: Memory) -> None:
     assert [m.content for m in await history.aget_messages()] == ["hi", "hello"]
     await history.aclear()
     assert await history.aget_messages() == []
+
+
+async def test_async_paths_run_through_async_memory(memory: Memory, monkeypatch) -> None:  # noqa: ANN001
+    """The async twins call AsyncMemory (not a thread of their own) and give the sync result."""
+    from msa_agent.async_memory import AsyncMemory
+
+    called: list[str] = []
+    for name in ("recall", "list", "remember_many", "forget"):
+        original = getattr(AsyncMemory, name)
+
+        async def spy(self, *a, _name=name, _orig=original, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            called.append(_name)
+            return await _orig(self, *a, **kw)
+
+        monkeypatch.setattr(AsyncMemory, name, spy)
+    retriever = MsaRetriever(memory=memory, k=3)
+    assert [d.id for d in await retriever.ainvoke("green tea")] == [
+        d.id for d in retriever.invoke("green tea")]
+    history = MsaChatMessageHistory(memory, _session())
+    await history.aadd_messages([HumanMessage("one")])
+    await history.aadd_messages([AIMessage("two")])
+    assert [m.content for m in await history.aget_messages()] == ["one", "two"]
+    assert [m.content for m in history.messages] == ["one", "two"]
+    await history.aclear()
+    assert called == ["recall", "list", "remember_many", "list", "remember_many", "list",
+                      "forget"]
