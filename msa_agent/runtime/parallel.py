@@ -34,8 +34,8 @@ from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import SpaceBusyError, StoredMemory
 
-__all__ = ["Comm", "ShardedEngine", "init_from_env", "local_top", "merge_top", "shard_of",
-           "sharded_top"]
+__all__ = ["Comm", "ShardedEngine", "gather_rows", "gather_top", "init_from_env", "local_top",
+           "merge_top", "shard_of", "sharded_top"]
 
 Candidate = tuple[int, float]  # (global position, routing score)
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.long, torch.int32]
@@ -115,7 +115,11 @@ def sharded_top(index: RoutingIndex, comm: Comm, q: torch.Tensor, k: int, mask: 
     """Global top-``k`` of a sharded index: local ``rank`` (no evidence), all-gather of the
     ``[k', 2]`` float64 (position, score) pairs (float32 scores and positions < 2^53 exact),
     merge. ``index`` holds this rank's shard; ``mask`` is over its local positions."""
-    mine = local_top(index, comm.rank, comm.world, q, k, mask, combine)
+    return gather_top(comm, local_top(index, comm.rank, comm.world, q, k, mask, combine), k)
+
+
+def gather_top(comm: Comm, mine: Sequence[Candidate], k: int) -> list[Candidate]:
+    """Every rank's candidates, all-gathered as ``[k', 2]`` float64, merged."""
     pairs = torch.tensor(mine, dtype=torch.float64).reshape(-1, 2)  # [k', 2]
     every = torch.cat(comm.all_gather_rows(pairs)).cpu().tolist()
     return merge_top([(int(p), s) for p, s in every], k)

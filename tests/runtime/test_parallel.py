@@ -83,7 +83,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 memories, one to six chunks each, namespaces a (10) and b (30); TWIN three times."""
+    """40 memories of 3-27 chunks (580 rows), namespaces a (10) and b (30); TWIN three
+    times."""
     path = tmp_path_factory.mktemp("parallel") / "s"
     items = [{"text": " ".join(WORDS[(i * j) % 9] for j in range(1, 4 + (i * 7) % 40)) + f" {i}",
               "namespace": "a" if i % 4 == 0 else "b", "metadata": {"i": i, "even": i % 2 == 0}}
@@ -169,7 +170,7 @@ def test_sharded_indexes_rank_as_the_whole(world: int, n: int, k: int, combine: 
     """Shards of a RoutingIndex, each ranked and merged, select the whole index's top-k.
     Scores to 1e-6, not bit for bit: a GEMM over a block of under ~16 chunks (these indexes
     are tiny) may round the last bit differently from one over more (CPU BLAS, measured),
-    so near-ties may swap; the recall test above, on shards of ~140 chunks, is exact."""
+    so near-ties may swap; the recall test above, on shards of ~290 chunks, is exact."""
     g = torch.Generator().manual_seed(seed)
     keys = [torch.randn(int(c), 2, 2, 4, generator=g)
             for c in torch.randint(1, 4, (n,), generator=g)]
