@@ -19,7 +19,9 @@ as ``ShardedEngine.route(mode="msa")``: ``broadcast`` (rank 0's router queries t
 ``local_rank`` (``RoutingIndex.rank`` on the shard: the fused ``route_topk`` on CUDA),
 ``gather_merge`` (all-gather of each rank's top-k and the merge), ``owner_rows`` (the selected
 memories' routing-key rows all-gathered from their owners), ``evidence`` (per-layer scores of
-those rows) and ``total``. The JSON also holds the bytes each collective moved per rank.
+those rows) and ``total``. The JSON also holds the bytes each collective moved per rank, and
+with ``--check N`` (small sizes only: rank 0 gathers every key) whether N sharded routes equal
+one process's ``RoutingIndex.rank`` over the whole index (ids, scores, evidence).
 
 NOT MEASURED by its author: written on a CPU machine and smoke-tested there with gloo only;
 no GPU figure from it appears in the docs.
@@ -97,6 +99,26 @@ def one_query(index: RoutingIndex, comm: Comm, ids: list[str], q: torch.Tensor |
     stages.setdefault("total", []).append((time.perf_counter() - t) * 1e3)
 
 
+def check(index: RoutingIndex, comm: Comm, ids: list[str], q: torch.Tensor | None, k: int
+          ) -> dict[str, Any] | None:
+    """``--check`` (small sizes): the whole index gathered on rank 0, ranked by one process's
+    ``RoutingIndex.rank``, against the sharded route of the same query (rank 0's answer)."""
+    q = comm.broadcast(q)
+    mask = torch.ones(len(index.doc_ids), dtype=torch.bool)
+    top = gather_top(comm, local_top(index, comm.rank, comm.world, q, k, mask, "heads"), k)
+    sub = gather_rows(index, comm, [p for p, _ in top], ids)
+    at = {p: i for i, p in enumerate(sorted(p for p, _ in top))}
+    got = sub.evidence([at[p] for p, _ in top], [s for _, s in top], q)
+    whole = gather_rows(index, comm, range(len(ids)), ids)  # every row, global order
+    if comm.rank != 0:
+        return None
+    want = whole.rank(q, k, torch.ones(len(ids), dtype=torch.bool))
+    diff = max((abs(a - b) for a, b in zip(got.scores, want.scores)), default=0.0)
+    return {"ids_equal": [p for p, _ in top] == want.docs, "scores_equal": got.scores ==
+            want.scores, "max_score_diff": diff, "evidence_equal":
+            (got.layer_scores, got.best_chunk) == (want.layer_scores, want.best_chunk)}
+
+
 def _sync(comm: Comm) -> None:
     if comm.device.type == "cuda":
         torch.cuda.synchronize()
@@ -119,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--check", type=int, default=0,
+                    help="queries checked against the whole index on rank 0 (small sizes)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -140,8 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         q = torch.randn(args.query_tokens, layers, hq, d, generator=g).to(device) \
             if comm.rank == 0 else None
         one_query(index, comm, ids, q, args.k, stages if i >= args.warmup else {})
+    checks = [check(index, comm, ids, torch.randn(args.query_tokens, layers, hq, d,
+                                                  generator=g).to(device), args.k)
+              for _ in range(args.check)]
     if comm.rank == 0:
         report = _report(args, comm, shape, n_docs, chunks, index, build_s, stages)
+        report["checks"] = checks
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"parallel-world{comm.world}.json").write_text(json.dumps(report, indent=1))
