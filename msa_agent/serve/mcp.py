@@ -129,12 +129,15 @@ def run_mcp(memory: Memory, transport: str = "stdio", host: str = "127.0.0.1",
             port: int = 8765) -> None:
     """Serve ``memory`` over MCP until stopped: ``"stdio"`` (the client spawns this process
     and speaks on stdin/stdout; nothing else may print there) or ``"http"`` (streamable
-    HTTP at ``http://host:port/mcp``)."""
+    HTTP at ``http://host:port/mcp``, loopback only: the MCP endpoint takes no API keys, so
+    anyone reaching another interface could read and erase every memory)."""
     if transport not in TRANSPORTS:
         raise InvalidInputError(f"MCP transport must be one of {sorted(TRANSPORTS)}, "
                                 f"got {transport!r}")
-    server = build_mcp(memory)
     if TRANSPORTS[transport] == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=port)
+        build_mcp(memory).run("stdio")
+        return
+    from msa_agent.serve.server import check_bind  # the HTTP API's rule for an open server
+
+    check_bind(host, None)
+    build_mcp(memory).run("streamable-http", host=host, port=port)

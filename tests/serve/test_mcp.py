@@ -24,6 +24,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.types import CallToolResult  # noqa: E402
 
+from msa_agent import Memory  # noqa: E402
+from msa_agent.errors import InvalidInputError  # noqa: E402
+from msa_agent.serve.mcp import run_mcp  # noqa: E402
+from msa_agent.serve.server import UnsafeBindError  # noqa: E402
+
 TESTS = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(__file__).with_name("mcp_stdio_server.py")
 ENV = {"PYTHONPATH": str(TESTS), "TRITON_INTERPRET": "1"}
@@ -77,7 +82,7 @@ async def _over_stdio(path: Path, errlog: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stdio_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def stdio_run(tmp_path_factory: pytest.TempPathFactory, http_server: Any) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("mcp-stdio")
     with open(tmp / "server.log", "w") as errlog:
         return anyio.run(_over_stdio, tmp / "m", errlog)
@@ -164,22 +169,34 @@ async def _over_http(url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The HTTP server process; the stdio session asks for it first, so both servers load
+    torch at the same time."""
     tmp, port = tmp_path_factory.mktemp("mcp-http"), _free_port()
     with open(tmp / "server.log", "w") as log:
         proc = subprocess.Popen([sys.executable, str(LAUNCHER), str(tmp / "m"), "http",
                                  str(port)], env={**ENV, "PATH": "/usr/bin:/bin"},
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_listening(port, proc)
-            yield f"http://127.0.0.1:{port}/mcp"
+            yield proc, port
         finally:
             proc.terminate()
             proc.wait(timeout=20)
 
 
-def test_streamable_http_remember_and_recall(http_server: str) -> None:
-    out = anyio.run(_over_http, http_server)
+def test_streamable_http_remember_and_recall(http_server: tuple[subprocess.Popen, int]) -> None:
+    proc, port = http_server
+    _wait_listening(port, proc)
+    out = anyio.run(_over_http, f"http://127.0.0.1:{port}/mcp")
     fact = out["fact"].structured_content
-    assert fact["namespace"] == "web"
+    assert fact["namespace"] == "web" and out["stray"] == []
     assert [h["id"] for h in out["recall"].structured_content["hits"]] == [fact["id"]]
+
+
+@pytest.mark.filterwarnings("ignore::msa_agent.errors.RoutingQualityWarning")
+def test_run_mcp_refuses_unknown_transport_and_open_bind(tmp_path: Path, tiny_pair: Any) -> None:
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8) as mem:
+        with pytest.raises(InvalidInputError, match="transport"):
+            run_mcp(mem, "carrier-pigeon")
+        with pytest.raises(UnsafeBindError, match="without API keys"):
+            run_mcp(mem, "http", "0.0.0.0", 8765)

@@ -5,7 +5,7 @@
 const API = "/v1";
 const PAGE = 20;
 const KEY = "msa-api-key";
-const state = { namespace: null, offset: 0 };
+const state = { namespace: null, offset: 0, listing: 0, searching: 0 };
 const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------ plumbing
@@ -73,6 +73,7 @@ async function loadNamespaces() {
 function pickNamespace(name) {
   state.namespace = name;
   state.offset = 0;
+  state.searching += 1;
   $("hits").replaceChildren();
   $("legend").hidden = true;
   for (const b of document.querySelectorAll("#namespaces button")) {
@@ -82,7 +83,9 @@ function pickNamespace(name) {
 }
 
 async function loadMemories() {
+  const asked = ++state.listing;
   const rows = await api(`/memories?${nsQuery()}&limit=${PAGE}&offset=${state.offset}&newest_first=true`);
+  if (asked !== state.listing) return; // a later page or namespace was asked for meanwhile
   $("memories").tBodies[0].replaceChildren(...rows.map(memoryRow));
   $("list-range").textContent = rows.length
     ? `${state.namespace}: ${state.offset + 1}–${state.offset + rows.length}`
@@ -116,7 +119,9 @@ async function search(event) {
   const body = { query: $("query").value, k: Number($("k").value), namespace: state.namespace,
     explain: true };
   if ($("routing").value) body.routing = $("routing").value;
+  const asked = ++state.searching;
   const { hits } = await api("/recall", { method: "POST", body: JSON.stringify(body) });
+  if (asked !== state.searching) return; // another search or namespace meanwhile
   const range = scoreRange(hits);
   $("hits").replaceChildren(...hits.map((h, i) => hitCard(h, i + 1, range)));
   $("legend").hidden = false;
