@@ -13,10 +13,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
+
+try:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import CallToolResult, TextContent, ToolAnnotations
+except ImportError as exc:  # the serve extra is not installed, or mcp 1.x (FastMCP)
+    raise ImportError(f"the MCP server needs the MCP SDK 2.x ({exc}): "
+                      "pip install 'msa-agent[serve]'") from exc
 
 from msa_agent.errors import InvalidInputError, MsaError
 from msa_agent.memory import Memory

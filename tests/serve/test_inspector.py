@@ -142,6 +142,7 @@ def test_search_shows_hits_heatmap_and_matched_chunk(page: sync_api.Page, url: s
         sorted(explained.layer_scores)
     assert len({c.evaluate("n => n.style.background") for c in cells.all()}) > 1
     assert first.locator("mark").inner_text().strip() == explained.best_chunk_text.strip()
+    assert first.locator(".hit-text").text_content() == expected[0].text  # marked in place
     assert first.locator(".channels li").count() >= 1
     _screenshot(page, "inspector-search.png")
 
