@@ -48,10 +48,14 @@ def backend_for(device: torch.device) -> str:
 def init_from_env(device: torch.device) -> None:
     """Join torchrun's process group (``env://``: RANK, WORLD_SIZE, MASTER_ADDR/PORT) unless
     already joined; on CUDA each rank takes GPU ``LOCAL_RANK``."""
+    if dist.is_initialized():
+        return
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group(backend_for(device))
+        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(gpu)
+        dist.init_process_group("nccl", device_id=gpu)
+    else:
+        dist.init_process_group("gloo")
 
 
 def shard_of(n: int, rank: int, world: int) -> range:
