@@ -27,12 +27,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError
+from msa_agent.model.loader import LoadedModel
+from msa_agent.model.router import Router
 from msa_agent.runtime.engine import Engine
 from msa_agent.runtime.fusion import LEXICAL, MSA
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
-from msa_agent.store import SpaceBusyError, StoredMemory
+from msa_agent.store import Space, SpaceBusyError, StoredMemory
 
 __all__ = ["Comm", "ShardedEngine", "gather_rows", "gather_top", "init_from_env", "local_top",
            "merge_top", "shard_of", "sharded_top"]
@@ -168,10 +171,11 @@ class ShardedEngine(Engine):
     memories): a writer's later commits are not followed, as ranks could load different ones.
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - Engine's
+    def __init__(self, lm: LoadedModel, cfg: MemoryConfig, router: Router | None,
+                 space: Space) -> None:
         self.ids: list[str] = []  # every live memory's id, by global position
         self._gpos: dict[str, int] = {}
-        super().__init__(*args, **kwargs)
+        super().__init__(lm, cfg, router, space)
         self.comm = Comm(self.lm.device)  # the index loads after this (open's attach)
 
     def follow_writer(self) -> None:
@@ -262,7 +266,8 @@ class ShardedEngine(Engine):
                             for m, (k, v) in zip(ms, parts)})
         return [got[m.id] for m in memories]
 
-    def route_per_layer(self, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
+    def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
+                        ) -> dict[int, list[StoredMemory]]:
         raise InvalidInputError("per-layer selection (answer with read='pooled') is not "
                                 "supported under Memory Parallel")
 
