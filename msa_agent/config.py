@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 RoutingMode = Literal["auto", "learned", "own_qk"]
 RecallMode = Literal["hybrid", "msa", "lexical"]
 RECALL_MODES: tuple[str, ...] = get_args(RecallMode)
+# How Memory.answer reads memories (runtime/answer.py); here so the CLI checks it unloaded.
+READ_MODES: tuple[str, ...] = ("auto", "pooled", "full", "text", "chunks")
 LayerCombine = Literal["heads", "mean", "max"]
 
 

@@ -20,6 +20,7 @@ from msa_agent.cli.common import (
 )
 from msa_agent.cli.memories import parse_hops
 from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt
+from msa_agent.config import READ_MODES
 
 if TYPE_CHECKING:
     from msa_agent.types import Answer
@@ -42,6 +43,9 @@ def ask(
 ) -> None:
     """Answer QUESTION from memory and show which memories each round read."""
     require_text(question, "question")
+    if read not in READ_MODES:  # before the model loads (seconds)
+        raise typer.BadParameter(f"must be one of {', '.join(READ_MODES)}, got {read!r}",
+                                 param_hint="--read")
     filters = as_mapping(parse_pairs(where, "--where"))
     kwargs = {"k": k, "where": filters, "hops": parse_hops(hops), "read": read,
               "max_new_tokens": max_tokens}

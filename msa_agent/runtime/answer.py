@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 import torch
 
+from msa_agent.config import READ_MODES
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import MemoryKV, rotate_memory
 from msa_agent.model.loader import LoadedModel
 from msa_agent.store import StoredMemory
 
-READ_MODES = ("auto", "pooled", "full", "text", "chunks")
 TEXT_READS = ("text", "chunks")  # modes that put memory text in the prompt
 KV = tuple[torch.Tensor, torch.Tensor]
 # Space setting naming how pooled K were stored: "rope" = chunk means of post-RoPE K.

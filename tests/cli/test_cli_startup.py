@@ -62,6 +62,7 @@ def test_help_and_version_import_no_model_stack(args: list[str]) -> None:
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["recall", "", "--path", "x"], 2, "error: query is empty"),
     (["ask", "   ", "--path", "x"], 2, "error: question is empty"),
+    (["ask", "who?", "--read", "skim", "--path", "x"], 2, "must be one of auto, pooled"),
     (["stats", "--path", "nope"], 1, "error: no memory space at nope"),
     (["forget", "--where", "kind=x", "--yes", "--path", "nope"], 1, "no memory space"),
     (["ingest", "/missing/folder", "--path", "typo"], 1,
