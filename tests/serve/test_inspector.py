@@ -86,7 +86,7 @@ def _screenshot(page: sync_api.Page, name: str) -> None:
 def _search(page: sync_api.Page, query: str, k: int = 3) -> None:
     page.fill("#query", query)
     page.select_option("#k", str(k))
-    page.click("#search-form button[type=submit]")
+    page.click("#search")  # enabled once the page knows its namespace
     page.wait_for_selector("#hits .hit")
 
 
@@ -151,6 +151,7 @@ def test_forget_asks_then_removes_the_memory(page: sync_api.Page, url: str,
                                              memory: Memory) -> None:
     victim = memory.recall("vrai-thorn-7 deploy host Sundays", k=1)[0].id
     page.goto(url + "/inspector/")
+    page.wait_for_selector(f"#memories tr[data-id='{victim}']")  # listed before
     _search(page, "vrai-thorn-7 deploy host Sundays", k=1)
     card = page.locator(f"#hits .hit[data-id='{victim}']")
     card.locator("button.danger").click()
@@ -165,7 +166,7 @@ def test_forget_asks_then_removes_the_memory(page: sync_api.Page, url: str,
     page.wait_for_selector("#toast:not([hidden])")
     with pytest.raises(UnknownMemoryError):
         memory.get(victim)
-    assert page.locator(f"#memories tr[data-id='{victim}']").count() == 0
+    page.wait_for_selector(f"#memories tr[data-id='{victim}']", state="detached")
 
 
 def test_a_pasted_api_key_is_sent(page: sync_api.Page, memory: Memory) -> None:

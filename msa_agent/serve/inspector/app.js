@@ -229,6 +229,7 @@ async function refresh() {
   await loadHealth();
   await loadNamespaces();
   pickNamespace(state.namespace);
+  $("search").disabled = false; // searching before the namespace is known would race it
 }
 
 function start() {
