@@ -40,6 +40,9 @@ def serve(
     mcp: Annotated[McpTransport | None, typer.Option(
         help="Serve MCP tools instead of the HTTP API: stdio, or streamable HTTP at "
              "/mcp.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Requests run at once (the rest queue); default 40.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the space over HTTP (JSON API at /v1, docs at /docs) until Ctrl-C."""
@@ -55,7 +58,8 @@ def serve(
         err_console().print(f"serving {mem.path} at http://{host}:{port}/v1 "
                             f"({'API keys required' if auth else 'no API keys: loopback only'})",
                             highlight=False)
-        run_server(mem, host=host, port=port, auth=auth, log_level=log_level)
+        run_server(mem, host=host, port=port, auth=auth, threads=threads,
+                   log_level=log_level)
 
 
 def _auth(keys: Path | None, api_key: str | None) -> AuthConfig | None:

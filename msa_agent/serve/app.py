@@ -21,6 +21,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -67,15 +68,21 @@ STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses fi
 
 
 def create_app(memory_or_path: Memory | str | Path, *, auth: AuthConfig | None = None,
-               model: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               model: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               threads: int | None = None) -> FastAPI:
     """The FastAPI app serving ``memory_or_path``.
 
     Given a path, the space is opened (with ``model``) when the app starts and closed when it
     stops; a ``Memory`` you pass stays yours to close. ``auth``: API keys, or None for an open
     server (``msa_agent.serve.server`` refuses that off loopback). Bodies larger than
-    ``max_body_bytes`` are refused with 413 before they are parsed.
+    ``max_body_bytes`` are refused with 413 before they are parsed. ``threads``: how many
+    requests run at once (the rest wait in the event loop); None keeps anyio's 40. The model
+    encodes one query at a time, so many more threads than cores add switching, not speed.
     """
-    app = FastAPI(title="msa-agent", version=_version(), lifespan=_lifespan(memory_or_path, model),
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    app = FastAPI(title="msa-agent", version=_version(),
+                  lifespan=_lifespan(memory_or_path, model, threads),
                   description="Lifelong memory for LLM agents over HTTP.")
     app.state.auth = auth
     if isinstance(memory_or_path, Memory):
@@ -96,11 +103,15 @@ def _version() -> str:
     return __version__
 
 
-def _lifespan(memory_or_path: Memory | str | Path, model: str | None):  # noqa: ANN202
-    """Open the space at startup when given a path (and close it at shutdown)."""
+def _lifespan(memory_or_path: Memory | str | Path, model: str | None,  # noqa: ANN202
+              threads: int | None):
+    """Open the space at startup when given a path (and close it at shutdown); size the
+    worker threads (anyio's limiter belongs to the running loop, so it is set here)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         if isinstance(memory_or_path, Memory):
             yield
             return

@@ -51,10 +51,10 @@ def check_bind(host: str, auth: AuthConfig | None) -> None:
 
 def serve(memory_or_path: Memory | str | Path, *, host: str = DEFAULT_HOST,
           port: int = DEFAULT_PORT, auth: AuthConfig | None = None, model: str | None = None,
-          log_level: str = "info") -> None:
+          threads: int | None = None, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl-C). One worker process: the space has one writer."""
     check_bind(host, auth)
-    app = create_app(memory_or_path, auth=auth, model=model)
+    app = create_app(memory_or_path, auth=auth, model=model, threads=threads)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 

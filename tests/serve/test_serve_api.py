@@ -15,6 +15,9 @@ import pytest
 from serve_fixtures import NOTES, api, memory, open_url  # noqa: F401 - fixtures
 
 from msa_agent import Memory
+from msa_agent.errors import InvalidInputError
+from msa_agent.serve.app import create_app
+from msa_agent.serve.server import background_server
 from msa_agent.types import Answer, MemoryRecord, RecallHit
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
@@ -188,3 +191,13 @@ def test_huge_and_undecodable_bodies_are_refused(api: httpx.Client) -> None:
                    headers={"content-type": "application/json"})
     assert error(raw, 400) == "InvalidInputError"
     assert error(api.get("/no-such-route"), 404) == "NotFound"
+
+
+def test_threads_option_serves_and_a_zero_is_refused(memory: Memory) -> None:
+    memory.remember("Bob likes green tea.", namespace="threads")
+    with background_server(create_app(memory, threads=2)) as url:
+        r = httpx.post(f"{url}/v1/recall", json={"query": "green tea", "k": 1,
+                                                 "namespace": "threads"})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 1
+    with pytest.raises(InvalidInputError, match="threads"):
+        create_app(memory, threads=0)
