@@ -286,9 +286,10 @@ def list_memories(mem: Mem, who: Who, namespace: NsQuery = None,
                   limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
                   offset: Annotated[int, Query(ge=0)] = 0,
                   where: Annotated[str | None, Query(description="JSON object")] = None,
-                  newest_first: bool = False) -> list[MemoryRecord]:
+                  newest_first: bool = False,
+                  include_expired: bool = False) -> list[MemoryRecord]:
     return mem.list(ns_of(who, mem, namespace), _where(where), limit=limit, offset=offset,
-                    newest_first=newest_first)
+                    newest_first=newest_first, include_expired=include_expired)
 
 
 @router.get("/memories/{id}", response_model=MemoryRecord)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -89,7 +89,10 @@ class MemoryClient:
     def remember(self, text: str, kind: str = "document",
                  metadata: Mapping[str, Any] | None = None, *, namespace: str | None = None,
                  dedupe: bool = False, **fields: Any) -> str:
-        """``fields``: session_id, user_id, agent_id, at, key (as :meth:`Memory.remember`)."""
+        """``fields``: session_id, user_id, agent_id, at, key, expires_at, ttl (seconds or a
+        ``timedelta``), as :meth:`Memory.remember`."""
+        if isinstance(fields.get("ttl"), timedelta):
+            fields["ttl"] = fields["ttl"].total_seconds()
         body = _jsonable({"text": text, "kind": kind, "metadata": metadata,
                           "namespace": self._ns(namespace), "dedupe": dedupe, **fields})
         return self._call("POST", "/memories", body)["id"]
@@ -128,9 +131,11 @@ class MemoryClient:
         return MemoryRecord.model_validate(data)
 
     def list(self, namespace: str | None = None, where: Mapping[str, Any] | None = None,
-             limit: int = 100, offset: int = 0, newest_first: bool = False) -> list[MemoryRecord]:
+             limit: int = 100, offset: int = 0, newest_first: bool = False,
+             include_expired: bool = False) -> list[MemoryRecord]:
         params = {"namespace": self._ns(namespace), "limit": limit, "offset": offset,
-                  "newest_first": newest_first, "where": json.dumps(where) if where else None}
+                  "newest_first": newest_first, "include_expired": include_expired,
+                  "where": json.dumps(where) if where else None}
         return [MemoryRecord.model_validate(m) for m in self._call("GET", "/memories",
                                                                    params=params)]
 

@@ -34,6 +34,9 @@ class RememberItem(Body):
     namespace: str | None = None
     at: datetime | None = Field(None, description="When it happened (default now; naive = UTC).")
     key: str | None = Field(None, description="Upsert key, unique in its namespace.")
+    expires_at: datetime | None = Field(
+        None, description="When recall stops returning it (naive = UTC); not with ttl.")
+    ttl: float | None = Field(None, description="Seconds from now until it expires.")
 
 
 class RememberRequest(RememberItem):

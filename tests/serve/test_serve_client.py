@@ -148,3 +148,17 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError("msa serve did not answer")
+
+
+def test_expiry_through_the_server(open_url: str, memory: Memory) -> None:
+    from datetime import timedelta
+
+    with MemoryClient(open_url, namespace="expiry") as mem:
+        gone = mem.remember("The old door code is 4711.", expires_at="2020-01-01T00:00:00Z")
+        kept = mem.remember("The door code is 9902.", ttl=timedelta(hours=1))
+        assert [r.id for r in mem.list()] == [kept]
+        assert [r.id for r in mem.list(include_expired=True)] == [gone, kept]
+        assert gone not in {h.id for h in mem.recall("door code", k=5)}
+        assert mem.get(kept).expires_at is not None
+        with pytest.raises(InvalidInputError):
+            mem.remember("both", expires_at="2030-01-01T00:00:00Z", ttl=60)
