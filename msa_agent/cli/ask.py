@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -10,11 +10,11 @@ from rich.table import Table
 
 from msa_agent.cli.common import (
     as_mapping,
-    open_memory,
     out_console,
     parse_pairs,
     preview,
     print_json,
+    read_memory,
     require_text,
     source_of,
 )
@@ -23,6 +23,8 @@ from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt,
 from msa_agent.config import READ_MODES
 
 if TYPE_CHECKING:
+    from msa_agent.memory import Memory
+    from msa_agent.serve.client import MemoryClient
     from msa_agent.types import Answer
 
 
@@ -49,17 +51,32 @@ def ask(
     filters = as_mapping(parse_pairs(where, "--where"))
     kwargs = {"k": k, "where": filters, "hops": parse_hops(hops), "read": read,
               "max_new_tokens": max_tokens}
+    live = stream and not json_
+    with read_memory(path, namespace) as mem:
+        answer = _answer(mem, question, kwargs, live)
+    _show(answer, max_tokens, json_=json_, text=not live)
+
+
+def _answer(mem: Memory | MemoryClient, question: str, kwargs: dict[str, Any],
+            live: bool) -> Answer:
+    """The answer, its tokens printed as they come when ``live`` (from a local memory's stream
+    or a server's server-sent events)."""
+    from msa_agent.types import Answer
+
+    if not live:
+        return mem.answer(question, **kwargs)  # type: ignore[return-value]
     console = out_console()
-    with open_memory(path, namespace=namespace, read_only=True) as mem:
-        if json_ or not stream:
-            answer = mem.answer(question, **kwargs)  # type: ignore[arg-type]
+    remote = hasattr(mem, "answer_stream")  # a MemoryClient (httpx may not be installed)
+    pieces = (mem.answer_stream(question, **kwargs) if remote  # type: ignore[union-attr]
+              else mem.answer(question, stream=True, **kwargs))
+    answer = None
+    for piece in pieces:
+        if isinstance(piece, Answer):
+            answer = piece
         else:
-            pieces = mem.answer(question, stream=True, **kwargs)  # type: ignore[arg-type]
-            for piece in pieces:
-                console.print(piece, end="", markup=False, highlight=False)
-            console.print()
-            answer = pieces.answer  # type: ignore[union-attr]
-    _show(answer, max_tokens, json_=json_, text=not stream)
+            console.print(piece, end="", markup=False, highlight=False)
+    console.print()
+    return answer if answer is not None else pieces.answer  # type: ignore[union-attr]
 
 
 def _show(answer: Answer, max_tokens: int, *, json_: bool, text: bool) -> None:

@@ -127,6 +127,20 @@ def server_client(namespace: str | None = None) -> MemoryClient | None:
     return MemoryClient.from_env(namespace)
 
 
+@contextmanager
+def read_memory(path: Path | None, namespace: str | None = None
+                ) -> Iterator[Memory | MemoryClient]:
+    """What a read command reads from: the running server (:func:`server_client`) when one is
+    configured, else the space opened read-only. Both have ``Memory``'s read methods."""
+    remote = server_client(namespace)
+    if remote is not None:
+        with remote:
+            yield remote
+        return
+    with open_memory(path, namespace=namespace, read_only=True) as mem:
+        yield mem
+
+
 def require_text(value: str, what: str) -> str:
     """A query or question that is not blank (checked before the model loads)."""
     if not value.strip():

@@ -15,9 +15,9 @@ from msa_agent.cli.common import (
     parse_pairs,
     preview,
     print_json,
+    read_memory,
     record_dict,
     require_text,
-    server_client,
     source_of,
 )
 from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt, YesOpt
@@ -42,13 +42,8 @@ def recall(
     require_text(query, "query")
     filters = as_mapping(parse_pairs(where, "--where"))
     rounds = parse_hops(hops)
-    remote = server_client(namespace)
-    if remote is not None:
-        with remote:
-            hits = remote.recall(query, k=k, where=filters, explain=explain, hops=rounds)
-    else:
-        with open_memory(path, namespace=namespace, read_only=True) as mem:
-            hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
+    with read_memory(path, namespace) as mem:
+        hits = mem.recall(query, k=k, where=filters, explain=explain, hops=rounds)
     if json_:
         print_json([record_dict(h) for h in hits])
     else:
@@ -90,13 +85,8 @@ def ls(
 ) -> None:
     """List memories of a namespace, oldest first (``--newest`` for newest first)."""
     filters = as_mapping(parse_pairs(where, "--where"))
-    remote = server_client(namespace)
-    if remote is not None:
-        with remote:
-            rows = remote.list(where=filters, limit=limit, offset=offset, newest_first=newest)
-    else:
-        with open_memory(path, namespace=namespace, read_only=True) as mem:
-            rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
+    with read_memory(path, namespace) as mem:
+        rows = mem.list(where=filters, limit=limit, offset=offset, newest_first=newest)
     if json_:
         print_json([record_dict(r) for r in rows])
     else:
@@ -123,7 +113,7 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Everything about one memory of the namespace: text, metadata, scope, sizes."""
-    with open_memory(path, namespace=namespace, read_only=True) as mem:
+    with read_memory(path, namespace) as mem:
         record = mem.get(id)
     if json_:
         print_json(record_dict(record))

@@ -12,8 +12,8 @@ from msa_agent.cli.common import (
     open_memory,
     out_console,
     print_json,
+    read_memory,
     record_dict,
-    server_client,
     space_path,
 )
 from msa_agent.cli.options import JsonOpt, ModelOpt, PathOpt
@@ -43,13 +43,8 @@ def init(
 
 def stats(path: PathOpt = None, json_: JsonOpt = False) -> None:
     """Counts and sizes of the space: memories, namespaces, tokens, chunks, bytes."""
-    remote = server_client()
-    if remote is not None:
-        with remote:
-            s = remote.stats()
-    else:
-        with open_memory(path, read_only=True) as mem:
-            s = mem.stats()
+    with read_memory(path) as mem:
+        s = mem.stats()
     if json_:
         print_json(record_dict(s))
     else:

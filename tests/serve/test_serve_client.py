@@ -86,6 +86,16 @@ def test_cli_read_commands_use_the_configured_server(open_url: str, memory: Memo
     assert [m["id"] for m in json.loads(r.stdout)] == [m.id for m in memory.list(limit=3)]
     r = runner.invoke(app, ["stats", "--json", "-p", nowhere])
     assert json.loads(r.stdout)["memories"] == memory.stats().memories
+    one = memory.list(limit=1)[0]
+    r = runner.invoke(app, ["show", one.id, "--json", "-p", nowhere])
+    assert r.exit_code == 0 and json.loads(r.stdout)["text"] == one.text, r.output
+    r = runner.invoke(app, ["ask", "Where is Paris?", "--json", "--max-tokens", "3", "-p",
+                            nowhere])
+    assert r.exit_code == 0, r.output
+    want = memory.answer("Where is Paris?", k=5, max_new_tokens=3)
+    assert json.loads(r.stdout)["text"] == want.text
+    r = runner.invoke(app, ["ask", "Where is Paris?", "--max-tokens", "3", "-p", nowhere])
+    assert r.exit_code == 0 and want.text in r.stdout, r.output  # streamed over SSE
 
 
 def test_cli_recall_through_a_server_imports_no_model_stack(open_url: str) -> None:
