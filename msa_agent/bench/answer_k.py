@@ -42,7 +42,8 @@ def questions(task: Task, split: str, per_split: int) -> list[Query]:
     return [q for q in pick(task.stages[-1].queries, per_split) if q.split == split and q.hops == 1]
 
 
-def rag_rankings(task: Task, qs: list[Query], work: Path) -> dict[str, dict[str, list[str]]]:
+def rag_rankings(task: Task, qs: list[Query], work: Path, depth: int
+                 ) -> dict[str, dict[str, list[str]]]:
     """Each baseline's top-5 keys per question (``suite.make_system``, all memories added)."""
     from msa_agent.bench.suite import _ingest, make_system
 
@@ -52,7 +53,7 @@ def rag_rankings(task: Task, qs: list[Query], work: Path) -> dict[str, dict[str,
         try:
             _ingest(system, task.stages[-1].memories)
             opts = next(iter(system.variants().values()))
-            out[row] = {q.qid: system.search(q, max(KS), opts) for q in qs}
+            out[row] = {q.qid: system.search(q, depth, opts) for q in qs}
         finally:
             system.close()
     return out
@@ -72,19 +73,20 @@ def msa_space(task: Task, work: Path) -> Path:
     return folder / "msa" / "space"
 
 
-def evaluate(task_name: str, split: str, per_split: int, work: Path) -> list[dict[str, Any]]:
+def evaluate(task_name: str, split: str, per_split: int, work: Path,
+             ks: tuple[int, ...] = KS) -> list[dict[str, Any]]:
     from msa_agent import Memory
 
     reader = default_reader()
     task = build(task_name, "quick")
     qs = questions(task, split, per_split)
-    rankings = rag_rankings(task, qs, work / task_name)
+    rankings = rag_rankings(task, qs, work / task_name, max(ks))
     memories = {m.key: m for m in task.stages[-1].memories}
     mem = Memory.open(msa_space(task, work / task_name), reader.lm)
     out = []
     try:
         for q in qs:
-            for k in KS:
+            for k in ks:
                 start = time.perf_counter()
                 ans = mem.answer(q.text, k=k, namespace=q.namespace,
                                  max_new_tokens=reader.max_new_tokens)
@@ -97,7 +99,7 @@ def evaluate(task_name: str, split: str, per_split: int, work: Path) -> list[dic
                     outs[row] = answer_stage.read(reader, q, items)
                 out += [{"task": task_name, "system": row, "k": k, **o}
                         for row, o in outs.items()]
-            print(q.qid, [(o["system"][:8], o["k"], o["correct"]) for o in out[-3 * len(KS):]],
+            print(q.qid, [(o["system"][:8], o["k"], o["correct"]) for o in out[-3 * len(ks):]],
                   flush=True)
     finally:
         mem.close()
@@ -119,13 +121,14 @@ def main(split: str = typer.Option("val", help="val to choose; test only to repo
          tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
          per_split: int = typer.Option(30, help="answer-stage questions per split (all kinds)"),
          work: Path = typer.Option(Path("bench-out/answer-k"), help="Scratch spaces."),
+         ks: list[int] = typer.Option(list(KS), "--k", help="Memories read, per run."),
          ) -> None:
-    rows = [r for t in tasks for r in evaluate(t, split, per_split, work)]
+    rows = [r for t in tasks for r in evaluate(t, split, per_split, work, tuple(ks))]
     table = summary(rows)
     out.write_text(json.dumps({
         "command": f"python -m msa_agent.bench.answer_k --split {split} --per-split {per_split} "
-                   + "".join(f"--task {t} " for t in tasks).strip(),
-        "split": split, "ks": list(KS), "summary": table, "answers": rows}, indent=1))
+                   + "".join(f"--task {t} " for t in tasks) + " ".join(f"--k {k}" for k in ks),
+        "split": split, "ks": list(ks), "summary": table, "answers": rows}, indent=1))
     for r in table:
         print(f"{r['task']:9} {r['kind']:17} {r['system']:20} k={r['k']} n={r['n']:3} "
               f"acc {r['accuracy']:.2f}")
