@@ -86,6 +86,12 @@ class MemoryConfig(BaseModel):
         "Triton kernel implements it too.",
     )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
+    answer_k: int = Field(
+        2, ge=1, description="Default number of memories Memory.answer reads (k=None). 2 was "
+        "chosen on validation splits for the embedded 135M reader, which answers from the "
+        "wrong memory more often the more it reads (docs/answering.md); an MSA checkpoint "
+        "brings its own top-k instead.",
+    )
     group_by_source: bool = Field(
         False, description="recall returns only the best part of each source, so the parts of "
         "one long text (a file, a session) do not fill the k slots; recall(group=...) overrides.",

@@ -347,10 +347,13 @@ class Memory:
                 return chosen
             wanted *= 2
 
-    def _checked(self, text: str, what: str, k: int | None, hops: Hops) -> int:
-        """Validated ``k`` for a recall or an answer (``hops`` checked too); clear errors."""
+    def _checked(self, text: str, what: str, k: int | None, hops: Hops,
+                 default: int | None = None) -> int:
+        """Validated ``k`` for a recall or an answer (``hops`` checked too); clear errors.
+        None: ``default``, else ``MemoryConfig.top_k``."""
         check_text(text, what)
-        k = self.config.top_k if k is None else k
+        if k is None:
+            k = self.config.top_k if default is None else default
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         max_rounds(hops)
@@ -386,6 +389,9 @@ class Memory:
                stream: bool = False, routing: str | None = None) -> Answer | AnswerStream:
         """Answer ``question`` from memory: route (``hops`` rounds), read, generate greedily.
 
+        ``k``: how many memories to read (default ``MemoryConfig.answer_k``, 2: a small reader
+        answers better from fewer memories; recall's own default is ``top_k``).
+
         ``read``: ``"text"`` re-reads the memories' text, ``"chunks"`` only each memory's
         chunk that matches the question and its neighbours, ``"full"`` attends to their stored
         per-token K/V (space made with ``keep_full_kv=True``), ``"pooled"`` to their pooled K/V
@@ -400,7 +406,7 @@ class Memory:
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) \
                 or max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-        k = self._checked(question, "question", k, hops)
+        k = self._checked(question, "question", k, hops, self.config.answer_k)
         _flag("stream", stream)
         self._engine.follow_writer()
         result = answer_stream(self._engine, question, k,

@@ -65,6 +65,17 @@ def test_stream_yields_the_answer_text(tmp_path: Path, tiny_pair) -> None:
     assert "".join(pieces).strip() == stream.answer.text
 
 
+def test_default_k_is_answer_k_not_top_k(tmp_path: Path, tiny_pair) -> None:
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember_many(FACTS)
+        assert mem.config.answer_k == 2 and mem.config.top_k > 2
+        read = mem.answer("Alice?", read="text", max_new_tokens=2).rounds[0].memories
+        assert len(read) == 2
+        assert len(mem.recall("Alice?")) == 3  # recall keeps top_k
+    with open_mem(tmp_path / "m", tiny_pair, answer_k=3) as mem:
+        assert len(mem.answer("Alice?", read="text", max_new_tokens=2).rounds[0].memories) == 3
+
+
 def test_bad_input_and_empty_space(tmp_path: Path, tiny_pair) -> None:
     with open_mem(tmp_path / "m", tiny_pair) as mem:
         empty = mem.answer("anything?", max_new_tokens=3)

@@ -19,7 +19,7 @@ from msa_agent.cli.common import (
     source_of,
 )
 from msa_agent.cli.memories import parse_hops
-from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt, WhereOpt
+from msa_agent.cli.options import HopsOpt, JsonOpt, NamespaceOpt, PathOpt, WhereOpt
 from msa_agent.config import READ_MODES
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     path: PathOpt = None,
-    k: KOpt = 5,
+    k: Annotated[int | None, typer.Option(
+        "-k", "--k", min=1, help="How many memories to read (default: the memory's answer_k, "
+        "2).")] = None,
     where: WhereOpt = None,
     namespace: NamespaceOpt = None,
     hops: HopsOpt = "1",

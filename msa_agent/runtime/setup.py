@@ -49,7 +49,7 @@ def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
     cfg = cfg.model_copy(update={"model": name})
     if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k, router layers, and
         # the rule its router was trained with: the paper's max over query tokens
-        own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k,
+        own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k, "answer_k": lm.msa.top_k,
                "msa_layers": lm.msa.layers, "route_top_tokens": 1,
                "kv_positions": "parallel"}  # and the paper's K/V layout
         if not stored:  # a new space; an existing one keeps its own frame

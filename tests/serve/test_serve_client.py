@@ -92,7 +92,7 @@ def test_cli_read_commands_use_the_configured_server(open_url: str, memory: Memo
     r = runner.invoke(app, ["ask", "Where is Paris?", "--json", "--max-tokens", "3", "-p",
                             nowhere])
     assert r.exit_code == 0, r.output
-    want = memory.answer("Where is Paris?", k=5, max_new_tokens=3)
+    want = memory.answer("Where is Paris?", max_new_tokens=3)  # ask reads answer_k too
     assert json.loads(r.stdout)["text"] == want.text
     r = runner.invoke(app, ["ask", "Where is Paris?", "--max-tokens", "3", "-p", nowhere])
     assert r.exit_code == 0 and want.text in r.stdout, r.output  # streamed over SSE
