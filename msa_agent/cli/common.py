@@ -118,8 +118,9 @@ def require_space(path: Path | None) -> Path:
 
 def server_client(namespace: str | None = None) -> MemoryClient | None:
     """A client of the running ``msa serve`` at ``$MSA_SERVER_URL`` (key ``$MSA_API_KEY``),
-    or None when none is configured. Read commands use it to answer in one HTTP request,
-    with no model load (the server's space is used; ``--path`` is not)."""
+    or None when none is configured. The read commands, ``forget`` and ``compact`` use it
+    to answer in one HTTP request, with no model load (the server's space is used; ``--path``
+    is not)."""
     if not os.environ.get("MSA_SERVER_URL", "").strip():
         return None
     from msa_agent.serve.client import MemoryClient
@@ -128,16 +129,17 @@ def server_client(namespace: str | None = None) -> MemoryClient | None:
 
 
 @contextmanager
-def read_memory(path: Path | None, namespace: str | None = None
+def read_memory(path: Path | None, namespace: str | None = None, *, write: bool = False
                 ) -> Iterator[Memory | MemoryClient]:
-    """What a read command reads from: the running server (:func:`server_client`) when one is
-    configured, else the space opened read-only. Both have ``Memory``'s read methods."""
+    """What a command works on: the running server (:func:`server_client`) when one is
+    configured (the space's one writer), else the space opened here, read-only unless
+    ``write``. Both have ``Memory``'s methods."""
     remote = server_client(namespace)
     if remote is not None:
         with remote:
             yield remote
         return
-    with open_memory(path, namespace=namespace, read_only=True) as mem:
+    with open_memory(path, namespace=namespace, read_only=not write) as mem:
         yield mem
 
 

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from msa_agent.cli.common import (
     as_mapping,
-    open_memory,
     out_console,
     parse_pairs,
     preview,
@@ -24,6 +23,7 @@ from msa_agent.cli.options import HopsOpt, JsonOpt, KOpt, NamespaceOpt, PathOpt,
 
 if TYPE_CHECKING:
     from msa_agent.memory import Memory
+    from msa_agent.serve.client import MemoryClient
     from msa_agent.types import MemoryRecord, RecallHit
 
 
@@ -141,7 +141,7 @@ def forget(
     filters = as_mapping(parse_pairs(where, "--where"))
     if (id is None) == (filters is None):
         raise typer.BadParameter("give either an ID or --where, not both or neither")
-    with open_memory(path, namespace=namespace) as mem:
+    with read_memory(path, namespace, write=True) as mem:
         what = _describe(mem, id, filters)
         if what is None:
             n = 0
@@ -164,7 +164,8 @@ def compacted_line(sizes: dict[str, int]) -> str:
             "bytes on disk")
 
 
-def _describe(mem: Memory, id: str | None, filters: dict[str, Any] | None) -> str | None:
+def _describe(mem: Memory | MemoryClient, id: str | None, filters: dict[str, Any] | None
+              ) -> str | None:
     """What ``forget`` would delete, for the prompt; None when nothing matches."""
     if id is not None:
         m = mem.get(id)

@@ -55,7 +55,7 @@ def compact(path: PathOpt = None, json_: JsonOpt = False) -> None:
     """Reclaim the disk of deleted memories now (forget also does it past a threshold)."""
     from msa_agent.cli.memories import compacted_line
 
-    with open_memory(path) as mem:
+    with read_memory(path, write=True) as mem:
         sizes = mem.compact()
     if json_:
         print_json(sizes)

@@ -160,6 +160,10 @@ class MemoryClient:
     def stats(self) -> SpaceStats:
         return SpaceStats.model_validate(self._call("GET", "/stats"))
 
+    def compact(self) -> dict[str, int]:
+        """As :meth:`Memory.compact` (an admin key, where the server has keys)."""
+        return self._call("POST", "/compact")
+
 
 def _jsonable(body: Mapping[str, Any]) -> dict[str, Any]:
     """Drop unset fields (the server's defaults apply); datetimes as ISO strings."""

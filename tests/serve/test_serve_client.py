@@ -96,6 +96,14 @@ def test_cli_read_commands_use_the_configured_server(open_url: str, memory: Memo
     assert json.loads(r.stdout)["text"] == want.text
     r = runner.invoke(app, ["ask", "Where is Paris?", "--max-tokens", "3", "-p", nowhere])
     assert r.exit_code == 0 and want.text in r.stdout, r.output  # streamed over SSE
+    gone = memory.remember("A note to forget through the server.")
+    r = runner.invoke(app, ["forget", gone, "--yes", "--compact", "--json", "-p", nowhere])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["deleted"] == 1 and "bytes_after" in json.loads(r.stdout)
+    with pytest.raises(UnknownMemoryError):
+        memory.get(gone)
+    r = runner.invoke(app, ["compact", "--json", "-p", nowhere])
+    assert r.exit_code == 0 and "bytes_before" in json.loads(r.stdout), r.output
 
 
 def test_cli_recall_through_a_server_imports_no_model_stack(open_url: str) -> None:
