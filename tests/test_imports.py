@@ -47,17 +47,23 @@ FLOORS = {
     "msa_agent.train": 3,
     # 4: the facade
     "msa_agent.memory": 4,
-    # 5: what users and benchmarks run, through the facade (AsyncMemory: the facade's
-    # coroutines, each a Memory call in a worker thread)
+    # 5: the facade's coroutines (AsyncMemory: each a Memory call in a worker thread)
     "msa_agent.async_memory": 5,
-    "msa_agent.cli": 5,
-    "msa_agent.integrations": 5,
-    "msa_agent.bench": 5,
+    # 6: what users and benchmarks run, through the facade: the CLI, the plug-ins (whose
+    # async paths are AsyncMemory calls), the benchmarks, the server (HTTP, MCP, inspector)
+    # and the Memory Parallel entry point
+    "msa_agent.cli": 6,
+    "msa_agent.integrations": 6,
+    "msa_agent.bench": 6,
+    "msa_agent.serve": 6,
+    "msa_agent.parallel": 6,
 }
 
 # (importer unit, imported unit) on one floor -> why it is allowed (one way only).
 SIDEWAYS: dict[tuple[str, str], str] = {
     ("msa_agent.cli", "msa_agent.bench"): "`msa bench` is the CLI face of the benchmark suite",
+    ("msa_agent.cli", "msa_agent.serve"): "`msa serve` runs the server, and the CLI's commands "
+                                          "use its client when a server is configured",
 }
 
 
