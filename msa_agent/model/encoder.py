@@ -58,6 +58,23 @@ def chunk_mean(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
     return sums / counts.view(c, *([1] * (x.dim() - 1)))
 
 
+def batch_chunk_mean(x: torch.Tensor, lengths: Sequence[int], size: int) -> list[torch.Tensor]:
+    """:func:`chunk_mean` of every row of a right-padded batch ``x`` ``[B, T, ...]`` (row ``b``
+    holds ``lengths[b]`` real rows) in one pass: ``[C_b, ...]`` per row. Each chunk sums the
+    same values in the same order as :func:`chunk_mean` (padding zeroed), so results agree."""
+    b, t = len(lengths), x.shape[1]
+    c = -(-t // size)
+    n = torch.as_tensor(list(lengths), device=x.device)
+    valid = torch.arange(t, device=x.device)[None, :] < n[:, None]  # [B, T]
+    padded = x.new_zeros((b, c * size, *x.shape[2:]))
+    padded[:, :t] = torch.where(valid.view(b, t, *([1] * (x.dim() - 2))), x, 0.0)
+    sums = padded.view(b, c, size, *x.shape[2:]).sum(2)  # [B, C, ...]
+    starts = torch.arange(c, device=x.device)[None, :] * size
+    counts = (n[:, None] - starts).clamp(0, size).to(x.dtype)  # [B, C]
+    means = sums / counts.clamp(min=1).view(b, c, *([1] * (x.dim() - 2)))
+    return [means[row, : -(-m // size)] for row, m in enumerate(lengths)]
+
+
 def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices grouped so that (batch size x longest) <= budget; sorted by length to cut padding."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -108,8 +125,8 @@ class Encoder:
             taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"),
                                  self.layers if framed else None)
             full = self._framed_full([docs[i] for i in batch]) if framed else None
-            for row, i in enumerate(batch):
-                out[i] = self._pool(taps, row, len(docs[i]), full)
+            for i, doc in zip(batch, self._pool(taps, [len(docs[i]) for i in batch], full)):
+                out[i] = doc
         return out  # type: ignore[return-value]
 
     def _framed_full(self, docs: Sequence[Sequence[int]]) -> dict:
@@ -180,32 +197,41 @@ class Encoder:
         assert len(decoder_layers(model)) > max(tapped)
         return taps
 
-    def _pool(self, taps: dict, row: int, n: int, framed: dict | None = None) -> EncodedDoc:
-        k = torch.stack([taps["k"][i][row, :n] for i in self.layers], 1)  # [T, L, Hkv, D]
-        v = torch.stack([taps["v"][i][row, :n] for i in self.layers], 1)
-        if self.router is None:
-            rk = k
-        else:
-            rk = torch.stack([self.router[i].k(taps["hidden"][i][row, :n]) for i in self.layers], 1)
+    def _pool(self, taps: dict, lengths: Sequence[int], framed: dict | None = None
+              ) -> list[EncodedDoc]:
+        """The documents of one forward (row ``b`` holds ``lengths[b]`` tokens), pooled for the
+        whole batch at once: a loop over documents and layers with a host copy each cost most
+        of an encode on a GPU (docs/scale.md, GPU ingest)."""
+        t = max(lengths)
+        k = torch.stack([taps["k"][i][:, :t] for i in self.layers], 2)  # [B, T, L, Hkv, D]
+        v = torch.stack([taps["v"][i][:, :t] for i in self.layers], 2)
+        rk = k if self.router is None else torch.stack(
+            [self.router[i].k(taps["hidden"][i][:, :t]) for i in self.layers], 2)
         p = self.chunk_size
-        full = (None, None)
-        if self.keep_full_kv:
-            src = framed if framed is not None else taps
-            full = tuple(torch.stack([src[x][i][row, :n] for i in self.full_layers], 1).float()
-                         .cpu() for x in ("k", "v"))
-        return EncodedDoc(
-            n_tokens=n,
-            route_k=chunk_mean(rk.float(), n, p).cpu(),
-            pooled_k=self._rope_pool(k, n).cpu(),
-            pooled_v=chunk_mean(v.float(), n, p).cpu(),
-            full_k=full[0],
-            full_v=full[1],
-        )
+        pooled = [batch_chunk_mean(x, lengths, p)
+                  for x in (rk.float(), self._rotated(k), v.float())]
+        host = [[y.cpu() for y in ys] for ys in pooled]  # one copy per array and document
+        return [EncodedDoc(n_tokens=n, route_k=host[0][row], pooled_k=host[1][row],
+                           pooled_v=host[2][row], full_k=full[0], full_v=full[1])
+                for row, (n, full) in enumerate(zip(lengths, self._full(taps, lengths, framed)))]
 
-    def _rope_pool(self, k: torch.Tensor, n: int) -> torch.Tensor:
-        """Chunk means of ``k`` ``[T, L, Hkv, D]`` rotated at 0..n-1: ``[C, L, Hkv, D]``."""
-        pos = [torch.arange(n, device=k.device)]
+    def _full(self, taps: dict, lengths: Sequence[int], framed: dict | None
+              ) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Per-token K/V of the full layers, per document (``keep_full_kv``), else None."""
+        if not self.keep_full_kv:
+            return [(None, None)] * len(lengths)
+        src = framed if framed is not None else taps
+        return [tuple(torch.stack([src[x][i][row, :n] for i in self.full_layers], 1).float()
+                      .cpu() for x in ("k", "v"))  # type: ignore[misc]
+                for row, n in enumerate(lengths)]
+
+    def _rotated(self, k: torch.Tensor) -> torch.Tensor:
+        """``k`` ``[B, T, L, Hkv, D]`` rotated at positions 0..T-1 of every row (RoPE is per
+        position, so each document's tokens get their document-local rotation)."""
+        b, t, n_layers = k.shape[:3]
+        pos = [torch.arange(t, device=k.device).repeat(b)]
         model = self.lm.model
-        rotated = [rotate_memory(model, [k[:n, j].float()], pos, layer)[0].transpose(0, 1)
-                   for j, layer in enumerate(self.layers)]  # L x [n, Hkv, D]
-        return chunk_mean(torch.stack(rotated, 1), n, self.chunk_size)
+        rotated = [rotate_memory(model, [k[:, :, j].reshape(b * t, *k.shape[3:]).float()], pos,
+                                 layer)[0].transpose(0, 1).reshape(b, t, *k.shape[3:])
+                   for j, layer in enumerate(self.layers)]  # L x [B, T, Hkv, D]
+        return torch.stack(rotated, 2)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen3Config
 
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.encoder import Encoder, chunk_mean, length_batches
+from msa_agent.model.encoder import Encoder, batch_chunk_mean, chunk_mean, length_batches
 from msa_agent.model.loader import wrap_model
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
@@ -121,3 +123,19 @@ def test_empty_document_is_refused(tiny_llama, tokenizer) -> None:
     enc = Encoder(wrap_model(tiny_llama, tokenizer), [3])
     with pytest.raises(InvalidInputError, match="empty"):
         enc.encode([[]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=5), size=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+def test_batch_chunk_mean_equals_chunk_mean_per_row(lengths: list[int], size: int,
+                                                    seed: int) -> None:
+    """The batched pooling gives each document exactly what pooling it alone gives, whatever
+    the padding holds (here: large values, which must not leak into the last chunk)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), 3, 2, generator=g)
+    for row, n in enumerate(lengths):
+        x[row, n:] = 1e6
+    got = batch_chunk_mean(x, lengths, size)
+    for row, n in enumerate(lengths):
+        assert torch.equal(got[row], chunk_mean(x[row], n, size))
