@@ -48,7 +48,9 @@ class EncodedDoc:
 
 
 def chunk_mean(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
-    """Mean-pool the first ``n`` rows of ``x`` ``[T, ...]`` per ``size`` rows -> ``[C, ...]``."""
+    """Mean-pool the first ``n`` rows of ``x`` ``[T, ...]`` per ``size`` rows -> ``[C, ...]``:
+    one document; the encoder pools whole batches with :func:`batch_chunk_mean`, which equals
+    it row by row (this is its reference in the tests)."""
     c = -(-n // size)
     padded = x.new_zeros((c * size, *x.shape[1:]))
     padded[:n] = x[:n]
@@ -164,10 +166,12 @@ class Encoder:
         out: list[torch.Tensor | None] = [None] * len(docs)
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
             taps = self._forward([docs[i] for i in batch], ("hidden",))
-            for row, i in enumerate(batch):
-                n = len(docs[i])
-                h = torch.stack([taps["hidden"][layer][row, :n] for layer in self.layers], 1)
-                out[i] = (chunk_mean(h.float(), n, self.chunk_size) if pooled else h.float()).cpu()
+            lengths = [len(docs[i]) for i in batch]
+            h = torch.stack([taps["hidden"][layer] for layer in self.layers], 2).float()
+            rows = (batch_chunk_mean(h, lengths, self.chunk_size) if pooled
+                    else [h[row, :n] for row, n in enumerate(lengths)])  # [T|C, L, hidden] each
+            for i, x in zip(batch, rows):
+                out[i] = x.cpu()
         return out  # type: ignore[return-value]
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
@@ -228,7 +232,7 @@ class Encoder:
     def _rotated(self, k: torch.Tensor) -> torch.Tensor:
         """``k`` ``[B, T, L, Hkv, D]`` rotated at positions 0..T-1 of every row (RoPE is per
         position, so each document's tokens get their document-local rotation)."""
-        b, t, n_layers = k.shape[:3]
+        b, t = k.shape[:2]
         pos = [torch.arange(t, device=k.device).repeat(b)]
         model = self.lm.model
         rotated = [rotate_memory(model, [k[:, :, j].reshape(b * t, *k.shape[3:]).float()], pos,

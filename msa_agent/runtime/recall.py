@@ -139,11 +139,10 @@ class Recall:
         allowed = None
         if scope.narrowed:
             allowed = [m.id for m in self._space.find(scope.namespace, scope.where,
-                                                      since=scope.since, until=scope.until,
-                                                      alive_at=scope.alive_at)]
+                                                      since=scope.since, until=scope.until)]
         mask = self.index.mask_for(scope.namespace, allowed)
-        expired = [] if scope.alive_at is None else self._space.expired(scope.alive_at,
-                                                                        scope.namespace)
+        expired = [] if scope.alive_at is None else self._space.expired(  # one rule, below
+            scope.alive_at, scope.namespace)
         if exclude or expired:
             mask &= ~self.index.mask_for(None, [*(exclude or ()), *expired])
         return mask

@@ -25,8 +25,8 @@ ADMIN, ALICE, BOB = "sk-admin-0123456789", "sk-alice-0123456789", "sk-bob-012345
 KEYS = AuthConfig.from_mapping({"keys": {ADMIN: ["*"], ALICE: ["alice"], BOB: ["bob"]}})
 
 
-def open_memory(path: Path) -> Memory:
-    return Memory.open(path, (make_llama(), make_tokenizer()), **SETTINGS)
+def open_memory(path: Path, **overrides: object) -> Memory:
+    return Memory.open(path, (make_llama(), make_tokenizer()), **{**SETTINGS, **overrides})
 
 
 @pytest.fixture(scope="module")

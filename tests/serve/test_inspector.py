@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from serve_fixtures are parameters here
 """The web inspector in a real browser: Playwright drives Debian's Chromium (headless) against
 a real uvicorn serving ``create_app`` over a tiny-model memory.
 
@@ -19,12 +20,13 @@ if not CHROMIUM.exists():
                 "tests need a real browser", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from serve_fixtures import open_memory, open_url  # noqa: E402, F401 - open_url serves memory
+
 from msa_agent import Memory  # noqa: E402
 from msa_agent.errors import UnknownMemoryError  # noqa: E402
 from msa_agent.serve.app import create_app  # noqa: E402
 from msa_agent.serve.auth import AuthConfig  # noqa: E402
 from msa_agent.serve.server import background_server  # noqa: E402
-from msa_testing import make_llama, make_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.errors.RoutingQualityWarning")
 
@@ -44,20 +46,13 @@ PAGE = 20  # the inspector's page size (app.js)
 @pytest.fixture(scope="module")
 def memory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Memory]:
     path = tmp_path_factory.mktemp("inspector") / "space"
-    with Memory.open(path, (make_llama(), make_tokenizer()), chunk_size=8, max_doc_tokens=64,
-                     msa_layers=[0, 1, 2, 3]) as mem:  # every layer: a heatmap of 4 cells
+    with open_memory(path, msa_layers=[0, 1, 2, 3]) as mem:  # every layer: a heatmap of 4 cells
         mem.remember_many(NOTES)
         mem.remember("A note kept in another namespace.", namespace="work")
         mem.remember(HOSTILE, namespace="work")
         mem.remember_many([{"text": f"Log line {i}.", "namespace": "logs"}
                            for i in range(PAGE + 5)])
         yield mem
-
-
-@pytest.fixture(scope="module")
-def url(memory: Memory) -> Iterator[str]:
-    with background_server(create_app(memory)) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +85,10 @@ def _search(page: sync_api.Page, query: str, k: int = 3) -> None:
     page.wait_for_selector("#hits .hit")
 
 
-def test_root_opens_the_inspector_with_namespaces_and_list(page: sync_api.Page, url: str,
+def test_root_opens_the_inspector_with_namespaces_and_list(page: sync_api.Page, open_url: str,
                                                            memory: Memory) -> None:
-    page.goto(url + "/")
-    assert page.url == f"{url}/inspector/"
+    page.goto(open_url + "/")
+    assert page.url == f"{open_url}/inspector/"
     page.wait_for_selector("#memories tbody tr")
     shown = page.locator("#namespaces button").all_inner_texts()
     assert shown == memory.namespaces()
@@ -103,8 +98,8 @@ def test_root_opens_the_inspector_with_namespaces_and_list(page: sync_api.Page, 
     assert "another namespace" in page.inner_text("#memories tbody")
 
 
-def test_memory_text_is_never_parsed_as_html(page: sync_api.Page, url: str) -> None:
-    page.goto(url + "/inspector/")
+def test_memory_text_is_never_parsed_as_html(page: sync_api.Page, open_url: str) -> None:
+    page.goto(open_url + "/inspector/")
     page.click("#namespaces button[data-namespace=work]")
     page.wait_for_function("document.querySelectorAll('#memories tbody tr').length === 2")
     assert page.locator("#memories tbody img").count() == 0
@@ -112,9 +107,9 @@ def test_memory_text_is_never_parsed_as_html(page: sync_api.Page, url: str) -> N
     assert page.evaluate("window.pwned") is None
 
 
-def test_memory_list_pages(page: sync_api.Page, url: str, memory: Memory) -> None:
+def test_memory_list_pages(page: sync_api.Page, open_url: str, memory: Memory) -> None:
     total = len(memory.list("logs", limit=None))
-    page.goto(url + "/inspector/")
+    page.goto(open_url + "/inspector/")
     page.click("#namespaces button[data-namespace=logs]")
     rows = page.locator("#memories tbody tr")
     page.wait_for_function(f"document.querySelectorAll('#memories tbody tr').length === {PAGE}")
@@ -126,10 +121,10 @@ def test_memory_list_pages(page: sync_api.Page, url: str, memory: Memory) -> Non
     assert f"{PAGE + 1}–{total}" in page.inner_text("#list-range")
 
 
-def test_search_shows_hits_heatmap_and_matched_chunk(page: sync_api.Page, url: str,
+def test_search_shows_hits_heatmap_and_matched_chunk(page: sync_api.Page, open_url: str,
                                                      memory: Memory) -> None:
     expected = memory.recall(QUERY, k=3, explain=True)
-    page.goto(url + "/inspector/")
+    page.goto(open_url + "/inspector/")
     _search(page, QUERY)
     cards = page.locator("#hits .hit")
     assert [cards.nth(i).get_attribute("data-id") for i in range(cards.count())] == \
@@ -147,10 +142,10 @@ def test_search_shows_hits_heatmap_and_matched_chunk(page: sync_api.Page, url: s
     _screenshot(page, "inspector-search.png")
 
 
-def test_forget_asks_then_removes_the_memory(page: sync_api.Page, url: str,
+def test_forget_asks_then_removes_the_memory(page: sync_api.Page, open_url: str,
                                              memory: Memory) -> None:
     victim = memory.recall("vrai-thorn-7 deploy host Sundays", k=1)[0].id
-    page.goto(url + "/inspector/")
+    page.goto(open_url + "/inspector/")
     page.wait_for_selector(f"#memories tr[data-id='{victim}']")  # listed before
     _search(page, "vrai-thorn-7 deploy host Sundays", k=1)
     card = page.locator(f"#hits .hit[data-id='{victim}']")
