@@ -30,6 +30,7 @@ from msa_agent.train.score import (
     query_features,
     score_matrix,
 )
+from msa_agent.train.teacher import Teacher
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TrainConfig:
     mine_every: int = 200
     seed: int = 0
     top_tokens: int = 2  # the routing rule trained for: MemoryConfig.route_top_tokens
+    distill: float = 0.0  # weight of the teacher's soft target (needs Dataset.teacher)
+    teacher_temperature: float = 0.05
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Dataset:
     negs: list[list[int]]
     group: list[int]  # source group of each document
     mined: list[list[int]] = field(default_factory=list)
+    teacher: Teacher | None = None  # a dense teacher's top-k documents per query
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -125,8 +129,11 @@ def info_nce(scores: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
 
 
 def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperature: float,
-               hard: int, rng: random.Random) -> torch.Tensor:
-    """InfoNCE of a batch of pairs against in-batch, explicit and mined negatives."""
+               hard: int, rng: random.Random, distill: float = 0.0,
+               teacher_temperature: float = 0.05) -> torch.Tensor:
+    """InfoNCE of a batch of pairs against in-batch, explicit and mined negatives; with
+    ``distill`` > 0, plus that weight times the KL divergence from the teacher's distribution
+    over its top-k documents and the positive to the router's over the same documents."""
     cand: dict[int, int] = {}
     for i in rows:
         cand.setdefault(data.pos[i], len(cand))
@@ -134,6 +141,11 @@ def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperat
         mined = data.mined[i] if data.mined else []
         for d in [*data.negs[i], *rng.sample(mined, min(hard, len(mined)))]:
             cand.setdefault(d, len(cand))
+    teach = distill > 0 and data.teacher is not None
+    if teach:
+        for i in rows:
+            for d in data.teacher.idx[i].tolist():
+                cand.setdefault(d, len(cand))
     docs = list(cand)
     keys, gather = doc_keys(tr, data.docs, docs)
     x, mask = pad_rows(data.queries, rows)
@@ -144,7 +156,34 @@ def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperat
     target = torch.tensor([cand[data.pos[i]] for i in rows], device=dev)
     valid = doc_group[None, :] != own_group[:, None]
     valid[torch.arange(len(rows), device=dev), target] = True
-    return info_nce(scores, target, valid, temperature)
+    loss = info_nce(scores, target, valid, temperature)
+    if teach:
+        loss = loss + distill * teacher_kl(scores / temperature, _teacher_logits(
+            data, rows, cand, teacher_temperature).to(dev))
+    return loss
+
+
+def _teacher_logits(data: Dataset, rows: Sequence[int], cand: dict[int, int],
+                    temperature: float) -> torch.Tensor:
+    """``[B, C]`` teacher logits over the batch's candidates: -inf outside its support."""
+    t = data.teacher
+    assert t is not None
+    out = torch.full((len(rows), len(cand)), float("-inf"))
+    for b, i in enumerate(rows):
+        cols = torch.tensor([cand[d] for d in t.idx[i].tolist()])
+        out[b, cols] = t.score[i] / temperature
+        out[b, cand[data.pos[i]]] = float(t.pos_score[i]) / temperature
+    return out
+
+
+def teacher_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher || student), both softmaxed over the teacher's support (its finite
+    logits), so the router learns the teacher's ranking of those documents."""
+    support = torch.isfinite(teacher_logits)
+    log_s = F.log_softmax(student_logits.masked_fill(~support, float("-inf")), dim=1)
+    log_t = F.log_softmax(teacher_logits, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~support, 0.0)
+    return kl.sum(1).mean()
 
 
 @torch.no_grad()
@@ -179,7 +218,8 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(data)), len(data))
         rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        loss = batch_loss(tr, data, rows, cfg.temperature, cfg.hard_negatives, rng)
+        loss = batch_loss(tr, data, rows, cfg.temperature, cfg.hard_negatives, rng,
+                          cfg.distill, cfg.teacher_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

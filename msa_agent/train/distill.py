@@ -1,0 +1,198 @@
+"""Train router variants on the distillation corpus and choose one on validation splits.
+
+    python -m msa_agent.train.distill --corpus corpus.json.gz --teacher teacher.safetensors \
+        --device cuda --out $OUT --variants '[{"name": "all", "distill": 1.0}]'
+
+One backbone pass caches every training and evaluation text (:mod:`msa_agent.train.cache`);
+each variant (a name, optional ``sources`` to keep, ``init: "shipped"``, ``train: false`` to
+only evaluate, and :class:`TrainConfig` fields) trains on the frozen backbone and is scored on
+the ``val`` split of every evaluation set with the runtime's rule (``score_matrix``), the
+memories of one namespace at a time, through the benchmark suite's own metrics. The variant
+with the best mean of val R@1 and R@5 over the tasks is chosen; only it (and the shipped
+router, for reference) is then scored on ``test``. Reports and router files go to ``--out``
+after every variant, so a run cut short keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from msa_agent.bench.metrics import score
+from msa_agent.bench.tasks.base import Query
+from msa_agent.model.loader import LoadedModel, load_model, model_fingerprint
+from msa_agent.model.router import Router
+from msa_agent.model.shape import ModelShape, resolve_msa_layers
+from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
+from msa_agent.train.corpus import Corpus, EvalSet
+from msa_agent.train.export import save_router
+from msa_agent.train.score import TrainableRouter, score_matrix
+from msa_agent.train.teacher import Teacher
+from msa_agent.train.trainer import Dataset, TrainConfig, train
+
+SHIPPED = Path(__file__).resolve().parents[1] / "routers" / "smollm2-135m-instruct.safetensors"
+_NOT_CONFIG = {"name", "sources", "init", "train"}
+
+
+def corpus_dataset(cache: HiddenCache, c: Corpus, teacher: Teacher | None) -> Dataset:
+    """Every corpus pair, resolved to cached rows (documents in corpus order)."""
+    cache.ensure(c.queries, QUERY)
+    cache.ensure(c.docs, DOC)
+    ids: dict[str, int] = {}
+    return Dataset(cache.packed(c.queries, QUERY), cache.packed(c.docs, DOC), list(c.positives),
+                   [[] for _ in c.queries], [ids.setdefault(g, len(ids)) for g in c.groups],
+                   teacher=teacher)
+
+
+def subset(data: Dataset, rows: list[int]) -> Dataset:
+    """The pairs ``rows`` of ``data`` (the document pool stays whole)."""
+    q = data.queries
+    kept = Packed.of([q.row(i) for i in rows])
+    t = data.teacher
+    sub_t = None if t is None else Teacher(t.idx[rows], t.score[rows], t.pos_score[rows])
+    return Dataset(kept, data.docs, [data.pos[i] for i in rows], [data.negs[i] for i in rows],
+                   data.group, teacher=sub_t)
+
+
+def rankings(tr: TrainableRouter, e: EvalSet, q: Packed, d: Packed, split: str
+             ) -> tuple[list[Query], list[list[str]]]:
+    """``split``'s queries and their top-10 memory keys, each within its own namespace."""
+    rows = [i for i, x in enumerate(e.queries) if x["split"] == split]
+    queries = [Query(**{**e.queries[i], "gold": tuple(e.queries[i]["gold"])}) for i in rows]
+    if not rows or not e.docs:
+        return queries, []
+    s = score_matrix(tr, q, rows, d, range(len(e.docs)))
+    ns = {n: i for i, n in enumerate(sorted(set(e.namespaces)))}
+    doc_ns = torch.tensor([ns[n] for n in e.namespaces], device=s.device)
+    q_ns = torch.tensor([ns[x.namespace] for x in queries], device=s.device)
+    s = s.masked_fill(doc_ns[None, :] != q_ns[:, None], float("-inf"))
+    top = s.topk(min(10, s.shape[1]), dim=1)
+    return queries, [[e.keys[j] for j, v in zip(ji, vi) if v > float("-inf")]
+                     for ji, vi in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def evaluate(tr: TrainableRouter, e: EvalSet, q: Packed, d: Packed, split: str
+             ) -> list[dict[str, Any]]:
+    """The suite's recall rows (:func:`msa_agent.bench.metrics.score`) for ``split``."""
+    queries, ranked = rankings(tr, e, q, d, split)
+    return score(queries, ranked) if ranked else []
+
+
+def selection_score(rows: dict[str, list[dict[str, Any]]]) -> float:
+    """Mean over tasks of (R@1 + R@5) / 2 on the val split's "all" row."""
+    vals = [(r["r1"] + r["r5"]) / 2 for task in rows.values() for r in task
+            if r["split"] == "val" and r["kind"] == "all"]
+    return sum(vals) / len(vals)
+
+
+def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, lm: LoadedModel,
+                layers: list[int]) -> tuple[TrainableRouter, dict[str, Any]]:
+    cfg = TrainConfig(**{k: x for k, x in v.items() if k not in _NOT_CONFIG})
+    shape = ModelShape.of(lm.model)
+    if v.get("init"):  # "shipped" or a router file
+        path = SHIPPED if v["init"] == "shipped" else Path(v["init"])
+        tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens)
+    else:
+        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens)
+    tr = tr.to(lm.device)
+    info: dict[str, Any] = {"variant": v}
+    if v.get("train", True):
+        keep = v.get("sources")
+        use = data if not keep else subset(data, [i for i, s in enumerate(c.sources)
+                                                  if s in keep])
+        rep = train(use, tr, cfg)
+        info.update(pairs=len(use), train_s=round(rep.seconds, 1),
+                    final_loss=rep.losses[-1], peak_rss_mb=round(rep.peak_rss_mb))
+    return tr, info
+
+
+def main(
+    corpus: Path = Path("bench-out/train/corpus.json.gz"),
+    teacher: Path | None = None,
+    out: Path = Path("bench-out/train/distill"),
+    cache_root: Path = Path("bench-out/train/cache"),
+    device: str = "cpu",
+    variants: str = '[{"name": "shipped", "init": "shipped", "train": false, "top_tokens": 2}]',
+    batch_tokens: int = 8192,
+    max_pairs: int = 0,
+    budget_s: float = 0.0,
+) -> None:
+    """Cache, train each variant, score val; score test for the chosen one and the shipped.
+    With ``budget_s``, a variant that would end past it (judged by the last one's time) is
+    skipped."""
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_model(device=device)
+    layers = resolve_msa_layers(ModelShape.of(lm.model), None)
+    c = Corpus.load(corpus)
+    t = Teacher.load(teacher) if teacher else None
+    if max_pairs:  # a smoke run: the first pairs, the documents they need, short memories
+        c, t = _shrink(c, t, max_pairs)
+    cache = HiddenCache(cache_root, lm, layers, batch_tokens=batch_tokens)
+    data = corpus_dataset(cache, c, t).to(lm.device)
+    evals = {}
+    for e in c.evals:
+        cache.ensure(e.docs, DOC)
+        cache.ensure([x["text"] for x in e.queries], QUERY)
+        evals[e.name] = (e, cache.packed([x["text"] for x in e.queries], QUERY).to(lm.device),
+                         cache.packed(e.docs, DOC).to(lm.device))
+    report: dict[str, Any] = {"device": str(lm.device), "cache_s": round(time.perf_counter()
+                              - start, 1), "pairs": len(c.queries), "docs": len(c.docs),
+                              "sources": c.counts(), "runs": []}
+    routers: dict[str, TrainableRouter] = {}
+    last = 0.0
+    for v in json.loads(variants):
+        now = time.perf_counter() - start
+        if budget_s and now + 1.2 * last > budget_s:  # leave time to score the test split
+            report.setdefault("skipped", []).append(v["name"])
+            continue
+        tr, info = run_variant(v, data, c, lm, layers)
+        last = time.perf_counter() - start - now
+        info["val"] = {n: evaluate(tr, *evals[n], "val") for n in evals}
+        info["selection"] = selection_score(info["val"])
+        routers[v["name"]] = tr
+        if v.get("train", True):
+            path = out / f"router-{v['name']}.safetensors"
+            save_router(tr, path, model_fingerprint(lm), meta={"variant": v})
+            tr.to(lm.device)
+        report["runs"].append(info)
+        print(json.dumps({"name": v["name"], "selection": round(info["selection"], 4),
+                          **{k: info.get(k) for k in ("train_s", "final_loss")}}), flush=True)
+        (out / "distill.json").write_text(json.dumps(report, indent=1))
+    best = max(report["runs"], key=lambda r: r["selection"])
+    report["chosen"] = best["variant"]["name"]
+    report["test"] = {name: {n: evaluate(routers[name], *evals[n], "test") for n in evals}
+                      for name in {best["variant"]["name"], "shipped"} if name in routers}
+    report["total_s"] = round(time.perf_counter() - start, 1)
+    (out / "distill.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({"chosen": report["chosen"], "total_s": report["total_s"]}), flush=True)
+
+
+def _shrink(c: Corpus, t: Teacher | None, n: int) -> tuple[Corpus, Teacher | None]:
+    keep = sorted({c.positives[i] for i in range(n)})
+    new = {d: j for j, d in enumerate(keep)}
+    evals = []
+    for e in c.evals:
+        short = [i for i, d in enumerate(e.docs) if len(d) < 1500][:20]
+        keys = {e.keys[i] for i in short}
+        evals.append(EvalSet(e.name, [e.keys[i] for i in short], [e.docs[i] for i in short],
+                             [e.namespaces[i] for i in short],
+                             [q for q in e.queries if set(q["gold"]) <= keys]))
+    small = Corpus([c.docs[d] for d in keep], [c.groups[d] for d in keep], c.queries[:n],
+                   [new[p] for p in c.positives[:n]], c.sources[:n], evals)
+    if t is None:
+        return small, None
+    idx = torch.tensor([[new.get(d, new[c.positives[i]]) for d in t.idx[i].tolist()]
+                        for i in range(n)])
+    return small, Teacher(idx, t.score[:n], t.pos_score[:n])
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(main)

@@ -1,0 +1,49 @@
+"""The shipped router, on the real default model, clears a fixed floor on held-out questions.
+
+``tests/data/router_heldout.json`` holds 30 validation questions of the benchmark's Wikipedia
+task and 60 bank summaries (their 30 articles and 30 that no question asks about); no router
+ever trained on a bank article. Recall goes through the public API with MSA routing alone, so
+a broken, missing or mismatched router (or a broken routing path) fails the default test run.
+Chance is 5 / 60 at R@5.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "router_heldout.json"
+FLOOR_R1, FLOOR_R5 = 0.4, 0.7  # well below the shipped router's measured value (docs/routing.md)
+
+
+@pytest.fixture(scope="module")
+def heldout() -> dict:
+    return json.loads(DATA.read_text())
+
+
+def test_shipped_router_clears_the_floor(tmp_path: Path, heldout: dict) -> None:
+    from msa_agent import Memory
+    from msa_agent.model.loader import ensure_default_model
+
+    try:
+        ensure_default_model()
+    except Exception as exc:  # noqa: BLE001 - the model package is an install step
+        pytest.skip(f"default model not installed: {exc}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to untrained routing warns: fail on it
+        mem = Memory.open(tmp_path / "m", routing="learned")
+        ids = mem.remember_many([d["text"] for d in heldout["docs"]])
+        assert mem.stats().routing == "learned"
+        key_of = dict(zip(ids, (d["key"] for d in heldout["docs"])))
+        r1 = r5 = 0
+        for q in heldout["questions"]:
+            hits = [key_of[h.id] for h in mem.recall(q["text"], k=5, routing="msa")]
+            r1 += hits[:1] == [q["gold"]]
+            r5 += q["gold"] in hits
+        mem.close()
+    n = len(heldout["questions"])
+    print(f"shipped router: R@1 {r1 / n:.3f} R@5 {r5 / n:.3f}")
+    assert r1 / n >= FLOOR_R1 and r5 / n >= FLOOR_R5, (r1 / n, r5 / n)
