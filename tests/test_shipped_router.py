@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data" / "router_heldout.json"
-FLOOR_R1, FLOOR_R5 = 0.4, 0.7  # well below the shipped router's measured value (docs/routing.md)
+# the shipped (distilled) router measures 0.967 / 1.000 here on the 2-core CPU, the first one
+# 1.000 / 1.000; chance is 0.017 / 0.083
+FLOOR_R1, FLOOR_R5 = 0.7, 0.9
 
 
 @pytest.fixture(scope="module")

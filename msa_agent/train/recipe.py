@@ -1,9 +1,10 @@
-"""Recipe of the router shipped for the embedded SmolLM2-135M-Instruct (reproducible).
+"""Recipe of the first router shipped for the embedded SmolLM2-135M-Instruct (reproducible;
+since 2026-11-29 the shipped file holds the distilled router of :mod:`msa_agent.train.distill`).
 
     cd /tmp && python -m msa_agent.train.recipe --device cuda --eval-bank --batch-tokens 32768 \
         --out /path/to/msa_agent/routers/smollm2-135m-instruct.safetensors
 
-(the shipped file was made this way on one H100: caching 49 s, training 142 s; ``--device
+(the first shipped file was made this way on one H100: caching 49 s, training 142 s; ``--device
 cpu`` gives the same recipe on a CPU, far slower; see docs/routing.md).
 
 Data: only ``wiki_split().train`` (seed 0), which is disjoint from the benchmark's 2,000-article
