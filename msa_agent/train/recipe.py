@@ -1,5 +1,6 @@
 """Recipe of the first router shipped for the embedded SmolLM2-135M-Instruct (reproducible;
-since 2026-11-29 the shipped file holds the distilled router of :mod:`msa_agent.train.distill`).
+since 2026-11-29 the shipped file holds the distilled router of
+:mod:`msa_agent.bench.router_distill`).
 
     cd /tmp && python -m msa_agent.train.recipe --device cuda --eval-bank --batch-tokens 32768 \
         --out /path/to/msa_agent/routers/smollm2-135m-instruct.safetensors

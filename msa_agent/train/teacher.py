@@ -1,6 +1,6 @@
 """Teachers for router distillation: BM25's or all-MiniLM-L6-v2's top-k documents per query.
 
-For each training query of a :class:`~msa_agent.train.corpus.Corpus`, the ``k`` corpus
+For each training query of a corpus (:mod:`msa_agent.bench.router_corpus`), the ``k`` corpus
 documents the teacher scores highest and the score of the query's own positive. Stored as
 safetensors beside the corpus; the router trainer turns them into a soft target
 (``TrainConfig.distill``). Both run on the CPU here (``bm25s`` and PyPI
@@ -14,16 +14,11 @@ safetensors beside the corpus; the router trainer turns them into a soft target
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import typer
 from safetensors.torch import load_file, save_file
-
-from msa_agent.train.corpus import Corpus
 
 
 @dataclass
@@ -95,26 +90,3 @@ def bm25_teacher(docs: list[str], queries: list[str], positives: list[int], k: i
         score[i] = torch.from_numpy(s[top] / best).float()
         pos[i] = float(s[positives[i]]) / best
     return Teacher(idx, score, pos)
-
-
-def main(corpus: Path = Path("bench-out/train/corpus.json.gz"),
-         out: Path = Path("bench-out/train/teacher.safetensors"), k: int = 16,
-         kind: str = "bm25") -> None:
-    """Score every training query of the corpus against its documents."""
-    c = Corpus.load(corpus)
-    start = time.perf_counter()
-    if kind == "bm25":
-        t = bm25_teacher(c.docs, c.queries, c.positives, k)
-    elif kind == "minilm":
-        t = top_k(embed(c.queries), embed(c.docs), c.positives, k)
-    else:
-        raise typer.BadParameter(f"kind must be bm25 or minilm, got {kind!r}")
-    t.save(out)
-    first = (t.idx[:, 0] == torch.tensor(c.positives)).float().mean()
-    print(json.dumps({"queries": len(c.queries), "docs": len(c.docs), "k": k,
-                      "teacher_r1_on_pairs": round(float(first), 3),
-                      "seconds": round(time.perf_counter() - start, 1)}))
-
-
-if __name__ == "__main__":
-    typer.run(main)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from msa_agent.bench.router_corpus import Corpus, EvalSet, _clean
+from msa_agent.bench.router_distill import corpus_dataset, rankings, selection_score, subset
 from msa_agent.model.loader import wrap_model
 from msa_agent.model.shape import ModelShape
 from msa_agent.train.cache import HiddenCache
-from msa_agent.train.corpus import Corpus, EvalSet, _clean
-from msa_agent.train.distill import corpus_dataset, rankings, selection_score, subset
 from msa_agent.train.score import TrainableRouter
 from msa_agent.train.teacher import Teacher, bm25_teacher, top_k
 from msa_agent.train.trainer import TrainConfig, _teacher_logits, batch_loss, teacher_kl, train

@@ -1,6 +1,6 @@
 """Train router variants on the distillation corpus and choose one on validation splits.
 
-    python -m msa_agent.train.distill --corpus corpus.json.gz --teacher teacher.safetensors \
+    python -m msa_agent.bench.router_distill --corpus corpus.json.gz --teacher teacher.safetensors \
         --device cuda --out $OUT --variants '[{"name": "all", "distill": 1.0}]'
 
 One backbone pass caches every training and evaluation text (:mod:`msa_agent.train.cache`);
@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 from msa_agent.bench.metrics import score
+from msa_agent.bench.router_corpus import Corpus, EvalSet
 from msa_agent.bench.tasks.base import Query
 from msa_agent.model.loader import LoadedModel, load_model, model_fingerprint
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
-from msa_agent.train.corpus import Corpus, EvalSet
 from msa_agent.train.export import save_router
 from msa_agent.train.score import TrainableRouter, score_matrix
 from msa_agent.train.teacher import Teacher
