@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 
 @dataclass
 class Teacher:
-    """Per query: ``idx`` ``[Q, k]`` corpus documents, best first, ``score`` their cosines,
-    ``pos_score`` ``[Q]`` the cosine of the query's positive."""
+    """Per query: ``idx`` ``[Q, k]`` corpus documents, best first, ``score`` the teacher's
+    scores of them (cosines, or BM25 over the query's best), ``pos_score`` ``[Q]`` the score
+    of the query's positive."""
 
     idx: torch.Tensor
     score: torch.Tensor

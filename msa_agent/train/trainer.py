@@ -63,7 +63,7 @@ class Dataset:
     negs: list[list[int]]
     group: list[int]  # source group of each document
     mined: list[list[int]] = field(default_factory=list)
-    teacher: Teacher | None = None  # a dense teacher's top-k documents per query
+    teacher: Teacher | None = None  # a teacher's top-k documents per query (BM25, MiniLM)
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -168,11 +168,12 @@ def _teacher_logits(data: Dataset, rows: Sequence[int], cand: dict[int, int],
     """``[B, C]`` teacher logits over the batch's candidates: -inf outside its support."""
     t = data.teacher
     assert t is not None
+    at = torch.tensor(list(rows))
+    cols = torch.tensor([cand[d] for d in t.idx[at].flatten().tolist()]).view(len(rows), -1)
     out = torch.full((len(rows), len(cand)), float("-inf"))
-    for b, i in enumerate(rows):
-        cols = torch.tensor([cand[d] for d in t.idx[i].tolist()])
-        out[b, cols] = t.score[i] / temperature
-        out[b, cand[data.pos[i]]] = float(t.pos_score[i]) / temperature
+    out.scatter_(1, cols, t.score[at] / temperature)
+    pos = torch.tensor([cand[data.pos[i]] for i in rows])
+    out[torch.arange(len(rows)), pos] = t.pos_score[at] / temperature
     return out
 
 
