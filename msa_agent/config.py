@@ -85,6 +85,13 @@ class MemoryConfig(BaseModel):
         "on validation splits, docs/routing.md). A setting of the space, stored with it; the "
         "Triton kernel implements it too.",
     )
+    routing_key_dtype: Literal["float32", "bfloat16", "float16", "float8"] = Field(
+        "float32",
+        description="Dtype of the routing keys held resident for ranking (not of the stored "
+        "ones): 'float32' is exact; 'bfloat16'/'float16' take half the memory and 'float8' "
+        "(e4m3, one scale per chunk) a quarter, at a measured cost in top-k agreement "
+        "(docs/scale.md). Scores are computed in float32 either way.",
+    )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
     answer_k: int = Field(
         2, ge=1, description="Default number of memories Memory.answer reads (k=None). 2 was "

@@ -62,7 +62,7 @@ def reduce_tokens(s: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
 
 def chunk_scores(
     qf: torch.Tensor, k_hat: torch.Tensor, q_mask: torch.Tensor | None = None, block: int = BLOCK,
-    top_tokens: int = 1,
+    top_tokens: int = 1, key_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``S[b, l, n] = max_t Σ_{h,d} qf[b, t, l, h, d] · k_hat[n, l, h, d]``, in blocks of chunks
     (the mean of the ``top_tokens`` best tokens instead of the max, see :func:`reduce_tokens`).
@@ -74,10 +74,15 @@ def chunk_scores(
     qf: `[B, T, L, HKV, D]` (from :func:`fold_queries` / :func:`fold_layers_as_heads`),
     k_hat: `[N, L, HKV, D]` unit keys, q_mask: `[B, T]` bool, False = padding token (left out
     of the max) -> `[B, L, N]` float32. Differentiable (training calls it).
+    k_hat may be stored narrower (bf16, fp16, fp8 e4m3 times ``key_scale`` `[N]`): each block
+    is widened to float32 before its GEMM, so no full-size float32 copy is made.
     """
     out = []
     for s in range(0, k_hat.shape[0], block):
-        blk = torch.einsum("nlhd,btlhd->blnt", k_hat[s : s + block], qf)  # [B, L, n, T]
+        keys = k_hat[s : s + block].float()  # float32 keys: the same tensor, no copy
+        if key_scale is not None:
+            keys = keys * key_scale[s : s + block].float().reshape(-1, *[1] * (keys.dim() - 1))
+        blk = torch.einsum("nlhd,btlhd->blnt", keys, qf)  # [B, L, n, T]
         if q_mask is not None:
             blk = blk.masked_fill(~q_mask[:, None, None], float("-inf"))
         out.append(reduce_tokens(blk, top_tokens))

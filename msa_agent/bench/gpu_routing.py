@@ -235,6 +235,7 @@ def measure_size(
     copy_bw: float | None = None,
     fp16: bool = True,
     seed: int = 0,
+    key_dtypes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One memory size: latency of each path, overlap@k with the fp32 reference, bytes."""
     _ensure_kernels()
@@ -279,10 +280,38 @@ def measure_size(
         if ref is not None:
             row["overlap_kernel_fp16"] = agreement(out16, ref, k)
         del half
+    for dt in key_dtypes:
+        row[f"rank_{dt}"] = narrow_rank(index, dt, k, mask, queries, warmup, device, ref,
+                                        copy_bw)
     if device.type == "cuda":
         row["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)
     del index
     return row
+
+
+def narrow_rank(index: Any, key_dtype: str, k: int, mask: torch.Tensor,
+                queries: Sequence[torch.Tensor], warmup: int, device: torch.device,
+                ref: list[list[int]] | None, copy_bw: float | None) -> dict[str, Any]:
+    """``RoutingIndex.rank`` (fused) over the same keys held resident as ``key_dtype``
+    (``MemoryConfig.routing_key_dtype``), timed, with its top-k agreement against the fp32
+    reference."""
+    from msa_agent.runtime.routing import RoutingIndex
+
+    narrow = RoutingIndex(device, use_kernel=True, top_tokens=index.top_tokens,
+                          key_dtype=key_dtype)
+    counts = torch.bincount(index.chunk_doc, minlength=len(index.doc_ids)).tolist()
+    # same documents in the same order: the fp32 index's mask applies as it is
+    narrow.add_unit(index.doc_ids, [NS] * len(counts), index.unit_rows(), counts)
+    t, out = timed(rank_fn(narrow, k, mask, True), queries, warmup, device)
+    nbytes = narrow.keys.numel() * narrow.keys.element_size()
+    nbytes += 0 if narrow.key_scale is None else narrow.key_scale.numel() * 4
+    res: dict[str, Any] = {**latency(t), "key_bytes": nbytes,
+                           **bandwidth(nbytes + narrow.chunk_doc.numel() * 8, pct(t, 50),
+                                       copy_bw)}
+    if ref is not None:
+        res["overlap"] = agreement(out, ref, k)
+    del narrow
+    return res
 
 
 def naive_reference(
@@ -467,6 +496,7 @@ def run(
     commit: str | None,
     fp16: bool,
     top_tokens: int = 1,
+    key_dtypes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """All sizes on cuda:0; writes ``out/gpu-routing.json`` after each size."""
     _ensure_kernels()
@@ -484,19 +514,22 @@ def run(
     for tokens in sizes:
         try:
             r = measure_size(
-                tokens, shape, k, n_queries, warmup, device, data["copy_bw_bytes_per_s"], fp16
+                tokens, shape, k, n_queries, warmup, device, data["copy_bw_bytes_per_s"], fp16,
+                key_dtypes=key_dtypes,
             )
         except Exception as e:  # noqa: BLE001 - record the failure, go on with smaller sizes
             r = {"tokens": tokens, "error": repr(e)[:500]}
         data["rows"].append(r)
         print(json.dumps(r), flush=True)
-        (out / json_name(top_tokens)).write_text(json.dumps(data, indent=1))
+        (out / json_name(top_tokens, key_dtypes)).write_text(json.dumps(data, indent=1))
     return data
 
 
-def json_name(top_tokens: int) -> str:
-    """``gpu-routing.json`` for the paper's rule, ``gpu-routing-top{m}.json`` otherwise."""
-    return "gpu-routing.json" if top_tokens == 1 else f"gpu-routing-top{top_tokens}.json"
+def json_name(top_tokens: int, key_dtypes: Sequence[str] = ()) -> str:
+    """``gpu-routing.json`` for the paper's rule, ``gpu-routing-top{m}.json`` otherwise;
+    ``-keys`` when narrow resident keys were measured too."""
+    name = "gpu-routing" if top_tokens == 1 else f"gpu-routing-top{top_tokens}"
+    return name + ("-keys" if key_dtypes else "") + ".json"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -512,6 +545,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-fp16", action="store_true", help="Skip the fp16-key kernel row.")
     p.add_argument("--top-tokens", type=int, default=1,
                    help="route_top_tokens: the rule's query side (1 = max over tokens).")
+    p.add_argument("--key-dtypes", default="",
+                   help="Also rank with resident keys in these dtypes, commas "
+                        "(bfloat16,float16,float8: MemoryConfig.routing_key_dtype).")
     a = p.parse_args(argv)
     if a.plot:
         png = a.plot.with_suffix(".png")
@@ -520,9 +556,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU (use --plot JSON to plot existing results)")
     sizes = [int(float(s)) for s in a.sizes.split(",")]
+    dts = [d for d in a.key_dtypes.split(",") if d]
     data = run(a.out, sizes, a.k, a.queries, a.warmup, a.query_tokens, a.commit, not a.no_fp16,
-               a.top_tokens)
-    result = a.out / json_name(a.top_tokens)
+               a.top_tokens, dts)
+    result = a.out / json_name(a.top_tokens, dts)
     if plot(result, result.with_suffix(".png")):
         print(f"wrote {result.with_suffix('.png')}")
     print(

@@ -120,10 +120,12 @@ def main(
     batch_tokens: int = 8192,
     max_pairs: int = 0,
     budget_s: float = 0.0,
+    chunk_size: int = 64,
 ) -> None:
     """Cache, train each variant, score val; score test for the chosen one and the shipped.
     With ``budget_s``, a variant that would end past it (judged by the last one's time) is
-    skipped."""
+    skipped. ``chunk_size``: the routing keys' pooling P for training and scoring (the
+    runtime's ``MemoryConfig.chunk_size``; 64 is the paper's)."""
     torch.manual_seed(0)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def main(
     t = Teacher.load(teacher) if teacher else None
     if max_pairs:  # a smoke run: the first pairs, the documents they need, short memories
         c, t = _shrink(c, t, max_pairs)
-    cache = HiddenCache(cache_root, lm, layers, batch_tokens=batch_tokens)
+    cache = HiddenCache(cache_root, lm, layers, chunk_size=chunk_size, batch_tokens=batch_tokens)
     data = corpus_dataset(cache, c, t).to(lm.device)
     evals = {}
     for e in c.evals:
@@ -141,8 +143,9 @@ def main(
         cache.ensure([x["text"] for x in e.queries], QUERY)
         evals[e.name] = (e, cache.packed([x["text"] for x in e.queries], QUERY).to(lm.device),
                          cache.packed(e.docs, DOC).to(lm.device))
-    report: dict[str, Any] = {"device": str(lm.device), "cache_s": round(time.perf_counter()
-                              - start, 1), "pairs": len(c.queries), "docs": len(c.docs),
+    report: dict[str, Any] = {"device": str(lm.device), "chunk_size": chunk_size,
+                              "cache_s": round(time.perf_counter() - start, 1),
+                              "pairs": len(c.queries), "docs": len(c.docs),
                               "sources": c.counts(), "runs": []}
     routers: dict[str, TrainableRouter] = {}
     last = 0.0
@@ -158,7 +161,8 @@ def main(
         routers[v["name"]] = tr
         if v.get("train", True):
             path = out / f"router-{v['name']}.safetensors"
-            save_router(tr, path, model_fingerprint(lm), meta={"variant": v})
+            save_router(tr, path, model_fingerprint(lm),
+                        meta={"variant": v, "chunk_size": chunk_size})
             tr.to(lm.device)
         report["runs"].append(info)
         print(json.dumps({"name": v["name"], "selection": round(info["selection"], 4),

@@ -53,16 +53,17 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
 ]
 
 
-def remember(task: Task, path: Path, lm: Any, namespaces: set[str]) -> None:
-    """Ingest the task's last stage once (only the validation queries' namespaces); a
-    marker file says it is done."""
+def remember(task: Task, path: Path, lm: Any, namespaces: set[str],
+             settings: dict[str, Any] | None = None) -> None:
+    """Ingest the task's last stage once (only the validation queries' namespaces) into a
+    space made with ``settings`` (``Memory.open`` keywords); a marker file says it is done."""
     from msa_agent import Memory
 
     if (path / ".ingested").exists():
         return
     items: Sequence[MemoryItem] = [m for m in task.stages[-1].memories
                                    if m.namespace in namespaces]
-    with Memory.open(path, lm) as mem:
+    with Memory.open(path, lm, **(settings or {})) as mem:
         remember_items(mem, items)
     (path / ".ingested").touch()
 
@@ -154,19 +155,22 @@ def main(
                                    "sessions.n_users=30; without TASK. for every task)."),
     work: Path = typer.Option(Path("bench-out/tune"), help="Spaces, reused between runs."),
     out: Path = typer.Option(Path("docs/results/fusion_val.json")),
+    chunk_size: int = typer.Option(0, help="New spaces' chunk_size (0: the default)."),
 ) -> None:
     from msa_agent.model.loader import load_model
 
     lm = load_model(None)
     command = "python -m msa_agent.bench.tune " + " ".join(f"--tasks {t}" for t in tasks)
     command += f" --mode {mode}" + "".join(f" --size {o}" for o in size)
+    command += f" --chunk-size {chunk_size}" if chunk_size else ""
+    settings = {"chunk_size": chunk_size} if chunk_size else {}
     report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
         sizes = _sizes(size, name)
         task = build(name, mode, **sizes)
         val = [q for q in task.stages[-1].queries if q.split == "val"]
         path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items())])
-        remember(task, path, lm, {q.namespace for q in val})
+        remember(task, path, lm, {q.namespace for q in val}, settings)
         pools = channel_pools(path, lm, val, task)
         for row, f, channels in GRID:
             _log(report, name, row, asdict(f), score_setting(pools, val, f, channels))

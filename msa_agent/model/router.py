@@ -117,19 +117,29 @@ def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "routers"
 
 
-def shipped_router(model_fingerprint: dict[str, Any], layers: list[int]) -> Path | None:
-    """A router shipped inside the package for this exact model and layer set, if any."""
-    from safetensors import safe_open
+def shipped_router(model_fingerprint: dict[str, Any], layers: list[int],
+                   chunk_size: int = 64) -> Path | None:
+    """A router shipped inside the package for this exact model and layer set, if any;
+    among those, the one trained at the space's ``chunk_size`` (a file whose meta names no
+    chunk size was trained at 64), else any of them."""
+    from safetensors import SafetensorError, safe_open
 
     want = _identity(model_fingerprint)
+    found: dict[int, Path] = {}
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+        except (OSError, SafetensorError):  # not a router file: never picked
+            continue
         try:
             same_model = json.loads(header["fingerprint"]) == want
             same_layers = json.loads(header["layers"]) == list(layers)
-        except (KeyError, ValueError):
+            trained_at = int(json.loads(header.get("meta", "{}")).get("chunk_size", 64))
+        except (KeyError, ValueError, TypeError):
             continue
         if same_model and same_layers:
-            return path
-    return None
+            found.setdefault(trained_at, path)
+    if not found:
+        return None
+    return found.get(chunk_size) or found.get(64) or next(iter(found.values()))

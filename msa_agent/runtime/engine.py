@@ -91,7 +91,8 @@ class Engine(Recall):
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
                              cfg.newer_subject_max)
-        self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens)
+        self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens,
+                                  key_dtype=cfg.routing_key_dtype)
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
@@ -199,7 +200,8 @@ class Engine(Recall):
                                  "routing index; try again")
 
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
-        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens)
+        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
+                                  key_dtype=self.cfg.routing_key_dtype)
         if live:
             keys, _owner = self._space.read_all("route_k")
             splits = [m.n_chunks for m in live]

@@ -148,7 +148,7 @@ def gather_rows(index: RoutingIndex, comm: Comm, positions: Sequence[int], ids: 
     local = [p // comm.world for p in wanted if p % comm.world == comm.rank]
     hit = torch.isin(index.chunk_doc, torch.tensor(local, dtype=torch.long, device=index.device))
     counts = torch.bincount(index.chunk_doc[hit], minlength=len(index.doc_ids))[local]
-    rows = comm.all_gather_rows(index.keys[hit])  # per rank [C_r, L, H, D]
+    rows = comm.all_gather_rows(index.unit_rows(hit))  # per rank [C_r, L, H, D] float32
     sizes = comm.all_gather_rows(counts.to(torch.long))  # per rank [n_r]
     parts: list[tuple[int, torch.Tensor]] = []
     for r, (block, count) in enumerate(zip(rows, sizes)):
@@ -156,7 +156,8 @@ def gather_rows(index: RoutingIndex, comm: Comm, positions: Sequence[int], ids: 
         if owned:
             parts += zip(owned, block.to(index.device).split(count.tolist()))
     parts.sort(key=lambda part: part[0])
-    out = RoutingIndex(index.device, use_kernel=index.use_kernel, top_tokens=index.top_tokens)
+    out = RoutingIndex(index.device, use_kernel=index.use_kernel, top_tokens=index.top_tokens,
+                       key_dtype=index.key_dtype)
     if parts:
         out.add_unit([ids[p] for p, _ in parts], [""] * len(parts),
                      torch.cat([r for _, r in parts]), [r.shape[0] for _, r in parts])
@@ -186,7 +187,8 @@ class ShardedEngine(Engine):
         comm = self.comm
         self.ids, self._gpos = [m.id for m in live], {m.id: i for i, m in enumerate(live)}
         mine = [live[i] for i in shard_of(len(live), comm.rank, comm.world)]
-        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens)
+        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
+                                  key_dtype=self.cfg.routing_key_dtype)
         if mine:
             keys = self._space.read("route_k", mine)  # each [C_i, L, H, D], store dtype
             self.index.add([m.id for m in mine], [m.namespace for m in mine],

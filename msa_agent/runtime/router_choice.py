@@ -20,7 +20,7 @@ def pick_router(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> Router
     if lm.router is not None and cfg.router_path is None and lm.router.layer_ids == layers:
         return lm.router  # an MSA checkpoint's own learned router
     fp = model_fingerprint(lm)
-    path = cfg.router_path or shipped_router(fp, layers)
+    path = cfg.router_path or shipped_router(fp, layers, cfg.chunk_size)
     if path is not None:
         return Router.load(path, fp).to(lm.device)
     if cfg.routing == "learned":

@@ -30,17 +30,38 @@ from msa_agent.kernels.route_topk.naive import (
 )
 
 
-def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
-    """Layers-as-heads chunk scores ``[N]``: unit keys ``[N, L, H, D]``, queries ``[T, L, Hq,
-    D]`` (the rule on ``[T, L*Hq, D]`` against ``[N, L*H, D]``)."""
+def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
+                      key_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Layers-as-heads chunk scores ``[N]``: unit keys ``[N, L, H, D]`` (times ``key_scale``
+    ``[N]`` for fp8), queries ``[T, L, Hq, D]`` (the rule on ``[T, L*Hq, D]`` against
+    ``[N, L*H, D]``)."""
     qf = fold_layers_as_heads(q, keys.shape[2])[None]  # [1, T, 1, 1, L*H*D]
-    return chunk_scores(qf, keys.flatten(1)[:, None, None], top_tokens=top_tokens)[0, 0]
+    return chunk_scores(qf, keys.flatten(1)[:, None, None], top_tokens=top_tokens,
+                        key_scale=key_scale)[0, 0]
 
 
-def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:
+def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
+                       key_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Per-layer chunk scores ``[L, N]``: the rule in each layer (unit keys ``[N, L, H, D]``,
-    queries ``[T, L, Hq, D]``)."""
-    return chunk_scores(fold_queries(q, keys.shape[2])[None], keys, top_tokens=top_tokens)[0]
+    times ``key_scale`` for fp8; queries ``[T, L, Hq, D]``)."""
+    return chunk_scores(fold_queries(q, keys.shape[2])[None], keys, top_tokens=top_tokens,
+                        key_scale=key_scale)[0]
+
+
+KEY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+              "float16": torch.float16, "float8": torch.float8_e4m3fn}
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def narrow_keys(unit_keys: torch.Tensor, key_dtype: str
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unit keys ``[N, L, H, D]`` in the resident dtype, plus the per-row dequant scale
+    ``[N]`` for fp8 (each row's largest magnitude maps to 448, so ``k ≈ k8 * scale``)."""
+    if key_dtype != "float8":
+        return unit_keys.to(KEY_DTYPES[key_dtype]), None
+    scale = unit_keys.flatten(1).abs().amax(1).clamp_min(1e-12) / FP8_MAX  # [N]
+    k8 = (unit_keys / scale.reshape(-1, 1, 1, 1)).to(torch.float8_e4m3fn)
+    return k8, scale.float()
 
 
 def top_docs(doc: torch.Tensor, k: int) -> list[int]:
@@ -70,14 +91,24 @@ class RoutingIndex:
     the torch rule of ``naive.py`` (False), or auto (None: the kernel when keys are on CUDA).
     On CPU tensors the kernel runs only under ``TRITON_INTERPRET=1`` (tests); otherwise
     ``route_topk`` itself falls back to the naive reference.
+
+    ``key_dtype``: the resident keys' dtype (``KEY_DTYPES``): float32 (exact), or bfloat16 /
+    float16 / float8 (e4m3 with a per-row scale) for 1/2 or 1/4 of the memory. Scores are
+    always computed in float32 from the widened keys, by the kernel or by the torch rule.
     """
 
     def __init__(self, device: torch.device | str = "cpu", use_kernel: bool | None = None,
-                 top_tokens: int = 1) -> None:
+                 top_tokens: int = 1, key_dtype: str = "float32") -> None:
+        if key_dtype not in KEY_DTYPES:
+            raise ValueError(f"key_dtype must be one of {sorted(KEY_DTYPES)}, got {key_dtype!r}")
         self.device = torch.device(device)
         self.top_tokens = top_tokens
+        self.key_dtype = key_dtype
         self.use_kernel = self.device.type == "cuda" if use_kernel is None else use_kernel
-        self.keys = torch.empty(0, device=self.device)  # [N, L, H, D] unit keys
+        self.keys = torch.empty(0, dtype=KEY_DTYPES[key_dtype], device=self.device)  # [N, L,
+        # H, D] unit keys (fp8: divided by key_scale)
+        self.key_scale: torch.Tensor | None = (torch.empty(0, device=self.device)
+                                               if key_dtype == "float8" else None)  # [N]
         self.chunk_doc = torch.empty(0, dtype=torch.long, device=self.device)  # [N]
         self.doc_ids: list[str] = []
         self.doc_ns = torch.empty(0, dtype=torch.long)  # namespace code per doc
@@ -106,11 +137,13 @@ class RoutingIndex:
             return
         codes = [self._ns_code.setdefault(n, len(self._ns_code)) for n in namespaces]
         self.doc_ns = torch.cat([self.doc_ns, torch.tensor(codes, dtype=torch.long)])
-        new = keys.to(self.device)
+        new, scale = narrow_keys(keys.to(self.device), self.key_dtype)
         counts = torch.tensor(list(counts), dtype=torch.long)
         first = len(self.doc_ids)
         owner = torch.repeat_interleave(torch.arange(first, first + len(ids)), counts)
         self.keys = new if self.keys.numel() == 0 else torch.cat([self.keys, new])
+        if scale is not None and self.key_scale is not None:
+            self.key_scale = torch.cat([self.key_scale, scale])
         self.chunk_doc = torch.cat([self.chunk_doc, owner.to(self.device)])
         self.alive = torch.cat([self.alive, torch.ones(len(ids), dtype=torch.bool)])
         for i in ids:
@@ -129,9 +162,21 @@ class RoutingIndex:
         new_pos = (torch.cumsum(keep.long(), 0) - 1).to(self.device)  # old doc -> new doc
         rows = keep.to(self.device)[self.chunk_doc]  # [N] chunk rows kept
         self.keys, self.chunk_doc = self.keys[rows], new_pos[self.chunk_doc[rows]]
+        if self.key_scale is not None:
+            self.key_scale = self.key_scale[rows]
         self.doc_ids = [d for d, k in zip(self.doc_ids, keep.tolist()) if k]
         self.doc_ns, self.alive = self.doc_ns[keep], self.alive[keep]
         self._pos = {d: j for j, d in enumerate(self.doc_ids)}
+
+    def unit_rows(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 unit keys of chunk ``rows`` (a bool or index tensor; None = all), widened
+        from the resident dtype: what another index or rank takes (``add_unit``)."""
+        keys = self.keys if rows is None else self.keys[rows]
+        out = keys.float()
+        if self.key_scale is not None:
+            scale = self.key_scale if rows is None else self.key_scale[rows]
+            out = out * scale.reshape(-1, 1, 1, 1)
+        return out
 
     @property
     def rows(self) -> int:
@@ -160,9 +205,9 @@ class RoutingIndex:
         if combine == "heads" and self.use_kernel:
             return self._rank_fused(q, k, mask, explain)
         if combine == "heads":
-            chunk = head_chunk_scores(self.keys, q, self.top_tokens)
+            chunk = head_chunk_scores(self.keys, q, self.top_tokens, self.key_scale)
         else:
-            chunk = layer_chunk_scores(self.keys, q, self.top_tokens)
+            chunk = layer_chunk_scores(self.keys, q, self.top_tokens, self.key_scale)
         doc = doc_scores_ref(chunk, self.chunk_doc, m, mask.to(self.device))  # [M] or [L, M]
         if combine != "heads":
             doc = doc.mean(0) if combine == "mean" else doc.amax(0)
@@ -175,7 +220,7 @@ class RoutingIndex:
         """Each layer's own top-``k`` documents (the paper selects per layer)."""
         if not self.doc_ids or not bool(mask.any()):
             return [[] for _ in range(q.shape[1])]
-        chunk = layer_chunk_scores(self.keys, q.to(self.device), self.top_tokens)
+        chunk = layer_chunk_scores(self.keys, q.to(self.device), self.top_tokens, self.key_scale)
         per_layer = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask.to(self.device))
         return torch.topk(per_layer, min(k, int(mask.sum())), dim=-1).indices.tolist()
 
@@ -189,6 +234,7 @@ class RoutingIndex:
             q.reshape(q.shape[0], -1, d), self.keys.view(n, layers * h, d),
             self.chunk_doc, len(self.doc_ids), min(k, int(mask.sum())),
             doc_mask=mask.to(self.device), keys_normalized=True, top_tokens=self.top_tokens,
+            key_scale=self.key_scale,
         )
         top = [int(i) for i in ids.tolist() if i >= 0]
         doc = torch.full((len(self.doc_ids),), float("-inf"))
@@ -206,21 +252,35 @@ class RoutingIndex:
         return self._explain(docs, doc, q.to(self.device), combine)
 
     def _explain(self, top: list[int], doc: torch.Tensor, q: torch.Tensor, combine: str) -> Ranked:
-        """Per-layer scores and best chunk of the selected documents: their chunks are scored
-        together, once (cheap: few chunks)."""
-        hit = torch.isin(self.chunk_doc, torch.tensor(top, device=self.device))
-        rows, owner = self.keys[hit], self.chunk_doc[hit]  # [C, L, H, D], [C] in chunk order
+        """Per-layer scores and best chunk of the selected documents (``doc``: their combined
+        scores, by position)."""
+        layer, _, best = self._evidence(top, q, combine)
+        return Ranked(top, doc[top].tolist() if top else [], layer, best)
+
+    def _evidence(self, docs: list[int], q: torch.Tensor, combine: str
+                  ) -> tuple[list[list[float]], torch.Tensor, list[int]]:
+        """For positions ``docs`` (distinct): each one's per-layer best chunk score ``[L]``,
+        its best combined chunk score, and that chunk's offset in the document. Their chunks
+        are scored together, once, and reduced per document with scatters: no loop over
+        documents, one host transfer per output."""
+        if not docs:
+            return [], torch.empty(0), []
+        slot_of = torch.full((len(self.doc_ids),), -1, dtype=torch.long, device=self.device)
+        slot_of[torch.tensor(docs, device=self.device)] = torch.arange(len(docs),
+                                                                       device=self.device)
+        hit = slot_of[self.chunk_doc] >= 0  # [N] rows of the selected documents
+        rows, slot = self.unit_rows(hit), slot_of[self.chunk_doc[hit]]  # [C, L, H, D], [C]
         per = layer_chunk_scores(rows, q, self.top_tokens)  # [L, C]
-        if combine == "heads":
-            pick = head_chunk_scores(rows, q, self.top_tokens)  # [C]
-        else:
-            pick = per.mean(0)
-        layer_scores, best = [], []
-        for d in top:
-            mine = owner == d
-            layer_scores.append(per[:, mine].amax(1).tolist())
-            best.append(int(pick[mine].argmax()))
-        return Ranked(top, [float(doc[d]) for d in top], layer_scores, best)
+        pick = head_chunk_scores(rows, q, self.top_tokens) if combine == "heads" else per.mean(0)
+        n, c = len(docs), slot.numel()
+        ninf = torch.full((per.shape[0], n), float("-inf"), device=per.device)
+        layer = ninf.scatter_reduce(1, slot.expand_as(per), per, "amax")  # [L, n]
+        best_val = ninf[0].scatter_reduce(0, slot, pick, "amax")  # [n]
+        at = torch.arange(c, device=slot.device)
+        first = torch.full((n,), c, device=slot.device).scatter_reduce(0, slot, at, "amin")
+        at_best = torch.where(pick == best_val[slot], at, c)  # the first best row, as argmax
+        best = torch.full((n,), c, device=slot.device).scatter_reduce(0, slot, at_best, "amin")
+        return layer.T.tolist(), best_val, (best - first).tolist()
 
     def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads") -> Ranked:
         """The routing evidence of given documents (by id, unknown ones skipped): their
@@ -228,12 +288,13 @@ class RoutingIndex:
         Used for memories another channel found (hybrid recall)."""
         q = q.to(self.device)
         docs = [self._pos[i] for i in ids if i in self._pos]
-        doc = torch.full((len(self.doc_ids),), float("-inf"))
-        for d in docs:
-            rows = self.keys[self.chunk_doc == d]
-            if combine == "heads":
-                doc[d] = float(head_chunk_scores(rows, q, self.top_tokens).max())
-            else:
-                per = layer_chunk_scores(rows, q, self.top_tokens).amax(1)  # [L]
-                doc[d] = float(per.mean() if combine == "mean" else per.max())
-        return self._explain(docs, doc, q, combine)
+        uniq = list(dict.fromkeys(docs))
+        layer, best_val, best = self._evidence(uniq, q, combine)
+        if combine == "heads":
+            score = best_val.tolist()
+        else:
+            per = torch.tensor(layer) if layer else torch.empty(0, 0)
+            score = (per.mean(1) if combine == "mean" else per.amax(1)).tolist()
+        at = {d: i for i, d in enumerate(uniq)}
+        return Ranked(docs, [score[at[d]] for d in docs], [layer[at[d]] for d in docs],
+                      [best[at[d]] for d in docs])

@@ -85,3 +85,18 @@ def test_measure_size_gpu_one_million() -> None:
 def test_table_marks_a_failed_size() -> None:
     lines = gr.table([{"tokens": 100_000_000, "error": "OutOfMemoryError()"}]).splitlines()
     assert lines[2] == "| 100M | failed: OutOfMemoryError() |"
+
+
+def test_measure_size_narrow_resident_keys() -> None:
+    """``--key-dtypes``: the runtime's rank over bf16 / fp8 resident keys, timed and compared
+    with the fp32 reference; a quarter or half of the key bytes."""
+    tokens = 6 * TINY.doc_tokens + 64
+    row = gr.measure_size(tokens, TINY, k=3, n_queries=3, warmup=1, device=torch.device("cpu"),
+                          fp16=False, key_dtypes=("bfloat16", "float8"))
+    full = row["resident_key_bytes"]
+    assert row["rank_bfloat16"]["key_bytes"] == full // 2
+    assert row["rank_float8"]["key_bytes"] == full // 4 + 25 * 4  # + one fp32 scale a chunk
+    for dt in ("bfloat16", "float8"):
+        part = row[f"rank_{dt}"]
+        assert part["n"] == 3 and part["p95_ms"] >= part["p50_ms"] > 0
+        assert 0.5 <= part["overlap"]["mean"] <= 1.0  # 3 of 7 random documents: near-ties rare
