@@ -457,7 +457,7 @@ class Memory:
         return SpaceStats(path=str(e.path), model=e.lm.name, routing=e.routing_mode,
                           router_id=e.router_id, memories=s["memories"],
                           namespaces=s["namespaces"], tokens=s["tokens"], chunks=s["chunks"],
-                          bytes_on_disk=s["bytes_on_disk"])
+                          bytes_on_disk=s["bytes_on_disk"], host_cache=e.host_cache_stats())
 
     # ------------------------------------------------------------------ export / import
     def export(self, path: str | Path, namespaces: Sequence[str] | None = None,

@@ -91,6 +91,11 @@ class SpaceStats(BaseModel):
     tokens: int
     chunks: int
     bytes_on_disk: int
+    host_cache: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="The host tier of memory K/V read for answers, per array pair ('pooled', "
+        "'full'): hits, misses, evictions (memories), hit_rate, bytes, memories; this process "
+        "since open.")
 
 
 class AnswerRound(BaseModel):

@@ -412,6 +412,17 @@ class Engine(Recall):
         with self.lock:
             return self._space.stats()
 
+    def host_cache_stats(self) -> dict[str, dict[str, float]]:
+        """Per host tier (pooled, full): its counters and hit rate (0 before any read)."""
+        with self.lock:
+            out = {}
+            for kind, cache in self.kv_cache.items():
+                c: dict[str, float] = dict(cache.counters)
+                reads = c["hits"] + c["misses"]
+                c["hit_rate"] = c["hits"] / reads if reads else 0.0
+                out[kind] = c
+            return out
+
     def read_kv(self, kind: str, memories: Sequence[StoredMemory]
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:

@@ -7,12 +7,15 @@ from the store stay in one pinned host buffer ``[rows, L, Hkv, D]``, and the row
 selected memories reach the device through ``kernels.gather_to_device`` (one zero-copy
 launch per array on CUDA, no copy per chunk). Entries are keyed by memory id: ids are never
 reused and a memory's K/V never change, so entries cannot go stale; forgotten memories are
-evicted and their rows zeroed. Past its byte budget the cache starts over (simple, and rare
-at sensible budgets).
+evicted and their rows zeroed. Past its byte budget the least recently used memories not in
+the current request are evicted and the rest compacted to the front of the buffer; a request
+whose own memories exceed the budget is read from the store directly. ``counters`` reports
+hits, misses and evictions (``Memory.cache_stats()``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -28,8 +31,17 @@ class HostKVCache:
         self.names, self.budget, self.pin = names, budget_bytes, pin
         self.k: torch.Tensor | None = None  # [capacity, L, Hkv, D]
         self.v: torch.Tensor | None = None
-        self.rows: dict[str, tuple[int, int]] = {}  # memory id -> (first row, n rows)
-        self.used = 0
+        # memory id -> (first row, n rows), least recently used first
+        self.rows: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self.used = 0  # rows up to here may hold data (live spans, or zeroed holes)
+        self.hits = self.misses = self.evictions = 0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Memories served from the cache (hits), read from the store (misses), dropped for
+        room (evictions); bytes held; memories cached."""
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "bytes": self.nbytes, "memories": len(self.rows)}
 
     @property
     def nbytes(self) -> int:
@@ -42,12 +54,13 @@ class HostKVCache:
             return []
         unique = list({m.id: m for m in memories}.values())
         missing = [m for m in unique if m.id not in self.rows]
-        if missing and not self._add(space, missing):
-            # over budget: start over with just this request's memories, if they fit at all
-            self.k = self.v = None
-            self.rows, self.used = {}, 0
-            if not self._add(space, unique):
-                return self._direct(space, memories, device)
+        self.hits += len(unique) - len(missing)
+        self.misses += len(missing)
+        for m in unique:
+            if m.id in self.rows:
+                self.rows.move_to_end(m.id)  # most recently used
+        if missing and not self._add(space, missing, {m.id for m in unique}):
+            return self._direct(space, memories, device)
         spans = [self.rows[m.id] for m in memories]
         idx = torch.cat([torch.arange(s, s + n) for s, n in spans])
         assert self.k is not None and self.v is not None
@@ -58,21 +71,27 @@ class HostKVCache:
 
     def evict(self, ids: Iterable[str]) -> None:
         """Forget these memories' rows and zero them (erasure: a forgotten memory's K/V do not
-        stay in host memory; the space is reused when the cache starts over)."""
+        stay in host memory; the rows are reused at the next compaction)."""
         for i in ids:
             span = self.rows.pop(i, None)
             if span is not None and self.k is not None and self.v is not None:
                 self.k[span[0]:span[0] + span[1]] = 0
                 self.v[span[0]:span[0] + span[1]] = 0
 
-    def _add(self, space: Space, memories: Sequence[StoredMemory]) -> bool:
-        """Read ``memories`` from the store into the cache; False (nothing added) if over budget."""
+    def _add(self, space: Space, memories: Sequence[StoredMemory], request: set[str]) -> bool:
+        """Read ``memories`` from the store into the cache, evicting the least recently used
+        memories outside ``request`` for room; False (nothing added) if the request's own
+        memories exceed the budget."""
         ks, vs = (space.read(name, memories) for name in self.names)
         need = sum(k.shape[0] for k in ks)
         row_bytes = 2 * ks[0][0].size * ks[0].dtype.itemsize
-        if (self.used + need) * row_bytes > self.budget:
+        most = self.budget // row_bytes
+        kept = sum(n for i, (_, n) in self.rows.items() if i in request)
+        if kept + need > most:
             return False
-        self._reserve(self.used + need, ks[0], self.budget // row_bytes)
+        if self.used + need > most:
+            self._make_room(most - need, request)
+        self._reserve(self.used + need, ks[0], most)
         assert self.k is not None and self.v is not None
         for m, k, v in zip(memories, ks, vs):
             n = k.shape[0]
@@ -81,6 +100,29 @@ class HostKVCache:
             self.rows[m.id] = (self.used, n)
             self.used += n
         return True
+
+    def _make_room(self, target: int, request: set[str]) -> None:
+        """Evict least recently used memories outside ``request`` until the live rows fit in
+        ``target``, then compact the live rows to the front (zeroing the rows left behind, so
+        no copy of a later-forgotten memory stays)."""
+        live = sum(n for _, n in self.rows.values())
+        for i in list(self.rows):
+            if live <= target:
+                break
+            if i not in request:
+                live -= self.rows.pop(i)[1]
+                self.evictions += 1
+        assert self.k is not None and self.v is not None
+        top = 0
+        for i, (start, n) in sorted(self.rows.items(), key=lambda item: item[1][0]):
+            if start != top:  # moving down: copy through a clone (the ranges may overlap)
+                self.k[top : top + n] = self.k[start : start + n].clone()
+                self.v[top : top + n] = self.v[start : start + n].clone()
+                self.rows[i] = (top, n)  # same key: its place in the LRU order is kept
+            top += n
+        self.k[top : self.used] = 0
+        self.v[top : self.used] = 0
+        self.used = top
 
     def _reserve(self, rows: int, like, most: int) -> None:  # noqa: ANN001 (a numpy array)
         """Grow the buffers (doubling, at most ``most`` rows) to hold ``rows`` rows, keeping

@@ -73,3 +73,60 @@ def test_cached_memories_are_not_read_again() -> None:
     cache.evict([MEMS[1].id])
     cache.fetch(space, MEMS[1:3], torch.device("cpu"))  # type: ignore[arg-type]
     assert space.reads == reads + 2  # K and V of the evicted one only
+
+
+def _cache(rows: int) -> tuple[FakeSpace, HostKVCache]:
+    row_bytes = 2 * int(np.prod(SHAPE)) * 2
+    return FakeSpace(), HostKVCache(("pooled_k", "pooled_v"), rows * row_bytes, pin=False)
+
+
+def test_least_recently_used_is_evicted_not_everything() -> None:
+    """Past the budget only the least recently used memories go; the rest stay cached."""
+    space, cache = _cache(12)
+    cpu = torch.device("cpu")
+    a, b, c, d = MEMS[0], MEMS[1], MEMS[3], MEMS[4]  # 1, 3, 2 and 5 rows
+    cache.fetch(space, [a, b, c], cpu)  # type: ignore[arg-type]
+    cache.fetch(space, [a], cpu)  # type: ignore[arg-type]  # a is now the most recent
+    cache.fetch(space, [d], cpu)  # type: ignore[arg-type]  # 6 + 5 rows fit in 12
+    cache.fetch(space, [MEMS[6]], cpu)  # type: ignore[arg-type]  # 4 more: evict b (LRU)
+    assert list(cache.rows) == [c.id, a.id, d.id, MEMS[6].id]  # LRU order, b gone
+    counters = cache.counters
+    assert counters["evictions"] == 1 and counters["hits"] == 1 and counters["misses"] == 5
+    assert cache.used == sum(n for _, n in cache.rows.values())  # compacted: no holes
+    reads = space.reads
+    for m in (a, c, d, MEMS[6]):  # every kept memory is still right, from the cache
+        (k, v), = cache.fetch(space, [m], cpu)  # type: ignore[arg-type]
+        want_k, want_v = expect(m)
+        torch.testing.assert_close(k, want_k)
+        torch.testing.assert_close(v, want_v)
+    assert space.reads == reads
+
+
+def test_compaction_leaves_no_copy_of_a_forgotten_memory() -> None:
+    """Rows moved by compaction are zeroed where they were: forgetting a memory afterwards
+    leaves none of its K/V anywhere in the buffers."""
+    space, cache = _cache(12)
+    cpu = torch.device("cpu")
+    cache.fetch(space, [MEMS[1], MEMS[4]], cpu)  # type: ignore[arg-type]  # 3 + 5 rows
+    cache.fetch(space, [MEMS[4]], cpu)  # type: ignore[arg-type]
+    cache.fetch(space, [MEMS[6]], cpu)  # type: ignore[arg-type]  # evicts MEMS[1], moves 4
+    cache.evict([MEMS[4].id])
+    want_k, _ = expect(MEMS[4])
+    assert cache.k is not None
+    for row in want_k:
+        assert not any(torch.equal(row.half(), r) for r in cache.k)
+
+
+def test_memory_stats_report_the_host_tier(tmp_path, tiny_pair) -> None:  # noqa: ANN001
+    from msa_agent import Memory
+
+    with Memory.open(tmp_path / "m", tiny_pair, routing="own_qk", keep_full_kv=True,
+                     kv_frame="bare") as mem:
+        mem.remember_many(["the kettle is in the shed", "the ledger is on the desk"])
+        before = mem.stats().host_cache
+        assert before["full"]["hits"] == 0 and before["full"]["hit_rate"] == 0.0
+        for _ in range(2):
+            mem.answer("where is the kettle?", k=2, read="full", max_new_tokens=1)
+        tier = mem.stats().host_cache["full"]
+        assert tier["misses"] == 2 and tier["hits"] == 2 and tier["hit_rate"] == 0.5
+        assert tier["memories"] == 2 and tier["bytes"] > 0
