@@ -121,3 +121,45 @@ def test_a_reader_never_writes_and_needs_a_space(tmp_path: Path, tiny_pair) -> N
     with pytest.raises(SpaceNotFoundError):
         Memory.open(tmp_path / "missing", model=tiny_pair, read_only=True)
     assert not (tmp_path / "missing").exists()
+
+
+def _same(a: Memory, b: Memory, query: str) -> None:
+    """Two views of one space rank alike: ids, order, scores and the index's own order."""
+    got = [(h.id, h.score) for h in a.recall(query, k=20, routing="msa")]
+    want = [(h.id, h.score) for h in b.recall(query, k=20, routing="msa")]
+    assert got == want
+    assert a._engine.index.doc_ids == b._engine.index.doc_ids
+
+
+def test_reader_follows_commits_without_reloading(tmp_path: Path, tiny_pair,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first load a reader reads only the keys of memories added or updated since,
+    drops forgotten ones, and ranks exactly as a freshly opened reader; a compaction (every
+    row moves) reloads everything."""
+    from msa_agent.store import Space
+
+    path, query = tmp_path / "m", "note ends"
+    full_reads: list[int] = []
+    read_all = Space.read_all
+    monkeypatch.setattr(Space, "read_all", lambda self, name: (full_reads.append(1),
+                                                               read_all(self, name))[1])
+    with Memory.open(path, model=tiny_pair, chunk_size=8, max_doc_tokens=64) as writer:
+        ids = writer.remember_many([text(i) for i in range(6)])
+        with Memory.open(path, model=tiny_pair, read_only=True) as reader:
+            reader.recall(query, k=3)
+            assert full_reads  # the reader's first load reads every key
+            writer.remember_many([text(i) for i in range(6, 9)])
+            writer.forget(ids[1])
+            writer.update(ids[3], text=text(40))
+            writer.remember(text(41))
+            before = len(full_reads)
+            reader.recall(query, k=3)
+            assert len(full_reads) == before  # followed incrementally
+            with Memory.open(path, model=tiny_pair, read_only=True) as fresh:
+                _same(reader, fresh, query)
+            writer.compact()
+            before = len(full_reads)
+            reader.recall(query, k=3)
+            assert len(full_reads) == before + 1  # a compaction moves every row: full load
+            with Memory.open(path, model=tiny_pair, read_only=True) as fresh:
+                _same(reader, fresh, query)

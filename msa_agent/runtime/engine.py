@@ -94,6 +94,7 @@ class Engine(Recall):
         self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens,
                                   key_dtype=cfg.routing_key_dtype)
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
+        self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
         self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
                          for kind in ("pooled", "full")}
@@ -176,8 +177,10 @@ class Engine(Recall):
         self.follow_writer()
 
     def follow_writer(self) -> None:
-        """A reader: reload the routing index (and drop cached K/V) if the writer committed
-        since the last load; a writer's index is always current."""
+        """A reader: bring the routing index up to the writer's last commit, if it committed
+        since the last load; a writer's index is always current. The first load (and one
+        after a compaction, which moves every row) reads every key; later ones read only the
+        keys of memories added or updated since, and drop those forgotten or replaced."""
         if not self.read_only:
             return
         with self.lock:
@@ -186,16 +189,24 @@ class Engine(Recall):
                 if before == self._generation:
                     return
                 try:
-                    self._load_index(self._space.live_chunks())
+                    live = self._space.live_chunks()
+                    if self._generation is None or before[0] != self._generation[0]:
+                        self._load_index(live)
+                        gone = list(self._indexed_at)
+                    else:
+                        gone = self._sync_index(live)
                 except (StoreError, RuntimeError):  # rows and keys from two commits
                     if self._space.generation() == before:
                         raise  # nothing moved: a real error
+                    self._generation = None  # the index may be half-synced: reload it all
                     continue
                 if self._space.generation() == before:
                     self._generation = before
-                    for cache in self.kv_cache.values():  # an update keeps its id, not its rows
-                        cache.evict(list(cache.rows))
+                    self._indexed_at = {m.id: m.chunk_start for m in live}
+                    for cache in self.kv_cache.values():  # an update keeps its id, not rows
+                        cache.evict(gone)
                     return
+                self._generation = None
             raise SpaceBusyError("the writer kept committing while this reader loaded the "
                                  "routing index; try again")
 
@@ -207,6 +218,25 @@ class Engine(Recall):
             splits = [m.n_chunks for m in live]
             self.index.add([m.id for m in live], [m.namespace for m in live],
                            list(torch.from_numpy(keys).split(splits)))
+
+    def _sync_index(self, live: Sequence[StoredMemory]) -> list[str]:
+        """Apply the writer's commits since the last load to the index: drop memories gone
+        or moved (an update writes new rows under the same id), append the new ones in array
+        order (so the index keeps a fresh load's order); ids dropped, for the K/V tier."""
+        have, now = self._indexed_at, {m.id: m.chunk_start for m in live}
+        gone = [i for i, start in have.items() if now.get(i) != start]
+        new = [m for m in live if have.get(m.id) != m.chunk_start]
+        dropped = set(gone)
+        kept_end = max((start for i, start in have.items() if i not in dropped), default=-1)
+        if any(m.chunk_start < kept_end for m in new):  # not appended after: reload in order
+            self._load_index(live)
+            return list(have)
+        self.index.remove(gone)
+        if new:
+            keys = self._space.read("route_k", new)  # each [C_i, L, H, D]
+            self.index.add([m.id for m in new], [m.namespace for m in new],
+                           [torch.from_numpy(np.ascontiguousarray(k)) for k in keys])
+        return gone
 
     # ---------------------------------------------------------------- writes
     def add(self, docs: Sequence[NewDoc]) -> list[str]:
