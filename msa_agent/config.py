@@ -125,7 +125,7 @@ class MemoryConfig(BaseModel):
         "reaches within this fraction (the newer version of a changed fact wins a near-tie).",
     )
     newer_subject_max: int = Field(
-        3, ge=0, description="newer_within only reorders two memories that share a query word "
+        2, ge=0, description="newer_within only reorders two memories that share a query word "
         "held by at most this many candidates (versions of one fact share their subject word; "
         "long sessions that share common words do not). 0 = any near-tie.",
     )
