@@ -84,6 +84,7 @@ class AsyncMemory:
     history = _in_thread("history")
     compact = _in_thread("compact")
     recall = _in_thread("recall")
+    recall_many = _in_thread("recall_many")
     get = _in_thread("get")
     list = _in_thread("list")
     namespaces = _in_thread("namespaces")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -35,6 +35,9 @@ from msa_agent.runtime.setup import resolve_config, resolve_model
 from msa_agent.runtime.stream import AnswerStream
 from msa_agent.store import Space, SpaceLockedError, SpaceReadOnlyError, StoredMemory
 from msa_agent.types import Answer, Explanation, MemoryEvent, MemoryRecord, RecallHit, SpaceStats
+
+if TYPE_CHECKING:
+    import torch
 
 ITEM_FIELDS = {"text", "kind", "metadata", "session_id", "user_id", "agent_id", "namespace",
                "at", "key", "expires_at", "ttl"}
@@ -318,7 +321,26 @@ class Memory:
         ``"auto"`` runs rounds (memory interleave): each later round routes with the question
         plus the matched chunk of the best new memory; hits record their ``round`` and ``via``.
         """
-        k = self._checked(query, "query", k, hops)
+        self._checked(query, "query", k, hops)  # errors name the argument "query"
+        return self.recall_many([query], k, where, namespace=namespace, explain=explain,
+                                hops=hops, routing=routing, since=since, until=until,
+                                offset=offset, min_score=min_score, group=group)[0]
+
+    def recall_many(self, queries: Sequence[str], k: int | None = None,
+                    where: Mapping[str, Any] | None = None, *, namespace: str | None = None,
+                    explain: bool = False, hops: Hops = 1, routing: str | None = None,
+                    since: datetime | None = None, until: datetime | None = None,
+                    offset: int = 0, min_score: float | None = None,
+                    group: bool | None = None) -> list[list[RecallHit]]:
+        """:meth:`recall` of several queries with the same options, one list of hits per
+        query, in order. Their backbone forwards run batched by length (the throughput of
+        an agent asking several things at once); ranking, fusion and the rest are each
+        query's own. A padded batch may round a score's last bits differently from a lone
+        ``recall``."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InvalidInputError("queries must be a sequence of strings")
+        checked = [self._checked(q, f"queries[{i}]", k, hops) for i, q in enumerate(queries)]
+        k = checked[0] if checked else 1
         _flag("explain", explain)
         mode = _recall_mode(routing)
         group = self.config.group_by_source if group is None else group
@@ -327,18 +349,25 @@ class Memory:
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(
                 min_score, (int, float)) or min_score != min_score):
             raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
+        if not queries:
+            return []
         self._engine.follow_writer()
-        hits = self._page(query, k, self._scope(namespace, where, since, until, alive=True),
-                          hops, mode, offset, min_score, group)
-        return [recall_hit(h, self._explain(h) if explain else None) for h in hits]
+        scope = self._scope(namespace, where, since, until, alive=True)
+        lexical = (mode or self.config.recall_mode) == "lexical"
+        qs = [None] * len(queries) if lexical else self._engine.query_many(list(queries))
+        return [[recall_hit(h, self._explain(h) if explain else None)
+                 for h in self._page(query, k, scope, hops, mode, offset, min_score, group, q)]
+                for query, q in zip(queries, qs)]
 
     def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
-              offset: int, min_score: float | None, group: bool) -> list[Recalled]:
+              offset: int, min_score: float | None, group: bool,
+              q: torch.Tensor | None = None) -> list[Recalled]:
         """Recall enough candidates for the page: grouping thins them (the parts of one long
         text), so the pool doubles until the page is full or the scope is exhausted. The
-        question's forward runs once."""
+        question's forward runs once (``q``: its router queries, when already computed)."""
         lexical = (mode or self.config.recall_mode) == "lexical"
-        q = None if lexical else self._engine.query(query)
+        if q is None and not lexical:
+            q = self._engine.query(query)
         wanted = offset + k
         while True:
             hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)

@@ -39,11 +39,13 @@ async def test_async_results_equal_sync_results(tmp_path: Path, tiny_pair) -> No
         ids = await mem.remember_many(NOTES)
         one = await mem.remember("Carol plays violin on Tuesdays.", kind="session")
         hits = await mem.recall("capital of France", k=3, explain=True)
+        many = await mem.recall_many(["capital of France"], k=3)
         record = await mem.get(ids[0])
         listed = await mem.list()
         stats = await mem.stats()
         sync_hits = mem.memory.recall("capital of France", k=3, explain=True)
     assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in sync_hits]
+    assert [(h.id, h.score) for h in many[0]] == [(h.id, h.score) for h in sync_hits]
     assert record.text == NOTES[0]
     assert [m.id for m in listed] == [*ids, one]
     assert stats.memories == 5

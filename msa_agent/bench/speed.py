@@ -69,6 +69,27 @@ def _fill(mem: Any, texts: list[str], folder: Path) -> float:
     return time.perf_counter() - start
 
 
+def throughput(space: Path, queries: list[str], modes: Sequence[str], batch: int
+               ) -> dict[str, tuple[float, float]]:
+    """Per mode, queries per second one by one (``recall``) and in batches of ``batch``
+    (``recall_many``), over the space reused at ``space`` (as ``recall_latency`` left it)."""
+    from msa_agent import Memory
+
+    out = {}
+    with Memory.open(space / "m") as mem:
+        for mode in modes:
+            mem.recall_many(queries[:batch], k=5, routing=mode)  # warm-up
+            start = time.perf_counter()
+            for q in queries:
+                mem.recall(q, k=5, routing=mode)
+            alone = len(queries) / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for s in range(0, len(queries), batch):
+                mem.recall_many(queries[s : s + batch], k=5, routing=mode)
+            out[mode] = (alone, len(queries) / (time.perf_counter() - start))
+    return out
+
+
 def _time_recall(mem: Any, queries: list[str], mode: str) -> list[float]:
     mem.recall(queries[0], k=5, routing=mode)  # warm-up
     times = []
@@ -81,7 +102,9 @@ def _time_recall(mem: Any, queries: list[str], mode: str) -> list[float]:
 
 def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
          modes: list[str] = typer.Option(["hybrid", "msa", "lexical"], "--mode"),
-         space: Path | None = typer.Option(None, help="Reuse this folder's space (kept).")
+         space: Path | None = typer.Option(None, help="Reuse this folder's space (kept)."),
+         batch: int = typer.Option(0, help="Also compare recall_many in batches of this "
+                                   "size with recall one by one (queries/s; needs --space).")
          ) -> None:
     split = wiki_split()
     texts = [a.text for a in split.bank[:docs]]
@@ -101,6 +124,10 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
         p95 = values[int(0.95 * (len(values) - 1))]
         print(f"recall k=5, routing={mode}, {len(texts)} memories, {len(values)} queries: "
               f"p50 {1000 * statistics.median(values):.1f} ms, p95 {1000 * p95:.1f} ms")
+    if batch and space is not None:
+        for mode, (alone, many) in throughput(space, qs, modes, batch).items():
+            print(f"routing={mode}: recall one by one {alone:.1f} queries/s, recall_many "
+                  f"batch={batch} {many:.1f} queries/s ({many / alone:.2f}x)")
 
 
 if __name__ == "__main__":

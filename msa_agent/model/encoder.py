@@ -156,6 +156,28 @@ class Encoder:
         return torch.stack([self.router[i].q(taps["hidden"][i][0]) for i in self.layers], 1)
 
     @torch.inference_mode()
+    def query_vectors_many(self, queries: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """:meth:`query_vectors` of several queries, batched by length (right-padded
+        forwards of at most ``batch_tokens`` padded tokens): one ``[T_i, L, Hq, D]`` each, in
+        order. A padded batch may round the last bits differently from a lone forward."""
+        if any(not ids for ids in queries):
+            raise InvalidInputError("cannot encode an empty query")
+        out: list[torch.Tensor | None] = [None] * len(queries)
+        name = "hidden" if self.router else "q"
+        for batch in length_batches([len(q) for q in queries], self.batch_tokens):
+            taps = self._forward([queries[i] for i in batch], (name,))
+            for row, i in enumerate(batch):
+                n = len(queries[i])
+                if self.router is None:
+                    vecs = [taps["q"][layer][row, :n] for layer in self.layers]
+                    out[i] = torch.stack(vecs, 1).float()
+                else:
+                    vecs = [self.router[layer].q(taps["hidden"][layer][row, :n])
+                            for layer in self.layers]
+                    out[i] = torch.stack(vecs, 1)
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
     def hidden_states(self, docs: Sequence[Sequence[int]], pooled: bool) -> list[torch.Tensor]:
         """Attention-input hidden states of the MSA layers, per text (for router training).
 

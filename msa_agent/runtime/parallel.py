@@ -200,6 +200,11 @@ class ShardedEngine(Engine):
         q = super().query(text) if self.comm.rank == 0 else None
         return self.comm.broadcast(q).to(self.lm.device)
 
+    def query_many(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """One :meth:`query` (rank 0's forward, broadcast) per text, as a single process
+        computes a lone query: every rank scores with the same bits."""
+        return [self.query(t) for t in texts]
+
     def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
         mode, exclude = mode or self.cfg.recall_mode, exclude or set()

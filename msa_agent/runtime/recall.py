@@ -8,6 +8,7 @@ here (space, index, lock, encoder); this file only holds the methods that read t
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -41,6 +42,11 @@ class Recall:
         """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward."""
         return self.encoder.query_vectors(query_ids(self.tokenizer, text,
                                                     self.cfg.max_doc_tokens))
+
+    def query_many(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """:meth:`query` of several texts, their forwards batched by length."""
+        return self.encoder.query_vectors_many(
+            [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts])
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
                q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
