@@ -9,7 +9,10 @@ layer (``full_kv_layers="all"``): bare documents (the paper's encoding) and the 
 documents in both, so every space recalls the same memories. For each single-hop question
 the top 5 are recalled once and read in every variant with the embedded SmolLM2-135M-Instruct
 (greedy, 32 new tokens, ``bench.answers``' reader): re-read as text (``Memory.answer``'s
-frame), and as stored K/V (bare; chat, parallel; chat, sequential). Accuracy = the
+frame), and as stored K/V (bare; chat, parallel; chat, sequential). Two sparse variants
+read, per memory, only its matched chunk and one chunk on each side (the window
+``read="chunks"`` picks, ``msa_agent.runtime.excerpt``): as text (``read="chunks"``), and
+as those tokens' stored K/V (chat, sequential; the rows of the window only). Accuracy = the
 normalised gold answer inside the answer.
 """
 
@@ -29,12 +32,14 @@ from msa_agent.bench.tune import remember_items
 
 K = 5
 SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
-# variant -> (space, kv_positions); None = the text read
-VARIANTS: dict[str, tuple[str, str] | None] = {
+# variant -> (space, kv_positions, window only); None = a text read (whole, or its chunks)
+VARIANTS: dict[str, tuple[str, str, bool] | None] = {
     "text (re-read)": None,
-    "full K/V, bare": ("bare", "parallel"),
-    "full K/V, chat, parallel": ("chat", "parallel"),
-    "full K/V, chat, sequential": ("chat", "sequential"),
+    "text chunks (read=chunks)": None,
+    "full K/V, bare": ("bare", "parallel", False),
+    "full K/V, chat, parallel": ("chat", "parallel", False),
+    "full K/V, chat, sequential": ("chat", "sequential", False),
+    "chunk K/V, chat, sequential": ("chat", "sequential", True),
 }
 
 
@@ -48,20 +53,44 @@ def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> No
         remember_items(mem, [m for m in items if m.namespace not in held])
 
 
-def kv_answer(mem: Any, positions: str, question: str, hits: list[Any]) -> tuple[str, int]:
+def kv_answer(mem: Any, positions: str, question: str, hits: list[Any],
+              windows: bool = False) -> tuple[str, int]:
     """Greedy answer reading the hits' stored K/V, as ``Memory.answer(read="full")`` with
-    ``kv_positions=positions``."""
+    ``kv_positions=positions``; ``windows``: only the rows of each hit's chunk window (a
+    chat-framed space)."""
     from msa_agent.runtime.answer import Reader, stop_ids
     from msa_agent.runtime.generate import greedy
 
     engine = mem._engine  # noqa: SLF001 - the dev script drives the runtime's own pieces
     if engine.kv_frame is not None:
         engine.kv_frame.positions = positions
-    with engine.lock:
-        r = Reader(engine, question, [h.memory for h in hits], "full")
     model, tok = engine.lm.model, engine.tokenizer
-    out = list(greedy(model, r.prompt, MAX_NEW_TOKENS, stop_ids(model, tok), r.memory, r.start))
-    return tok.decode(out, skip_special_tokens=True).strip(), len(r.prompt)
+    with engine.lock:
+        if windows:
+            fetched = [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(
+                engine.read_kv("full", [h.memory for h in hits]),
+                (window_rows(engine, h, question) for h in hits))]
+            every = list(range(engine.shape.n_layers))
+            memory, start, prompt = engine.kv_frame.read(
+                model, lambda: engine.encoder.frame_kv(every), tok, question, fetched,
+                engine.full_layers)
+        else:
+            r = Reader(engine, question, [h.memory for h in hits], "full")
+            memory, start, prompt = r.memory, r.start, r.prompt
+    out = list(greedy(model, prompt, MAX_NEW_TOKENS, stop_ids(model, tok), memory, start))
+    return tok.decode(out, skip_special_tokens=True).strip(), len(prompt)
+
+
+def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
+    """Token rows ``[a, b)`` of ``hit``'s chunk window (what ``read="chunks"`` reads as
+    text): chunk ``c`` holds document tokens ``[c * P, (c + 1) * P)``."""
+    from msa_agent.runtime.excerpt import matched_chunk, window
+
+    text = hit.memory.text
+    spans = engine.chunk_spans(text)
+    first, last = window(len(spans), matched_chunk(text, spans, question, hit.best_chunk))
+    p = engine.cfg.chunk_size
+    return first * p, min((last + 1) * p, hit.memory.n_tokens)
 
 
 def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dict[str, Any]]:
@@ -85,12 +114,14 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dic
             hits = found["bare"]
             for name, variant in VARIANTS.items():
                 if variant is None:
-                    prompt = reader.prompt(q.text, [h.memory.text for h in hits],
-                                           [h.memory.created_at for h in hits])
+                    notes = ([mems["bare"]._engine.excerpt(h, q.text) for h in hits]  # noqa: SLF001
+                             if "chunks" in name else [h.memory.text for h in hits])
+                    prompt = reader.prompt(q.text, notes, [h.memory.created_at for h in hits])
                     text, n_prompt = reader.generate(prompt), len(prompt)
                 else:
-                    space, positions = variant
-                    text, n_prompt = kv_answer(mems[space], positions, q.text, found[space])
+                    space, positions, windows = variant
+                    text, n_prompt = kv_answer(mems[space], positions, q.text, found[space],
+                                               windows)
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
                             "answer": text, "gold": q.answer, "prompt_tokens": n_prompt,
                             "same_retrieval": len(ids) == 1,

@@ -1,0 +1,33 @@
+"""The chunk-window K/V variant of ``bench.kv_reading`` reads the tokens ``read="chunks"``
+reads as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msa_agent import Memory
+from msa_agent.bench.kv_reading import window_rows
+from msa_agent.model.text import query_ids
+from msa_agent.runtime.results import Scope
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+
+
+def test_window_rows_are_the_excerpt(tmp_path: Path, tiny_pair) -> None:  # noqa: ANN001
+    filler = " ".join(f"note{i} about the weather" for i in range(20))
+    text = f"{filler} and the violin sits in the attic. {filler}"
+    with Memory.open(tmp_path / "m", tiny_pair, routing="own_qk", chunk_size=8,
+                     max_doc_tokens=512) as mem:
+        mem.remember(text)
+        engine = mem._engine
+        hit = engine.recall("where is the violin", 1, Scope(namespace="default"), 1)[0]
+        a, b = window_rows(engine, hit, "where is the violin")
+        assert a % 8 == 0 and 0 < b - a <= 3 * 8 and b <= hit.memory.n_tokens
+        ids = query_ids(engine.tokenizer, text, 512)  # the document's tokens, prefix counted
+        assert len(ids) == hit.memory.n_tokens
+        window = engine.tokenizer.decode(ids[a:b], skip_special_tokens=True)
+        assert "violin" in window
+        assert " ".join(window.split()) == " ".join(engine.excerpt(hit, "where is the "
+                                                                    "violin").split())
