@@ -354,7 +354,12 @@ class Memory:
         self._engine.follow_writer()
         scope = self._scope(namespace, where, since, until, alive=True)
         lexical = (mode or self.config.recall_mode) == "lexical"
-        qs = [None] * len(queries) if lexical else self._engine.query_many(list(queries))
+        if lexical:
+            qs: list[torch.Tensor | None] = [None] * len(queries)
+        elif len(queries) == 1:  # a lone recall: the engine's one-query forward
+            qs = [self._engine.query(queries[0])]
+        else:
+            qs = list(self._engine.query_many(list(queries)))
         return [[recall_hit(h, self._explain(h) if explain else None)
                  for h in self._page(query, k, scope, hops, mode, offset, min_score, group, q)]
                 for query, q in zip(queries, qs)]
