@@ -28,7 +28,7 @@ work to do.
   taps) + ``router_q`` (the router-Q projections of the 15 layers), ``mask`` (scope mask), ``rank``
   (``RoutingIndex.rank`` minus what is listed next), ``kernel`` (the fused ``route_topk``),
   ``explain`` (per-layer scores of the selected documents), ``evidence_lookup``
-  (``RoutingIndex.explain``'s own loop, hybrid), ``lexical`` (BM25 over SQLite FTS5),
+  (``RoutingIndex.explain``'s own part, hybrid), ``lexical`` (BM25 over SQLite FTS5),
   ``fetch`` (SQLite reads of the selected records and the pool's times), ``fusion`` (the
   fusion and result objects) and ``other`` (the rest of ``Memory.recall``: validation,
   interleave, formatting);
