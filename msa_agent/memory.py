@@ -366,13 +366,10 @@ class Memory:
 
     def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
               offset: int, min_score: float | None, group: bool,
-              q: torch.Tensor | None = None) -> list[Recalled]:
+              q: torch.Tensor | None) -> list[Recalled]:
         """Recall enough candidates for the page: grouping thins them (the parts of one long
-        text), so the pool doubles until the page is full or the scope is exhausted. The
-        question's forward runs once (``q``: its router queries, when already computed)."""
-        lexical = (mode or self.config.recall_mode) == "lexical"
-        if q is None and not lexical:
-            q = self._engine.query(query)
+        text), so the pool doubles until the page is full or the scope is exhausted. ``q``:
+        the query's router queries, computed once by the caller (None for lexical recall)."""
         wanted = offset + k
         while True:
             hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)

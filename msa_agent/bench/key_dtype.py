@@ -21,8 +21,9 @@ import typer
 from msa_agent.bench import metrics
 from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import build
+from msa_agent.runtime.routing import KEY_DTYPES
 
-DTYPES = ("float32", "bfloat16", "float16", "float8")
+DTYPES = tuple(KEY_DTYPES)  # float32 first: the reference
 K = 16
 
 

@@ -148,12 +148,7 @@ class Encoder:
     @torch.inference_mode()
     def query_vectors(self, ids: Sequence[int]) -> torch.Tensor:
         """Routing queries ``[T, L, Hq, D]``: router-Q, or the model's own pre-RoPE Q."""
-        if not ids:
-            raise InvalidInputError("cannot encode an empty query")
-        taps = self._forward([ids], ("hidden",) if self.router else ("q",))
-        if self.router is None:
-            return torch.stack([taps["q"][i][0] for i in self.layers], 1).float()
-        return torch.stack([self.router[i].q(taps["hidden"][i][0]) for i in self.layers], 1)
+        return self.query_vectors_many([ids])[0]  # a batch of one: a lone forward
 
     @torch.inference_mode()
     def query_vectors_many(self, queries: Sequence[Sequence[int]]) -> list[torch.Tensor]:

@@ -91,8 +91,7 @@ class Engine(Recall):
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
                              cfg.newer_subject_max)
-        self.index = RoutingIndex(lm.device, top_tokens=cfg.route_top_tokens,
-                                  key_dtype=cfg.routing_key_dtype)
+        self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row
         budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
@@ -210,9 +209,13 @@ class Engine(Recall):
             raise SpaceBusyError("the writer kept committing while this reader loaded the "
                                  "routing index; try again")
 
+    def _empty_index(self) -> RoutingIndex:
+        """A resident routing index as this space's settings lay it out."""
+        return RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
+                            key_dtype=self.cfg.routing_key_dtype)
+
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
-        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
-                                  key_dtype=self.cfg.routing_key_dtype)
+        self.index = self._empty_index()
         if live:
             keys, _owner = self._space.read_all("route_k")
             splits = [m.n_chunks for m in live]

@@ -187,8 +187,7 @@ class ShardedEngine(Engine):
         comm = self.comm
         self.ids, self._gpos = [m.id for m in live], {m.id: i for i, m in enumerate(live)}
         mine = [live[i] for i in shard_of(len(live), comm.rank, comm.world)]
-        self.index = RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
-                                  key_dtype=self.cfg.routing_key_dtype)
+        self.index = self._empty_index()
         if mine:
             keys = self._space.read("route_k", mine)  # each [C_i, L, H, D], store dtype
             self.index.add([m.id for m in mine], [m.namespace for m in mine],

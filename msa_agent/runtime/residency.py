@@ -10,7 +10,7 @@ reused and a memory's K/V never change, so entries cannot go stale; forgotten me
 evicted and their rows zeroed. Past its byte budget the least recently used memories not in
 the current request are evicted and the rest compacted to the front of the buffer; a request
 whose own memories exceed the budget is read from the store directly. ``counters`` reports
-hits, misses and evictions (``Memory.cache_stats()``).
+hits, misses and evictions (``Memory.stats().host_cache``).
 """
 
 from __future__ import annotations
