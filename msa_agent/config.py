@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RoutingMode = Literal["auto", "learned", "own_qk"]
 RecallMode = Literal["hybrid", "msa", "lexical"]
@@ -144,6 +144,20 @@ class MemoryConfig(BaseModel):
         description="After a forget, compact the arrays (reclaim the disk of deleted rows) once "
         "this share of their rows is dead; None = only on `Memory.compact()` / `msa compact`.",
     )
+    meta_url: str | None = Field(
+        None, description="Remote storage (docs/store.md): a PostgreSQL SQLAlchemy URL "
+        "(postgresql+psycopg://user@host:5432/db) for the space's metadata; the path given to "
+        "Memory.open is then the space's name (its schema) in that database. None = a local "
+        "space: SQLite and Zarr in the folder at that path.",
+    )
+    arrays_url: str | None = Field(
+        None, description="With meta_url: the fsspec URL of the space's arrays folder "
+        "(s3://bucket/prefix, file:///shared/folder).",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of arrays_url (endpoint_url, key, "
+        "secret...); never stored in the space.",
+    )
     hop_routing: Literal["same", "hybrid", "msa", "lexical"] = Field(
         "lexical", description="Recall channels of the interleave rounds after the first "
         "('same' = the request's own); see docs/recall.md for what was measured.",
@@ -152,6 +166,13 @@ class MemoryConfig(BaseModel):
         None, description="Memory interleave: a later round whose best new memory scores below "
         "this ends the rounds (None = only the round limit and, for 'auto', a repeat).",
     )
+
+    @model_validator(mode="after")
+    def _remote_urls_together(self) -> MemoryConfig:
+        if (self.meta_url is None) != (self.arrays_url is None):
+            raise ValueError("meta_url and arrays_url go together: a remote space keeps its "
+                             "metadata in PostgreSQL and its arrays at an fsspec URL")
+        return self
 
     @field_validator("msa_layers")
     @classmethod

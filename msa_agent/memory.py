@@ -31,9 +31,15 @@ from msa_agent.runtime.results import (
     page,
     recall_hit,
 )
-from msa_agent.runtime.setup import resolve_config, resolve_model
+from msa_agent.runtime.setup import resolve_config, resolve_model, space_location
 from msa_agent.runtime.stream import AnswerStream
-from msa_agent.store import Space, SpaceLockedError, SpaceReadOnlyError, StoredMemory
+from msa_agent.store import (
+    RemoteLocation,
+    Space,
+    SpaceLockedError,
+    SpaceReadOnlyError,
+    StoredMemory,
+)
 from msa_agent.types import Answer, Explanation, MemoryEvent, MemoryRecord, RecallHit, SpaceStats
 
 if TYPE_CHECKING:
@@ -80,8 +86,9 @@ class Memory:
         except ValidationError as exc:  # the one translation: pydantic's error is not ours
             raise InvalidInputError(f"invalid memory settings: {exc}") from None
         try:
-            lm, cfg = resolve_model(Path(path), model, cfg, explicit)
-            return cls(Engine.open(path, lm, cfg, read_only), cfg)
+            where = space_location(path, cfg)  # a folder, or a remote space (cfg.meta_url)
+            lm, cfg = resolve_model(where, model, cfg, explicit)
+            return cls(Engine.open(where, lm, cfg, read_only), cfg)
         except SpaceLockedError as exc:
             raise SpaceLockedError(
                 f"{exc}: one Memory (one process) writes a space at a time; close it there "
@@ -515,7 +522,8 @@ class Memory:
         return self._engine.import_bundle(path, progress, target)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | RemoteLocation:
+        """The space's folder, or its ``RemoteLocation`` (``config.meta_url``)."""
         return self._engine.path
 
 

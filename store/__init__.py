@@ -1,4 +1,7 @@
-"""msa_agent.store: persistent spaces of encoded memories (SQLite metadata + Zarr v3 arrays).
+"""msa_agent.store: persistent spaces of encoded memories (SQL metadata + Zarr v3 arrays).
+
+Local by default (SQLite + a Zarr folder); remote with ``RemoteLocation`` (PostgreSQL +
+an fsspec URL such as ``s3://``).
 
 numpy in, numpy out; knows nothing about models. See docs/store.md.
 """
@@ -7,6 +10,7 @@ from .errors import (
     FingerprintMismatchError,
     FTS5UnavailableError,
     InvalidQueryError,
+    MissingDependencyError,
     SpaceBusyError,
     SpaceExistsError,
     SpaceLockedError,
@@ -15,7 +19,9 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
     StoreInputError,
+    StoreUnavailableError,
 )
+from .location import RemoteLocation
 from .space import Space
 from .types import ArraySpec, HistoryEvent, NewMemory, StoredMemory
 
@@ -23,5 +29,6 @@ __all__ = [
     "ArraySpec", "HistoryEvent", "NewMemory", "StoredMemory", "Space",
     "StoreError", "StoreInputError", "SpaceNotFoundError", "SpaceExistsError", "SpaceLockedError",
     "SpaceReadOnlyError", "SpaceBusyError", "FingerprintMismatchError", "StoreCorruptedError",
-    "InvalidQueryError", "FTS5UnavailableError",
+    "InvalidQueryError", "FTS5UnavailableError", "StoreUnavailableError", "MissingDependencyError",
+    "RemoteLocation",
 ]

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
-from zarr.storage import LocalStore
 
 from .errors import StoreCorruptedError, StoreError
+from .roots import FsspecRoot, LocalRoot
 from .types import ArraySpec
 
 MIN_GROWTH_CHUNKS = 16  # capacity grows by >= 16 zarr chunks (and >= 1.5x) at a time
@@ -51,20 +51,30 @@ def zarr_errors(what: str) -> Iterator[None]:
 
 
 class ArrayStore:
-    """The arrays of one space inside a zarr v3 group folder."""
+    """The arrays of one space inside a zarr v3 group folder ``sub`` of ``root`` (a local
+    folder or an fsspec URL, store/roots.py)."""
 
-    def __init__(self, path: Path, group: zarr.Group, specs: Sequence[ArraySpec]) -> None:
-        self.path = path
+    def __init__(self, root: LocalRoot | FsspecRoot, sub: str, group: zarr.Group,
+                 specs: Sequence[ArraySpec]) -> None:
+        self.root, self.sub = root, sub
         self.group = group
         self.specs = {s.name: s for s in specs}
         self.arrays: dict[str, zarr.Array] = {}
 
+    @property
+    def path(self) -> Path:
+        """The group folder of a local store."""
+        assert isinstance(self.root, LocalRoot), "a remote array store has no local path"
+        return self.root.path / self.sub
+
     @classmethod
-    def create(cls, path: Path, specs: Sequence[ArraySpec]) -> ArrayStore:
+    def create(cls, root: LocalRoot | FsspecRoot | Path, sub: str,
+               specs: Sequence[ArraySpec]) -> ArrayStore:
         """Create the group and one empty (capacity 0) array per spec."""
+        root = LocalRoot(root) if isinstance(root, Path) else root
         with zarr_errors("create arrays"):
-            group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
-            store = cls(path, group, specs)
+            group = zarr.open_group(store=root.zarr_store(sub, False), mode="w-", zarr_format=3)
+            store = cls(root, sub, group, specs)
             for s in specs:
                 store.arrays[s.name] = group.create_array(
                     s.name, shape=(0, *s.row_shape), dtype=s.dtype,
@@ -73,21 +83,23 @@ class ArrayStore:
             return store
 
     @classmethod
-    def open(cls, path: Path, specs: Sequence[ArraySpec], ends: dict[str, int],
-             read_only: bool = False) -> ArrayStore:
+    def open(cls, root: LocalRoot | FsspecRoot | Path, sub: str, specs: Sequence[ArraySpec],
+             ends: dict[str, int], read_only: bool = False) -> ArrayStore:
         """Open and check every array: present, right row shape/dtype, capacity >= end."""
-        if not (path / "zarr.json").is_file():
-            raise StoreCorruptedError(f"zarr group metadata missing: {path / 'zarr.json'}")
+        root = LocalRoot(root) if isinstance(root, Path) else root
+        if not root.is_file(f"{sub}/zarr.json"):
+            raise StoreCorruptedError(
+                f"zarr group metadata missing: {root.describe(sub + '/zarr.json')}")
         with zarr_errors("open arrays"):
-            store = LocalStore(path, read_only=read_only)
-            group = zarr.open_group(store=store, mode="r" if read_only else "r+", zarr_format=3)
-            store = cls(path, group, specs)
+            group = zarr.open_group(store=root.zarr_store(sub, read_only),
+                                    mode="r" if read_only else "r+", zarr_format=3)
+            store = cls(root, sub, group, specs)
             for s in specs:
                 store.arrays[s.name] = store._open_one(s, ends[s.unit])
             return store
 
     def _open_one(self, spec: ArraySpec, end: int) -> zarr.Array:
-        if not (self.path / spec.name / "zarr.json").is_file():
+        if not self.root.is_file(f"{self.sub}/{spec.name}/zarr.json"):
             raise StoreCorruptedError(f"array {spec.name!r}: zarr metadata missing")
         arr = self.group[spec.name]
         if not isinstance(arr, zarr.Array):
@@ -133,7 +145,10 @@ class ArrayStore:
                     self.arrays[name][start:stop] = zeros
 
     def fsync(self, name: str, start: int, stop: int) -> None:
-        """fsync the chunk files covering ``[start, stop)`` plus array metadata and dirs."""
+        """fsync the chunk files covering ``[start, stop)`` plus array metadata and dirs
+        (nothing on an object store: a PUT that returned is durable)."""
+        if not self.root.local:
+            return
         step = self.specs[name].chunk_rows
         base = self.path / name
         tail = "/".join("0" for _ in self.specs[name].row_shape)
@@ -144,6 +159,8 @@ class ArrayStore:
 
     def fsync_group(self) -> None:
         """fsync the group metadata, every array's metadata, the group folder and its parent."""
+        if not self.root.local:
+            return
         for name in self.specs:
             _fsync_path(self.path / name / "zarr.json")
             _fsync_path(self.path / name)
@@ -162,7 +179,7 @@ class ArrayStore:
             return np.asarray(self.arrays[name][start:stop])
 
     def nbytes_on_disk(self, name: str) -> int:
-        return dir_size(self.path / name)
+        return self.root.size(f"{self.sub}/{name}")
 
 
 def _fsync_path(path: Path) -> None:
@@ -174,18 +191,6 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def dir_size(path: Path) -> int:
-    """Bytes of all regular files under ``path``."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(root, f)).st_size
-            except FileNotFoundError:
-                pass
-    return total
 
 
 def merge_ranges(ranges: Sequence[tuple[int, int]], gap: int) -> list[tuple[int, int]]:

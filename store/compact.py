@@ -9,23 +9,23 @@ transaction; whichever folder lost is removed at the next open (``remove_stray_d
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 from .arrays import ArrayStore
 from .meta import MetaStore
+from .roots import FsspecRoot, LocalRoot
 from .types import StoredMemory, Unit
 
 COPY_ROWS = 4096  # at most this many rows per slice copy
 
 
-def compact_arrays(path: Path, meta: MetaStore, old: ArrayStore, old_dir: str,
+def compact_arrays(root: LocalRoot | FsspecRoot, meta: MetaStore, old: ArrayStore, old_dir: str,
                    durable: bool) -> tuple[ArrayStore, str, dict[str, int]]:
     """Rewrite ``old`` without dead rows; returns the new store, folder name and ends."""
     live = meta.live()
     new_dir = next_arrays_dir(old_dir)
-    new = ArrayStore.create(path / new_dir, list(old.specs.values()))
+    root.remove(new_dir)  # a leftover of an earlier crash (remove_stray_dirs runs at open)
+    new = ArrayStore.create(root, new_dir, list(old.specs.values()))
     moves, ends = relocations(live)
     for name, spec in old.specs.items():
         _copy_live(old, new, name, spec.unit, live, moves)
@@ -35,15 +35,15 @@ def compact_arrays(path: Path, meta: MetaStore, old: ArrayStore, old_dir: str,
         new.fsync_group()
     meta.relocate(moves, (ends["chunk"], ends["token"]), new_dir)
     meta.optimize_lexical()  # no tombstoned words of forgotten memories survive in the index
-    shutil.rmtree(path / old_dir, ignore_errors=True)
+    root.remove(old_dir)
     return new, new_dir, ends
 
 
-def remove_stray_dirs(path: Path, active: str) -> None:
+def remove_stray_dirs(root: LocalRoot | FsspecRoot, active: str) -> None:
     """Delete array folders left by a compaction that crashed (either side of its commit)."""
-    for p in path.glob("arrays*.zarr"):
-        if p.name != active and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+    for name in root.array_dirs():
+        if name != active:
+            root.remove(name)
 
 
 def next_arrays_dir(current: str) -> str:

@@ -57,3 +57,13 @@ class InvalidQueryError(StoreInputError):
 
 class FTS5UnavailableError(StoreError):
     """The Python ``sqlite3`` module was built without FTS5, which the lexical index needs."""
+
+
+class StoreUnavailableError(StoreError):
+    """The metadata database or the array store of a remote space cannot be reached
+    (connection refused, bad credentials, unknown host or bucket)."""
+
+
+class MissingDependencyError(StoreError):
+    """A remote space needs an optional package that is not installed; the message names
+    the extra to install (``pip install "msa-agent[remote]"``)."""

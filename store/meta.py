@@ -1,13 +1,16 @@
-"""SQLite metadata of a space (SQLAlchemy 2.0). The source of truth for what is committed.
+"""SQL metadata of a space (SQLAlchemy 2.0). The source of truth for what is committed.
 
-ORM rows never leave this module: every public method returns domain objects.
+SQLite for a local space; PostgreSQL for a remote one (store/pg.py), with the same schema
+(store/schema.py): the few dialect-specific spots (JSON filters, the lexical index) are
+marked. ORM rows never leave this module: every public method returns domain objects.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,33 +18,53 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    Text,
+    Boolean,
     and_,
+    cast,
     create_engine,
     delete,
     event,
     false,
     func,
-    inspect,
+    literal,
     literal_column,
     or_,
     select,
     table,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import lexical
-from .errors import InvalidQueryError, StoreCorruptedError, StoreInputError
+from .errors import (
+    InvalidQueryError,
+    StoreCorruptedError,
+    StoreInputError,
+    StoreUnavailableError,
+)
 from .history import events
+from .postings import PostingsIndex
+from .schema import (  # noqa: F401  (Key, Str, to_domain: re-exported for older imports)
+    LIVE_ORDER,
+    MEMORY_COLUMNS,
+    Base,
+    ExpiryRow,
+    HistoryRow,
+    Key,
+    KeyRow,
+    MemoryRow,
+    PendingWipeRow,
+    SchemaVersionRow,
+    SettingRow,
+    SpaceRow,
+    Str,
+    to_domain,
+)
 from .types import HistoryEvent, StoredMemory
 from .validate import check_scalar, check_text
 
@@ -50,169 +73,6 @@ SCHEMA_VERSION = 4  # 2: the FTS5 lexical index (store/lexical.py); 3: history a
 SPACE_ID = "space"
 FILTER_COLUMNS = ("kind", "session_id", "user_id", "agent_id", "source_id")
 Scalar = str | int | float | bool | None
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=False)}
-
-
-class SchemaVersionRow(Base):
-    __tablename__ = "schema_version"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-
-
-class SpaceRow(Base):
-    __tablename__ = "spaces"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    fingerprint: Mapped[dict[str, Any]]
-    arrays: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime]
-    n_chunk_rows: Mapped[int] = mapped_column(default=0)
-    n_token_rows: Mapped[int] = mapped_column(default=0)
-    arrays_dir: Mapped[str] = mapped_column(String(64), default="arrays.zarr")
-
-
-class MemoryRow(Base):
-    __tablename__ = "memories"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    namespace: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
-    session_id: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[str | None] = mapped_column(String(255))
-    agent_id: Mapped[str | None] = mapped_column(String(255))
-    source_id: Mapped[str | None] = mapped_column(String(255))
-    part: Mapped[int]
-    created_at: Mapped[datetime]
-    token_start: Mapped[int]
-    n_tokens: Mapped[int]
-    chunk_start: Mapped[int]
-    n_chunks: Mapped[int]
-    content_hash: Mapped[str] = mapped_column(String(64))
-
-    __table_args__ = (
-        Index("ix_memories_namespace_created", "namespace", "created_at"),
-        Index("ix_memories_namespace_kind", "namespace", "kind"),
-        Index("ix_memories_namespace_session", "namespace", "session_id"),
-        Index("ix_memories_namespace_user", "namespace", "user_id"),
-        Index("ix_memories_source_part", "source_id", "part"),
-        Index("ix_memories_content_hash", "content_hash"),
-        Index("ix_memories_chunk_start", "chunk_start"),
-    )
-
-    def to_domain(self) -> StoredMemory:
-        return to_domain(self)
-
-    @classmethod
-    def from_domain(cls, m: StoredMemory) -> MemoryRow:
-        return cls(
-            id=m.id, namespace=m.namespace, kind=m.kind, text=m.text, meta=m.metadata,
-            session_id=m.session_id, user_id=m.user_id, agent_id=m.agent_id,
-            source_id=m.source_id, part=m.part,
-            created_at=m.created_at.astimezone(timezone.utc).replace(tzinfo=None),
-            token_start=m.token_start, n_tokens=m.n_tokens, chunk_start=m.chunk_start,
-            n_chunks=m.n_chunks, content_hash=m.content_hash,
-        )
-
-
-def to_domain(r: Any) -> StoredMemory:
-    """A ``MemoryRow`` or a Core row of ``MEMORY_COLUMNS`` as a domain object."""
-    return StoredMemory(
-        id=r.id, namespace=r.namespace, kind=r.kind, text=r.text,
-        metadata=dict(r.meta or {}), session_id=r.session_id, user_id=r.user_id,
-        agent_id=r.agent_id, source_id=r.source_id, part=r.part,
-        created_at=r.created_at.replace(tzinfo=timezone.utc),
-        token_start=r.token_start, n_tokens=r.n_tokens,
-        chunk_start=r.chunk_start, n_chunks=r.n_chunks, content_hash=r.content_hash,
-        expires_at=_aware(getattr(r, "expires_at", None)),
-    )
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return None if dt is None else dt.replace(tzinfo=timezone.utc)
-
-
-# Bulk reads select plain columns (no ORM identity map): ~8x faster for 100k-row scans.
-MEMORY_COLUMNS = [getattr(MemoryRow, a.key) for a in inspect(MemoryRow).column_attrs]
-LIVE_ORDER = (MemoryRow.chunk_start, MemoryRow.token_start, MemoryRow.id)
-
-
-class SettingRow(Base):
-    __tablename__ = "settings"
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSON)
-
-
-class HistoryRow(Base):
-    """One add, update or forget of a source (``store/history.py``); hashes, never text."""
-
-    __tablename__ = "history"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    memory_id: Mapped[str] = mapped_column(String(64))
-    namespace: Mapped[str] = mapped_column(String(255))
-    event: Mapped[str] = mapped_column(String(8))
-    at: Mapped[datetime]
-    text_hash: Mapped[str | None] = mapped_column(String(64))
-    text_chars: Mapped[int | None]
-    parts: Mapped[int]
-    old_text_hash: Mapped[str | None] = mapped_column(String(64))
-    old_text_chars: Mapped[int | None]
-    metadata_keys: Mapped[list[str] | None] = mapped_column(JSON)
-    changed: Mapped[list[str]] = mapped_column(JSON)
-
-    __table_args__ = (Index("ix_history_memory", "memory_id", "id"),)
-
-    @classmethod
-    def from_domain(cls, e: HistoryEvent) -> HistoryRow:
-        return cls(memory_id=e.memory_id, namespace=e.namespace, event=e.event,
-                   at=e.at.astimezone(timezone.utc).replace(tzinfo=None), text_hash=e.text_hash,
-                   text_chars=e.text_chars, parts=e.parts, old_text_hash=e.old_text_hash,
-                   old_text_chars=e.old_text_chars, metadata_keys=e.metadata_keys,
-                   changed=e.changed)
-
-    def to_domain(self) -> HistoryEvent:
-        return HistoryEvent(
-            memory_id=self.memory_id, namespace=self.namespace, event=self.event,
-            at=self.at.replace(tzinfo=timezone.utc), text_hash=self.text_hash,
-            text_chars=self.text_chars, parts=self.parts, old_text_hash=self.old_text_hash,
-            old_text_chars=self.old_text_chars, metadata_keys=self.metadata_keys,
-            changed=list(self.changed or []))
-
-
-class KeyRow(Base):
-    """A caller's key of a source, unique in its namespace (``remember(key=...)``)."""
-
-    __tablename__ = "memory_keys"
-    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    memory_id: Mapped[str] = mapped_column(String(64))
-
-    __table_args__ = (Index("ix_memory_keys_memory", "memory_id"),)
-
-
-Key = tuple[str, str, str]  # (namespace, key, source id)
-
-
-class ExpiryRow(Base):
-    """When a memory part stops being recalled (``remember(expires_at=...)``); a separate
-    table, so a space of schema 3 opened read-only still reads (it has no expiries)."""
-
-    __tablename__ = "expiries"
-    memory_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime]
-
-    __table_args__ = (Index("ix_expiries_at", "expires_at"),)
-
-
-class PendingWipeRow(Base):
-    """Array row ranges of deleted memories not yet zeroed (redone at next open)."""
-
-    __tablename__ = "pending_wipes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    unit: Mapped[str] = mapped_column(String(8))
-    start: Mapped[int]
-    stop: Mapped[int]
 
 
 @dataclass(frozen=True)
@@ -247,14 +107,27 @@ def _make_engine(path: Path, durable: bool, read_only: bool = False) -> Engine:
 
 @contextmanager
 def sql_errors(what: str) -> Iterator[None]:
-    """Turn any SQLAlchemy/sqlite failure into ``StoreCorruptedError``."""
+    """Turn any SQLAlchemy/sqlite failure into ``StoreCorruptedError``; on PostgreSQL, a lost
+    connection into ``StoreUnavailableError`` and a refused value into ``StoreInputError``."""
     try:
         yield
     except SQLAlchemyError as e:
         cause = getattr(e, "orig", None) or e
+        if type(cause).__module__.startswith("psycopg"):
+            _raise_pg(what, e, cause)
         raise StoreCorruptedError(f"{what}: metadata database error: {cause}") from None
     except sqlite3.Error as e:
         raise StoreCorruptedError(f"{what}: metadata database error: {e}") from None
+
+
+def _raise_pg(what: str, e: SQLAlchemyError, cause: BaseException) -> None:
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    psycopg = sys.modules["psycopg"]
+    if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError) or getattr(
+            e, "connection_invalidated", False):
+        raise StoreUnavailableError(f"{what}: metadata database unreachable: {first}") from None
+    if isinstance(e, DataError):
+        raise StoreInputError(f"{what}: PostgreSQL refused a value: {first}") from None
 
 
 def _meta_path(key: str) -> str:
@@ -264,23 +137,53 @@ def _meta_path(key: str) -> str:
     return f'$."{key}"'
 
 
+class PerDialect(ColumnElement[bool]):
+    """A condition written for each dialect: SQLite's JSON1 functions, PostgreSQL's jsonb.
+    The compiler picks one, so ``build_filters`` stays free of any engine."""
+
+    inherit_cache = False  # statements holding one are not cached (filters vary anyway)
+    type = Boolean()
+
+    def __init__(self, sqlite: ColumnElement[bool], postgresql: ColumnElement[bool]) -> None:
+        self.sqlite, self.postgresql = sqlite, postgresql
+
+
+@compiles(PerDialect)
+def _compile_sqlite(element: PerDialect, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.sqlite, **kw)})"  # one operand, whatever surrounds it
+
+
+@compiles(PerDialect, "postgresql")
+def _compile_postgresql(element: PerDialect, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.postgresql, **kw)})"
+
+
+def _pg_value(key: str) -> Any:
+    """PostgreSQL: top-level metadata ``key`` as jsonb (NULL when missing)."""
+    return cast(MemoryRow.meta, JSONB)[key]
+
+
 def _metadata_equals(key: str, value: Scalar) -> ColumnElement[bool]:
     """Strict JSON equality of top-level metadata ``key`` with ``value``.
 
     Strings match only strings, bools only bools, numbers only numbers (1 == 1.0), and
-    None matches JSON null or a missing key. SQLite-specific (``json_type``); PostgreSQL
-    would use ``jsonb_typeof`` here, the only dialect-specific spot.
+    None matches JSON null or a missing key. SQLite: ``json_type`` and ``json_extract``;
+    PostgreSQL: jsonb equality, which has exactly these rules (numbers compare as numeric).
     """
     path = _meta_path(key)
     jtype = func.json_type(MemoryRow.meta, path)
     extracted = func.json_extract(MemoryRow.meta, path)
+    pg = _pg_value(key)
     if value is None:
-        return or_(jtype.is_(None), jtype == "null")
+        return PerDialect(or_(jtype.is_(None), jtype == "null"),
+                          or_(pg.is_(None), func.jsonb_typeof(pg) == "null"))
     if isinstance(value, bool):
-        return jtype == ("true" if value else "false")
-    if isinstance(value, int | float):
-        return and_(jtype.in_(["integer", "real"]), extracted == value)
-    return and_(jtype == "text", extracted == value)
+        sqlite = jtype == ("true" if value else "false")
+    elif isinstance(value, int | float):
+        sqlite = and_(jtype.in_(["integer", "real"]), extracted == value)
+    else:
+        sqlite = and_(jtype == "text", extracted == value)
+    return PerDialect(sqlite, pg == literal(value, JSONB))
 
 
 def _check_scalar(key: str, value: Any) -> None:
@@ -302,13 +205,23 @@ def _equals(key: str, value: Scalar) -> ColumnElement[bool]:
     if is_meta:
         return _metadata_equals(key, value)
     col = getattr(MemoryRow, key)
-    return col.is_(None) if value is None else col == value
+    if value is None:
+        return col.is_(None)
+    if isinstance(value, str):
+        return col == value
+    # a number or bool against a text column: SQLite compares the value's text (affinity);
+    # PostgreSQL has no text = number operator, so it is given that text
+    text = ("1" if value else "0") if isinstance(value, bool) else json.dumps(value)
+    return PerDialect(col == value, col == text)
 
 
-def _json_values(values: list[Any]) -> Any:
-    """``SELECT value FROM json_each(:values)``: ONE bound parameter for any number of values
-    (an OR of thousands of ``=`` overflows SQLite's expression depth of 1000)."""
-    return select(func.json_each(json.dumps(values)).table_valued("value").c.value)
+def _json_values(values: list[Any], pg_type: str = "jsonb") -> tuple[Any, Any]:
+    """``SELECT value FROM json_each(:values)`` (SQLite) and its ``jsonb_array_elements``
+    twin: ONE bound parameter for any number of values (an OR of thousands of ``=``
+    overflows SQLite's expression depth of 1000). ``pg_type`` "text" gives text values."""
+    fn = func.jsonb_array_elements_text if pg_type == "text" else func.jsonb_array_elements
+    return (select(func.json_each(json.dumps(values)).table_valued("value").c.value),
+            select(fn(literal(values, JSONB)).table_valued("value").c.value))
 
 
 def _in_list(key: str, values: list[Any]) -> ColumnElement[bool]:
@@ -320,15 +233,21 @@ def _in_list(key: str, values: list[Any]) -> ColumnElement[bool]:
     name, is_meta = _split_key(key)
     if not is_meta:
         if strs or nums:
-            parts.append(getattr(MemoryRow, name).in_(_json_values(strs + nums)))
+            col = getattr(MemoryRow, name)
+            sqlite, pg = _json_values(strs + nums, "text")
+            parts.append(PerDialect(col.in_(sqlite), col.in_(pg)))
         return or_(false(), *parts)
     path = _meta_path(name)
     jtype = func.json_type(MemoryRow.meta, path)
     extracted = func.json_extract(MemoryRow.meta, path)
     if strs:
-        parts.append(and_(jtype == "text", extracted.in_(_json_values(strs))))
+        sqlite, pg = _json_values(strs)
+        parts.append(PerDialect(and_(jtype == "text", extracted.in_(sqlite)),
+                                _pg_value(name).in_(pg)))
     if nums:
-        parts.append(and_(jtype.in_(["integer", "real"]), extracted.in_(_json_values(nums))))
+        sqlite, pg = _json_values(nums)
+        parts.append(PerDialect(and_(jtype.in_(["integer", "real"]), extracted.in_(sqlite)),
+                                _pg_value(name).in_(pg)))
     return or_(false(), *parts)
 
 
@@ -403,11 +322,32 @@ def lexical_statement(match: str, conds: list[Any], k: int) -> Any:
             .order_by(bm25, MemoryRow.created_at.desc(), MemoryRow.id).limit(k))
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON tree holds a NUL character in any key or string (depth is bounded by
+    the metadata check that ran before)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class MetaStore:
     """The SQL side of a space: allocation ends, memory rows, settings, pending wipes."""
 
-    def __init__(self, path: Path, durable: bool = True, read_only: bool = False) -> None:
-        self.engine = _make_engine(path, durable, read_only)
+    def __init__(self, path: Path | Engine, durable: bool = True, read_only: bool = False,
+                 schema: str | None = None) -> None:
+        """A local space's ``meta.sqlite`` at ``path``, or a PostgreSQL ``Engine`` whose
+        sessions see the space's ``schema`` (store/pg.py)."""
+        self.engine = path if isinstance(path, Engine) else _make_engine(path, durable,
+                                                                          read_only)
+        self.schema = schema
+        self.postings: Any = None  # the lexical index of a PostgreSQL space (store/postings.py)
+        if self.engine.dialect.name == "postgresql":
+            self.postings = PostingsIndex()
+        self.lock_check: Callable[[Session], None] | None = None  # a remote writer's lock
         self.lexical_ready = False  # the FTS index exists (schema >= 2); set by create/load
         self.history_ready = False  # the history and keys tables exist (schema >= 3)
         self.expiry_ready = False  # the expiries table exists (schema >= 4)
@@ -415,14 +355,30 @@ class MetaStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _tables(self) -> list[Any]:
+        pg = self.postings is not None
+        return [t for t in Base.metadata.sorted_tables if pg or not t.info.get("postgresql_only")]
+
+    def _guard(self, s: Session) -> None:
+        """In a write transaction of a remote space: the writer still holds its lock."""
+        if self.lock_check is not None:
+            self.lock_check(s)
+
     # -- lifecycle ---------------------------------------------------------------------------
     def create(self, fingerprint: dict[str, Any], arrays: list[dict[str, Any]]) -> None:
-        """Create the schema, the lexical index and the single ``spaces`` row."""
+        """Create the schema, the lexical index and the single ``spaces`` row (on
+        PostgreSQL, the space's schema too: all in one transaction)."""
         lexical.require_fts5()
         with sql_errors("create"):
-            Base.metadata.create_all(self.engine)
+            if self.postings is None:
+                Base.metadata.create_all(self.engine, tables=self._tables())
             with Session(self.engine) as s, s.begin():
-                lexical.create_index(s.connection())
+                if self.postings is None:
+                    lexical.create_index(s.connection())
+                else:
+                    s.connection().exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                    Base.metadata.create_all(s.connection(), tables=self._tables())
+                    self.postings.create(s)
                 s.add(SchemaVersionRow(version=SCHEMA_VERSION))
                 s.add(SpaceRow(id=SPACE_ID, fingerprint=fingerprint, arrays=arrays,
                                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
@@ -479,6 +435,18 @@ class MetaStore:
             ExpiryRow, ExpiryRow.memory_id == MemoryRow.id)
 
     # -- writes ------------------------------------------------------------------------------
+    def check_storable(self, memories: Sequence[Any]) -> None:
+        """PostgreSQL text (and jsonb) cannot hold a NUL character, which SQLite stores: refuse
+        it on a remote space before anything is written."""
+        if self.postings is None:
+            return
+        for i, m in enumerate(memories):
+            values = [m.text, m.namespace, m.kind, m.id, m.session_id, m.user_id, m.agent_id,
+                      m.source_id, m.key]
+            if any(isinstance(x, str) and "\x00" in x for x in values) or _has_nul(m.metadata):
+                raise StoreInputError(f"memories[{i}] holds a NUL character, which a "
+                                      "PostgreSQL space cannot store")
+
     def commit_add(self, memories: Sequence[StoredMemory], ends: tuple[int, int],
                    replaced: Sequence[str] = (), keys: Sequence[Key] = ()) -> None:
         """Insert ``memories`` and advance the committed ends in ONE transaction (the FTS
@@ -486,10 +454,14 @@ class MetaStore:
         part of the ``replaced`` sources (their ranges become pending wipes). ``keys`` are
         set, and one history event is recorded per source, in the same transaction."""
         with sql_errors("add"), Session(self.engine) as s, s.begin():
+            self._guard(s)
             gone = self._remove(s, [or_(MemoryRow.id.in_(list(replaced)),
                                         MemoryRow.source_id.in_(list(replaced)))]
                                 ) if replaced else []
             s.add_all([MemoryRow.from_domain(m) for m in memories])
+            if self.postings is not None:  # SQLite: the insert trigger indexes the text
+                s.flush()
+                self.postings.add(s, memories)
             self._add_expiries(s, memories)
             self._drop_keys(s, {m.id for m in gone} - {m.id for m in memories})
             for ns, key, sid in keys:
@@ -524,10 +496,13 @@ class MetaStore:
                                  stop=m.token_start + m.n_tokens))
         if gone:
             ids = [m.id for m in gone]
+            if self.postings is not None:
+                self.postings.remove(s, ids)
             s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
             if self.expiry_ready:
                 s.execute(delete(ExpiryRow).where(ExpiryRow.memory_id.in_(ids)))
-            lexical.optimize(s.connection())
+            if self.postings is None:
+                lexical.optimize(s.connection())
         return gone
 
     def _record(self, s: Session, removed: Sequence[StoredMemory],
@@ -551,6 +526,7 @@ class MetaStore:
         for 2,000 memories and 0.3 s for 20,000: it grows with the index).
         """
         with sql_errors("delete"), Session(self.engine) as s, s.begin():
+            self._guard(s)
             gone = self._remove(s, conds)
             self._drop_keys(s, {m.id for m in gone})
             self._record(s, gone, [])
@@ -561,11 +537,15 @@ class MetaStore:
     def checkpoint(self) -> None:
         """Fold the WAL into the database and truncate it, so deleted text does not linger
         in old WAL frames (``secure_delete`` already zeroes it in the database pages)."""
+        if self.postings is not None:
+            return  # PostgreSQL: no WAL file of ours (docs/store.md, "Remote storage")
         with sql_errors("checkpoint"), self.engine.connect() as c:
             c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def optimize_lexical(self) -> None:
         """Merge the FTS index into one segment, then truncate the WAL (used by compact)."""
+        if self.postings is not None:
+            return  # the postings hold no tombstones: a delete removes its rows
         with sql_errors("optimize"), Session(self.engine) as s, s.begin():
             lexical.optimize(s.connection())
         self.checkpoint()
@@ -577,6 +557,7 @@ class MetaStore:
 
     def clear_wipes(self, ids: Sequence[int] | None = None) -> None:
         with sql_errors("clear pending wipes"), Session(self.engine) as s, s.begin():
+            self._guard(s)
             stmt = delete(PendingWipeRow)
             s.execute(stmt if ids is None else stmt.where(PendingWipeRow.id.in_(list(ids))))
 
@@ -584,6 +565,7 @@ class MetaStore:
                  arrays_dir: str) -> None:
         """After compaction: new offsets for every memory, new ends and arrays folder."""
         with sql_errors("compact"), Session(self.engine) as s, s.begin():
+            self._guard(s)
             if moves:
                 s.execute(update(MemoryRow), moves)
             s.execute(update(SpaceRow).where(SpaceRow.id == SPACE_ID).values(
@@ -624,6 +606,9 @@ class MetaStore:
         """``(id, score)`` of the best ``k`` memories for the search ``terms``: candidates by
         FTS5's OR match (filters applied), rescored with Lucene's idf (``lexical.rescore``);
         ties: newer first, then id."""
+        if self.postings is not None:
+            with sql_errors("lexical search"), Session(self.engine) as s:
+                return self.postings.search(s, terms, conds, k)
         match = " OR ".join(f'"{t}"' for t in terms)
         stmt = lexical_statement(match, conds, max(k, lexical.RESCORE_POOL))
         with sql_errors("lexical search"), Session(self.engine) as s:
@@ -634,6 +619,9 @@ class MetaStore:
 
     def matched_terms(self, terms: list[str], ids: list[str]) -> dict[str, set[str]]:
         """``lexical.matched_terms`` of the memories ``ids`` (unknown ids left out)."""
+        if self.postings is not None:
+            with sql_errors("lexical terms"), Session(self.engine) as s:
+                return self.postings.matched_terms(s, terms, ids)
         rowid = literal_column(f"{MemoryRow.__tablename__}.rowid")
         with sql_errors("lexical terms"), Session(self.engine) as s:
             rows = s.execute(select(MemoryRow.id, rowid).where(MemoryRow.id.in_(ids))).all()
@@ -642,6 +630,8 @@ class MetaStore:
 
     def rare_terms(self, text: str, n: int, exclude: set[str]) -> list[str]:
         with sql_errors("lexical terms"), Session(self.engine) as s:
+            if self.postings is not None:
+                return self.postings.rare_terms(s, text, n, exclude)
             return lexical.rare_terms(s.connection(), text, n, exclude)
 
     def count(self, conds: list[Any]) -> int:
@@ -665,8 +655,8 @@ class MetaStore:
     def namespace_counts(self) -> dict[str, int]:
         stmt = (select(MemoryRow.namespace, func.count()).group_by(MemoryRow.namespace)
                 .order_by(MemoryRow.namespace))
-        with sql_errors("namespaces"), Session(self.engine) as s:
-            return {ns: int(n) for ns, n in s.execute(stmt).all()}
+        with sql_errors("namespaces"), Session(self.engine) as s:  # sorted by code point on
+            return {ns: int(n) for ns, n in sorted(s.execute(stmt).all())}  # every collation
 
     def totals(self) -> tuple[int, int, int]:
         stmt = select(func.count(), func.coalesce(func.sum(MemoryRow.n_tokens), 0),
@@ -718,4 +708,5 @@ class MetaStore:
     def set_setting(self, key: str, value: Any) -> None:
         json.dumps(value)  # raises TypeError early for non-JSON values
         with sql_errors("set_setting"), Session(self.engine) as s, s.begin():
+            self._guard(s)
             s.merge(SettingRow(key=key, value=value))

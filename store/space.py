@@ -1,4 +1,6 @@
-"""``Space``: one folder = SQLite metadata (source of truth) + Zarr v3 arrays.
+"""``Space``: SQL metadata (source of truth) + Zarr v3 arrays. Local: one folder holding
+``meta.sqlite`` and ``arrays.zarr``. Remote (``RemoteLocation``): a PostgreSQL schema plus an
+fsspec URL (store/remote.py).
 
 Write protocol of ``add`` (see docs/store.md): validate everything, write array rows past the
 committed ends, (fsync them when durable), then ONE SQL transaction inserts the rows and
@@ -20,8 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import remote
 from . import validate as v
-from .arrays import ArrayStore, dir_size, gather, merge_ranges
+from .arrays import ArrayStore, gather, merge_ranges
 from .compact import compact_arrays, remove_stray_dirs
 from .errors import (
     FingerprintMismatchError,
@@ -34,7 +37,10 @@ from .errors import (
     StoreInputError,
 )
 from .lexical import query_terms, require_fts5
+from .location import RemoteLocation
 from .meta import MetaStore, build_filters, id_filter, time_filters
+from .pg import AdvisoryLock
+from .roots import FsspecRoot, LocalRoot, dir_size
 from .scratch import clean_stale, scratch_dir
 from .types import ArraySpec, HistoryEvent, NewMemory, StoredMemory
 
@@ -57,10 +63,33 @@ def _unlock(fd: int) -> None:
     os.close(fd)
 
 
+class _FileLock:
+    """A local writer's lock: ``flock`` on ``PATH/.lock``."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = _lock(path)
+
+    def release(self) -> None:
+        _unlock(self.fd)
+
+
+WriterLock = _FileLock | AdvisoryLock
+Where = Path | RemoteLocation
+
+
+def _where(path: str | Path | RemoteLocation) -> Where:
+    if isinstance(path, RemoteLocation):
+        return path
+    if not isinstance(path, str | os.PathLike):
+        raise StoreInputError(f"a space is a folder path or a RemoteLocation, got "
+                              f"{type(path).__name__}")
+    return Path(path).expanduser()
+
+
 def _build(path: Path, fp: dict[str, Any], specs: list[ArraySpec], durable: bool) -> None:
     """Write an empty space (arrays and database) at ``path``, closed again."""
     path.mkdir()
-    store = ArrayStore.create(path / "arrays.zarr", specs)
+    store = ArrayStore.create(path, "arrays.zarr", specs)
     if durable:
         store.fsync_group()
     meta = MetaStore(path / META_FILE, durable)
@@ -87,20 +116,22 @@ def _utc(dt: datetime | None) -> datetime:
 class Space:
     """A memory space: metadata rows plus per-memory contiguous row ranges in each array.
 
-    Single writer: a writable space holds an exclusive ``flock`` on ``PATH/.lock`` until
-    ``close``. Read-only opens take no lock and follow the writer's commits. Methods are
-    serialised by an in-process lock, so one ``Space`` may be shared between threads.
+    Single writer: a writable space holds an exclusive ``flock`` on ``PATH/.lock`` (a remote
+    one: a PostgreSQL advisory lock, store/pg.py) until ``close``. Read-only opens take no
+    lock and follow the writer's commits. Methods are serialised by an in-process lock, so one
+    ``Space`` may be shared between threads. ``path`` is the folder, or the ``RemoteLocation``.
     """
 
-    def __init__(self, path: Path, meta: MetaStore, arrays: ArrayStore,
+    def __init__(self, path: Where, meta: MetaStore, arrays: ArrayStore,
                  fingerprint: dict[str, Any], ends: dict[str, int], arrays_dir: str,
-                 lock_fd: int | None, durable: bool, read_only: bool = False) -> None:
+                 lock: WriterLock | None, durable: bool, read_only: bool = False) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self.arrays: dict[str, ArraySpec] = dict(arrays.specs)
         self._meta, self._store = meta, arrays
+        self._root = arrays.root
         self._ends, self._arrays_dir = ends, arrays_dir
-        self._lock_fd = lock_fd
+        self._lock = lock
         self._durable = durable
         self.read_only = read_only
         self._closed = False
@@ -115,8 +146,14 @@ class Space:
         Atomic: the space is built in a scratch folder beside ``path`` and renamed into place,
         so a crash leaves no half-made space (only a scratch folder the next create removes),
         and of two processes creating the same path, the loser gets ``SpaceExistsError``.
+        A ``RemoteLocation`` is created under its advisory lock (store/remote.py).
         """
-        path = Path(path).expanduser()
+        path = _where(path)
+        if isinstance(path, RemoteLocation):
+            fp, specs = v.json_normal(fingerprint, "fingerprint"), v.check_specs(arrays)
+            require_fts5()
+            meta, root, lock = remote.create(path, fp, specs, durable)
+            return cls._open_parts(path, meta, root, None, lock, durable, False)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise SpaceExistsError(f"{path} already exists and is not empty")
         fp = v.json_normal(fingerprint, "fingerprint")
@@ -137,33 +174,45 @@ class Space:
         return cls.open(path, durable=durable)
 
     @classmethod
-    def open(cls, path: str | Path, fingerprint: dict[str, Any] | None = None, *,
-             durable: bool = True, read_only: bool = False) -> Space:
+    def open(cls, path: str | Path | RemoteLocation, fingerprint: dict[str, Any] | None = None,
+             *, durable: bool = True, read_only: bool = False) -> Space:
         """Open an existing space, checking ``fingerprint`` when given.
 
         ``read_only=True`` takes no lock, so it works next to a writer in another process.
         Each call sees the writer's latest commit; writes raise ``SpaceReadOnlyError``.
         """
-        path = Path(path).expanduser()
+        path = _where(path)
+        if isinstance(path, RemoteLocation):
+            meta, root, lock = remote.open_parts(path, durable, read_only)
+            return cls._open_parts(path, meta, root, fingerprint, lock, durable, read_only)
         if not (path / META_FILE).is_file():
             if (path / "arrays.zarr").exists():
                 raise StoreCorruptedError(f"{path}: {META_FILE} is missing")
             raise SpaceNotFoundError(f"no space at {path}")
-        fd = None if read_only else _lock(path)
+        lock = None if read_only else _FileLock(path)
         meta = MetaStore(path / META_FILE, durable, read_only)
+        return cls._open_parts(path, meta, LocalRoot(path), fingerprint, lock, durable,
+                               read_only)
+
+    @classmethod
+    def _open_parts(cls, path: Where, meta: MetaStore, root: LocalRoot | FsspecRoot,
+                    fingerprint: dict[str, Any] | None, lock: WriterLock | None,
+                    durable: bool, read_only: bool) -> Space:
+        """Open a space from its parts; a failed open releases the lock and the database."""
         try:
-            return cls._open_with(path, meta, fingerprint, fd, durable, read_only)
+            return cls._open_with(path, meta, root, fingerprint, lock, durable, read_only)
         except BaseException as e:
             meta.close()
-            if fd is not None:
-                _unlock(fd)
+            if lock is not None:
+                lock.release()
             if isinstance(e, StoreCorruptedError) and str(path) not in str(e):
                 raise StoreCorruptedError(f"space {path}: {e}") from None
             raise
 
     @classmethod
-    def _open_with(cls, path: Path, meta: MetaStore, fingerprint: dict[str, Any] | None,
-                   fd: int | None, durable: bool, read_only: bool) -> Space:
+    def _open_with(cls, path: Where, meta: MetaStore, root: LocalRoot | FsspecRoot,
+                   fingerprint: dict[str, Any] | None, lock: WriterLock | None,
+                   durable: bool, read_only: bool) -> Space:
         info = meta.load()
         try:
             specs = [ArraySpec.from_json(d) for d in info.arrays]
@@ -172,14 +221,15 @@ class Space:
         if fingerprint is not None:
             v.check_fingerprint(path, info.fingerprint, fingerprint)
         ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
-        store = ArrayStore.open(path / info.arrays_dir, specs, ends, read_only)
-        space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, fd, durable,
+        store = ArrayStore.open(root, info.arrays_dir, specs, ends, read_only)
+        space = cls(path, meta, store, info.fingerprint, ends, info.arrays_dir, lock, durable,
                     read_only)
         if not read_only:
             meta.upgrade()  # an older space gets its lexical index built from its rows
-            remove_stray_dirs(path, info.arrays_dir)
-            clean_stale(path)  # scratch of a killed import/export (we hold the lock)
-            clean_stale(path.parent)  # and of a killed create of this (or a sibling) space
+            remove_stray_dirs(root, info.arrays_dir)
+            if isinstance(path, Path):
+                clean_stale(path)  # scratch of a killed import/export (we hold the lock)
+                clean_stale(path.parent)  # and of a killed create of this (or a sibling) space
             space._apply_wipes()
         return space
 
@@ -189,16 +239,31 @@ class Space:
         build_filters(None, where)
 
     @staticmethod
-    def is_space(path: str | Path) -> bool:
-        """Whether ``path`` holds a space (its metadata database); no file is opened."""
+    def is_space(path: str | Path | RemoteLocation) -> bool:
+        """Whether ``path`` holds a space (its metadata database); no file is opened (a
+        ``RemoteLocation`` is asked of its database)."""
+        if isinstance(path, RemoteLocation):
+            return remote.exists(path)
         return (Path(path) / META_FILE).is_file()
 
+    @staticmethod
+    def _creatable(path: Where) -> bool:
+        if isinstance(path, RemoteLocation):
+            return not remote.exists(path)
+        return not (path / META_FILE).is_file() and not (path.exists() and any(path.iterdir()))
+
+    @property
+    def workdir(self) -> Path | None:
+        """The local folder of the space (scratch files of import/export go there), or None
+        for a remote space."""
+        return self.path if isinstance(self.path, Path) else None
+
     @classmethod
-    def open_or_create(cls, path: str | Path, fingerprint: dict[str, Any],
+    def open_or_create(cls, path: str | Path | RemoteLocation, fingerprint: dict[str, Any],
                        arrays: Sequence[ArraySpec], *, durable: bool = True) -> Space:
         """Open the space at ``path`` (checking fingerprint and array layout) or create it."""
-        path = Path(path).expanduser()
-        if not (path / META_FILE).is_file() and not (path.exists() and any(path.iterdir())):
+        path = _where(path)
+        if cls._creatable(path):
             try:
                 return cls.create(path, fingerprint, arrays, durable=durable)
             except SpaceExistsError:
@@ -221,9 +286,9 @@ class Space:
                 return
             self._closed = True
             self._meta.close()
-            if self._lock_fd is not None:
-                _unlock(self._lock_fd)
-                self._lock_fd = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> Space:
         return self
@@ -257,7 +322,7 @@ class Space:
         info = self._meta.load()
         ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
         if info.arrays_dir != self._arrays_dir:
-            self._store = ArrayStore.open(self.path / info.arrays_dir,
+            self._store = ArrayStore.open(self._root, info.arrays_dir,
                                           list(self.arrays.values()), ends, read_only=True)
             self._arrays_dir = info.arrays_dir
         self._ends = ends
@@ -282,6 +347,7 @@ class Space:
         with self._mutex:
             self._check_writable()
             self._check_new_ids(memories, set(replace))
+            self._meta.check_storable(memories)
             stored = self._allocate(memories)
             ends = {u: self._ends[u] + sum(v.rows_for(m, u) for m in memories)
                     for u in ("chunk", "token")}
@@ -596,9 +662,10 @@ class Space:
         with self._mutex:
             self._check_open()
             n, tokens, chunks = self._meta.totals()
-            sqlite_bytes = sum(
-                (self.path / f).stat().st_size for f in
-                (META_FILE, META_FILE + "-wal", META_FILE + "-shm") if (self.path / f).exists())
+            local = self.workdir
+            sqlite_bytes = 0 if local is None else sum(
+                (local / f).stat().st_size for f in
+                (META_FILE, META_FILE + "-wal", META_FILE + "-shm") if (local / f).exists())
             return {
                 "memories": n, "namespaces": self._meta.namespace_counts(),
                 "tokens": tokens, "chunks": chunks,
@@ -608,7 +675,7 @@ class Space:
                                   "bytes_on_disk": self._store.nbytes_on_disk(name)}
                            for name, s in self.arrays.items()},
                 "sqlite_bytes": sqlite_bytes,
-                "bytes_on_disk": dir_size(self.path),
+                "bytes_on_disk": dir_size(local) if local is not None else self._root.size(),
             }
 
     def dead_fraction(self) -> float:
@@ -633,4 +700,4 @@ class Space:
         with self._mutex:
             self._check_writable()
             self._store, self._arrays_dir, self._ends = compact_arrays(
-                self.path, self._meta, self._store, self._arrays_dir, self._durable)
+                self._root, self._meta, self._store, self._arrays_dir, self._durable)

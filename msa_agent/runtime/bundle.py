@@ -98,7 +98,7 @@ def export_space(space: Space, router_id: str | None, dest: str | Path,
     clean_stale(dest.parent)  # what a killed export left here
     live = [m for m in space.live_chunks() if wanted is None or m.namespace in wanted]
     with scratch_dir(dest.parent, "export") as tmp, \
-            note(None if space.read_only else space.path, tmp):
+            note(None if space.read_only else space.workdir, tmp):
         folder = tmp / "bundle"
         _write_folder(space, router_id, live, folder, progress)
         if dest.suffix == ".zip":

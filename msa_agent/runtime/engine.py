@@ -46,6 +46,7 @@ from msa_agent.store import (
     ArraySpec,
     HistoryEvent,
     NewMemory,
+    RemoteLocation,
     Space,
     SpaceBusyError,
     StoredMemory,
@@ -100,7 +101,7 @@ class Engine(Recall):
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, path: str | Path, lm: LoadedModel, cfg: MemoryConfig,
+    def open(cls, path: str | Path | RemoteLocation, lm: LoadedModel, cfg: MemoryConfig,
              read_only: bool = False) -> Engine:
         """Open (or create) the space at ``path`` for ``lm`` and load its routing index.
 
@@ -112,8 +113,9 @@ class Engine(Recall):
         layers = resolve_msa_layers(ModelShape.of(lm.model), cfg.msa_layers)
         router = pick_router(lm, cfg, layers)
         fp, specs = space_fingerprint(lm, cfg, layers), array_specs(lm, cfg, layers)
-        space = Space.open(Path(path), fp, read_only=True) if read_only else \
-            Space.open_or_create(Path(path), fp, specs)
+        where = path if isinstance(path, RemoteLocation) else Path(path)
+        space = Space.open(where, fp, read_only=True) if read_only else \
+            Space.open_or_create(where, fp, specs)
         try:
             engine = cls(lm, cfg, router, space)
             if read_only:
@@ -135,7 +137,7 @@ class Engine(Recall):
             self._space.close()
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | RemoteLocation:
         return self._space.path
 
     @property
@@ -391,7 +393,7 @@ class Engine(Recall):
             bundle.check_compatible(manifest, self._space)
             reencode = manifest.router_id != self.router_id
             done = skipped = 0
-            with bundle.memory_batches(src, manifest, self._space.path, namespace) as batches:
+            with bundle.memory_batches(src, manifest, self._space.workdir, namespace) as batches:
                 if manifest.space_config.get(POOLED_K_SETTING) != self._space.get_setting(
                         POOLED_K_SETTING):
                     self._space.set_setting(POOLED_K_SETTING, "mixed")  # pooled reading refused

@@ -9,7 +9,7 @@ from typing import Any
 from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.loader import DTYPES, LoadedModel, load_model, wrap_model
-from msa_agent.store import Space
+from msa_agent.store import RemoteLocation, Space
 
 
 def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
@@ -24,8 +24,17 @@ def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[
     return MemoryConfig.model_validate(fields), explicit
 
 
-def resolve_model(path: Path, model: Any, cfg: MemoryConfig, explicit: set[str]
-                   ) -> tuple[LoadedModel, MemoryConfig]:
+def space_location(path: str | Path, cfg: MemoryConfig) -> Path | RemoteLocation:
+    """Where the space is: the folder ``path``, or, with ``cfg.meta_url``, the space named
+    ``path`` in that PostgreSQL database with its arrays at ``cfg.arrays_url``."""
+    if cfg.meta_url is None or cfg.arrays_url is None:
+        return Path(path)
+    return RemoteLocation(cfg.meta_url, cfg.arrays_url, name=str(path),
+                          storage_options=cfg.storage_options)
+
+
+def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
+                  explicit: set[str]) -> tuple[LoadedModel, MemoryConfig]:
     """Load the model; an existing space supplies its own model and layout unless overridden."""
     stored: dict[str, Any] = {}
     if Space.is_space(path):  # read without the writer's lock: the writer may be elsewhere
