@@ -58,6 +58,9 @@ def main(work: Path = typer.Option(..., help="The work folder of a finished msa 
          split: list[str] = typer.Option(["val", "test"], help="Splits to score."),
          top_tokens: list[int] = typer.Option(
              [], help="route_top_tokens settings to score (default: the space's own)."),
+         router_path: str | None = typer.Option(
+             None, help="Route with this router file (the space is re-encoded with it); "
+             "default: the router the space names."),
          out: Path = typer.Option(Path("docs/results/recall-final.json"))) -> None:
     from msa_agent import Memory
     from msa_agent.model.loader import load_model
@@ -70,7 +73,9 @@ def main(work: Path = typer.Option(..., help="The work folder of a finished msa 
             space = Path(tmp) / "space"
             shutil.copytree(work / name / "msa" / "msa" / "space", space)
             for top in top_tokens or [None]:
-                opts = {} if top is None else {"route_top_tokens": top}
+                opts: dict[str, Any] = {} if top is None else {"route_top_tokens": top}
+                if router_path:
+                    opts["router_path"] = router_path
                 with Memory.open(space, lm, **opts) as mem:
                     rows = rows_for(mem, name, queries)
                     quality += [{**r, "route_top_tokens": mem.config.route_top_tokens}
@@ -83,7 +88,8 @@ def main(work: Path = typer.Option(..., help="The work folder of a finished msa 
     doc = {"command": f"python -m msa_agent.bench.rescore --work {work} "
                       + " ".join(f"--tasks {t}" for t in tasks) + f" --mode {mode} "
                       + " ".join(f"--split {s}" for s in split)
-                      + "".join(f" --top-tokens {t}" for t in top_tokens),
+                      + "".join(f" --top-tokens {t}" for t in top_tokens)
+                      + (f" --router-path {router_path}" if router_path else ""),
            "machine": machine_info(), "k": K, "quality": quality}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))

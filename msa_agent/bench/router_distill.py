@@ -25,17 +25,20 @@ import torch
 from msa_agent.bench.metrics import score
 from msa_agent.bench.router_corpus import Corpus, EvalSet
 from msa_agent.bench.tasks.base import Query
-from msa_agent.model.loader import LoadedModel, load_model, model_fingerprint
+from msa_agent.model.loader import load_model, model_fingerprint
+from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
+from msa_agent.model.text import query_ids
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
 from msa_agent.train.export import save_router
+from msa_agent.train.live import LiveQueries
 from msa_agent.train.score import TrainableRouter, score_matrix
 from msa_agent.train.teacher import Teacher
 from msa_agent.train.trainer import Dataset, TrainConfig, train
 
 SHIPPED = Path(__file__).resolve().parents[1] / "routers" / "smollm2-135m-instruct.safetensors"
-_NOT_CONFIG = {"name", "sources", "init", "train"}
+_NOT_CONFIG = {"name", "sources", "init", "train", "adapter"}
 
 
 def corpus_dataset(cache: HiddenCache, c: Corpus, teacher: Teacher | None) -> Dataset:
@@ -89,8 +92,9 @@ def selection_score(rows: dict[str, list[dict[str, Any]]]) -> float:
     return sum(vals) / len(vals)
 
 
-def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, lm: LoadedModel,
+def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
                 layers: list[int]) -> tuple[TrainableRouter, dict[str, Any]]:
+    lm = cache.lm
     cfg = TrainConfig(**{k: x for k, x in v.items() if k not in _NOT_CONFIG})
     shape = ModelShape.of(lm.model)
     if v.get("init"):  # "shipped" or a router file
@@ -98,16 +102,36 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, lm: LoadedModel,
         tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens)
     else:
         tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens)
+    if v.get("adapter"):  # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1
+        a = v["adapter"]
+        tr.adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
+                                            a.get("rank", 8), a.get("alpha", 16.0))
     tr = tr.to(lm.device)
     info: dict[str, Any] = {"variant": v}
     if v.get("train", True):
         keep = v.get("sources")
-        use = data if not keep else subset(data, [i for i, s in enumerate(c.sources)
-                                                  if s in keep])
-        rep = train(use, tr, cfg)
+        rows = [i for i, s in enumerate(c.sources) if not keep or s in keep]
+        use = data if not keep else subset(data, rows)
+        live = None if tr.adapter is None else LiveQueries(
+            cache.encoder, _query_ids(cache, [c.queries[i] for i in rows]), tr.adapter)
+        rep = train(use, tr, cfg, live=live)
         info.update(pairs=len(use), train_s=round(rep.seconds, 1),
                     final_loss=rep.losses[-1], peak_rss_mb=round(rep.peak_rss_mb))
     return tr, info
+
+
+def _query_ids(cache: HiddenCache, texts: list[str]) -> list[list[int]]:
+    """Token ids of queries as ``recall`` (and the cache) tokenises them."""
+    return [query_ids(cache.lm.tokenizer, t, cache.max_doc_tokens) for t in texts]
+
+
+def query_states(tr: TrainableRouter, cache: HiddenCache, e: EvalSet, cached: Packed
+                 ) -> Packed:
+    """``e``'s query states for ``tr``: the cache's, or encoded through its adapter."""
+    if tr.adapter is None:
+        return cached
+    ids = _query_ids(cache, [x["text"] for x in e.queries])
+    return LiveQueries(cache.encoder, ids, tr.adapter).packed()
 
 
 def main(
@@ -154,9 +178,9 @@ def main(
         if budget_s and now + 1.2 * last > budget_s:  # leave time to score the test split
             report.setdefault("skipped", []).append(v["name"])
             continue
-        tr, info = run_variant(v, data, c, lm, layers)
+        tr, info = run_variant(v, data, c, cache, layers)
         last = time.perf_counter() - start - now
-        info["val"] = {n: evaluate(tr, *evals[n], "val") for n in evals}
+        info["val"] = {n: _evaluate(tr, cache, evals[n], "val") for n in evals}
         info["selection"] = selection_score(info["val"])
         routers[v["name"]] = tr
         if v.get("train", True):
@@ -170,11 +194,18 @@ def main(
         (out / "distill.json").write_text(json.dumps(report, indent=1))
     best = max(report["runs"], key=lambda r: r["selection"])
     report["chosen"] = best["variant"]["name"]
-    report["test"] = {name: {n: evaluate(routers[name], *evals[n], "test") for n in evals}
+    report["test"] = {name: {n: _evaluate(routers[name], cache, evals[n], "test")
+                             for n in evals}
                       for name in {best["variant"]["name"], "shipped"} if name in routers}
     report["total_s"] = round(time.perf_counter() - start, 1)
     (out / "distill.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({"chosen": report["chosen"], "total_s": report["total_s"]}), flush=True)
+
+
+def _evaluate(tr: TrainableRouter, cache: HiddenCache, ev: tuple[EvalSet, Packed, Packed],
+              split: str) -> list[dict[str, Any]]:
+    e, q, d = ev
+    return evaluate(tr, e, query_states(tr, cache, e, q).to(q.data.device), d, split)
 
 
 def _shrink(c: Corpus, t: Teacher | None, n: int) -> tuple[Corpus, Teacher | None]:

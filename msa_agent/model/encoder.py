@@ -13,6 +13,7 @@ C = ceil(T / P); a last partial chunk averages only its real tokens.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from msa_agent.model.capture import (
     tap_layers,
 )
 from msa_agent.model.loader import LoadedModel
+from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
 
@@ -159,8 +161,9 @@ class Encoder:
             raise InvalidInputError("cannot encode an empty query")
         out: list[torch.Tensor | None] = [None] * len(queries)
         name = "hidden" if self.router else "q"
+        adapter = self.router.adapter if self.router is not None else None
         for batch in length_batches([len(q) for q in queries], self.batch_tokens):
-            taps = self._forward([queries[i] for i in batch], (name,))
+            taps = self._forward([queries[i] for i in batch], (name,), adapter=adapter)
             for row, i in enumerate(batch):
                 n = len(queries[i])
                 if self.router is None:
@@ -182,19 +185,27 @@ class Encoder:
         """
         out: list[torch.Tensor | None] = [None] * len(docs)
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
-            taps = self._forward([docs[i] for i in batch], ("hidden",))
             lengths = [len(docs[i]) for i in batch]
-            h = torch.stack([taps["hidden"][layer] for layer in self.layers], 2).float()
+            h = self.hidden_batch([docs[i] for i in batch])
             rows = (batch_chunk_mean(h, lengths, self.chunk_size) if pooled
                     else [h[row, :n] for row, n in enumerate(lengths)])  # [T|C, L, hidden] each
             for i, x in zip(batch, rows):
                 out[i] = x.cpu()
         return out  # type: ignore[return-value]
 
+    def hidden_batch(self, docs: Sequence[Sequence[int]], adapter: QueryAdapter | None = None
+                     ) -> torch.Tensor:
+        """Attention inputs of the MSA layers, ``[B, Tmax, L, hidden]`` fp32 (right-padded),
+        with ``adapter`` applied if given. Not in inference mode: gradients reach ``adapter``
+        when the caller's mode allows (router training)."""
+        taps = self._forward(docs, ("hidden",), adapter=adapter)
+        return torch.stack([taps["hidden"][layer] for layer in self.layers], 2).float()
+
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
-                 tap: Sequence[int] | None = None) -> dict:
+                 tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
+        ``adapter``: query-side LoRA added for this forward only (routing queries).
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook."""
@@ -210,7 +221,8 @@ class Encoder:
         tapped = sorted(tap) if tap is not None else sorted(
             set(self.layers) | (set(self.full_layers) if "k" in names else set()))
         with (model_lock(model), tap_layers(model, tapped, names) as taps,
-              stop_after(model, max(tapped))):
+              stop_after(model, max(tapped)),
+              adapter.applied(model) if adapter is not None else nullcontext()):
             try:
                 inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
             except StopForward:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from msa_agent.errors import RouterMismatchError
+from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.shape import ModelShape
 
 
@@ -43,12 +44,15 @@ class RouterLayer(nn.Module):
 class Router(nn.Module):
     """Router projections for a set of MSA layers, bound to one model fingerprint."""
 
-    def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None):
+    def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None,
+                 adapter: QueryAdapter | None = None):
         super().__init__()
         self.shape = shape
         self.layer_ids = list(layers)
         self.layers = nn.ModuleDict({str(i): RouterLayer(shape) for i in layers})
         self.meta: dict[str, Any] = dict(meta or {})
+        # LoRA on the backbone for the query side of routing only (query_adapter.py)
+        self.adapter = adapter
 
     def __getitem__(self, layer: int) -> RouterLayer:
         return self.layers[str(layer)]
@@ -73,6 +77,8 @@ class Router(nn.Module):
             "layers": json.dumps(self.layer_ids),
             "meta": json.dumps(self.meta, default=str),
         }
+        if self.adapter is not None:
+            header["adapter"] = json.dumps(self.adapter.config())
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path), metadata=header)
         return path
@@ -92,8 +98,10 @@ class Router(nn.Module):
             raise RouterMismatchError(
                 f"router {path} was trained for another model ({diff} differ)"
             )
+        adapter = (QueryAdapter.from_config(json.loads(header["adapter"]))
+                   if "adapter" in header else None)
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
-                     json.loads(header.get("meta", "{}")))
+                     json.loads(header.get("meta", "{}")), adapter)
         tensors = _merge_low_rank(load_file(str(path)))
         router.load_state_dict({k: v.float() for k, v in tensors.items()})
         return router.eval().requires_grad_(False)

@@ -45,4 +45,6 @@ def _tensors(tr: TrainableRouter, dtype: torch.dtype) -> dict[str, torch.Tensor]
                 else:
                     out[f"{base}.lr_a"] = tr.factors[f"{kind}_a"][j]
                     out[f"{base}.lr_b"] = tr.factors[f"{kind}_b"][j]
+        if tr.adapter is not None:
+            out.update({f"adapter.{k}": v for k, v in tr.adapter.state_dict().items()})
     return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}

@@ -9,6 +9,7 @@ masked out of the max) and back-propagate, through the arg-maxes as a max does.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ from msa_agent.kernels.route_topk.naive import (
     fold_layers_as_heads,
     unit,
 )
+from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
 from msa_agent.train.cache import Packed
@@ -34,10 +36,14 @@ class TrainableRouter(nn.Module):
     """
 
     def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
-                 seed: int = 0, top_tokens: int = 1) -> None:
+                 seed: int = 0, top_tokens: int = 1, adapter: QueryAdapter | None = None
+                 ) -> None:
         super().__init__()
         self.shape, self.layer_ids, self.rank = shape, list(layers), rank
         self.top_tokens = top_tokens  # the rule it is trained for (route_top_tokens)
+        # query-side LoRA on the backbone, trained with the projections (query_adapter.py);
+        # its queries must then come from a live forward (msa_agent.train.live)
+        self.adapter = adapter
         gen = torch.Generator().manual_seed(seed)
         n = len(self.layer_ids)
         outs = {"q": shape.n_heads * shape.head_dim, "k": shape.n_kv_heads * shape.head_dim}
@@ -68,7 +74,8 @@ class TrainableRouter(nn.Module):
     @torch.no_grad()
     def to_router(self, meta: dict | None = None) -> Router:
         """The runtime :class:`Router` with these weights (full matrices)."""
-        router = Router(self.shape, self.layer_ids, meta)
+        adapter = None if self.adapter is None else copy.deepcopy(self.adapter)
+        router = Router(self.shape, self.layer_ids, meta, adapter)
         wq, wk = self.weight("q"), self.weight("k")
         for j, layer in enumerate(self.layer_ids):
             router[layer].router_q_proj.weight.copy_(wq[j])
@@ -83,7 +90,10 @@ class TrainableRouter(nn.Module):
         With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
         SVD): exact when the router was itself trained at that rank.
         """
-        tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens)
+        adapter = None if router.adapter is None else copy.deepcopy(router.adapter)
+        tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter)
+        if adapter is not None:
+            adapter.requires_grad_(True)
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),

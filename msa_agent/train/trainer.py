@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
+from msa_agent.train.live import LiveQueries
 from msa_agent.train.pairs import Pair
 from msa_agent.train.score import (
     TrainableRouter,
@@ -130,10 +131,12 @@ def info_nce(scores: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
 
 def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperature: float,
                hard: int, rng: random.Random, distill: float = 0.0,
-               teacher_temperature: float = 0.05) -> torch.Tensor:
+               teacher_temperature: float = 0.05, live: LiveQueries | None = None
+               ) -> torch.Tensor:
     """InfoNCE of a batch of pairs against in-batch, explicit and mined negatives; with
     ``distill`` > 0, plus that weight times the KL divergence from the teacher's distribution
-    over its top-k documents and the positive to the router's over the same documents."""
+    over its top-k documents and the positive to the router's over the same documents.
+    ``live``: the queries are encoded now through the router's adapter (not the cache)."""
     cand: dict[int, int] = {}
     for i in rows:
         cand.setdefault(data.pos[i], len(cand))
@@ -148,7 +151,7 @@ def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperat
                 cand.setdefault(d, len(cand))
     docs = list(cand)
     keys, gather = doc_keys(tr, data.docs, docs)
-    x, mask = pad_rows(data.queries, rows)
+    x, mask = pad_rows(data.queries, rows) if live is None else live.batch(rows)
     scores = heads_scores(query_features(tr, x), mask, keys, gather, tr.top_tokens)
     dev = scores.device
     doc_group = torch.tensor([data.group[d] for d in docs], device=dev)
@@ -203,8 +206,11 @@ def mine_hard_negatives(tr: TrainableRouter, data: Dataset, top: int) -> list[li
 def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
           on_step: Callable[[int, float], None] | None = None,
           evaluate: Callable[[TrainableRouter], dict] | None = None,
-          eval_every: int = 0) -> TrainReport:
-    """Fit ``tr`` on ``data`` with AdamW and a cosine schedule; returns losses and cost."""
+          eval_every: int = 0, live: LiveQueries | None = None) -> TrainReport:
+    """Fit ``tr`` on ``data`` with AdamW and a cosine schedule; returns losses and cost.
+    A router with a query adapter needs ``live`` (its queries, encoded each step)."""
+    if (tr.adapter is None) != (live is None):
+        raise ValueError("a router with a query adapter trains on live queries, and only it")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -215,12 +221,14 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
     for step in range(cfg.steps):
         if cfg.hard_negatives and step >= cfg.mine_start and (
                 (step - cfg.mine_start) % cfg.mine_every == 0):
-            data.mined = mine_hard_negatives(tr, data, cfg.mine_top)
+            data.mined = mine_hard_negatives(
+                tr, data if live is None else replace(data, queries=live.packed()),
+                cfg.mine_top)
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(data)), len(data))
         rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
         loss = batch_loss(tr, data, rows, cfg.temperature, cfg.hard_negatives, rng,
-                          cfg.distill, cfg.teacher_temperature)
+                          cfg.distill, cfg.teacher_temperature, live)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,0 +1,63 @@
+"""Routing queries encoded live, through the router's query adapter, for training it.
+
+A router with a :class:`~msa_agent.model.query_adapter.QueryAdapter` cannot read its queries
+from the frozen-backbone cache (:mod:`msa_agent.train.cache`): the adapter changes the
+backbone's states on the query side. Documents never pass through the adapter, so their cached
+chunk means stay exact. Each step forwards only the batch's queries (short texts) with
+gradients reaching the adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from msa_agent.model.encoder import Encoder, length_batches
+from msa_agent.model.query_adapter import QueryAdapter
+from msa_agent.train.cache import Packed
+
+
+class LiveQueries:
+    """Query token ids plus the encoder and adapter to turn them into MSA-layer states."""
+
+    def __init__(self, encoder: Encoder, ids: Sequence[Sequence[int]],
+                 adapter: QueryAdapter) -> None:
+        if any(not q for q in ids):
+            raise ValueError("cannot encode an empty query")
+        self.encoder, self.ids, self.adapter = encoder, [list(q) for q in ids], adapter
+        encoder.lm.model.requires_grad_(False)  # only the adapter (and router) learn
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, Tmax, L, hidden]`` states of queries ``rows`` and their ``[B, Tmax]`` mask,
+        differentiable with respect to the adapter."""
+        ids = [self.ids[i] for i in rows]
+        lengths = [len(q) for q in ids]
+        states: list[torch.Tensor | None] = [None] * len(ids)
+        # forwards grouped by length: one long query must not pad the whole batch (the
+        # activations kept for backward grow with the padded tokens)
+        for part in length_batches(lengths, self.encoder.batch_tokens):
+            h = self.encoder.hidden_batch([ids[j] for j in part], self.adapter)
+            for b, j in enumerate(part):
+                states[j] = h[b, : lengths[j]]
+        x = pad_sequence(states, batch_first=True)  # type: ignore[arg-type]
+        n = torch.tensor(lengths, device=x.device)
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]
+        return x, mask
+
+    @torch.no_grad()
+    def packed(self, rows: Sequence[int] | None = None) -> Packed:
+        """States of queries ``rows`` (default all) as a fp16 :class:`Packed` on the model's
+        device, for mining and scoring with ``score_matrix``."""
+        rows = list(range(len(self.ids))) if rows is None else list(rows)
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        lengths = [len(self.ids[i]) for i in rows]
+        for part in length_batches(lengths, self.encoder.batch_tokens):
+            h = self.encoder.hidden_batch([self.ids[rows[j]] for j in part], self.adapter)
+            for b, j in enumerate(part):
+                out[j] = h[b, : lengths[j]].half()
+        return Packed.of(out)  # type: ignore[arg-type]
