@@ -38,15 +38,18 @@ def ingest(texts: list[str], batch: int) -> tuple[float, int]:
 
 
 def recall_latency(texts: list[str], queries: list[str], modes: Sequence[str] = ("hybrid",),
-                   space: Path | None = None) -> tuple[dict[str, list[float]], float, int]:
+                   space: Path | None = None, router_path: str | None = None
+                   ) -> tuple[dict[str, list[float]], float, int]:
     """Per routing mode, each query's recall seconds over ``texts`` remembered in batches of
     64 (a fresh space, or ``space`` reused when it already holds them: ingest seconds 0);
-    also the ingest seconds and tokens."""
+    also the ingest seconds and tokens. ``router_path``: route with that router (a reused
+    space is re-encoded with it first)."""
     from msa_agent import Memory
 
     folder = Path(tempfile.mkdtemp(prefix="msa-speed-")) if space is None else space
+    opts = {"router_path": router_path} if router_path else {}
     try:
-        with Memory.open(folder / "m") as mem:
+        with Memory.open(folder / "m", **opts) as mem:
             secs = _fill(mem, texts, folder)
             toks, out = mem.stats().tokens, {}
             for mode in modes:
@@ -104,7 +107,8 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
          modes: list[str] = typer.Option(["hybrid", "msa", "lexical"], "--mode"),
          space: Path | None = typer.Option(None, help="Reuse this folder's space (kept)."),
          batch: int = typer.Option(0, help="Also compare recall_many in batches of this "
-                                   "size with recall one by one (queries/s; needs --space).")
+                                   "size with recall one by one (queries/s; needs --space)."),
+         router_path: str | None = typer.Option(None, help="Route with this router file.")
          ) -> None:
     split = wiki_split()
     texts = [a.text for a in split.bank[:docs]]
@@ -116,7 +120,7 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
             secs, toks = ingest(texts, batch)
             print(f"| remember_many batch={batch} | {len(texts)} | {toks} | {secs:.1f} | "
                   f"{toks / secs:.0f} |")
-    lat, secs, toks = recall_latency(texts, qs, modes, space)
+    lat, secs, toks = recall_latency(texts, qs, modes, space, router_path)
     if secs:
         print(f"\ningest (batches of 64): {toks} tokens in {secs:.1f} s = {toks / secs:.0f} tok/s")
     for mode, values in lat.items():

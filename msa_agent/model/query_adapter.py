@@ -37,6 +37,16 @@ class LoRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * ((x.to(self.a.dtype) @ self.a.T) @ self.b.T)
 
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out + self(x)`` in two matmuls (``addmm``): a recall runs 147 of these, so the
+        per-op overhead is most of their cost on a CPU."""
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.dtype != self.a.dtype:
+            return out + self(x).to(out.dtype)
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), x2 @ self.a.T, self.b.T,
+                           alpha=self.scale)
+        return flat.view(out.shape)
+
 
 class QueryAdapter(nn.Module):
     """LoRA deltas for ``layers``; ``dims`` maps each projection to its (in, out) features.
@@ -94,6 +104,6 @@ def _key(layer: int, projection: str) -> str:
 
 def _delta_hook(lora: LoRA):  # noqa: ANN202 - torch hook signature
     def hook(_mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return out + lora(args[0]).to(out.dtype)
+        return lora.add_to(out, args[0])
 
     return hook

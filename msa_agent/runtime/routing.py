@@ -28,6 +28,7 @@ from msa_agent.kernels.route_topk.naive import (
     fold_queries,
     unit,
 )
+from msa_agent.runtime.rows import GrowableRows
 
 
 def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
@@ -105,11 +106,13 @@ class RoutingIndex:
         self.top_tokens = top_tokens
         self.key_dtype = key_dtype
         self.use_kernel = self.device.type == "cuda" if use_kernel is None else use_kernel
-        self.keys = torch.empty(0, dtype=KEY_DTYPES[key_dtype], device=self.device)  # [N, L,
-        # H, D] unit keys (fp8: divided by key_scale)
-        self.key_scale: torch.Tensor | None = (torch.empty(0, device=self.device)
-                                               if key_dtype == "float8" else None)  # [N]
-        self.chunk_doc = torch.empty(0, dtype=torch.long, device=self.device)  # [N]
+        # resident rows, appended in place (rows.py): [N, L, H, D] unit keys (fp8: divided
+        # by key_scale), [N] fp8 scales, [N] the document of each chunk row
+        self._keys = GrowableRows(torch.empty(0, dtype=KEY_DTYPES[key_dtype],
+                                              device=self.device))
+        self._scale = (GrowableRows(torch.empty(0, device=self.device))
+                       if key_dtype == "float8" else None)
+        self._chunk_doc = GrowableRows(torch.empty(0, dtype=torch.long, device=self.device))
         self.doc_ids: list[str] = []
         self.doc_ns = torch.empty(0, dtype=torch.long)  # namespace code per doc
         self.alive = torch.empty(0, dtype=torch.bool)
@@ -118,6 +121,21 @@ class RoutingIndex:
 
     def __len__(self) -> int:
         return int(self.alive.sum())
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """``[N, L, H, D]`` resident unit keys (fp8: divided by :attr:`key_scale`)."""
+        return self._keys.view()
+
+    @property
+    def key_scale(self) -> torch.Tensor | None:
+        """``[N]`` per-row scales of fp8 keys; None for other dtypes."""
+        return None if self._scale is None else self._scale.view()
+
+    @property
+    def chunk_doc(self) -> torch.Tensor:
+        """``[N]`` the document position of each chunk row."""
+        return self._chunk_doc.view()
 
     def add(
         self, ids: Sequence[str], namespaces: Sequence[str], route_k: Sequence[torch.Tensor]
@@ -141,10 +159,10 @@ class RoutingIndex:
         counts = torch.tensor(list(counts), dtype=torch.long)
         first = len(self.doc_ids)
         owner = torch.repeat_interleave(torch.arange(first, first + len(ids)), counts)
-        self.keys = new if self.keys.numel() == 0 else torch.cat([self.keys, new])
-        if scale is not None and self.key_scale is not None:
-            self.key_scale = torch.cat([self.key_scale, scale])
-        self.chunk_doc = torch.cat([self.chunk_doc, owner.to(self.device)])
+        self._keys.append(new)
+        if scale is not None and self._scale is not None:
+            self._scale.append(scale)
+        self._chunk_doc.append(owner.to(self.device))
         self.alive = torch.cat([self.alive, torch.ones(len(ids), dtype=torch.bool)])
         for i in ids:
             self._pos[i] = len(self.doc_ids)
@@ -153,7 +171,7 @@ class RoutingIndex:
     def remove(self, ids: Sequence[str]) -> None:
         """Drop documents and their chunk rows now (erasure: no key of a forgotten memory
         stays resident); the positions of the documents after them shift down. Copies the
-        kept rows once, as ``add`` does."""
+        kept rows once."""
         drop = [self._pos[i] for i in dict.fromkeys(ids) if i in self._pos]
         if not drop:
             return
@@ -161,9 +179,10 @@ class RoutingIndex:
         keep[drop] = False
         new_pos = (torch.cumsum(keep.long(), 0) - 1).to(self.device)  # old doc -> new doc
         rows = keep.to(self.device)[self.chunk_doc]  # [N] chunk rows kept
-        self.keys, self.chunk_doc = self.keys[rows], new_pos[self.chunk_doc[rows]]
-        if self.key_scale is not None:
-            self.key_scale = self.key_scale[rows]
+        self._keys.replace(self.keys[rows])
+        self._chunk_doc.replace(new_pos[self.chunk_doc[rows]])
+        if self._scale is not None:
+            self._scale.replace(self._scale.view()[rows])
         self.doc_ids = [d for d, k in zip(self.doc_ids, keep.tolist()) if k]
         self.doc_ns, self.alive = self.doc_ns[keep], self.alive[keep]
         self._pos = {d: j for j, d in enumerate(self.doc_ids)}

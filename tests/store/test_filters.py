@@ -44,15 +44,22 @@ def _matches(row: tuple[str | None, str, dict], ns: str | None, where: dict) -> 
     return True
 
 
+def check_where(space: Space, rows: list, ns: str | None, where: dict) -> set[str]:
+    """Add ``rows`` to ``space``; ``find`` and ``count`` under ``(ns, where)`` must equal the
+    Python filter :func:`_matches`. Returns the matching ids."""
+    mems = [NewMemory(text=str(i), session_id=s, namespace=n, metadata=m)
+            for i, (s, n, m) in enumerate(rows)]
+    ids = space.add(mems, [{"k": np.zeros((0, 2), "float16")} for _ in mems])
+    want = {ids[i] for i, r in enumerate(rows) if _matches(r, ns, where)}
+    assert {m.id for m in space.find(ns, where)} == want
+    assert space.count(ns, where) == len(want)
+    return want
+
+
 @settings(max_examples=40, deadline=None)
 @given(rows=st.lists(mem_st, min_size=1, max_size=8), ns=st.sampled_from([None, "n1"]),
        where=where_st)
 def test_where_matches_python(rows: list, ns: str | None, where: dict) -> None:
     with tempfile.TemporaryDirectory() as d, \
             Space.create(Path(d) / "s", {}, SPEC, durable=False) as space:
-        mems = [NewMemory(text=str(i), session_id=s, namespace=n, metadata=m)
-                for i, (s, n, m) in enumerate(rows)]
-        ids = space.add(mems, [{"k": np.zeros((0, 2), "float16")} for _ in mems])
-        want = {ids[i] for i, r in enumerate(rows) if _matches(r, ns, where)}
-        assert {m.id for m in space.find(ns, where)} == want
-        assert space.count(ns, where) == len(want)
+        check_where(space, rows, ns, where)

@@ -22,7 +22,7 @@ from remote_fixtures import pg_url, unique_name  # noqa: F401
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from store_helpers import FP, SPECS
-from test_filters import SPEC, _matches, mem_st, where_st
+from test_filters import SPEC, check_where, mem_st, where_st
 
 from msa_agent.store import NewMemory, RemoteLocation, Space
 
@@ -209,12 +209,7 @@ def test_where_matches_python_on_postgresql(pg_url: str, rows: list, ns: str | N
                                             where: dict) -> None:
     space = _filter_space(pg_url)
     space.delete_where(None, {})
-    mems = [NewMemory(text=str(i), session_id=s, namespace=n, metadata=m)
-            for i, (s, n, m) in enumerate(rows)]
-    ids = space.add(mems, [{"k": np.zeros((0, 2), "float16")} for _ in mems])
-    want = {ids[i] for i, r in enumerate(rows) if _matches(r, ns, where)}
-    assert {m.id for m in space.find(ns, where)} == want
-    assert space.count(ns, where) == len(want)
+    want = check_where(space, rows, ns, where)
     assert space.delete_where(ns, where) == len(want)
     assert space.count() == len(rows) - len(want)
 

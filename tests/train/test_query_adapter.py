@@ -58,6 +58,7 @@ def test_adapter_is_query_side_only(lm) -> None:  # noqa: ANN001
     fresh.load_state_dict({k: v for k, v in trained.state_dict().items()
                            if not k.startswith("adapter.")}, strict=False)
     ids = _ids(lm, "the amber fox and the navy dog")
+    hooks = {n: len(m._forward_hooks) for n, m in lm.model.named_modules()}
     q_trained = Encoder(lm, LAYERS, router=trained).query_vectors(ids)
     q_fresh = Encoder(lm, LAYERS, router=fresh).query_vectors(ids)
     assert (q_trained - q_fresh).abs().max() > 1e-3  # the adapter acts on queries
@@ -69,7 +70,7 @@ def test_adapter_is_query_side_only(lm) -> None:  # noqa: ANN001
     with torch.no_grad():
         again = lm.model(torch.tensor([ids])).logits
     torch.testing.assert_close(logits, again)
-    assert all(not m._forward_hooks for m in lm.model.modules())
+    assert {n: len(m._forward_hooks) for n, m in lm.model.named_modules()} == hooks
 
 
 def test_router_file_keeps_the_adapter(lm, tmp_path) -> None:  # noqa: ANN001
