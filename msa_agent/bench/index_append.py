@@ -35,6 +35,11 @@ def _timed(fn, n: int) -> list[float]:  # noqa: ANN001 - a zero-argument callabl
     return out
 
 
+def _ms(secs: list[float]) -> dict[str, float]:
+    return {"p50": 1e3 * statistics.median(secs), "mean": 1e3 * statistics.mean(secs),
+            "max": 1e3 * max(secs)}
+
+
 def main(rows: int = 200_000, appends: int = 200, out: Path | None = None) -> None:
     torch.manual_seed(0)
     base = torch.randn(rows, *SHAPE)
@@ -53,8 +58,7 @@ def main(rows: int = 200_000, appends: int = 200, out: Path | None = None) -> No
     report = {"rows": rows, "appends": appends, "chunks_per_append": CHUNKS,
               "key_bytes": rows * 4 * 15 * 3 * 64, "torch": torch.__version__,
               "threads": torch.get_num_threads(),
-              "in_place_ms": {"p50": 1e3 * statistics.median(ours), "max": 1e3 * max(ours)},
-              "cat_ms": {"p50": 1e3 * statistics.median(baseline), "max": 1e3 * max(baseline)}}
+              "in_place_ms": _ms(ours), "cat_ms": _ms(baseline)}
     print(json.dumps(report, indent=1))
     if out is not None:
         out.write_text(json.dumps(report, indent=1))
