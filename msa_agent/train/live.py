@@ -35,17 +35,9 @@ class LiveQueries:
     def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, Tmax, L, hidden]`` states of queries ``rows`` and their ``[B, Tmax]`` mask,
         differentiable with respect to the adapter."""
-        ids = [self.ids[i] for i in rows]
-        lengths = [len(q) for q in ids]
-        states: list[torch.Tensor | None] = [None] * len(ids)
-        # forwards grouped by length: one long query must not pad the whole batch (the
-        # activations kept for backward grow with the padded tokens)
-        for part in length_batches(lengths, self.encoder.batch_tokens):
-            h = self.encoder.hidden_batch([ids[j] for j in part], self.adapter)
-            for b, j in enumerate(part):
-                states[j] = h[b, : lengths[j]]
-        x = pad_sequence(states, batch_first=True)  # type: ignore[arg-type]
-        n = torch.tensor(lengths, device=x.device)
+        states = self._states(rows)
+        x = pad_sequence(states, batch_first=True)
+        n = torch.tensor([s.shape[0] for s in states], device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]
         return x, mask
 
@@ -53,11 +45,18 @@ class LiveQueries:
     def packed(self, rows: Sequence[int] | None = None) -> Packed:
         """States of queries ``rows`` (default all) as a fp16 :class:`Packed` on the model's
         device, for mining and scoring with ``score_matrix``."""
-        rows = list(range(len(self.ids))) if rows is None else list(rows)
-        out: list[torch.Tensor | None] = [None] * len(rows)
-        lengths = [len(self.ids[i]) for i in rows]
+        rows = range(len(self.ids)) if rows is None else rows
+        return Packed.of([s.half() for s in self._states(rows)])
+
+    def _states(self, rows: Sequence[int]) -> list[torch.Tensor]:
+        """``[T_i, L, hidden]`` per query of ``rows``, in order. Forwards are grouped by
+        length: one long query must not pad the whole batch (the activations kept for
+        backward grow with the padded tokens)."""
+        ids = [self.ids[i] for i in rows]
+        lengths = [len(q) for q in ids]
+        states: list[torch.Tensor | None] = [None] * len(ids)
         for part in length_batches(lengths, self.encoder.batch_tokens):
-            h = self.encoder.hidden_batch([self.ids[rows[j]] for j in part], self.adapter)
+            h = self.encoder.hidden_batch([ids[j] for j in part], self.adapter)
             for b, j in enumerate(part):
-                out[j] = h[b, : lengths[j]].half()
-        return Packed.of(out)  # type: ignore[arg-type]
+                states[j] = h[b, : lengths[j]]
+        return states  # type: ignore[return-value]
