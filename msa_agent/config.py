@@ -113,9 +113,12 @@ class MemoryConfig(BaseModel):
         "weighted sum of min-max normalised scores (docs/recall.md).",
     )
     fusion_pool: int = Field(50, ge=1, description="Candidates each channel ranks for fusion.")
+    fusion_complete: bool = Field(
+        True, description="Hybrid recall also scores, by MSA routing, the lexical candidates "
+        "outside MSA's pool, so every fused candidate has both channels' real scores.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank fusion constant.")
     lexical_weight: float = Field(
-        4.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
+        2.0, ge=0, description="Weight of the lexical channel in fusion (MSA routing: 1).")
     recency_weight: float = Field(
         0.0, ge=0, description="Share of the best fused score that recency can add (newest "
         "candidate: all of it, oldest: none): newer memories win near-ties (changed facts).",

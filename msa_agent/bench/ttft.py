@@ -301,7 +301,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     settings = Settings(memories=args.memories, tokens=args.tokens, repeats=args.repeats,
-                        max_new_tokens=args.max_new_tokens)
+                        max_new_tokens=args.max_new_tokens, modes=_modes(args.modes))
     bb = backbone(args, device, work)
     texts = memory_texts(bb.tokenizer, settings.memories, settings.tokens)
     doc: dict[str, Any] = {
@@ -315,8 +315,34 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         doc["ingest_s"] = fill(mem, texts)
         doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode}
         rows = summarise(measure(mem, settings))
+        if args.profile:
+            doc["profile"] = profile(mem, args.profile, settings)
     doc |= {"load_average_after": load_average(), "modes": rows, "target": target_check(rows)}
     return doc
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modes or set(modes) - set(MODES):
+        raise SystemExit(f"--modes: a comma list of {', '.join(MODES)}, got {text!r}")
+    return modes
+
+
+def profile(mem: Any, mode: str, settings: Settings, lines: int = 40) -> str:
+    """cProfile of one more answer in ``mode`` (after the timed rounds), by cumulative time:
+    where route and read time go on this machine."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    first_token(mem, mode, settings.memories, settings)
+    sync()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(lines)
+    return out.getvalue()
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -331,6 +357,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=1000, help="tokens per memory (about)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up")
     p.add_argument("--max-new-tokens", type=int, default=1)
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="comma list of the modes to time (default: all)")
+    p.add_argument("--profile", default=None, choices=MODES,
+                   help="also cProfile one answer of this mode (kept in the JSON)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
     p.add_argument("--work", type=Path, default=None, help="where the space is built (temp)")
     p.add_argument("--seed", type=int, default=0)

@@ -50,7 +50,14 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
       for r in (0.0, 0.1) for n in (0.05, 0.1, 0.2, 0.3, 0.5)],
     *[(f"sum w_lex=4.0 newer_within={n} subject_max={m}", _fusion("sum", 4.0, 60, 0.0, n, m),
        BOTH) for n in (0.3, 0.5, 0.7) for m in (0, 2, 3, 4)],
+    *[(f"sum w_lex={w} newer_within=0.5 subject_max=2", _fusion("sum", w, 60, 0.0, 0.5, 2),
+       BOTH) for w in (1.0, 2.0, 3.0, 6.0, 8.0)],
 ]
+
+# The MSA channel completed with the lexical candidates' real routing scores.
+COMPLETED_GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
+    (f"completed sum w_lex={w} newer_within=0.5 subject_max=2",
+     _fusion("sum", w, 60, 0.0, 0.5, 2), BOTH) for w in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)]
 
 
 def remember(task: Task, path: Path, lm: Any, namespaces: set[str],
@@ -94,11 +101,34 @@ def channel_pools(path: Path, lm: Any, queries: Sequence[Query], task: Task
     if not words.exists():
         words.write_text(json.dumps(_read_matched(path, queries, json.loads(cache.read_text()))))
     when = {m.key: memory_time(m) for m in task.stages[-1].memories}
+    deep = path / "msa-completed-val.json"
     pools = json.loads(cache.read_text())
-    for p, matched in zip(pools, json.loads(words.read_text())):
+    if not deep.exists():
+        deep.write_text(json.dumps(_read_completions(path, lm, queries, pools)))
+    for p, matched, extra in zip(pools, json.loads(words.read_text()),
+                                 json.loads(deep.read_text())):
         p["created"] = {i: when[k] for i, k in p["key"].items()}
         p["matched"] = matched
+        p["msa_completed"] = extra
     return pools
+
+
+def _read_completions(path: Path, lm: Any, queries: Sequence[Query],
+                      pools: list[dict[str, Any]]) -> list[list[tuple[str, float]]]:
+    """The MSA scores of lexical candidates outside the MSA pool (``RoutingIndex.explain``),
+    for the "completed" rows: each fused candidate then has both channels' real scores."""
+    from msa_agent import Memory
+
+    out = []
+    with Memory.open(path, lm) as mem:
+        engine = mem._engine
+        for q, p in zip(queries, pools):
+            have = {i for i, _ in p["pools"][MSA]}
+            ids = [i for i, _ in p["pools"][LEXICAL] if i not in have]
+            r = engine.index.explain(ids, engine.query(q.text)) if ids else None
+            names = engine.index.doc_ids
+            out.append([] if r is None else [(names[d], s) for d, s in zip(r.docs, r.scores)])
+    return out
 
 
 def _read_matched(path: Path, queries: Sequence[Query], pools: list[dict[str, Any]]
@@ -127,14 +157,21 @@ def _read_pools(path: Path, lm: Any, queries: Sequence[Query]) -> list[dict[str,
     return out
 
 
-def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str]) -> list[str]:
-    ranked = fuse({c: pool["pools"][c] for c in channels}, pool["created"], f, pool["matched"])
+def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str],
+               completed: bool = False) -> list[str]:
+    """Top-K keys under ``f``; ``completed``: the MSA channel also scores the lexical
+    candidates outside its pool (their real scores, not the pool's floor)."""
+    given = {c: pool["pools"][c] for c in channels}
+    if completed and MSA in given:
+        given[MSA] = sorted([*given[MSA], *map(tuple, pool["msa_completed"])],
+                            key=lambda x: -x[1])
+    ranked = fuse(given, pool["created"], f, pool["matched"])
     return dedupe([pool["key"][r.id] for r in ranked], K)
 
 
 def score_setting(pools: list[dict[str, Any]], queries: Sequence[Query], f: Fusion,
-                  channels: Sequence[str]) -> dict[str, Any]:
-    rankings = [fused_keys(p, f, channels) for p in pools]
+                  channels: Sequence[str], completed: bool = False) -> dict[str, Any]:
+    rankings = [fused_keys(p, f, channels, completed) for p in pools]
     return {"rows": metrics.score(queries, rankings)}
 
 
@@ -174,6 +211,9 @@ def main(
         pools = channel_pools(path, lm, val, task)
         for row, f, channels in GRID:
             _log(report, name, row, asdict(f), score_setting(pools, val, f, channels))
+        for row, f, channels in COMPLETED_GRID:
+            _log(report, name, row, {**asdict(f), "completed": True},
+                 score_setting(pools, val, f, channels, completed=True))
         hop_q = [q for q in val if q.hops > 1]
         for hops in ((1, "auto") if hop_q else ()):
             _log(report, name, f"hybrid hops={hops} (multi-hop only)", {},

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from msa_agent.kernels._dispatch import use_triton
 
@@ -184,16 +183,68 @@ def rotate_memory(
     its own document-local positions (the paper's parallel RoPE). ``layer`` picks the
     layer's own RoPE where a model has several (Gemma3: sliding vs. full attention layers).
     """
-    k = torch.cat(list(keys)).transpose(0, 1).unsqueeze(0)  # [1, Hkv, S, D]
-    pos = torch.cat(list(positions)).view(1, -1).to(k.device)
+    k = torch.cat(list(keys)).unsqueeze(0)  # [1, S, Hkv, D]
+    return rotate_layers(model, k.transpose(0, 1), torch.cat(list(positions)),
+                         [layer if layer is not None else -1])
+
+
+def rotate_layers(model: torch.nn.Module, keys: torch.Tensor, positions: torch.Tensor,
+                  layers: Sequence[int]) -> torch.Tensor:
+    """:func:`rotate_memory` of several layers in one pass: pre-RoPE keys ``[S, F, Hkv, D]``
+    of ``layers`` at ``positions`` ``[S]`` -> ``[F, Hkv, S, D]`` (contiguous, so each
+    ``out[j:j+1]`` is a layer's ``[1, Hkv, S, D]`` without a copy). Layers sharing a RoPE
+    (all of them in most models) share one cos/sin table; the rotation reads ``keys`` in
+    place and writes each half of the output once (no ``rotate_half`` temporaries: on a CPU
+    re-rotating 16k memory tokens was most of a ``full`` read)."""
+    x = keys.permute(1, 2, 0, 3)  # [F, Hkv, S, D], a view
+    out = torch.empty(x.shape, dtype=keys.dtype, device=keys.device)
+    pos = positions.view(1, -1).to(keys.device)
+    for group in _rope_groups(model, layers):
+        cos, sin = _cos_sin(model, x, pos, layers[group[0]])
+        if len(group) == len(layers):
+            _rope_into(x, cos, sin, out)
+        else:
+            out[group] = _rope_into(x[group], cos, sin, torch.empty_like(out[group]))
+    return out
+
+
+def _rope_into(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               out: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` (the HF rule, ``rotate_half(x) = [-x2, x1]``) for
+    ``x`` ``[..., S, D]`` and ``cos``/``sin`` ``[S, D]``, written into ``out``."""
+    h = x.shape[-1] // 2
+    x1, x2, o1, o2 = x[..., :h], x[..., h:], out[..., :h], out[..., h:]
+    torch.mul(x1, cos[:, :h], out=o1)
+    o1.addcmul_(x2, sin[:, :h], value=-1)
+    torch.mul(x2, cos[:, h:], out=o2)
+    o2.addcmul_(x1, sin[:, h:])
+    return out
+
+
+def _rope_groups(model: torch.nn.Module, layers: Sequence[int]) -> list[list[int]]:
+    """Indices into ``layers``, grouped by the layer's RoPE type (one group for most models)."""
+    groups: dict[str, list[int]] = {}
+    for j, layer in enumerate(layers):
+        groups.setdefault(_layer_type(model, layer), []).append(j)
+    return list(groups.values())
+
+
+def _layer_type(model: torch.nn.Module, layer: int | None) -> str:
+    types = getattr(model.config, "layer_types", None) or ["full_attention"]
+    return types[layer] if layer is not None and -len(types) <= layer < len(types) \
+        else types[-1]
+
+
+def _cos_sin(model: torch.nn.Module, like: torch.Tensor, pos: torch.Tensor,
+             layer: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's RoPE tables ``[S, D]`` at ``pos`` ``[1, S]`` for ``layer``, in
+    ``like``'s dtype."""
     rotary = model.model.rotary_emb
     extra = {}
     if "layer_type" in inspect.signature(rotary.forward).parameters:
-        types = getattr(model.config, "layer_types", None) or ["full_attention"]
-        extra["layer_type"] = types[layer if layer is not None else -1]
-    cos, sin = rotary(k, position_ids=pos, **extra)
-    rotated, _ = apply_rotary_pos_emb(k, k, cos, sin)
-    return rotated
+        extra["layer_type"] = _layer_type(model, layer)
+    cos, sin = rotary(like, position_ids=pos, **extra)
+    return cos[0], sin[0]
 
 
 register()

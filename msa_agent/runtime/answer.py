@@ -20,7 +20,7 @@ import torch
 
 from msa_agent.config import READ_MODES
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.attention import MemoryKV, rotate_memory
+from msa_agent.model.attention import MemoryKV, rotate_layers
 from msa_agent.model.loader import LoadedModel
 from msa_agent.store import StoredMemory
 
@@ -132,13 +132,15 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
 
     ``fetched``: each memory's stored (pre-RoPE) ``(K, V)`` ``[S_i, L, Hkv, D]`` on the
     model's device. Each document is rotated at its own positions 0..len-1 and the active
-    context starts after the longest one.
+    context starts after the longest one. Every layer is rotated in one pass
+    (``rotate_layers``); each layer's K/V are then views ``[1, Hkv, S, D]``.
     """
-    positions = [torch.arange(k.shape[0]) for k, _ in fetched]
+    pos = torch.cat([torch.arange(k.shape[0]) for k, _ in fetched])
+    keys = rotate_layers(model, torch.cat([k for k, _ in fetched]), pos, list(layers))
+    values = torch.cat([v for _, v in fetched]).permute(1, 2, 0, 3).contiguous()
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
-        mkv.k[layer] = rotate_memory(model, [k[:, j] for k, _ in fetched], positions, layer)
-        mkv.v[layer] = torch.cat([v[:, j] for _, v in fetched]).transpose(0, 1)[None]
+        mkv.k[layer], mkv.v[layer] = keys[j:j + 1], values[j:j + 1]
     return mkv, max(k.shape[0] for k, _ in fetched)
 
 

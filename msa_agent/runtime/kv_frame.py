@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.attention import MemoryKV, rotate_memory
+from msa_agent.model.attention import MemoryKV, rotate_layers
 from msa_agent.runtime.answer import KV, SYSTEM, WORKED_EXAMPLE, prompt_text
 
 SLOT = "@@msa-memory@@"  # stands for the memory while the frame is rendered
@@ -66,32 +66,52 @@ def framed_kv(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence
     ``full_layers``. Every layer gets the head (rotated at 0..P-1); the full layers also
     get the memories, at P.. (``parallel``) or one after another (``sequential``).
     """
+    return _framed(model, frame_head(model, head), fetched, full_layers, positions)
+
+
+def frame_head(model: Any, head: KV) -> KV:
+    """The head's K rotated at 0..P-1 and its V, both ``[n_layers, Hkv, P, D]``: the same
+    for every read, so a :class:`KVFrame` computes them once."""
+    hk, hv = head
+    layers = list(range(hk.shape[1]))
+    return (rotate_layers(model, hk, torch.arange(hk.shape[0]), layers),
+            hv.permute(1, 2, 0, 3).contiguous())
+
+
+def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[int],
+            positions: str) -> tuple[MemoryKV, int]:
+    """:func:`framed_kv` from a :func:`frame_head`. The memories of every full layer are
+    rotated in one pass (``rotate_layers``), then each layer is one concatenation."""
     if positions not in POSITIONS:
         raise InvalidInputError(f"kv_positions must be one of {POSITIONS}, got {positions!r}")
     hk, hv = head
-    p, sizes = hk.shape[0], [k.shape[0] for k, _ in fetched]
+    p, sizes = hk.shape[2], [k.shape[0] for k, _ in fetched]
     if positions == "sequential":
         starts = [p + sum(sizes[:i]) for i in range(len(sizes))]
         end = p + sum(sizes)
     else:
         starts, end = [p] * len(sizes), p + max(sizes, default=0)
-    pos = [torch.arange(s, s + n) for s, n in zip(starts, sizes)]
     mkv = MemoryKV()
-    for layer in range(hk.shape[1]):
-        ks, vs, ps = [hk[:, layer]], [hv[:, layer]], [torch.arange(p)]
-        if layer in full_layers:
-            j = list(full_layers).index(layer)
-            ks += [k[:, j] for k, _ in fetched]
-            vs += [v[:, j] for _, v in fetched]
-            ps += pos
-        mkv.k[layer] = rotate_memory(model, [k.to(hk.dtype) for k in ks], ps, layer)
-        mkv.v[layer] = torch.cat([v.to(hv.dtype) for v in vs]).transpose(0, 1)[None]
+    full = {layer: j for j, layer in enumerate(full_layers)} if fetched else {}
+    if full:
+        pos = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, sizes)])
+        mk = rotate_layers(model, torch.cat([k for k, _ in fetched]).to(hk.dtype), pos,
+                           list(full_layers))
+        mv = torch.cat([v for _, v in fetched]).to(hv.dtype).permute(1, 2, 0, 3)
+    for layer in range(hk.shape[0]):
+        if layer in full:
+            j = full[layer]
+            mkv.k[layer] = torch.cat([hk[layer], mk[j]], dim=1)[None]
+            mkv.v[layer] = torch.cat([hv[layer], mv[j]], dim=1)[None]
+        else:
+            mkv.k[layer], mkv.v[layer] = hk[layer][None], hv[layer][None]
     return mkv, end
 
 
 class KVFrame:
     """A space's chat frame: its head ids (stored with the space) and the head's K/V,
-    computed once by ``encode_head`` (an :meth:`Encoder.frame_kv`) when first read."""
+    computed once by ``encode_head`` (an :meth:`Encoder.frame_kv`) when first read, and
+    kept rotated (:func:`frame_head`)."""
 
     def __init__(self, head: Sequence[int], positions: str) -> None:
         self.head, self.positions = list(head), positions
@@ -103,7 +123,7 @@ class KVFrame:
         """(memory K/V, start position, prompt ids) of a framed ``full`` read of ``fetched``
         (best first; laid out best last in ``sequential``, as a text read orders them)."""
         if self._kv is None:
-            self._kv = encode_head()
+            self._kv = frame_head(model, encode_head())
         ordered = list(reversed(fetched)) if self.positions == "sequential" else list(fetched)
-        mkv, start = framed_kv(model, self._kv, ordered, full_layers, self.positions)
+        mkv, start = _framed(model, self._kv, ordered, full_layers, self.positions)
         return mkv, start, tail_ids(tokenizer, question)

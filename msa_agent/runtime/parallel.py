@@ -218,7 +218,8 @@ class ShardedEngine(Engine):
             if mode == MSA:
                 return self._explained(top, q)
         msa = [(self.ids[p], s) for p, s in top]
-        return self._fused({LEXICAL: lexical, MSA: msa}, k, q, text)
+        return self._fused({LEXICAL: lexical, MSA: self._completed(msa, lexical, q)}, k, q,
+                           text)
 
     def _explained(self, top: list[tuple[int, float]], q: torch.Tensor) -> list[Recalled]:
         """``msa`` mode's results: the merged top with each memory's evidence."""
@@ -241,15 +242,12 @@ class ShardedEngine(Engine):
                                     best_chunk=chunk, channels={MSA: score}))
         return out
 
-    def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict]:
-        """Hybrid's evidence of the fused top: ``RoutingIndex.explain`` over the owners' rows."""
-        if q is None or not ids:
-            return {}
+    def _explain_ids(self, ids: list[str], q: torch.Tensor) -> tuple[Ranked, list[str]]:
+        """``RoutingIndex.explain`` over the owners' rows (hybrid's evidence and completed
+        scores), with the gathered index's ids."""
         sub = gather_rows(self.index, self.comm, [self._gpos[i] for i in ids if i in self._gpos],
                           self.ids)
-        ranked = sub.explain(ids, q, self.cfg.layer_combine)
-        return {sub.doc_ids[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
-                for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
+        return sub.explain(ids, q, self.cfg.layer_combine), sub.doc_ids
 
     def read_kv(self, kind: str, memories: Sequence[StoredMemory]
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:

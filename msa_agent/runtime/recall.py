@@ -87,8 +87,22 @@ class Recall:
                                      self.cfg.layer_combine, explain=False)
             ids = self.index.doc_ids
             msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
-        channels = {LEXICAL: lexical, MSA: msa}
-        return self._fused(channels, k, q, text)
+        return self._fused({LEXICAL: lexical, MSA: self._completed(msa, lexical, q)}, k, q, text)
+
+    def _completed(self, msa: list[tuple[str, float]], lexical: list[tuple[str, float]],
+                   q: torch.Tensor) -> list[tuple[str, float]]:
+        """The MSA pool plus the routing scores of lexical candidates outside it
+        (``fusion_complete``), best first: every fused candidate is then scored by both
+        channels, instead of a lexical find outside MSA's pool getting the pool's floor
+        (chosen on validation, docs/recall.md)."""
+        have = {i for i, _ in msa}
+        missing = [i for i, _ in lexical if i not in have]
+        if not self.cfg.fusion_complete or not missing:
+            return msa
+        with self.lock:
+            ranked, names = self._explain_ids(missing, q)
+        return sorted([*msa, *((names[d], s) for d, s in zip(ranked.docs, ranked.scores))],
+                      key=lambda x: -x[1])
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
                  ) -> list[tuple[str, float]]:
@@ -123,10 +137,14 @@ class Recall:
         """Per-layer routing scores and best chunk of ``ids`` (none without router queries)."""
         if q is None or not ids:
             return {}
-        ranked = self.index.explain(ids, q, self.cfg.layer_combine)
-        names = self.index.doc_ids
+        ranked, names = self._explain_ids(ids, q)
         return {names[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
                 for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
+
+    def _explain_ids(self, ids: list[str], q: torch.Tensor) -> tuple[Ranked, list[str]]:
+        """``RoutingIndex.explain`` of ``ids`` and the id of each of its positions (Memory
+        Parallel explains over the owners' rows)."""
+        return self.index.explain(ids, q, self.cfg.layer_combine), self.index.doc_ids
 
     def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
                         ) -> dict[int, list[StoredMemory]]:

@@ -51,3 +51,19 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     check = ttft.target_check(rows)
     assert set(check) == {"rule", "pooled", "full"}
     assert "| none |" in ttft.table(rows) and "| full |" in ttft.table(rows)
+
+
+def test_modes_option_picks_modes_and_profile_names_the_answer(tmp_path: Path,
+                                                             tiny_pair) -> None:
+    assert ttft._modes("none, full") == ("none", "full")
+    with pytest.raises(SystemExit, match="--modes"):
+        ttft._modes("none,fast")
+    texts = ttft.memory_texts(tiny_pair[1], 2, 24, SENTENCES)
+    settings = ttft.Settings(memories=2, tokens=24, repeats=1, modes=("none", "full"),
+                             question="Where does Alice work?")
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8,
+                     **ttft.open_options(24)) as mem:
+        ttft.fill(mem, texts)
+        assert list(ttft.summarise(ttft.measure(mem, settings))) == ["none", "full"]
+        report = ttft.profile(mem, "full", settings)
+    assert "cumulative" in report and "answer" in report

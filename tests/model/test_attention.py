@@ -110,3 +110,28 @@ def test_without_memory_equals_sdpa(tiny_llama) -> None:
     finally:
         model.config._attn_implementation = "sdpa"
     torch.testing.assert_close(got, want)
+
+
+def test_rotate_layers_equals_the_models_own_rope(tiny_llama) -> None:  # noqa: ANN001
+    """The one-pass rotation of several layers (what ``full`` reading uses) gives each
+    layer exactly what transformers' ``apply_rotary_pos_emb`` gives, at any positions."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from msa_agent.model.attention import rotate_layers
+
+    cfg = tiny_llama.config
+    hkv, d = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    layers = [0, 1]
+    keys = torch.randn(11, len(layers), hkv, d)
+    pos = torch.tensor([0, 1, 2, 3, 7, 8, 9, 40, 41, 42, 43])
+    got = rotate_layers(tiny_llama, keys, pos, layers)
+    assert got.shape == (len(layers), hkv, 11, d) and got.is_contiguous()
+    for j in range(len(layers)):
+        k = keys[:, j].transpose(0, 1)[None]  # [1, Hkv, S, D]
+        cos, sin = tiny_llama.model.rotary_emb(k, position_ids=pos[None])
+        want, _ = apply_rotary_pos_emb(k, k, cos, sin)
+        torch.testing.assert_close(got[j:j + 1], want)
+        torch.testing.assert_close(rotate_memory(tiny_llama, [keys[:7, j], keys[7:, j]],
+                                                 [pos[:7], pos[7:]]), want)
+    torch.testing.assert_close(got[0, :, 0], keys[0, 0])  # position 0 is the identity ...
+    assert not torch.allclose(got[0, :, 4], keys[4, 0])  # ... position 7 is not
