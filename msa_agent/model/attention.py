@@ -189,29 +189,34 @@ def rotate_memory(
 
 
 def rotate_layers(model: torch.nn.Module, keys: torch.Tensor, positions: torch.Tensor,
-                  layers: Sequence[int]) -> torch.Tensor:
+                  layers: Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`rotate_memory` of several layers in one pass: pre-RoPE keys ``[S, F, Hkv, D]``
-    of ``layers`` at ``positions`` ``[S]`` -> ``[F, Hkv, S, D]`` (contiguous, so each
-    ``out[j:j+1]`` is a layer's ``[1, Hkv, S, D]`` without a copy). Layers sharing a RoPE
-    (all of them in most models) share one cos/sin table; the rotation reads ``keys`` in
-    place and writes each half of the output once (no ``rotate_half`` temporaries: on a CPU
-    re-rotating 16k memory tokens was most of a ``full`` read)."""
+    of ``layers`` at ``positions`` ``[S]`` -> ``[F, Hkv, S, D]``, written into ``out`` if
+    given (for instance a slice of a buffer holding several memories), else a new contiguous
+    tensor (each ``[j:j+1]`` is then a layer's ``[1, Hkv, S, D]`` without a copy). Layers
+    sharing a RoPE (all of them in most models) share one cos/sin table; the rotation reads
+    ``keys`` in place and writes each half of the output once (no ``rotate_half``
+    temporaries: on a CPU re-rotating 16k memory tokens was most of a ``full`` read)."""
     x = keys.permute(1, 2, 0, 3)  # [F, Hkv, S, D], a view
-    out = torch.empty(x.shape, dtype=keys.dtype, device=keys.device)
+    if out is None:
+        out = torch.empty(x.shape, dtype=keys.dtype, device=keys.device)
     pos = positions.view(1, -1).to(keys.device)
-    for group in _rope_groups(model, layers):
-        cos, sin = _cos_sin(model, x, pos, layers[group[0]])
+    for group in _rope_groups(model, layers):  # tables in out's dtype: fp16 keys widen here
+        cos, sin = _cos_sin(model, out, pos, layers[group[0]])
         if len(group) == len(layers):
             _rope_into(x, cos, sin, out)
         else:
-            out[group] = _rope_into(x[group], cos, sin, torch.empty_like(out[group]))
+            out[group] = _rope_into(x[group], cos, sin,
+                                    torch.empty(x[group].shape, dtype=out.dtype,
+                                                device=out.device))
     return out
 
 
 def _rope_into(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                out: torch.Tensor) -> torch.Tensor:
     """``x * cos + rotate_half(x) * sin`` (the HF rule, ``rotate_half(x) = [-x2, x1]``) for
-    ``x`` ``[..., S, D]`` and ``cos``/``sin`` ``[S, D]``, written into ``out``."""
+    ``x`` ``[..., S, D]`` and ``cos``/``sin`` ``[S, D]``, written into ``out`` (computed in
+    the wider of ``x``'s and the tables' dtypes)."""
     h = x.shape[-1] // 2
     x1, x2, o1, o2 = x[..., :h], x[..., h:], out[..., :h], out[..., h:]
     torch.mul(x1, cos[:, :h], out=o1)

@@ -131,13 +131,20 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     """Per-layer exact K/V for ``full`` reading, and where the query starts.
 
     ``fetched``: each memory's stored (pre-RoPE) ``(K, V)`` ``[S_i, L, Hkv, D]`` on the
-    model's device. Each document is rotated at its own positions 0..len-1 and the active
-    context starts after the longest one. Every layer is rotated in one pass
-    (``rotate_layers``); each layer's K/V are then views ``[1, Hkv, S, D]``.
+    model's device. Each document is rotated at its own positions 0..len-1, straight into its
+    slot of one ``[L, Hkv, sum S_i, D]`` buffer (``rotate_layers``), and the active context
+    starts after the longest one. Each layer's K/V are views ``[1, Hkv, sum S_i, D]``.
     """
-    pos = torch.cat([torch.arange(k.shape[0]) for k, _ in fetched])
-    keys = rotate_layers(model, torch.cat([k for k, _ in fetched]), pos, list(layers))
-    values = torch.cat([v for _, v in fetched]).permute(1, 2, 0, 3).contiguous()
+    k0 = fetched[0][0]
+    total = sum(k.shape[0] for k, _ in fetched)
+    keys = k0.new_empty((len(layers), k0.shape[2], total, k0.shape[3]))
+    values = torch.empty_like(keys)
+    at = 0
+    for k, v in fetched:
+        n = k.shape[0]
+        rotate_layers(model, k, torch.arange(n), list(layers), out=keys[:, :, at:at + n])
+        values[:, :, at:at + n] = v.permute(1, 2, 0, 3)
+        at += n
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
         mkv.k[layer], mkv.v[layer] = keys[j:j + 1], values[j:j + 1]
@@ -192,7 +199,8 @@ class MemorySource(Protocol):
     @property
     def pooled_layout(self) -> str | None: ...
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory]) -> list[KV]: ...
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
+                ) -> list[KV]: ...
 
     def framed_read(self, question: str, memories: Sequence[StoredMemory]
                     ) -> tuple[MemoryKV, int, list[int]] | None: ...

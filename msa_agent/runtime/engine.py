@@ -458,12 +458,13 @@ class Engine(Recall):
                 out[kind] = c
             return out
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory]
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:
-        from the host tier when cached (one gather launch), else from the store."""
+        from the host tier when cached (one gather launch), else from the store; float32,
+        or the stored dtype without ``widen``."""
         with self.lock:
-            return self.kv_cache[kind].fetch(self._space, memories, self.lm.device)
+            return self.kv_cache[kind].fetch(self._space, memories, self.lm.device, widen)
 
     def framed_read(self, question: str, memories: Sequence[StoredMemory]
                     ) -> tuple[MemoryKV, int, list[int]] | None:
@@ -471,7 +472,7 @@ class Engine(Recall):
         a bare space (``msa_agent.runtime.kv_frame``)."""
         if self.kv_frame is None:
             return None
-        fetched = self.read_kv("full", memories)
+        fetched = self.read_kv("full", memories, widen=False)  # widened into the frame
         every = list(range(self.shape.n_layers))
         return self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
                                   self.tokenizer, question, fetched, self.full_layers)

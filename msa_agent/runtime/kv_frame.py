@@ -80,8 +80,10 @@ def frame_head(model: Any, head: KV) -> KV:
 
 def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[int],
             positions: str) -> tuple[MemoryKV, int]:
-    """:func:`framed_kv` from a :func:`frame_head`. The memories of every full layer are
-    rotated in one pass (``rotate_layers``), then each layer is one concatenation."""
+    """:func:`framed_kv` from a :func:`frame_head`. The full layers' K/V live in one buffer
+    ``[F, Hkv, P + sum S_i, D]`` each: the head, then every memory rotated straight into its
+    slot (``rotate_layers(out=...)``), so no layer is concatenated and each layer's K/V are
+    views ``[1, Hkv, ., D]``."""
     if positions not in POSITIONS:
         raise InvalidInputError(f"kv_positions must be one of {POSITIONS}, got {positions!r}")
     hk, hv = head
@@ -92,19 +94,22 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     else:
         starts, end = [p] * len(sizes), p + max(sizes, default=0)
     mkv = MemoryKV()
-    full = {layer: j for j, layer in enumerate(full_layers)} if fetched else {}
-    if full:
-        pos = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, sizes)])
-        mk = rotate_layers(model, torch.cat([k for k, _ in fetched]).to(hk.dtype), pos,
-                           list(full_layers))
-        mv = torch.cat([v for _, v in fetched]).to(hv.dtype).permute(1, 2, 0, 3)
     for layer in range(hk.shape[0]):
-        if layer in full:
-            j = full[layer]
-            mkv.k[layer] = torch.cat([hk[layer], mk[j]], dim=1)[None]
-            mkv.v[layer] = torch.cat([hv[layer], mv[j]], dim=1)[None]
-        else:
-            mkv.k[layer], mkv.v[layer] = hk[layer][None], hv[layer][None]
+        mkv.k[layer], mkv.v[layer] = hk[layer][None], hv[layer][None]
+    if not fetched:
+        return mkv, end
+    rows = list(full_layers)
+    kbuf = hk.new_empty((len(rows), hk.shape[1], p + sum(sizes), hk.shape[3]))
+    vbuf = torch.empty_like(kbuf)
+    kbuf[:, :, :p], vbuf[:, :, :p] = hk[rows], hv[rows]
+    at = p
+    for (k, v), start in zip(fetched, starts):
+        n = k.shape[0]
+        rotate_layers(model, k, torch.arange(start, start + n), rows, out=kbuf[:, :, at:at + n])
+        vbuf[:, :, at:at + n] = v.permute(1, 2, 0, 3)
+        at += n
+    for j, layer in enumerate(rows):
+        mkv.k[layer], mkv.v[layer] = kbuf[j:j + 1], vbuf[j:j + 1]
     return mkv, end
 
 

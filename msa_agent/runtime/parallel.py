@@ -249,11 +249,11 @@ class ShardedEngine(Engine):
                           self.ids)
         return sub.explain(ids, q, self.cfg.layer_combine), sub.doc_ids
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory]
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``kind`` K/V of ``memories`` (each ``[S_i, L, Hkv, D]`` float32), in order, on
-        every rank: each owner reads its own memories (from its host tier) and sends them,
-        all-gathered. A collective."""
+        """``kind`` K/V of ``memories`` (each ``[S_i, L, Hkv, D]``, always float32: the rows
+        travel widened), in order, on every rank: each owner reads its own memories (from
+        its host tier) and sends them, all-gathered. A collective."""
         owner = [self._gpos.get(m.id, 0) % self.comm.world for m in memories]
         mine = [m for m, r in zip(memories, owner) if r == self.comm.rank]
         fetched = super().read_kv(kind, mine)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from msa_agent.kernels import gather_to_device
@@ -47,9 +48,11 @@ class HostKVCache:
     def nbytes(self) -> int:
         return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
 
-    def fetch(self, space: Space, memories: Sequence[StoredMemory], device: torch.device
-              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each memory's ``(K, V)`` ``[S_i, L, Hkv, D]`` float32 on ``device``, in order."""
+    def fetch(self, space: Space, memories: Sequence[StoredMemory], device: torch.device,
+              widen: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each memory's ``(K, V)`` ``[S_i, L, Hkv, D]`` on ``device``, in order: float32, or
+        with ``widen`` False the stored dtype (a reader that copies them anyway widens
+        there, without a float32 temporary of every row)."""
         if not memories:
             return []
         unique = list({m.id: m for m in memories}.values())
@@ -60,12 +63,14 @@ class HostKVCache:
             if m.id in self.rows:
                 self.rows.move_to_end(m.id)  # most recently used
         if missing and not self._add(space, missing, {m.id for m in unique}):
-            return self._direct(space, memories, device)
+            return self._direct(space, memories, device, widen)
         spans = [self.rows[m.id] for m in memories]
         idx = torch.cat([torch.arange(s, s + n) for s, n in spans])
         assert self.k is not None and self.v is not None
-        k = gather_to_device(self.k, idx, device).float()
-        v = gather_to_device(self.v, idx, device).float()
+        k = gather_to_device(self.k, idx, device)
+        v = gather_to_device(self.v, idx, device)
+        if widen:
+            k, v = k.float(), v.float()
         sizes = [n for _, n in spans]
         return list(zip(k.split(sizes), v.split(sizes)))
 
@@ -139,8 +144,11 @@ class HostKVCache:
             new[1][: self.used] = self.v[: self.used]
         self.k, self.v = new
 
-    def _direct(self, space: Space, memories: Sequence[StoredMemory], device: torch.device
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _direct(self, space: Space, memories: Sequence[StoredMemory], device: torch.device,
+                widen: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         ks, vs = (space.read(name, memories) for name in self.names)
-        return [(torch.from_numpy(k).float().to(device), torch.from_numpy(v).float().to(device))
-                for k, v in zip(ks, vs)]
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(a)
+            return (t.float() if widen else t).to(device)
+        return [(put(k), put(v)) for k, v in zip(ks, vs)]
