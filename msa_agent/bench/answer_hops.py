@@ -1,0 +1,125 @@
+"""Answers to two-hop and changed-fact questions (issue 14's targets: two-hop >= 0.3, the
+newest value of a changed fact >= 0.8), on the full-size suite's spaces.
+
+    python -m msa_agent.bench.answer_hops --work /tmp/full/work --split test \
+        --out docs/results/answer-hops-test.json
+
+``--work`` holds finished msa-agent spaces in the suite's layout
+(``TASK/msa/msa/space``, as ``msa bench`` or ``tune`` leaves them). For each task's
+questions of the asked kinds (two-hop facts; two-hop and changed-fact sessions), three rows
+are read by the same reader in the same frame, at the same k (``MemoryConfig.answer_k``):
+
+- ``msa-agent answer``: ``Memory.answer(q)`` with its defaults (one round);
+- ``msa-agent answer hops=auto``: ``Memory.answer(q, hops="auto")`` (memory interleave);
+- ``RAG BM25``: the suite's BM25 baseline's top-k texts (``answer_stage.read``).
+
+Accuracy = the normalised gold answer inside the answer (``answer_stage.grade``); for a changed
+fact the gold answer is the newest value. Nothing is chosen here: it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from msa_agent.bench import answer_stage
+from msa_agent.bench.answers import default_reader
+from msa_agent.bench.tasks import build
+from msa_agent.bench.tasks.base import Query, Task
+
+MSA_ROWS = {"msa-agent answer": 1, "msa-agent answer hops=auto": "auto"}  # row -> hops
+RAG_ROW = "RAG BM25"
+
+
+def wanted(q: Query) -> bool:
+    """The questions these targets are about: more than one hop, or a changed fact."""
+    return q.hops > 1 or q.metric == "newest"
+
+
+def questions(task: Task, split: str, per_kind: int) -> list[Query]:
+    """Up to ``per_kind`` questions of each wanted kind of ``split``, in task order."""
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for q in task.stages[-1].queries:
+        if q.split == split and wanted(q) and q.answer and taken[q.kind] < per_kind:
+            taken[q.kind] += 1
+            out.append(q)
+    return out
+
+
+def bm25_top(task: Task, qs: Sequence[Query], work: Path, k: int) -> dict[str, list[str]]:
+    """The suite's BM25 baseline's top-``k`` memory keys per question."""
+    from msa_agent.bench.suite import _ingest, make_system
+
+    system = make_system("bm25", work / "bm25", None)
+    try:
+        _ingest(system, task.stages[-1].memories)
+        opts = next(iter(system.variants().values()))
+        return {q.qid: system.search(q, k, opts) for q in qs}
+    finally:
+        system.close()
+
+
+def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> list[dict[str, Any]]:
+    from msa_agent import Memory
+
+    reader = default_reader()
+    memories = {m.key: m for m in task.stages[-1].memories}
+    out: list[dict[str, Any]] = []
+    with Memory.open(space, reader.lm) as mem:
+        k = mem.config.answer_k
+        rag = bm25_top(task, qs, scratch, k)
+        for q in qs:
+            for row, hops in MSA_ROWS.items():
+                start = time.perf_counter()
+                ans = mem.answer(q.text, namespace=q.namespace, hops=hops,
+                                 max_new_tokens=reader.max_new_tokens)
+                ms = 1000 * (time.perf_counter() - start)
+                keys = [h.metadata.get("key", "") for r in ans.rounds for h in r.memories]
+                out.append({"task": task.name, "system": row, "k": k, **answer_stage.grade(
+                    q, ans.text, ms, ans.prompt_tokens, False, keys)})
+            items = [memories[key] for key in rag[q.qid][:k]]
+            out.append({"task": task.name, "system": RAG_ROW, "k": k,
+                        **answer_stage.read(reader, q, items)})
+            print(q.qid, q.kind, [int(bool(o["correct"])) for o in out[-3:]], flush=True)
+    return out
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy per (task, kind, system)."""
+    groups: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
+    for r in rows:
+        groups[r["task"], r["kind"], r["system"]].append(bool(r["correct"]))
+    return [{"task": t, "kind": kind, "system": s, "n": len(v), "accuracy": sum(v) / len(v)}
+            for (t, kind, s), v in sorted(groups.items())]
+
+
+def main(work: Path = typer.Option(..., help="Finished spaces: TASK/msa/msa/space."),
+         split: str = typer.Option("test"),
+         tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
+         per_kind: int = typer.Option(30, help="Questions per kind and split, at most."),
+         out: Path = typer.Option(Path("answer-hops.json"))) -> None:
+    from msa_agent.bench.suite import machine_info
+
+    rows: list[dict[str, Any]] = []
+    for name in tasks:
+        task = build(name, "full")
+        qs = questions(task, split, per_kind)
+        rows += evaluate(task, qs, work / name / "msa" / "msa" / "space", work / name / "rag")
+    doc = {"command": f"python -m msa_agent.bench.answer_hops --work {work} --split {split} "
+                      + " ".join(f"--task {t}" for t in tasks) + f" --per-kind {per_kind}",
+           "machine": machine_info(), "summary": summary(rows), "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=str))
+    for s in doc["summary"]:
+        print(f"{s['task']:9s} {s['kind']:22s} {s['system']:28s} {s['accuracy']:.2f} n={s['n']}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
