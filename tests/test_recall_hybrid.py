@@ -151,3 +151,28 @@ def test_second_hop_bridges_from_the_lines_that_match_the_question(tmp_path: Pat
         hits = mem.recall("Where did my manager grow up?", k=2, hops="auto", routing="lexical")
         assert [h.id for h in hits] == [a, b]
         assert hits[1].via == [a]
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_lexical_finds_outside_msa_pool_get_their_real_routing_score(tmp_path: Path,
+                                                                     complete: bool) -> None:
+    """Each channel ranks a pool of k = 3 here; the lexical candidates outside MSA's pool,
+    completed, carry the routing score MSA alone gives them; not completed, no MSA part."""
+    mem = open_mem(tmp_path / "s", fusion_pool=1, fusion_complete=complete)
+    try:
+        mem.remember_many([f"the {w} note about kelvarth number {i}" for i, w in
+                           enumerate(WORDS)])
+        everyone = {h.id: h.score for h in mem.recall("kelvarth?", k=8, routing="msa")}
+        msa_pool = {h.id for h in mem.recall("kelvarth?", k=3, routing="msa")}
+        hits = mem.recall("kelvarth?", k=3, routing="hybrid", explain=True)
+        lexical = {h.id for h in mem.recall("kelvarth?", k=3, routing="lexical")}
+        outside = lexical - msa_pool
+        assert {h.id for h in hits} & outside  # a lexical find outside MSA's pool is returned
+        for h in hits:
+            ch = h.explanation.channels
+            if complete or h.id in msa_pool:
+                assert ch["msa"] == pytest.approx(everyone[h.id], abs=1e-6)
+            else:
+                assert "msa" not in ch
+    finally:
+        mem.close()

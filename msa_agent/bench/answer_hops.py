@@ -6,11 +6,14 @@ newest value of a changed fact >= 0.8), on the full-size suite's spaces.
 
 ``--work`` holds finished msa-agent spaces in the suite's layout
 (``TASK/msa/msa/space``, as ``msa bench`` or ``tune`` leaves them). For each task's
-questions of the asked kinds (two-hop facts; two-hop and changed-fact sessions), three rows
+questions of the asked kinds (two-hop facts; two-hop and changed-fact sessions; with
+``--every-kind`` single-hop ones too), four rows
 are read by the same reader in the same frame, at the same k (``MemoryConfig.answer_k``):
 
 - ``msa-agent answer``: ``Memory.answer(q)`` with its defaults (one round);
 - ``msa-agent answer hops=auto``: ``Memory.answer(q, hops="auto")`` (memory interleave);
+- ``msa-agent answer read=chunks``: ``Memory.answer(q, read="chunks")`` (each memory's
+  matched chunk and its neighbours instead of the whole text);
 - ``RAG BM25``: the suite's BM25 baseline's top-k texts (``answer_stage.read``).
 
 Accuracy = the normalised gold answer inside the answer (``answer_stage.grade``); for a changed
@@ -33,21 +36,27 @@ from msa_agent.bench.answers import default_reader
 from msa_agent.bench.tasks import build
 from msa_agent.bench.tasks.base import Query, Task
 
-MSA_ROWS = {"msa-agent answer": 1, "msa-agent answer hops=auto": "auto"}  # row -> hops
+# row -> Memory.answer options
+MSA_ROWS: dict[str, dict[str, Any]] = {
+    "msa-agent answer": {"hops": 1},
+    "msa-agent answer hops=auto": {"hops": "auto"},
+    "msa-agent answer read=chunks": {"hops": 1, "read": "chunks"},
+}
 RAG_ROW = "RAG BM25"
 
 
-def wanted(q: Query) -> bool:
-    """The questions these targets are about: more than one hop, or a changed fact."""
-    return q.hops > 1 or q.metric == "newest"
+def wanted(q: Query, every_kind: bool = False) -> bool:
+    """The questions these targets are about: more than one hop, or a changed fact (with
+    ``every_kind``, single-hop ones too)."""
+    return every_kind or q.hops > 1 or q.metric == "newest"
 
 
-def questions(task: Task, split: str, per_kind: int) -> list[Query]:
+def questions(task: Task, split: str, per_kind: int, every_kind: bool = False) -> list[Query]:
     """Up to ``per_kind`` questions of each wanted kind of ``split``, in task order."""
     taken: dict[str, int] = defaultdict(int)
     out = []
     for q in task.stages[-1].queries:
-        if q.split == split and wanted(q) and q.answer and taken[q.kind] < per_kind:
+        if q.split == split and wanted(q, every_kind) and q.answer and taken[q.kind] < per_kind:
             taken[q.kind] += 1
             out.append(q)
     return out
@@ -76,9 +85,9 @@ def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> lis
         k = mem.config.answer_k
         rag = bm25_top(task, qs, scratch, k)
         for q in qs:
-            for row, hops in MSA_ROWS.items():
+            for row, opts in MSA_ROWS.items():
                 start = time.perf_counter()
-                ans = mem.answer(q.text, namespace=q.namespace, hops=hops,
+                ans = mem.answer(q.text, namespace=q.namespace, **opts,
                                  max_new_tokens=reader.max_new_tokens)
                 ms = 1000 * (time.perf_counter() - start)
                 keys = [h.metadata.get("key", "") for r in ans.rounds for h in r.memories]
@@ -87,7 +96,8 @@ def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> lis
             items = [memories[key] for key in rag[q.qid][:k]]
             out.append({"task": task.name, "system": RAG_ROW, "k": k,
                         **answer_stage.read(reader, q, items)})
-            print(q.qid, q.kind, [int(bool(o["correct"])) for o in out[-3:]], flush=True)
+            print(q.qid, q.kind, [int(bool(o["correct"])) for o in out[-len(MSA_ROWS) - 1:]],
+                  flush=True)
     return out
 
 
@@ -104,16 +114,18 @@ def main(work: Path = typer.Option(..., help="Finished spaces: TASK/msa/msa/spac
          split: str = typer.Option("test"),
          tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
          per_kind: int = typer.Option(30, help="Questions per kind and split, at most."),
+         every_kind: bool = typer.Option(False, help="Single-hop kinds too."),
          out: Path = typer.Option(Path("answer-hops.json"))) -> None:
     from msa_agent.bench.suite import machine_info
 
     rows: list[dict[str, Any]] = []
     for name in tasks:
         task = build(name, "full")
-        qs = questions(task, split, per_kind)
+        qs = questions(task, split, per_kind, every_kind)
         rows += evaluate(task, qs, work / name / "msa" / "msa" / "space", work / name / "rag")
     doc = {"command": f"python -m msa_agent.bench.answer_hops --work {work} --split {split} "
-                      + " ".join(f"--task {t}" for t in tasks) + f" --per-kind {per_kind}",
+                      + " ".join(f"--task {t}" for t in tasks) + f" --per-kind {per_kind}"
+                      + (" --every-kind" if every_kind else ""),
            "machine": machine_info(), "summary": summary(rows), "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))

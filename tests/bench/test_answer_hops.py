@@ -19,6 +19,8 @@ def test_questions_are_multi_hop_or_changed_facts_of_the_split_capped_per_kind()
     task = Task("t", "a test task", (Stage("s", (), tuple(qs)),))
     got = answer_hops.questions(task, "test", per_kind=2)
     assert [q.qid for q in got] == ["b", "c", "e"]  # capped at 2, no single-hop, val, or gold-less
+    every = answer_hops.questions(task, "test", per_kind=2, every_kind=True)
+    assert [q.qid for q in every] == ["a", "b", "c", "e"]
 
 
 def test_summary_counts_accuracy_per_task_kind_and_system() -> None:
