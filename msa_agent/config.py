@@ -142,6 +142,12 @@ class MemoryConfig(BaseModel):
         "in one gather launch); None = 2048 MB on CUDA, 256 MB on CPU; 0 = read the store "
         "each time.",
     )
+    gpu_cache_mb: int | None = Field(
+        None, ge=0,
+        description="GPU tier of memory K/V above the host tier (CUDA only): memories read "
+        "recently stay in GPU memory, least recently used evicted first; None = 1024 MB; "
+        "0 = none (every read gathers from the host tier).",
+    )
     compact_dead_fraction: float | None = Field(
         0.25, gt=0, le=1,
         description="After a forget, compact the arrays (reclaim the disk of deleted rows) once "

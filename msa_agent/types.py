@@ -93,9 +93,9 @@ class SpaceStats(BaseModel):
     bytes_on_disk: int
     host_cache: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="The host tier of memory K/V read for answers, per array pair ('pooled', "
-        "'full'): hits, misses, evictions (memories), hit_rate, bytes, memories; this process "
-        "since open.")
+        description="The tiers of memory K/V read for answers, per array pair: the host tier "
+        "as 'pooled' and 'full', the GPU tier (CUDA) as 'pooled_gpu' and 'full_gpu': hits, "
+        "misses, evictions (memories), hit_rate, bytes, memories; this process since open.")
 
 
 class AnswerRound(BaseModel):

@@ -32,19 +32,25 @@ def test_memory_on_cuda(tmp_path: Path) -> None:
     assert [h.id for h in again] == [h.id for h in hits]
 
 
-def test_host_tier_on_cuda_is_pinned_and_reads_what_the_store_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gpu_mb", [0, 64])
+def test_host_tier_on_cuda_is_pinned_and_reads_what_the_store_holds(tmp_path: Path,
+                                                                     gpu_mb: int) -> None:
     pair = (make_llama(), make_tokenizer())
     facts = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green tea."]
     answers = []
     for mb in (0, 64):  # 0: straight from the store; 64: pinned host tier + gather kernel
         with Memory.open(tmp_path / f"m{mb}", model=pair, device="cuda", chunk_size=8,
-                         keep_full_kv=True, host_cache_mb=mb) as mem:
+                         keep_full_kv=True, host_cache_mb=mb, gpu_cache_mb=gpu_mb) as mem:
             mem.remember_many(facts)
             first = mem.answer("Where does Alice work?", k=2, read="full", max_new_tokens=4)
             again = mem.answer("Where does Alice work?", k=2, read="full", max_new_tokens=4)
-            cache = mem._engine.kv_cache["full"]
-            assert first.text == again.text
+            top = mem._engine.kv_cache["full"]
+            host = top.below if gpu_mb else top
+            assert first.text == again.text and host is not None
             if mb:
-                assert cache.k is not None and cache.k.is_pinned() and len(cache.rows) == 2
+                assert host.k is not None and host.k.is_pinned() and len(host.rows) == 2
+            if gpu_mb:  # the GPU tier above it holds the rows on the device, hit the 2nd time
+                assert top.k is not None and top.k.is_cuda and len(top.rows) == 2
+                assert mem.stats().host_cache["full_gpu"]["hits"] == 2
             answers.append(first.text)
     assert answers[0] == answers[1]

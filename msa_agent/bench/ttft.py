@@ -310,13 +310,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "dtype": args.dtype, "settings": asdict(settings) | {"k": settings.memories},
         "texts": {"source": TEXT_SOURCE, "tokens": token_counts(bb.tokenizer, texts)},
         "load_average_before": load_average()}
+    extra = {} if args.gpu_cache_mb is None else {"gpu_cache_mb": args.gpu_cache_mb}
+    doc["gpu_cache_mb"] = args.gpu_cache_mb
     with Memory.open(work / "space", model=bb.model, device=str(device),
-                     **open_options(settings.tokens), **bb.open_extra) as mem:
+                     **open_options(settings.tokens), **bb.open_extra, **extra) as mem:
         doc["ingest_s"] = fill(mem, texts)
         doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode}
         rows = summarise(measure(mem, settings))
         if args.profile:
             doc["profile"] = profile(mem, args.profile, settings)
+        doc["kv_tiers_after"] = mem.stats().host_cache
     doc |= {"load_average_after": load_average(), "modes": rows, "target": target_check(rows)}
     return doc
 
@@ -359,6 +362,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=1)
     p.add_argument("--modes", default=",".join(MODES),
                    help="comma list of the modes to time (default: all)")
+    p.add_argument("--gpu-cache-mb", type=int, default=None,
+                   help="the GPU tier's size (MemoryConfig.gpu_cache_mb; 0 = none)")
     p.add_argument("--profile", default=None, choices=MODES,
                    help="also cProfile one answer of this mode (kept in the JSON)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")

@@ -58,6 +58,7 @@ __all__ = ["Engine", "NewDoc", "RoutingQualityWarning", "OWN_QK"]
 CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587 one by one
 CUDA_BATCH_TOKENS = 16384
 HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
+GPU_CACHE_MB = 1024  # GPU tier above it, on CUDA only
 KV_FRAME_SETTING = "kv_frame_ids"  # the head token ids a chat-framed space encoded K/V after
 
 
@@ -95,9 +96,7 @@ class Engine(Recall):
         self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row
-        budget, pin = _host_cache_bytes(lm, cfg), lm.device.type == "cuda"
-        self.kv_cache = {kind: HostKVCache((f"{kind}_k", f"{kind}_v"), budget, pin)
-                         for kind in ("pooled", "full")}
+        self.kv_cache = {kind: _kv_tiers(kind, lm, cfg) for kind in ("pooled", "full")}
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -451,11 +450,14 @@ class Engine(Recall):
         """Per host tier (pooled, full): its counters and hit rate (0 before any read)."""
         with self.lock:
             out = {}
-            for kind, cache in self.kv_cache.items():
-                c: dict[str, float] = dict(cache.counters)
-                reads = c["hits"] + c["misses"]
-                c["hit_rate"] = c["hits"] / reads if reads else 0.0
-                out[kind] = c
+            for kind, top in self.kv_cache.items():
+                tier: HostKVCache | None = top
+                while tier is not None:  # the GPU tier as "<kind>_gpu", the host tier as kind
+                    c: dict[str, float] = dict(tier.counters)
+                    reads = c["hits"] + c["misses"]
+                    c["hit_rate"] = c["hits"] / reads if reads else 0.0
+                    out[kind if tier.home.type == "cpu" else f"{kind}_gpu"] = c
+                    tier = tier.below
             return out
 
     def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
@@ -531,6 +533,17 @@ def _host_cache_bytes(lm: LoadedModel, cfg: MemoryConfig) -> int:
     if mb is None:
         mb = HOST_CACHE_MB_CUDA if lm.device.type == "cuda" else HOST_CACHE_MB_CPU
     return mb << 20
+
+
+def _kv_tiers(kind: str, lm: LoadedModel, cfg: MemoryConfig) -> HostKVCache:
+    """The tiers ``kind``'s K/V are read through, top first: on CUDA a GPU tier
+    (``gpu_cache_mb``) above the pinned host tier (``host_cache_mb``), else the host tier."""
+    cuda = lm.device.type == "cuda"
+    host = HostKVCache((f"{kind}_k", f"{kind}_v"), _host_cache_bytes(lm, cfg), cuda)
+    mb = cfg.gpu_cache_mb if cfg.gpu_cache_mb is not None else GPU_CACHE_MB
+    if not cuda or mb == 0:
+        return host
+    return HostKVCache(host.names, mb << 20, False, home=lm.device, below=host)
 
 
 def _default_batch_tokens(lm: LoadedModel) -> int:

@@ -11,6 +11,11 @@ evicted and their rows zeroed. Past its byte budget the least recently used memo
 the current request are evicted and the rest compacted to the front of the buffer; a request
 whose own memories exceed the budget is read from the store directly. ``counters`` reports
 hits, misses and evictions (``Memory.stats().host_cache``).
+
+The same class is the **GPU tier** above it: with ``home`` a CUDA device and ``below`` the
+host tier, its rows live in GPU memory, a hit is one ``index_select`` there, and misses come
+from the host tier (one gather launch) instead of the store; eviction cascades down, so a
+forgotten memory leaves neither tier.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from msa_agent.store import Space, StoredMemory
 class HostKVCache:
     """Host rows of one K/V array pair, by memory id; see the module docstring."""
 
-    def __init__(self, names: tuple[str, str], budget_bytes: int, pin: bool) -> None:
+    def __init__(self, names: tuple[str, str], budget_bytes: int, pin: bool,
+                 home: torch.device | None = None, below: HostKVCache | None = None) -> None:
+        """``home``: where the rows live (host memory by default); ``below``: the tier that
+        serves misses (None: the store)."""
         self.names, self.budget, self.pin = names, budget_bytes, pin
+        self.home, self.below = home or torch.device("cpu"), below
         self.k: torch.Tensor | None = None  # [capacity, L, Hkv, D]
         self.v: torch.Tensor | None = None
         # memory id -> (first row, n rows), least recently used first
@@ -67,16 +76,26 @@ class HostKVCache:
         spans = [self.rows[m.id] for m in memories]
         idx = torch.cat([torch.arange(s, s + n) for s, n in spans])
         assert self.k is not None and self.v is not None
-        k = gather_to_device(self.k, idx, device)
-        v = gather_to_device(self.v, idx, device)
+        k, v = self._take(self.k, idx, device), self._take(self.v, idx, device)
         if widen:
             k, v = k.float(), v.float()
         sizes = [n for _, n in spans]
         return list(zip(k.split(sizes), v.split(sizes)))
 
+    def _take(self, buf: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Rows ``idx`` of ``buf`` on ``device``: a gather from a host buffer (one launch),
+        an ``index_select`` where the buffer already lives on ``device``."""
+        if buf.device == torch.device(device):
+            return buf.index_select(0, idx.to(buf.device))
+        return gather_to_device(buf, idx, device)
+
     def evict(self, ids: Iterable[str]) -> None:
-        """Forget these memories' rows and zero them (erasure: a forgotten memory's K/V do not
-        stay in host memory; the rows are reused at the next compaction)."""
+        """Forget these memories' rows and zero them, here and in the tiers below (erasure:
+        a forgotten memory's K/V do not stay in memory; the rows are reused at the next
+        compaction)."""
+        ids = list(ids)
+        if self.below is not None:
+            self.below.evict(ids)
         for i in ids:
             span = self.rows.pop(i, None)
             if span is not None and self.k is not None and self.v is not None:
@@ -87,9 +106,9 @@ class HostKVCache:
         """Read ``memories`` from the store into the cache, evicting the least recently used
         memories outside ``request`` for room; False (nothing added) if the request's own
         memories exceed the budget."""
-        ks, vs = (space.read(name, memories) for name in self.names)
+        ks, vs = self._load(space, memories)
         need = sum(k.shape[0] for k in ks)
-        row_bytes = 2 * ks[0][0].size * ks[0].dtype.itemsize
+        row_bytes = 2 * ks[0][0].numel() * ks[0].element_size()
         most = self.budget // row_bytes
         kept = sum(n for i, (_, n) in self.rows.items() if i in request)
         if kept + need > most:
@@ -100,8 +119,8 @@ class HostKVCache:
         assert self.k is not None and self.v is not None
         for m, k, v in zip(memories, ks, vs):
             n = k.shape[0]
-            self.k[self.used : self.used + n] = torch.from_numpy(k)
-            self.v[self.used : self.used + n] = torch.from_numpy(v)
+            self.k[self.used : self.used + n] = k
+            self.v[self.used : self.used + n] = v
             self.rows[m.id] = (self.used, n)
             self.used += n
         return True
@@ -129,16 +148,26 @@ class HostKVCache:
         self.v[top : self.used] = 0
         self.used = top
 
-    def _reserve(self, rows: int, like, most: int) -> None:  # noqa: ANN001 (a numpy array)
+    def _load(self, space: Space, memories: Sequence[StoredMemory]
+              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The K and V rows of ``memories``, from the tier below (onto ``home``, stored dtype)
+        or from the store."""
+        if self.below is not None:
+            fetched = self.below.fetch(space, memories, self.home, widen=False)
+            return [k for k, _ in fetched], [v for _, v in fetched]
+        ks, vs = (space.read(name, memories) for name in self.names)
+        return [torch.from_numpy(k) for k in ks], [torch.from_numpy(v) for v in vs]
+
+    def _reserve(self, rows: int, like: torch.Tensor, most: int) -> None:
         """Grow the buffers (doubling, at most ``most`` rows) to hold ``rows`` rows, keeping
         what they hold."""
         have = 0 if self.k is None else self.k.shape[0]
         if rows <= have:
             return
         cap = max(rows, min(max(2 * have, 64), most))
-        dtype = torch.from_numpy(like[:0]).dtype
-        new = [torch.empty((cap, *like.shape[1:]), dtype=dtype, pin_memory=self.pin)
-               for _ in range(2)]
+        pin = self.pin and self.home.type == "cpu"
+        new = [torch.empty((cap, *like.shape[1:]), dtype=like.dtype, device=self.home,
+                           pin_memory=pin) for _ in range(2)]
         if self.k is not None and self.v is not None:
             new[0][: self.used] = self.k[: self.used]
             new[1][: self.used] = self.v[: self.used]
@@ -146,6 +175,8 @@ class HostKVCache:
 
     def _direct(self, space: Space, memories: Sequence[StoredMemory], device: torch.device,
                 widen: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.below is not None:  # too big for this tier: straight from the one below
+            return self.below.fetch(space, memories, device, widen)
         ks, vs = (space.read(name, memories) for name in self.names)
 
         def put(a: np.ndarray) -> torch.Tensor:

@@ -130,3 +130,48 @@ def test_memory_stats_report_the_host_tier(tmp_path, tiny_pair) -> None:  # noqa
         tier = mem.stats().host_cache["full"]
         assert tier["misses"] == 2 and tier["hits"] == 2 and tier["hit_rate"] == 0.5
         assert tier["memories"] == 2 and tier["bytes"] > 0
+
+
+def _stack(top_rows: int, host_rows: int) -> tuple[FakeSpace, HostKVCache, HostKVCache]:
+    """A device tier (here on the CPU too: the same code, its home a device) over a host
+    tier, as the engine stacks them on CUDA."""
+    row_bytes = 2 * int(np.prod(SHAPE)) * 2
+    host = HostKVCache(("pooled_k", "pooled_v"), host_rows * row_bytes, pin=False)
+    top = HostKVCache(host.names, top_rows * row_bytes, pin=False,
+                      home=torch.device("cpu"), below=host)
+    return FakeSpace(), top, host
+
+
+@settings(max_examples=40, deadline=None)
+@given(top_rows=st.integers(0, 20), host_rows=st.integers(0, 40),
+       ops=st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from(MEMS), min_size=1,
+                                                      max_size=4)), min_size=1, max_size=8))
+def test_two_tiers_fetch_equals_the_store_and_forget_reaches_both(
+        top_rows: int, host_rows: int, ops: list) -> None:  # noqa: ANN001
+    space, top, host = _stack(top_rows, host_rows)
+    row_bytes = 2 * int(np.prod(SHAPE)) * 2
+    for evict, mems in ops:
+        if evict:
+            top.evict([m.id for m in mems])
+            assert not {m.id for m in mems} & (set(top.rows) | set(host.rows))
+            continue
+        got = top.fetch(space, mems, torch.device("cpu"))  # type: ignore[arg-type]
+        for (k, v), m in zip(got, mems):
+            want_k, want_v = expect(m)
+            torch.testing.assert_close(k, want_k)
+            torch.testing.assert_close(v, want_v)
+        assert top.nbytes <= top_rows * row_bytes and host.nbytes <= host_rows * row_bytes
+
+
+def test_top_tier_hits_skip_the_host_and_its_misses_skip_the_store() -> None:
+    space, top, host = _stack(12, 40)
+    cpu = torch.device("cpu")
+    top.fetch(space, MEMS[:2], cpu)  # type: ignore[arg-type]  # both tiers miss: store
+    reads, host_hits = space.reads, host.hits
+    top.fetch(space, MEMS[:2], cpu)  # type: ignore[arg-type]
+    assert top.hits == 2 and host.hits == host_hits and space.reads == reads
+    top.fetch(space, [MEMS[5]], cpu)  # type: ignore[arg-type]  # 9 rows: evicts at the top
+    assert top.evictions >= 1 and MEMS[0].id in host.rows  # the host tier still holds it
+    reads = space.reads
+    top.fetch(space, [MEMS[0]], cpu)  # type: ignore[arg-type]  # top miss, host hit
+    assert space.reads == reads and host.hits == host_hits + 1
