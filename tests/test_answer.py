@@ -25,8 +25,10 @@ def open_mem(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
 def test_text_read_answers_with_rounds_and_costs(tmp_path: Path, tiny_pair) -> None:
     with open_mem(tmp_path / "m", tiny_pair) as mem:
         mem.remember_many(FACTS)
-        ans = mem.answer("Where does Alice work?", k=2, hops=2, max_new_tokens=5)
+        ans = mem.answer("Where does Alice work?", k=2, hops=2, read="text", max_new_tokens=5)
         bare = mem.answer("Where does Alice work?", k=1, read="text", max_new_tokens=5)
+        auto = mem.answer("Where does Alice work?", k=1, max_new_tokens=5)
+    assert auto.read == "chunks"  # the default for a model not trained for MSA
     assert ans.read == "text" and ans.generated_tokens == 5
     assert [r.round for r in ans.rounds] == [1, 2]
     assert ans.prompt_tokens > bare.prompt_tokens  # two memories inlined vs one

@@ -10,10 +10,11 @@ questions of the asked kinds (two-hop facts; two-hop and changed-fact sessions; 
 ``--every-kind`` single-hop ones too), four rows
 are read by the same reader in the same frame, at the same k (``MemoryConfig.answer_k``):
 
-- ``msa-agent answer``: ``Memory.answer(q)`` with its defaults (one round);
-- ``msa-agent answer hops=auto``: ``Memory.answer(q, hops="auto")`` (memory interleave);
+- ``msa-agent answer read=text``: ``Memory.answer(q, read="text")``, one round, whole texts;
+- ``msa-agent answer read=text hops=auto``: the same with memory interleave;
 - ``msa-agent answer read=chunks``: ``Memory.answer(q, read="chunks")`` (each memory's
-  matched chunk and its neighbours instead of the whole text);
+  matched chunk and its neighbours instead of the whole text; the default for models not
+  trained for MSA since it measured best on the sessions' val split);
 - ``RAG BM25``: the suite's BM25 baseline's top-k texts (``answer_stage.read``).
 
 Accuracy = the normalised gold answer inside the answer (``answer_stage.grade``); for a changed
@@ -38,8 +39,8 @@ from msa_agent.bench.tasks.base import Query, Task
 
 # row -> Memory.answer options
 MSA_ROWS: dict[str, dict[str, Any]] = {
-    "msa-agent answer": {"hops": 1},
-    "msa-agent answer hops=auto": {"hops": "auto"},
+    "msa-agent answer read=text": {"hops": 1, "read": "text"},
+    "msa-agent answer read=text hops=auto": {"hops": "auto", "read": "text"},
     "msa-agent answer read=chunks": {"hops": 1, "read": "chunks"},
 }
 RAG_ROW = "RAG BM25"

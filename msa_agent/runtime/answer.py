@@ -41,8 +41,8 @@ def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
         raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
     if read == "full" and not has_full:
         raise InvalidInputError("read='full' needs a space created with keep_full_kv=True")
-    if read == "auto":
-        return "pooled" if msa_trained else "text"
+    if read == "auto":  # chunks: best on the full sessions' val split (docs/answering.md)
+        return "pooled" if msa_trained else "chunks"
     return read
 
 

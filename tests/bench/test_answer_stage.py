@@ -134,9 +134,10 @@ def test_msa_rows_use_memory_answer_in_the_same_frame(lm: Any, tmp_path: Path) -
             [{"text": m.text, "namespace": m.namespace, "metadata": {"key": m.key}} for m in MEMS]
         )
     reader = answers.Reader(lm, max_new_tokens=3)
-    outs = answer_stage.msa_outputs(reader, QS[:1], space, {})
+    # whole texts: the RAG rows' own reading (the default reads chunks of them)
+    outs = answer_stage.msa_outputs(reader, QS[:1], space, {"read": "text"})
     with Memory.open(space, model=lm) as mem:
-        ans = mem.answer(QS[0].text, k=5, namespace="u1", max_new_tokens=3)
+        ans = mem.answer(QS[0].text, k=5, namespace="u1", max_new_tokens=3, read="text")
     hits = [h for r in ans.rounds for h in r.memories]
     texts, times = [h.text for h in hits], [h.created_at for h in hits]
     assert outs[0]["prompt_tokens"] == len(reader.prompt(QS[0].text, texts, times))
