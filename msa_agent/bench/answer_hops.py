@@ -33,6 +33,7 @@ from typing import Any
 import typer
 
 from msa_agent.bench import answer_stage
+from msa_agent.bench.answer_k import rag_rankings
 from msa_agent.bench.answers import default_reader
 from msa_agent.bench.tasks import build
 from msa_agent.bench.tasks.base import Query, Task
@@ -63,19 +64,6 @@ def questions(task: Task, split: str, per_kind: int, every_kind: bool = False) -
     return out
 
 
-def bm25_top(task: Task, qs: Sequence[Query], work: Path, k: int) -> dict[str, list[str]]:
-    """The suite's BM25 baseline's top-``k`` memory keys per question."""
-    from msa_agent.bench.suite import _ingest, make_system
-
-    system = make_system("bm25", work / "bm25", None)
-    try:
-        _ingest(system, task.stages[-1].memories)
-        opts = next(iter(system.variants().values()))
-        return {q.qid: system.search(q, k, opts) for q in qs}
-    finally:
-        system.close()
-
-
 def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> list[dict[str, Any]]:
     from msa_agent import Memory
 
@@ -84,7 +72,7 @@ def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> lis
     out: list[dict[str, Any]] = []
     with Memory.open(space, reader.lm) as mem:
         k = mem.config.answer_k
-        rag = bm25_top(task, qs, scratch, k)
+        rag = rag_rankings(task, qs, scratch, k, {RAG_ROW: "bm25"})[RAG_ROW]
         for q in qs:
             for row, opts in MSA_ROWS.items():
                 start = time.perf_counter()

@@ -22,6 +22,7 @@ import json
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ def questions(task: Task, split: str, per_split: int) -> list[Query]:
     return [q for q in pick(task.stages[-1].queries, per_split) if q.split == split and q.hops == 1]
 
 
-def rag_rankings(task: Task, qs: list[Query], work: Path, depth: int
-                 ) -> dict[str, dict[str, list[str]]]:
-    """Each baseline's top-5 keys per question (``suite.make_system``, all memories added)."""
+def rag_rankings(task: Task, qs: Sequence[Query], work: Path, depth: int,
+                 rows: dict[str, str] = RAG) -> dict[str, dict[str, list[str]]]:
+    """Each baseline's (``rows``: row -> suite system) top-``depth`` keys per question
+    (``suite.make_system``, all memories added)."""
     from msa_agent.bench.suite import _ingest, make_system
 
     out: dict[str, dict[str, list[str]]] = {}
-    for row, name in RAG.items():
+    for row, name in rows.items():
         system = make_system(name, work / name, None)
         try:
             _ingest(system, task.stages[-1].memories)

@@ -28,6 +28,7 @@ from msa_agent.bench.systems import dedupe
 from msa_agent.bench.tasks import Query, Task, build
 from msa_agent.bench.tasks.base import MemoryItem, memory_time
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
+from msa_agent.runtime.fusion import completed as complete
 
 K = 5
 BOTH = (MSA, LEXICAL)
@@ -119,16 +120,11 @@ def _read_completions(path: Path, lm: Any, queries: Sequence[Query],
     for the "completed" rows: each fused candidate then has both channels' real scores."""
     from msa_agent import Memory
 
-    out = []
     with Memory.open(path, lm) as mem:
         engine = mem._engine
-        for q, p in zip(queries, pools):
-            have = {i for i, _ in p["pools"][MSA]}
-            ids = [i for i, _ in p["pools"][LEXICAL] if i not in have]
-            r = engine.index.explain(ids, engine.query(q.text)) if ids else None
-            names = engine.index.doc_ids
-            out.append([] if r is None else [(names[d], s) for d, s in zip(r.docs, r.scores)])
-    return out
+        return [engine.routing_scores([i for i, _ in p["pools"][LEXICAL]],
+                                      {i for i, _ in p["pools"][MSA]}, engine.query(q.text))
+                for q, p in zip(queries, pools)]
 
 
 def _read_matched(path: Path, queries: Sequence[Query], pools: list[dict[str, Any]]
@@ -163,8 +159,7 @@ def fused_keys(pool: dict[str, Any], f: Fusion, channels: Sequence[str],
     candidates outside its pool (their real scores, not the pool's floor)."""
     given = {c: pool["pools"][c] for c in channels}
     if completed and MSA in given:
-        given[MSA] = sorted([*given[MSA], *map(tuple, pool["msa_completed"])],
-                            key=lambda x: -x[1])
+        given[MSA] = complete(given[MSA], [tuple(x) for x in pool["msa_completed"]])
     ranked = fuse(given, pool["created"], f, pool["matched"])
     return dedupe([pool["key"][r.id] for r in ranked], K)
 

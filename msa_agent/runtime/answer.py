@@ -139,16 +139,24 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     total = sum(k.shape[0] for k, _ in fetched)
     keys = k0.new_empty((len(layers), k0.shape[2], total, k0.shape[3]))
     values = torch.empty_like(keys)
-    at = 0
-    for k, v in fetched:
-        n = k.shape[0]
-        rotate_layers(model, k, torch.arange(n), list(layers), out=keys[:, :, at:at + n])
-        values[:, :, at:at + n] = v.permute(1, 2, 0, 3)
-        at += n
+    lay_out(model, fetched, [0] * len(fetched), layers, keys, values)
     mkv = MemoryKV()
     for j, layer in enumerate(layers):
         mkv.k[layer], mkv.v[layer] = keys[j:j + 1], values[j:j + 1]
     return mkv, max(k.shape[0] for k, _ in fetched)
+
+
+def lay_out(model: Any, fetched: Sequence[KV], starts: Sequence[int], layers: Sequence[int],
+            keys: torch.Tensor, values: torch.Tensor, at: int = 0) -> None:
+    """Write each memory's pre-RoPE K ``[S_i, F, Hkv, D]``, rotated at positions
+    ``start..start+S_i-1``, and its V into ``keys``/``values`` ``[F, Hkv, ., D]``, one memory
+    after another from column ``at`` (``rotate_layers`` writes straight into the slot)."""
+    for (k, v), start in zip(fetched, starts):
+        n = k.shape[0]
+        rotate_layers(model, k, torch.arange(start, start + n), list(layers),
+                      out=keys[:, :, at:at + n])
+        values[:, :, at:at + n] = v.permute(1, 2, 0, 3)
+        at += n
 
 
 def pooled_kv(

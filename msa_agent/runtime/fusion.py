@@ -83,6 +83,13 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     return [Fused(i, score[i], parts[i]) for i in order]
 
 
+def completed(msa: Ranking, extra: Ranking) -> list[tuple[str, float]]:
+    """The MSA channel's pool plus the routing scores of other channels' candidates outside
+    it (``MemoryConfig.fusion_complete``), best first: every fused candidate is then scored
+    by both channels instead of counting as the pool's floor."""
+    return sorted([*msa, *extra], key=lambda x: -x[1])
+
+
 def _share_rare_word(matched: Mapping[str, Collection[str]] | None, most: int
                      ) -> Callable[[str, str], bool]:
     """``related(a, b)``: a and b both contain a query word that at most ``most`` candidates

@@ -25,7 +25,7 @@ import torch
 
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import MemoryKV, rotate_layers
-from msa_agent.runtime.answer import KV, SYSTEM, WORKED_EXAMPLE, prompt_text
+from msa_agent.runtime.answer import KV, SYSTEM, WORKED_EXAMPLE, lay_out, prompt_text
 
 SLOT = "@@msa-memory@@"  # stands for the memory while the frame is rendered
 FRAMES = ("bare", "chat")
@@ -102,12 +102,7 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     kbuf = hk.new_empty((len(rows), hk.shape[1], p + sum(sizes), hk.shape[3]))
     vbuf = torch.empty_like(kbuf)
     kbuf[:, :, :p], vbuf[:, :, :p] = hk[rows], hv[rows]
-    at = p
-    for (k, v), start in zip(fetched, starts):
-        n = k.shape[0]
-        rotate_layers(model, k, torch.arange(start, start + n), rows, out=kbuf[:, :, at:at + n])
-        vbuf[:, :, at:at + n] = v.permute(1, 2, 0, 3)
-        at += n
+    lay_out(model, fetched, starts, rows, kbuf, vbuf, at=p)
     for j, layer in enumerate(rows):
         mkv.k[layer], mkv.v[layer] = kbuf[j:j + 1], vbuf[j:j + 1]
     return mkv, end

@@ -17,7 +17,7 @@ from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
 from msa_agent.runtime.excerpt import matched_chunk, window
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, completed, fuse
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
@@ -91,18 +91,23 @@ class Recall:
 
     def _completed(self, msa: list[tuple[str, float]], lexical: list[tuple[str, float]],
                    q: torch.Tensor) -> list[tuple[str, float]]:
-        """The MSA pool plus the routing scores of lexical candidates outside it
-        (``fusion_complete``), best first: every fused candidate is then scored by both
-        channels, instead of a lexical find outside MSA's pool getting the pool's floor
-        (chosen on validation, docs/recall.md)."""
-        have = {i for i, _ in msa}
-        missing = [i for i, _ in lexical if i not in have]
-        if not self.cfg.fusion_complete or not missing:
+        """:func:`~msa_agent.runtime.fusion.completed` with the routing scores of the lexical
+        candidates outside MSA's pool, when ``fusion_complete`` (chosen on validation,
+        docs/recall.md)."""
+        if not self.cfg.fusion_complete:
             return msa
+        return completed(msa, self.routing_scores([i for i, _ in lexical], {i for i, _ in msa},
+                                                  q))
+
+    def routing_scores(self, ids: list[str], skip: set[str], q: torch.Tensor
+                       ) -> list[tuple[str, float]]:
+        """The routing score of each of ``ids`` not in ``skip`` (``RoutingIndex.explain``)."""
+        missing = [i for i in ids if i not in skip]
+        if not missing:
+            return []
         with self.lock:
             ranked, names = self._explain_ids(missing, q)
-        return sorted([*msa, *((names[d], s) for d, s in zip(ranked.docs, ranked.scores))],
-                      key=lambda x: -x[1])
+        return [(names[d], s) for d, s in zip(ranked.docs, ranked.scores)]
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
                  ) -> list[tuple[str, float]]:

@@ -84,9 +84,9 @@ class HostKVCache:
 
     def _take(self, buf: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Rows ``idx`` of ``buf`` on ``device``: a gather from a host buffer (one launch),
-        an ``index_select`` where the buffer already lives on ``device``."""
-        if buf.device == torch.device(device):
-            return buf.index_select(0, idx.to(buf.device))
+        an ``index_select`` where the buffer lives on a device."""
+        if buf.device.type != "cpu":  # the GPU tier: select there
+            return buf.index_select(0, idx.to(buf.device)).to(device)
         return gather_to_device(buf, idx, device)
 
     def evict(self, ids: Iterable[str]) -> None:
