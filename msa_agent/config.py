@@ -132,6 +132,11 @@ class MemoryConfig(BaseModel):
         "held by at most this many candidates (versions of one fact share their subject word; "
         "long sessions that share common words do not). 0 = any near-tie.",
     )
+    newer_cover: float = Field(
+        0.5, ge=0, le=1, description="newer_within only lets a memory pass an older one when "
+        "it holds at least this share of the query words the older one holds (a newer version "
+        "restates the subject; a session sharing one word of the question does not). 0 = off.",
+    )
     newer_gap_s: float = Field(
         3600.0, ge=0, description="How much older (seconds) a memory must be for "
         "newer_within to apply: memories written together are not versions of each other.",
@@ -147,6 +152,17 @@ class MemoryConfig(BaseModel):
         description="GPU tier of memory K/V above the host tier (CUDA only): memories read "
         "recently stay in GPU memory, least recently used evicted first; None = 1024 MB; "
         "0 = none (every read gathers from the host tier).",
+    )
+    prefetch: int | None = Field(
+        None, ge=0,
+        description="How many memories an answer starts loading into the K/V tiers in the "
+        "background once it has read its own (K/V reads only): the candidates ranked just after "
+        "the ones read, which the next round of an interleave (or a follow-up) reads next. "
+        "None = 2 on CUDA (the next round reads answer_k = 2; the worker runs on host cores the "
+        "GPU's generation leaves idle), 0 on CPU: on a 2-core CPU with a local store round 2's "
+        "hit rate rose 0.49 -> 0.69 but its read got only 2-3 ms faster, while the worker "
+        "(~35 ms a question, on the same cores) made the answer it overlapped ~24 ms slower "
+        "(docs/results/prefetch-cpu.json). 0 = off.",
     )
     compact_dead_fraction: float | None = Field(
         0.25, gt=0, le=1,

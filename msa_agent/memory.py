@@ -341,9 +341,10 @@ class Memory:
                     group: bool | None = None) -> list[list[RecallHit]]:
         """:meth:`recall` of several queries with the same options, one list of hits per
         query, in order. Their backbone forwards run batched by length (the throughput of
-        an agent asking several things at once); ranking, fusion and the rest are each
-        query's own. A padded batch may round a score's last bits differently from a lone
-        ``recall``."""
+        an agent asking several things at once), and so does their first routing round: one
+        pass over the routing keys ranks every query (``RoutingIndex.rank_many``); fusion,
+        later ``hops`` rounds, paging and the rest are each query's own. A padded batch may
+        round a score's last bits differently from a lone ``recall``."""
         if isinstance(queries, str) or not isinstance(queries, Sequence):
             raise InvalidInputError("queries must be a sequence of strings")
         checked = [self._checked(q, f"queries[{i}]", k, hops) for i, q in enumerate(queries)]
@@ -367,23 +368,30 @@ class Memory:
             qs = [self._engine.query(queries[0])]
         else:
             qs = list(self._engine.query_many(list(queries)))
+        firsts: list[list[Recalled] | None] = [None] * len(queries)
+        if len(queries) > 1:  # every query's first page in one routing pass
+            firsts = list(self._engine.recall_many(queries, offset + k, scope, hops, qs, mode))
         return [[recall_hit(h, self._explain(h) if explain else None)
-                 for h in self._page(query, k, scope, hops, mode, offset, min_score, group, q)]
-                for query, q in zip(queries, qs)]
+                 for h in self._page(query, k, scope, hops, mode, offset, min_score, group, q,
+                                     hits)]
+                for query, q, hits in zip(queries, qs, firsts)]
 
     def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
               offset: int, min_score: float | None, group: bool,
-              q: torch.Tensor | None) -> list[Recalled]:
+              q: torch.Tensor | None, hits: list[Recalled] | None = None) -> list[Recalled]:
         """Recall enough candidates for the page: grouping thins them (the parts of one long
         text), so the pool doubles until the page is full or the scope is exhausted. ``q``:
-        the query's router queries, computed once by the caller (None for lexical recall)."""
+        the query's router queries, computed once by the caller (None for lexical recall).
+        ``hits``: the recall of the first ``offset + k``, if already made (recall_many's
+        batch); a larger pool is this query's own recall."""
         wanted = offset + k
         while True:
-            hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)
+            if hits is None:
+                hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)
             chosen = page(hits, k, offset, min_score, group)
             if len(chosen) == k or len(hits) < wanted or not group:
                 return chosen
-            wanted *= 2
+            wanted, hits = wanted * 2, None
 
     def _checked(self, text: str, what: str, k: int | None, hops: Hops,
                  default: int | None = None) -> int:

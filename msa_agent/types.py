@@ -95,7 +95,8 @@ class SpaceStats(BaseModel):
         default_factory=dict,
         description="The tiers of memory K/V read for answers, per array pair: the host tier "
         "as 'pooled' and 'full', the GPU tier (CUDA) as 'pooled_gpu' and 'full_gpu': hits, "
-        "misses, evictions (memories), hit_rate, bytes, memories; this process since open.")
+        "misses, evictions (memories), hit_rate, bytes, memories, and prefetch_issued / "
+        "prefetch_used / prefetch_wasted (MemoryConfig.prefetch); this process since open.")
 
 
 class AnswerRound(BaseModel):

@@ -40,3 +40,17 @@ def make_llama(layers: int = 4, seed: int = 0, vocab: int = 300) -> torch.nn.Mod
         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=4096,
     )
     return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def reader_logits(model: torch.nn.Module, reader: object) -> torch.Tensor:
+    """Logits of a runtime ``Reader``'s prompt over its memory K/V (the ``msa`` attention),
+    at the positions the reader starts from: what its first generated token is chosen from."""
+    from msa_agent.runtime.generate import msa_attention
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([reader.prompt], device=device)  # type: ignore[attr-defined]
+    start = reader.start  # type: ignore[attr-defined]
+    pos = torch.arange(start, start + ids.shape[1], device=device)[None]
+    with torch.inference_mode(), msa_attention(model):
+        return model(input_ids=ids, position_ids=pos,
+                     msa_memory=reader.memory).logits  # type: ignore[attr-defined]

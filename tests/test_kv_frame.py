@@ -14,9 +14,9 @@ from msa_agent.errors import InvalidInputError
 from msa_agent.model.text import split_text
 from msa_agent.runtime.answer import Reader
 from msa_agent.runtime.engine import KV_FRAME_SETTING
-from msa_agent.runtime.generate import msa_attention
 from msa_agent.runtime.kv_frame import framed_kv, head_ids, tail_ids
 from msa_agent.store import FingerprintMismatchError
+from msa_testing import reader_logits
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
 
@@ -28,14 +28,6 @@ def open_framed(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
     settings = {"chunk_size": 8, "keep_full_kv": True, "full_kv_layers": "all",
                 "kv_frame": "chat", **kw}
     return Memory.open(path, model=pair, **settings)
-
-
-def framed_logits(model, reader: Reader) -> torch.Tensor:  # noqa: ANN001
-    device = next(model.parameters()).device
-    ids = torch.tensor([reader.prompt], device=device)
-    pos = torch.arange(reader.start, reader.start + ids.shape[1], device=device)[None]
-    with torch.inference_mode(), msa_attention(model):
-        return model(input_ids=ids, position_ids=pos, msa_memory=reader.memory).logits
 
 
 def test_full_read_of_one_memory_equals_prefilling_the_frame(tmp_path: Path, tiny_pair) -> None:
@@ -50,7 +42,7 @@ def test_full_read_of_one_memory_equals_prefilling_the_frame(tmp_path: Path, tin
     with torch.inference_mode():
         ids = torch.tensor([head + doc + tail], device=next(model.parameters()).device)
         want = model(input_ids=ids).logits[:, -len(tail):]
-    torch.testing.assert_close(framed_logits(model, reader), want, atol=2e-4, rtol=1e-3)
+    torch.testing.assert_close(reader_logits(model, reader), want, atol=2e-4, rtol=1e-3)
 
 
 def test_head_and_tail_frame_the_text_read(tokenizer) -> None:

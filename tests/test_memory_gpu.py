@@ -40,7 +40,8 @@ def test_host_tier_on_cuda_is_pinned_and_reads_what_the_store_holds(tmp_path: Pa
     answers = []
     for mb in (0, 64):  # 0: straight from the store; 64: pinned host tier + gather kernel
         with Memory.open(tmp_path / f"m{mb}", model=pair, device="cuda", chunk_size=8,
-                         keep_full_kv=True, host_cache_mb=mb, gpu_cache_mb=gpu_mb) as mem:
+                         keep_full_kv=True, host_cache_mb=mb, gpu_cache_mb=gpu_mb,
+                         prefetch=0) as mem:  # the tiers alone (prefetch: the test below)
             mem.remember_many(facts)
             first = mem.answer("Where does Alice work?", k=2, read="full", max_new_tokens=4)
             again = mem.answer("Where does Alice work?", k=2, read="full", max_new_tokens=4)
@@ -54,3 +55,35 @@ def test_host_tier_on_cuda_is_pinned_and_reads_what_the_store_holds(tmp_path: Pa
                 assert mem.stats().host_cache["full_gpu"]["hits"] == 2
             answers.append(first.text)
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("host_mb", [0, 64])
+def test_prefetch_makes_the_second_round_a_gpu_tier_hit(tmp_path: Path, host_mb: int) -> None:
+    """Round 1 reads the best memory and prefetches the next two (store -> pinned host ->
+    GPU on the side stream); round 2 reads all three: every one a GPU-tier hit, where
+    without prefetch two are misses. The answers are the same either way."""
+    pair = (make_llama(), make_tokenizer())
+    facts = ["Alice works for Acme in Lisbon.", "Acme sells green kettles.",
+             "Bob likes green tea in the morning.", "The kettle is in the shed by the river.",
+             "Lisbon is the capital of Portugal.", "Carol repairs old bicycles on Sundays."]
+    question, seen = "Where is the green kettle?", {}
+    for n in (0, 2):
+        with Memory.open(tmp_path / f"p{n}", model=pair, device="cuda", chunk_size=8,
+                         keep_full_kv=True, host_cache_mb=host_mb, gpu_cache_mb=64,
+                         prefetch=n) as mem:
+            mem.remember_many(facts)
+            first = mem.answer(question, k=1, read="full", max_new_tokens=4)
+            prefetcher = mem._engine.prefetcher
+            assert prefetcher.wait(60) and prefetcher.failed == 0, prefetcher.last_error
+            before = mem.stats().host_cache["full_gpu"]
+            second = mem.answer(question, k=3, read="full", max_new_tokens=4)
+            gpu = mem.stats().host_cache["full_gpu"]
+            assert gpu["hits"] - before["hits"] == (3 if n else 1)
+            assert gpu["misses"] - before["misses"] == (0 if n else 2)
+            assert gpu["prefetch_used"] == (2 if n else 0)
+            assert mem.stats().host_cache["full"]["prefetch_issued"] == 0  # counted on top
+            seen[n] = [(a.text, [h.text for r in a.rounds for h in r.memories])
+                       for a in (first, second)]
+            assert prefetcher.alive == bool(n)
+        assert not prefetcher.alive  # close joined the worker
+    assert seen[0] == seen[2]

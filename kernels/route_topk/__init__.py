@@ -26,6 +26,7 @@ def route_topk(
     return_chunk_scores: bool = False,
     persistent: bool = True,
     top_tokens: int = 1,
+    q_len: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Top-k documents by MSA chunk score, one pass over the routing keys.
 
@@ -52,6 +53,10 @@ def route_topk(
             block of chunks. Same result either way.
         top_tokens: the chunk score is the mean of the ``top_tokens`` best query tokens'
             scores instead of their max (1, the paper's rule); naive.reduce_tokens.
+        q_len: `[B]` int, the number of real tokens of each query of a padded batch: tokens
+            at t >= q_len[b] are padding and never count (not in the max, nor in the mean of
+            the ``top_tokens`` best, whose divisor is min(q_len[b], top_tokens)); a query of
+            no real token scores -inf. None: all T tokens are real. Batched queries only.
 
     Returns:
         ids `[k]` int64 (or `[B, k]`), scores `[k]` float32 (or `[B, k]`), descending.
@@ -60,17 +65,21 @@ def route_topk(
     """
     batched = q.dim() == 4
     qb = q if batched else q[None]
+    if q_len is not None and (not batched or q_len.shape != (qb.shape[0],)):
+        raise ValueError(f"q_len must be [B] for queries [B, T, HQ, D], got {tuple(q_len.shape)}"
+                         f" for {tuple(q.shape)}")
     if use_triton(keys):
         from .parallel import route_topk_triton
 
         ids, val, cs = route_topk_triton(
             qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, fp8_dot,
-            return_chunk_scores, persistent, top_tokens,
+            return_chunk_scores, persistent, top_tokens, q_len,
         )  # fmt: skip
     else:
         ids, val, cs = route_topk_ref(
-            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, top_tokens
-        )
+            qb, keys, chunk_doc, num_docs, k, doc_mask, key_scale, keys_normalized, top_tokens,
+            q_len,
+        )  # fmt: skip
     out = (ids, val, cs) if return_chunk_scores else (ids, val)
     return out if batched else tuple(t[0] for t in out)
 

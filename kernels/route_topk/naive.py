@@ -91,25 +91,37 @@ def chunk_scores(
     return torch.cat(out, -1)
 
 
+def token_mask(q_len: torch.Tensor | None, T: int) -> torch.Tensor | None:
+    """``[B]`` real tokens of each query -> the ``[B, T]`` bool mask of :func:`chunk_scores`
+    (False = padding, ``t >= q_len[b]``); None stays None (all ``T`` real)."""
+    if q_len is None:
+        return None
+    return torch.arange(T, device=q_len.device)[None] < q_len[:, None]
+
+
 def chunk_scores_ref(
     q: torch.Tensor,
     keys: torch.Tensor,
     key_scale: torch.Tensor | None = None,
     keys_normalized: bool = False,
     top_tokens: int = 1,
+    q_len: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """S[b, n] = max_t mean_h cos(q[b, t, h], k[n, h // G]) (``top_tokens``: see
     :func:`reduce_tokens`).
 
-    q: `[B, T, HQ, D]`, keys: `[N, HKV, D]`, key_scale: `[N]` or None -> `[B, N]` float32.
-    With keys_normalized, keys * key_scale are taken as unit vectors (not renormalised).
+    q: `[B, T, HQ, D]`, keys: `[N, HKV, D]`, key_scale: `[N]` or None, q_len: `[B]` int real
+    tokens of each query (tokens at t >= q_len[b] are padding, left out) or None (all T)
+    -> `[B, N]` float32. With keys_normalized, keys * key_scale are taken as unit vectors
+    (not renormalised).
     """
     k = keys.float()
     if key_scale is not None:
         k = k * key_scale.float()[:, None, None]
     k_hat = k if keys_normalized else unit(k)
     qf = fold_queries(q, keys.shape[1]).flatten(-2)[:, :, None, None]  # [B, T, 1, 1, HKV*D]
-    return chunk_scores(qf, k_hat.flatten(1)[:, None, None], top_tokens=top_tokens)[:, 0]
+    mask = token_mask(None if q_len is None else q_len.to(q.device), q.shape[1])
+    return chunk_scores(qf, k_hat.flatten(1)[:, None, None], mask, top_tokens=top_tokens)[:, 0]
 
 
 def doc_scores_ref(
@@ -147,9 +159,10 @@ def route_topk_ref(
     key_scale: torch.Tensor | None = None,
     keys_normalized: bool = False,
     top_tokens: int = 1,
+    q_len: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference route_topk on `[B, T, HQ, D]` queries: (doc ids `[B, k]`, scores `[B, k]`,
-    chunk scores `[B, N]`)."""
-    s = chunk_scores_ref(q, keys, key_scale, keys_normalized, top_tokens)
+    """Reference route_topk on `[B, T, HQ, D]` queries (``q_len`` `[B]`: real tokens of each,
+    None = all T): (doc ids `[B, k]`, scores `[B, k]`, chunk scores `[B, N]`)."""
+    s = chunk_scores_ref(q, keys, key_scale, keys_normalized, top_tokens, q_len)
     ids, val = topk_docs(doc_scores_ref(s, chunk_doc, num_docs, doc_mask), k)
     return ids, val, s

@@ -3,7 +3,8 @@ run-reduced atomic document max), then a top-k over the M document scores.
 
 The key pass is a GEMM `[N, KD] @ [KD, C]` (KD = HKV * D: a chunk's kv heads are one
 contiguous row) followed, per block of BN chunks, by an epilogue: max over each query's T
-columns, segmented max over runs of equal document ids, one atomic max per run.
+columns (its first q_len[b] with per-query lengths), segmented max over runs of equal
+document ids, one atomic max per run.
 """
 
 from __future__ import annotations
@@ -95,10 +96,11 @@ def _prune(configs: list[triton.Config], named_args: dict, **kw: object) -> list
 @triton.jit
 def fold_query_kernel(
     q,  # [B, T, HQ, D]
-    qf,  # [C, HKV * D]: C = padded B * TP columns, zero where t >= T or b >= B
+    qf,  # [C, HKV * D]: C = padded B * TP columns, zero where t >= T (q_len[b]) or b >= B
     q_scale,  # [C] float32 dequant scale of qf (written only if QUANT)
     doc_score,  # [B * M] float32: filled with -inf here (saves a launch per call)
     counter,  # [B] int32 top-k counters: zeroed here
+    q_len,  # [B] int real tokens of each query (read only if HAS_LEN)
     T,
     B,
     n_fill,  # B * M
@@ -112,6 +114,7 @@ def fold_query_kernel(
     TP: tl.constexpr,
     QUANT: tl.constexpr,
     BBP: tl.constexpr,
+    HAS_LEN: tl.constexpr,
 ):
     """One program per column: qf[c, j*D:(j+1)*D] = sum_g q_hat[b, t, j*G + g] / HQ; with
     QUANT, qf is e4m3 scaled by one amax over all kv heads of the column. The programs also
@@ -126,7 +129,11 @@ def fold_query_kernel(
     tl.store(counter + o_bb, tl.zeros([BBP], tl.int32), mask=o_bb < n_b)
     i_b, i_t = i_c // TP, i_c % TP
     o_h, o_g, o_d = tl.arange(0, BH), tl.arange(0, BG), tl.arange(0, BD)
-    n_g = tl.where((i_t < T) & (i_b < B), G, 0)  # padding columns fold to zero
+    if HAS_LEN:  # this query's own length
+        n_t = tl.load(q_len + i_b, mask=i_b < B, other=0)
+    else:
+        n_t = T
+    n_g = tl.where((i_t < n_t) & (i_b < B), G, 0)  # padding columns fold to zero
     m_hd = (o_h < HKV)[:, None] & (o_d < D)[None, :]  # [BH, BD]
     m_q = m_hd[:, None, :] & (o_g < n_g)[None, :, None]  # [BH, BG, BD]
     o_r = (i_b * T + i_t).to(tl.int64) * HQ + o_h[:, None] * G + o_g[None, :]  # [BH, BG]
@@ -190,7 +197,8 @@ def _reduce_tokens(acc, T, BN: tl.constexpr, BB: tl.constexpr, TP: tl.constexpr,
                    QTOP: tl.constexpr):  # fmt: skip
     """acc [BN, BB * TP] (-inf past T) -> [BN, BB]: the max over each query's tokens, or
     (QTOP > 1) the mean of its min(QTOP, T) best tokens (naive.reduce_tokens): QTOP rounds
-    of max, each removing one argmax, so ties count as often as torch.topk counts them."""
+    of max, each removing one argmax, so ties count as often as torch.topk counts them.
+    T: the scalar length of every query, or `[1, BB]` lengths (q_len)."""
     x = tl.reshape(acc, [BN, BB, TP])
     if QTOP == 1:
         return tl.max(x, axis=2)
@@ -204,22 +212,30 @@ def _reduce_tokens(acc, T, BN: tl.constexpr, BB: tl.constexpr, TP: tl.constexpr,
 
 @triton.jit
 def _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask, doc_score,
-                    chunk_score, N, M, T, B, BN: tl.constexpr, BB: tl.constexpr,
+                    chunk_score, q_len, N, M, T, B, BN: tl.constexpr, BB: tl.constexpr,
                     TP: tl.constexpr, FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr,
                     HAS_MASK: tl.constexpr, STORE_CHUNK: tl.constexpr,
                     PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
-                    QTOP: tl.constexpr):  # fmt: skip
-    """acc [BN, BB * TP] -> max (or top-QTOP mean) over each query's tokens -> one atomic max
-    per run of equal document ids (PRE_REDUCE; else one per chunk) into doc_score [B, M]."""
+                    QTOP: tl.constexpr, HAS_LEN: tl.constexpr):  # fmt: skip
+    """acc [BN, BB * TP] -> max (or top-QTOP mean) over each query's tokens (the first T, or
+    q_len[b] with HAS_LEN) -> one atomic max per run of equal document ids (PRE_REDUCE; else
+    one per chunk) into doc_score [B, M]."""
     o_c = i_c * BB * TP + tl.arange(0, BB * TP)
     if FP8_DOT:  # per-column dequant scale of the e4m3 query
         acc = acc * tl.load(q_scale + o_c)[None, :]
     if HAS_SCALE:  # pre-normalised fp8 keys: k_hat = k8 * scale (it cancels otherwise)
         acc = acc * tl.load(key_scale + o_n, mask=m_n, other=0.0)[:, None]
-    acc = tl.where(((o_c % TP) < T)[None, :], acc, float("-inf"))
-    b_sc = _reduce_tokens(acc, T, BN, BB, TP, QTOP)  # [BN, BB]
     o_b = i_c * BB + tl.arange(0, BB)
     m_b = o_b < B
+    if HAS_LEN:  # per-query lengths: [BB * TP] of each column's query, [1, BB] per query
+        n_c = tl.load(q_len + o_c // TP, mask=o_c // TP < B, other=0)
+        # at least 1: a query of no real token averages one -inf "best" (naive: -inf)
+        n_t = tl.maximum(tl.load(q_len + o_b, mask=m_b, other=1), 1)[None, :]
+    else:
+        n_c = T
+        n_t = T
+    acc = tl.where(((o_c % TP) < n_c)[None, :], acc, float("-inf"))
+    b_sc = _reduce_tokens(acc, n_t, BN, BB, TP, QTOP)  # [BN, BB]
     if STORE_CHUNK:
         p_cs = chunk_score + o_b[None, :].to(tl.int64) * N + o_n[:, None]
         tl.store(p_cs, b_sc, mask=m_n[:, None] & m_b[None, :])
@@ -256,12 +272,13 @@ def route_score_kernel(
     doc_mask,  # [M] bool (unused unless HAS_MASK)
     doc_score,  # [B, M] float32, pre-filled with -inf
     chunk_score,  # [B, N] float32 (unused unless STORE_CHUNK)
+    q_len,  # [B] int real tokens of each query (unused unless HAS_LEN)
     N, M, T, B, n_col,
     HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, TP: tl.constexpr,
     BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NORMALIZED: tl.constexpr,
     FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
     STORE_CHUNK: tl.constexpr, PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
-    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr,
+    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr, HAS_LEN: tl.constexpr,
 ):  # fmt: skip
     """One program per (query column tile, block of BN chunks)."""
     NK: tl.constexpr = (HKV * D + BK - 1) // BK if NORMALIZED else HKV
@@ -274,20 +291,20 @@ def route_score_kernel(
         acc = _tile_dot(acc, qf, keys, o_n, m_n, o_c, i_k, HKV, D, BD, BK, NORMALIZED, FP8_DOT,
                         SCALE_A, DOT_F32)  # fmt: skip
     _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask, doc_score,
-                    chunk_score, N, M, T, B, BN, BB, TP, FP8_DOT, HAS_SCALE, HAS_MASK,
-                    STORE_CHUNK, PRE_REDUCE, RELAXED, QTOP)  # fmt: skip
+                    chunk_score, q_len, N, M, T, B, BN, BB, TP, FP8_DOT, HAS_SCALE, HAS_MASK,
+                    STORE_CHUNK, PRE_REDUCE, RELAXED, QTOP, HAS_LEN)  # fmt: skip
 
 
 @triton.autotune(configs=_configs(), key=KEY, prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def route_score_persistent_kernel(
-    qf, q_scale, keys, key_scale, chunk_doc, doc_mask, doc_score, chunk_score,
+    qf, q_scale, keys, key_scale, chunk_doc, doc_mask, doc_score, chunk_score, q_len,
     N, M, T, B, n_col,
     HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, TP: tl.constexpr,
     BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NORMALIZED: tl.constexpr,
     FP8_DOT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_MASK: tl.constexpr,
     STORE_CHUNK: tl.constexpr, PRE_REDUCE: tl.constexpr, RELAXED: tl.constexpr,
-    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr,
+    SCALE_A: tl.constexpr, DOT_F32: tl.constexpr, QTOP: tl.constexpr, HAS_LEN: tl.constexpr,
 ):  # fmt: skip
     """Same contract; a fixed 1-D grid strides over work items (chunk block, column tile),
     column tile fastest (so programs running side by side share a key block in L2), in one
@@ -308,19 +325,20 @@ def route_score_persistent_kernel(
                         SCALE_A, DOT_F32)  # fmt: skip
         if i_k == NK - 1:
             _block_epilogue(acc, o_n, m_n, i_c, q_scale, key_scale, chunk_doc, doc_mask,
-                            doc_score, chunk_score, N, M, T, B, BN, BB, TP, FP8_DOT,
+                            doc_score, chunk_score, q_len, N, M, T, B, BN, BB, TP, FP8_DOT,
                             HAS_SCALE, HAS_MASK, STORE_CHUNK, PRE_REDUCE, RELAXED,
-                            QTOP)  # fmt: skip
+                            QTOP, HAS_LEN)  # fmt: skip
             acc = tl.zeros([BN, BB * TP], dtype=tl.float32)
 
 
 def fold_query(
     q: torch.Tensor, HKV: int, TP: int, BB: int, dtype: torch.dtype, quant: bool,
-    doc_score: torch.Tensor, counter: torch.Tensor,
+    doc_score: torch.Tensor, counter: torch.Tensor, q_len: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """[B, T, HQ, D] -> (qf [C, HKV * D], scale [C]): per-head normalised, group-summed, / HQ,
-    zero-padded columns. quant: qf is e4m3 with a per-column scale (else scale is unset).
-    Also fills doc_score [B, M] with -inf and zeroes counter [B]."""
+    zero-padded columns (also the tokens at t >= q_len[b], q_len `[B]` int or None). quant:
+    qf is e4m3 with a per-column scale (else scale is unset). Also fills doc_score [B, M]
+    with -inf and zeroes counter [B]."""
     B, T, HQ, D = q.shape
     C = triton.cdiv(B, BB) * BB * TP
     # The CPU interpreter rounds fp32 -> e4m3 wrongly (triton 3.9): it writes the scaled
@@ -330,10 +348,10 @@ def fold_query(
     q_scale = torch.empty((C,), dtype=torch.float32, device=q.device)
     G = HQ // HKV
     fold_query_kernel[(C,)](
-        q.contiguous(), qf, q_scale, doc_score, counter, T, B, doc_score.numel(), HQ=HQ,
-        HKV=HKV, G=G, D=D, BH=triton.next_power_of_2(HKV),
+        q.contiguous(), qf, q_scale, doc_score, counter, counter if q_len is None else q_len,
+        T, B, doc_score.numel(), HQ=HQ, HKV=HKV, G=G, D=D, BH=triton.next_power_of_2(HKV),
         BG=max(2, triton.next_power_of_2(G)), BD=triton.next_power_of_2(D), TP=TP,
-        QUANT=quant, BBP=triton.next_power_of_2(B),
+        QUANT=quant, BBP=triton.next_power_of_2(B), HAS_LEN=q_len is not None,
     )  # fmt: skip
     return qf.to(torch.float8_e4m3fn) if quant else qf, q_scale
 
@@ -362,9 +380,11 @@ def route_topk_triton(
     return_chunk_scores: bool,
     persistent: bool = False,
     top_tokens: int = 1,
+    q_len: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """q [B, T, HQ, D], keys [N, HKV, D] -> (ids [B, k], scores [B, k], chunk scores [B, N]
-    or None). Bench knobs (env): MSA_ROUTE_PROGRAMS_PER_SM, MSA_ROUTE_PRE_REDUCE,
+    or None). q_len: `[B]` int real tokens of each query (the rest is padding), None = T.
+    Bench knobs (env): MSA_ROUTE_PROGRAMS_PER_SM, MSA_ROUTE_PRE_REDUCE,
     MSA_ROUTE_RELAXED, MSA_ROUTE_TRITON_TOPK (0 = off; default 1), MSA_ROUTE_SCALE_A (0 / 1;
     default by tile width), MSA_ROUTE_BATCH_COLS."""
     B, T, HQ, D = q.shape
@@ -375,8 +395,10 @@ def route_topk_triton(
     small = keys.element_size() <= 2 and keys.dtype != torch.bfloat16
     doc_score = torch.empty((B, num_docs), dtype=torch.float32, device=q.device)
     counter = torch.empty((B,), dtype=torch.int32, device=q.device)
+    if q_len is not None:
+        q_len = q_len.to(device=q.device, dtype=torch.int32).contiguous()
     qf, q_scale = fold_query(q, HKV, TP, BB, torch.float16 if small else torch.bfloat16,
-                             fp8_dot, doc_score, counter)  # fmt: skip
+                             fp8_dot, doc_score, counter, q_len)  # fmt: skip
     chunk_score = torch.empty((B, N) if return_chunk_scores else (1, 1), device=q.device)
     has_scale = keys_normalized and key_scale is not None
     n_col = triton.cdiv(B, BB)
@@ -391,13 +413,13 @@ def route_topk_triton(
     kernel[grid](
         qf, q_scale, keys.contiguous(), key_scale if has_scale else doc_score,
         chunk_doc.contiguous(), doc_mask if doc_mask is not None else doc_score,
-        doc_score, chunk_score, N, num_docs, T, B, n_col,
+        doc_score, chunk_score, counter if q_len is None else q_len, N, num_docs, T, B, n_col,
         HKV=HKV, D=D, BD=max(16, triton.next_power_of_2(D)), TP=TP, BB=BB,
         NORMALIZED=keys_normalized, FP8_DOT=fp8_dot, HAS_SCALE=has_scale,
         HAS_MASK=doc_mask is not None, STORE_CHUNK=return_chunk_scores,
         PRE_REDUCE=_env_flag("MSA_ROUTE_PRE_REDUCE"), RELAXED=_env_flag("MSA_ROUTE_RELAXED"),
         SCALE_A=_scale_a(BB * TP, keys.element_size() == 1),
-        DOT_F32=interpret_mode(), QTOP=top_tokens,
+        DOT_F32=interpret_mode(), QTOP=top_tokens, HAS_LEN=q_len is not None,
     )  # fmt: skip
     plan = topk_plan(num_docs, k)
     if plan is None or not _env_flag("MSA_ROUTE_TRITON_TOPK"):

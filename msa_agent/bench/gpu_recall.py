@@ -1,8 +1,11 @@
-"""End-to-end ``Memory.recall`` on one GPU (issue 15): p50/p95 at 1M and 10M tokens of memory,
-split into the engine's stages, against the routing kernel alone on the same index.
+"""End-to-end ``Memory.recall`` on one GPU (issue 15): p50/p95 at 1M, 10M (and, with the
+synthetic fill, 100M) tokens of memory, split into the engine's stages, against the routing
+kernel alone on the same index; one query at a time and in batches (``Memory.recall_many``).
 
     python -m msa_agent.bench.gpu_recall --out DIR                     # on a CUDA machine
     python -m msa_agent.bench.gpu_recall --out DIR --device cpu --sizes 20000   # smoke test
+    python -m msa_agent.bench.gpu_recall --out DIR --fill synthetic \
+        --sizes 1e6,1e7,1e8 --key-dtype bfloat16                        # 100M tokens
 
 **Random weights, model-shaped.** The backbone is the embedded default model's *config*
 (SmolLM2-135M-Instruct: Llama, 30 layers, hidden 576, 9 / 3 heads of 64) with random weights,
@@ -12,11 +15,24 @@ the shipped router's shape (MSA layers 15-29), saved for that model, so the runt
 learned-router code paths; its scores mean nothing, so only the times are readings here.
 
 **Text-like documents.** Seeded random word sequences from a fixed pseudo-word vocabulary
-(Zipf frequencies, ~480 tokens a document, under ``max_doc_tokens``) are stored through
-``Memory.remember_many`` in large batches, growing one space from one size to the next; the
-ingest rate and its stages are reported. A query is 6 distinct words of one stored document,
-leaving out the vocabulary's most frequent words (stop-word-like), so the lexical channel has
-work to do.
+(Zipf frequencies, ~480 tokens a document, under ``max_doc_tokens``), growing one space from
+one size to the next. A query is 6 distinct words of one stored document, leaving out the
+vocabulary's most frequent words (stop-word-like), so the lexical channel has work to do.
+
+**Two fills** (``--fill``):
+
+- ``encode`` (default): the documents are stored through ``Memory.remember_many`` in large
+  batches (the backbone encodes them); the ingest rate and its stages are reported.
+- ``synthetic``: the same texts are written through the store's own ``Space.add`` with
+  **random** arrays of the space's layout (routing keys, pooled K/V) instead of encoded ones,
+  ``n_tokens`` estimated from the calibrated tokens per word (``synthetic_fill.py``); then the
+  space is opened again with ``Memory.open``, which loads its routing index from the store
+  as a user's open does (timed: ``open_seconds``). Routing scores over random keys mean
+  nothing; the times are those of an index of that many chunks. The fill's rate and the
+  space's bytes on disk are reported.
+
+``--key-dtype`` is ``MemoryConfig.routing_key_dtype`` (the resident keys: float32, bfloat16,
+float16 or float8).
 
 **What is timed, per size and recall mode** (``msa``, ``hybrid``), ``k`` = 16:
 
@@ -35,7 +51,10 @@ work to do.
 - ``kernel_alone`` / ``rank_alone``: ``route_topk`` and ``RoutingIndex.rank`` on the query
   vectors of the same questions, called directly on the space's own index (the figure
   ``docs/results/gpu-routing.json`` gives for random keys, at the nearest sizes, is copied
-  alongside).
+  alongside);
+- ``batches``: ``Memory.recall_many`` on batches of ``--batches`` sizes (one warm-up batch,
+  then at least ``MIN_ROUNDS`` batches, about ``--batch-queries`` queries a size), timed per
+  batch: batch and per-query ms (p50/p95) and queries per second.
 """
 
 from __future__ import annotations
@@ -61,6 +80,8 @@ import numpy as np
 import torch
 import typer
 
+from msa_agent.bench import synthetic_fill as sf
+
 ROOT = Path(__file__).resolve().parents[2]
 ROUTING_JSON = ROOT / "docs" / "results" / "gpu-routing.json"
 SIZES = (1_000_000, 10_000_000)
@@ -80,6 +101,9 @@ GROUPS = {
     "other": ("other",),
 }
 INGEST_STAGES = ("plan", "encode", "store", "index", "other")
+FILLS = ("encode", "synthetic")
+BATCHES = (1, 8, 32)
+MIN_ROUNDS = 3  # timed batches of each size, at least
 
 
 # ---------------------------------------------------------------------------- environment
@@ -309,13 +333,17 @@ def random_router(pair: tuple[Any, Any], device: torch.device, path: Path, seed:
 
 
 def open_memory(pair: tuple[Any, Any], device: torch.device, work: Path, seed: int,
-                dtype: str = "float32") -> Any:
-    """A new space on the random model (``dtype``: what the model was made in; recorded)."""
+                dtype: str = "float32", key_dtype: str = "float32") -> Any:
+    """The space at ``work/space`` (new or not) on the random model (``dtype``: what the model
+    was made in; recorded) with its random router (made once, kept in ``work``), resident
+    routing keys in ``key_dtype``."""
     from msa_agent import Memory
 
-    router = random_router(pair, device, work / "router.safetensors", seed)
+    router = work / "router.safetensors"
+    if not router.exists():
+        router = random_router(pair, device, router, seed)
     return Memory.open(work / "space", model=pair, device=str(device), routing="learned",
-                       router_path=str(router), dtype=dtype)
+                       router_path=str(router), dtype=dtype, routing_key_dtype=key_dtype)
 
 
 @dataclass
@@ -369,6 +397,45 @@ def ingest(mem: Any, gen: TextGen, corpus: Corpus, target: int, batch_docs: int,
             "seconds": seconds, "tokens_per_s": (corpus.tokens - start) / seconds,
             "stage_seconds": stages,
             "text_seconds": seconds - sum(stages.values())}  # fmt: skip
+
+
+def release(mem: Any, device: torch.device) -> None:
+    """Close ``mem`` and drop its resident index (so the next open's peak is its own)."""
+    mem.close()
+    mem._engine.index = mem._engine._empty_index()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def synthetic_grow(mem: Any, ctx: Context, corpus: Corpus, target: int) -> tuple[Any, dict]:
+    """Close the space, write memories through ``Space.add`` up to ``target`` tokens with
+    random arrays, and open it again as a user would (the routing index loaded from the
+    store; timed as ``open_seconds``)."""
+    opts, gen = ctx.opts, ctx.gen
+    release(mem, ctx.device)
+    fopts = sf.FillOptions(batch_docs=opts.batch_docs, namespace=mem.config.namespace,
+                        pooled=opts.pooled, device=str(ctx.device), seed=opts.seed + corpus.docs,
+                        prefetch=opts.prefetch)
+
+    def stored(ids: Sequence[str], docs: sf.Docs) -> None:
+        corpus.add(ids, docs.rows)
+        corpus.tokens += sum(docs.n_tokens)
+
+    per_doc = sf.estimate_tokens(gen.words_per_doc, ctx.per_word)
+    grown = sf.fill(ctx.work / "space", corpus.tokens, target, per_doc,
+                    sf.texts_of(gen, ctx.per_word), stored, fopts)
+    t0 = time.perf_counter()
+    mem = ctx.open()
+    sync(ctx.device)
+    grown["open_seconds"] = time.perf_counter() - t0
+    return mem, grown
+
+
+def encode_grow(mem: Any, ctx: Context, corpus: Corpus, target: int) -> tuple[Any, dict]:
+    """``Memory.remember_many`` up to ``target`` tokens (the backbone encodes)."""
+    return mem, {"how": "encode",
+                 **ingest(mem, ctx.gen, corpus, target, ctx.opts.batch_docs, ctx.device)}
 
 
 # ---------------------------------------------------------------------------- queries
@@ -430,6 +497,51 @@ def measure_mode(mem: Any, queries: Sequence[tuple[str, str]], mode: str, opts: 
             "queries_per_s_sequential": 1e3 / (sum(plain) / len(plain)), **staged}
 
 
+def found_in(hits: Sequence[Any], src: str) -> bool:
+    return any(src in (h.id, h.source_id) for h in hits)
+
+
+def batch_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, size: int, k: int,
+              device: torch.device) -> dict[str, Any]:
+    """``Memory.recall_many`` over consecutive batches of ``size`` queries: the first one
+    untimed, then ms per batch (synchronised) and per query, queries/s, hits returned."""
+    groups = [queries[i:i + size] for i in range(0, len(queries) - size + 1, size)]
+    mem.recall_many([q for q, _ in groups[0]], k=k, routing=mode)
+    times, found, n_hits = [], 0, []
+    for group in groups[1:]:
+        sync(device)
+        t0 = time.perf_counter()
+        hits = mem.recall_many([q for q, _ in group], k=k, routing=mode)
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+        found += sum(found_in(h, src) for h, (_, src) in zip(hits, group, strict=True))
+        n_hits += [len(h) for h in hits]
+    n = size * len(times)
+    return {"batch_size": size, "batches": len(times), "queries": n,
+            "batch": latency(times), "per_query": latency([t / size for t in times]),
+            "queries_per_s": n / (sum(times) / 1e3), "batch_ms": times,
+            "hits_min": min(n_hits), "source_in_top_k": found / n}
+
+
+def batch_rounds(size: int, batch_queries: int) -> int:
+    """Timed batches of ``size``: about ``batch_queries`` queries, at least ``MIN_ROUNDS``."""
+    return max(MIN_ROUNDS, math.ceil(batch_queries / size))
+
+
+def measure_batches(mem: Any, ctx: Context, corpus: Corpus, seed: int,
+                    out: dict[str, dict[str, Any]], save: Callable[[], None]) -> None:
+    """Into ``out[mode][size]``: :func:`batch_run` of each batch size on its own queries (the
+    same for every mode); ``save()`` after each."""
+    opts = ctx.opts
+    for size in opts.batches:
+        n = size * (batch_rounds(size, opts.batch_queries) + 1)
+        queries = pick_queries(ctx.gen, corpus, n, seed + size)
+        for mode in opts.modes:
+            out.setdefault(mode, {})[str(size)] = batch_run(mem, queries, mode, size, opts.k,
+                                                            ctx.device)
+            save()
+
+
 def routing_alone(mem: Any, queries: Sequence[tuple[str, str]], k: int, warmup: int,
                   device: torch.device) -> dict[str, Any]:
     """``route_topk`` and ``RoutingIndex.rank`` alone on the questions' router queries."""
@@ -472,28 +584,42 @@ def kernel_reference(tokens: int, path: Path = ROUTING_JSON) -> dict[str, Any] |
 # ---------------------------------------------------------------------------- one size
 def index_facts(mem: Any, device: torch.device) -> dict[str, Any]:
     index = mem._engine.index
+    scale = index.key_scale  # fp8's per-row scales
     facts = {"chunks": int(index.keys.shape[0]), "docs": len(index.doc_ids),
              "resident_key_dtype": str(index.keys.dtype).removeprefix("torch."),
-             "resident_key_bytes": index.keys.numel() * index.keys.element_size(),
+             "resident_key_bytes": index.keys.numel() * index.keys.element_size()
+             + (0 if scale is None else scale.numel() * scale.element_size()),
              "kernel_in_path": bool(index.use_kernel)}  # fmt: skip
     if device.type == "cuda":
         facts["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)
     return facts
 
 
-def measure_size(mem: Any, gen: TextGen, corpus: Corpus, target: int, opts: Options,
-                 device: torch.device) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    row: dict[str, Any] = {"tokens_target": target,
-                           "ingest": ingest(mem, gen, corpus, target, opts.batch_docs, device)}
-    row |= {"tokens": corpus.tokens, "memories": corpus.docs, **index_facts(mem, device)}
+def measure_size(mem: Any, ctx: Context, corpus: Corpus, grown: dict[str, Any],
+                 row: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+    """The queries at one size into ``row`` (``tokens_target`` set), the space having
+    ``grown`` (the fill's record) to it; ``save()`` after each part (a run cut short by a
+    time limit keeps what it measured)."""
+    opts, gen, device = ctx.opts, ctx.gen, ctx.device
+    t0, target = time.perf_counter(), row["tokens_target"]
+    row |= {"fill": grown["how"], "ingest": grown, "tokens": corpus.tokens,
+            "memories": corpus.docs, **index_facts(mem, device)}
+    save()
     queries = pick_queries(gen, corpus, opts.warmup + opts.queries, opts.seed + target)
     row["query_example"] = queries[0][0]
     for mode in opts.modes:
         row[mode] = measure_mode(mem, queries, mode, opts, device)
+        save()
     row |= routing_alone(mem, queries, opts.k, opts.warmup, device)
     row["kernel_reference"] = kernel_reference(target)
-    row["wall_s"] = time.perf_counter() - t0
+    save()
+    if opts.batches:
+        row["batches"] = {}
+        measure_batches(mem, ctx, corpus, opts.seed + target + 1, row["batches"], save)
+    row["wall_s"] = (time.perf_counter() - t0 + grown["seconds"]
+                     + grown.get("open_seconds", 0.0))
+    row["complete"] = True
+    save()
     return row
 
 
@@ -509,6 +635,28 @@ class Options:
     repeats: int = 1  # plain passes over the queries per mode
     dtype: str = "float32"  # the backbone's (the runtime's default on every device)
     budget_s: float = 0.0  # 0 = no limit; else skip a size whose ingest would not fit
+    fill: str = "encode"  # "encode" (remember_many) or "synthetic" (Space.add, random arrays)
+    pooled: str = "random"  # synthetic fill: the arrays other than routing keys
+    prefetch: bool = False  # synthetic fill: prepare the next batch while one is stored
+    key_dtype: str = "float32"  # MemoryConfig.routing_key_dtype
+    batches: Sequence[int] = BATCHES  # recall_many batch sizes (empty: no batched pass)
+    batch_queries: int = 64  # about this many timed queries per batch size
+
+
+@dataclass
+class Context:
+    """What every size of one run shares."""
+
+    pair: tuple[Any, Any]
+    device: torch.device
+    opts: Options
+    work: Path
+    gen: TextGen
+    per_word: float  # calibrated tokens per word
+
+    def open(self) -> Any:
+        return open_memory(self.pair, self.device, self.work, self.opts.seed, self.opts.dtype,
+                           self.opts.key_dtype)
 
 
 def fits(row: dict[str, Any] | None, corpus: Corpus, target: int, started: float,
@@ -518,7 +666,7 @@ def fits(row: dict[str, Any] | None, corpus: Corpus, target: int, started: float
     if not budget_s or row is None:
         return True
     rate = row["ingest"]["tokens_per_s"]
-    query_s = max(0.0, row["wall_s"] - row["ingest"]["seconds"])
+    query_s = max(0.0, row["wall_s"] - row["ingest"]["seconds"])  # (with a reopen's time)
     need = (target - corpus.tokens) / rate + query_s
     return time.perf_counter() - started + need < budget_s
 
@@ -527,32 +675,57 @@ def run(pair: tuple[Any, Any], device: torch.device, opts: Options, out: Path,
         work: Path, commit: str | None = None) -> dict[str, Any]:
     """Every size on one growing space; writes ``out/gpu-recall.json`` after each size."""
     ensure_packages()
+    if opts.fill not in FILLS or opts.pooled not in sf.POOLED:
+        raise ValueError(f"fill must be one of {FILLS} and pooled one of {sf.POOLED}")
     gen = TextGen(seed=opts.seed)
-    per_word = gen.calibrate(pair[1])
-    mem = open_memory(pair, device, work, opts.seed, opts.dtype)
-    data: dict[str, Any] = {
-        "what": "end-to-end Memory.recall latency; random-weight backbone and router of the "
-                "embedded model's shape; documents are seeded random pseudo-word text",
-        "env": environment(device, commit), "options": {**vars(opts)},
-        "model": model_facts(mem), "config": mem.config.model_dump(),
-        "text": {"vocab": gen.vocab_size, "zipf_exponent": 1.0, "words_per_doc":
-                 gen.words_per_doc, "tokens_per_word": per_word, "query_words": QUERY_WORDS,
-                 "query_skips_top_words": STOP_LIKE},
-        "rows": [],
-    }  # fmt: skip
+    ctx = Context(pair, device, opts, work, gen, gen.calibrate(pair[1]))
+    grow = synthetic_grow if opts.fill == "synthetic" else encode_grow
+    mem = ctx.open()
+    data = header(mem, ctx, commit)
     out.mkdir(parents=True, exist_ok=True)
     corpus, started, last = Corpus(), time.perf_counter(), None
+
+    def save() -> None:
+        (out / "gpu-recall.json").write_text(json.dumps(data, indent=1))
+
     try:
         for target in sorted(opts.sizes):
             if not fits(last, corpus, target, started, opts.budget_s):
                 data["rows"].append({"tokens_target": target, "skipped": "time budget"})
                 break
-            last = measure_size(mem, gen, corpus, target, opts, device)
-            data["rows"].append(last)
+            row: dict[str, Any] = {"tokens_target": target, "complete": False}
+            data["rows"].append(row)
+            mem, grown = grow(mem, ctx, corpus, target)
+            last = measure_size(mem, ctx, corpus, grown, row, save)
             print(summary(last, opts.modes), flush=True)
-            (out / "gpu-recall.json").write_text(json.dumps(data, indent=1))
     finally:
         mem.close()
+        save()
+    return data
+
+
+def header(mem: Any, ctx: Context, commit: str | None) -> dict[str, Any]:
+    """The JSON's fixed part: what was measured, how, on what."""
+    gen, opts = ctx.gen, ctx.opts
+    what = ("end-to-end Memory.recall latency; random-weight backbone and router of the "
+            "embedded model's shape; documents are seeded random pseudo-word text")
+    data: dict[str, Any] = {
+        "what": what, "fill": opts.fill,
+        "env": environment(ctx.device, commit), "options": {**vars(opts)},
+        "model": model_facts(mem), "config": mem.config.model_dump(),
+        "text": {"vocab": gen.vocab_size, "zipf_exponent": 1.0, "words_per_doc":
+                 gen.words_per_doc, "tokens_per_word": ctx.per_word, "query_words": QUERY_WORDS,
+                 "query_skips_top_words": STOP_LIKE},
+        "rows": [],
+    }  # fmt: skip
+    if opts.fill == "synthetic":
+        data["keys"] = "random"
+        data["synthetic"] = (
+            "memories written with Space.add, not encoded: routing keys are standard-normal "
+            f"random fp16 rows, pooled K/V {opts.pooled}; n_tokens = round(words x "
+            f"{ctx.per_word:.4f} calibrated tokens per word), n_chunks = ceil(n_tokens / "
+            "chunk_size); the space is then opened with Memory.open, which loads the index "
+            "from the store")
     return data
 
 
@@ -572,10 +745,16 @@ def mtok(tokens: int) -> str:
 def summary(row: dict[str, Any], modes: Sequence[str]) -> str:
     """One line per size: ingest rate and each mode's p50."""
     i = row["ingest"]
-    parts = [f"{mtok(row['tokens'])} tokens, {row['docs']:,} docs: ingest "
+    verb = "synthetic fill" if row["fill"] == "synthetic" else "ingest"
+    parts = [f"{mtok(row['tokens'])} tokens, {row['docs']:,} docs: {verb} "
              f"{i['tokens_per_s']:,.0f} tok/s ({i['seconds']:.0f} s)"]
+    if "open_seconds" in i:
+        parts.append(f"open {i['open_seconds']:.1f} s")
     parts += [f"{m} p50 {row[m]['plain']['p50_ms']:.1f} ms" for m in modes]
     parts.append(f"kernel alone p50 {row['kernel_alone']['p50_ms']:.2f} ms")
+    for mode, sizes in row.get("batches", {}).items():
+        parts.append(f"{mode} batched " + ", ".join(
+            f"{b}: {r['queries_per_s']:.1f} q/s" for b, r in sizes.items()))
     return "; ".join(parts)
 
 
@@ -605,11 +784,26 @@ def table(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def batch_table(rows: Sequence[dict[str, Any]], modes: Sequence[str]) -> str:
+    """Markdown: per size, mode and batch size, ``recall_many`` ms (p50 / p95) and q/s."""
+    head = ("| memory | mode | batch | batches | per query | per batch | queries/s "
+            "| one-by-one queries/s |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        for mode in modes:
+            one = r[mode]["queries_per_s_sequential"] if mode in r else None
+            for b, x in r.get("batches", {}).get(mode, {}).items():
+                lines.append(f"| {mtok(r['tokens'])} | {mode} | {b} | {x['batches']} "
+                             f"| {cell(x['per_query'])} | {cell(x['batch'])} "
+                             f"| {x['queries_per_s']:.1f} | {one or 0:.1f} |")
+    return "\n".join(lines)
+
+
 def ingest_table(rows: Sequence[dict[str, Any]]) -> str:
     head = "| memory | tokens added | seconds | tokens/s | " + " | ".join(INGEST_STAGES) + " |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
-        if "ingest" not in r:
+        if r.get("fill") != "encode":
             continue
         i = r["ingest"]
         st = " | ".join(f"{i['stage_seconds'].get(s, 0.0):.1f}" for s in INGEST_STAGES)
@@ -631,7 +825,8 @@ def main(
     queries: int = typer.Option(100, help="Timed queries per size and mode."),
     warmup: int = typer.Option(5, help="Untimed queries first."),
     k: int = typer.Option(16),
-    batch_docs: int = typer.Option(2048, help="Documents per remember_many call."),
+    batch_docs: int = typer.Option(2048, help="Documents per remember_many (encode) or "
+                                   "Space.add (synthetic) call."),
     device: str = typer.Option("auto", help="auto, cuda or cpu."),
     model_dir: Path | None = typer.Option(None, help="config.json + tokenizer (no weights)."),
     work: Path | None = typer.Option(None, help="Where the space is built (default: temp)."),
@@ -640,13 +835,24 @@ def main(
     repeats: int = typer.Option(1, help="Plain (uninstrumented) passes per mode."),
     dtype: str = typer.Option("float32", help="Backbone dtype: float32, bfloat16, float16."),
     commit: str | None = typer.Option(None, help="Commit to record (the GPU box has no .git)."),
+    fill: str = typer.Option("encode", help="encode (remember_many) or synthetic (Space.add "
+                             "with random arrays, then Memory.open)."),
+    pooled: str = typer.Option("random", help="Synthetic fill: pooled K/V random or zeros."),
+    prefetch: bool = typer.Option(False, help="Synthetic fill: prepare batches in a thread."),
+    key_dtype: str = typer.Option("float32", help="Resident routing keys: float32, bfloat16, "
+                                  "float16, float8 (MemoryConfig.routing_key_dtype)."),
+    batches: str = typer.Option(",".join(map(str, BATCHES)),
+                                help="recall_many batch sizes, commas ('' for none)."),
+    batch_queries: int = typer.Option(64, help="About this many timed queries a batch size."),
 ) -> None:
     """Memory.recall p50/p95 per stage at growing memory sizes (random-weight model)."""
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto"
                        else device)
     opts = Options(sizes=[int(float(s)) for s in sizes.split(",")], modes=modes.split(","),
                    k=k, queries=queries, warmup=warmup, batch_docs=batch_docs, seed=seed,
-                   budget_s=budget_s, repeats=repeats, dtype=dtype)
+                   budget_s=budget_s, repeats=repeats, dtype=dtype, fill=fill, pooled=pooled,
+                   prefetch=prefetch, key_dtype=key_dtype, batch_queries=batch_queries,
+                   batches=[int(b) for b in batches.split(",") if b.strip()])
     pair = random_model(model_dir or default_model_dir(), dev, seed, dtype)
     folder = work or Path(tempfile.mkdtemp(prefix="gpu-recall-"))
     try:
@@ -657,9 +863,12 @@ def main(
     rows = data["rows"]
     print(f"\n{data['env'].get('machine', dev)}; torch {data['env']['torch']}; k={k}; "
           f"{queries} queries; p50 / p95 ms")
-    print(ingest_table(rows))
+    print(sf.table(rows) if fill == "synthetic" else ingest_table(rows))
     print()
     print(table(rows, opts.modes))
+    if opts.batches:
+        print()
+        print(batch_table(rows, opts.modes))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ BOTH = (MSA, LEXICAL)
 
 
 def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0,
-            within: float = 0.0, subject_max: int = 3) -> Fusion:
+            within: float = 0.0, subject_max: int = 3, cover: float = 0.0) -> Fusion:
     return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency, within,
-                  subject_max=subject_max)
+                  subject_max=subject_max, cover=cover)
 
 
 GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
@@ -59,6 +59,9 @@ GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
 COMPLETED_GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
     (f"completed sum w_lex={w} newer_within=0.5 subject_max=2",
      _fusion("sum", w, 60, 0.0, 0.5, 2), BOTH) for w in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)]
+COMPLETED_GRID += [  # newer_within only between versions: the newer holds `cover` of the words
+    (f"completed sum w_lex={w} newer_within=0.5 subject_max=2 cover={c}",
+     _fusion("sum", w, 60, 0.0, 0.5, 2, c), BOTH) for w in (2.0, 4.0) for c in (0.5, 0.67, 1.0)]
 
 
 def remember(task: Task, path: Path, lm: Any, namespaces: set[str],

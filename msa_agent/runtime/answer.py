@@ -12,7 +12,7 @@ Reading modes:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from msa_agent.config import READ_MODES
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import MemoryKV, rotate_layers
 from msa_agent.model.loader import LoadedModel
+from msa_agent.runtime.residency import Candidates
 from msa_agent.store import StoredMemory
 
 TEXT_READS = ("text", "chunks")  # modes that put memory text in the prompt
@@ -213,6 +214,19 @@ class MemorySource(Protocol):
     def framed_read(self, question: str, memories: Sequence[StoredMemory]
                     ) -> tuple[MemoryKV, int, list[int]] | None: ...
 
+    def prefetch(self, kind: str, candidates: Candidates, keep: Iterable[str]) -> None: ...
+
+
+class Selection(dict[int, list[StoredMemory]]):
+    """Each MSA layer's selected memories (a ``per_layer`` mapping), and ``ahead``: what to
+    prefetch once they are read (the generative interleave's next round, whose reader is
+    built from the selection alone)."""
+
+    def __init__(self, chosen: Mapping[int, Sequence[StoredMemory]],
+                 ahead: Candidates | None = None) -> None:
+        super().__init__({layer: list(sel) for layer, sel in chosen.items()})
+        self.ahead = ahead
+
 
 class Reader:
     """Everything generation needs once routing is done: prompt, memory K/V, start position.
@@ -222,8 +236,11 @@ class Reader:
 
     def __init__(self, engine: MemorySource, question: str, memories: Sequence[StoredMemory],
                  read: str, per_layer: Mapping[int, Sequence[StoredMemory]] | None = None,
-                 notes: Sequence[str] = (), system: str = SYSTEM) -> None:
-        """``notes``: the memory text a ``text`` or ``chunks`` read puts in the prompt."""
+                 notes: Sequence[str] = (), system: str = SYSTEM,
+                 ahead: Candidates | None = None) -> None:
+        """``notes``: the memory text a ``text`` or ``chunks`` read puts in the prompt.
+        ``ahead`` (or a :class:`Selection`'s): once a K/V read is done, the memories to
+        prefetch (``engine.prefetch``), ranked on the worker, not here."""
         tok, model = engine.tokenizer, engine.lm.model
         self.read = read
         texts = notes if read in TEXT_READS else []
@@ -245,3 +262,9 @@ class Reader:
             fetched = dict(zip([m.id for m in chosen], engine.read_kv("pooled", chosen)))
             self.memory, self.start = pooled_kv(fetched, per_layer, engine.layers)
             self.memory_tokens = sum(m.n_chunks for m in chosen)
+        if isinstance(per_layer, Selection):
+            ahead = ahead or per_layer.ahead
+        if ahead is not None and self.memory is not None and read in ("full", "pooled"):
+            read_ids = {m.id for m in memories} | {m.id for sel in (per_layer or {}).values()
+                                                  for m in sel}
+            engine.prefetch(read, ahead, read_ids)  # after the read: it never waits on it

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from msa_agent.runtime.answer import DATED, ORDER, SYSTEM, TEXT_READS, Reader, arrange, pick_read
+import torch
+
+from msa_agent.runtime.answer import (
+    DATED,
+    ORDER,
+    SYSTEM,
+    TEXT_READS,
+    Reader,
+    Selection,
+    arrange,
+    pick_read,
+)
 from msa_agent.runtime.engine import Engine
 from msa_agent.runtime.interleave import Hops, max_rounds
+from msa_agent.runtime.residency import Candidates
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.stream import AnswerStream, GenerativeSource, ReadOnce
+from msa_agent.store import StoredMemory
 
 
 def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hops,
@@ -20,11 +33,16 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     With an MSA checkpoint, pooled reading with ``hops`` other than 1 runs the paper's
     generative interleave. Otherwise the question's router queries are computed once and
     serve both the reported hits and, for pooled reading, each layer's own selection.
+    Once a K/V read is done, the ``prefetch`` candidates ranked next start loading into the
+    tiers in the background (``Engine.prefetch``): the next round's pool of a generative
+    interleave, the question's pool after its hits otherwise.
     """
     mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None)
     if mode == "pooled" and engine.lm.msa is not None and hops != 1:
-        def select(text: str):  # noqa: ANN202 - SelectPerLayer
-            return engine.route_per_layer(text, k, scope)
+        def select(text: str) -> Selection:
+            q = engine.query(text)  # once: the selection and the prefetch's ranking share it
+            chosen = engine.route_per_layer(text, k, scope, q=q)
+            return Selection(chosen, _next_per_layer(engine, text, k, scope, q, chosen))
 
         source = GenerativeSource(engine, question, select, max_rounds(hops), max_new)
         return AnswerStream(engine, source, {})
@@ -35,9 +53,12 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
         if mode == "pooled" and hits else None
     routed = time.perf_counter()
     notes, system = read_notes(engine, question, hits, mode) if mode in TEXT_READS else ([], SYSTEM)
+    ahead = (_next_per_layer(engine, question, k, scope, q, per_layer) if per_layer
+             else _next_routed(engine, question, k, scope, q, channels, hits) if mode == "full"
+             else None)
     with engine.lock:
         reader = Reader(engine, question, [h.memory for h in hits], mode, per_layer, notes,
-                        system)
+                        system, ahead)
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
     return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer), timings)
@@ -50,3 +71,39 @@ def read_notes(engine: Engine, question: str, hits: Sequence[Recalled], mode: st
     (``Engine.excerpt``), arranged by :func:`~msa_agent.runtime.answer.arrange`."""
     texts = [engine.excerpt(h, question) if mode == "chunks" else h.memory.text for h in hits]
     return arrange(texts, [h.memory.created_at for h in hits], order, with_dates)
+
+
+def _next_routed(engine: Engine, question: str, k: int, scope: Scope, q: torch.Tensor,
+                 channels: str | None, hits: Sequence[Recalled]) -> Candidates | None:
+    """The question's candidates ranked after its hits (its first round's pool, ranked
+    ``k + prefetch`` deep with the same channels and router queries: no forward, so the
+    worker never takes the model's lock), as a callable for the prefetch worker."""
+    n = engine.prefetch_depth
+    if not n or not hits:
+        return None
+
+    def ahead() -> list[StoredMemory]:
+        read = {h.memory.id for h in hits}
+        pool = engine.route(question, k + n, scope, None, q, channels)
+        return [h.memory for h in pool if h.memory.id not in read][:n]
+    return ahead
+
+
+def _next_per_layer(engine: Engine, text: str, k: int, scope: Scope, q: torch.Tensor,
+                    chosen: Mapping[int, Sequence[StoredMemory]]) -> Candidates | None:
+    """Each MSA layer's candidates after its own top ``k`` (ranked ``k + prefetch`` deep),
+    taken rank by rank across layers, ``prefetch`` in all, none already selected."""
+    n = engine.prefetch_depth
+    if not n or not chosen:
+        return None
+
+    def ahead() -> list[StoredMemory]:
+        read = {m.id for sel in chosen.values() for m in sel}
+        wide = list(engine.route_per_layer(text, k + n, scope, q=q).values())
+        out: dict[str, StoredMemory] = {}
+        for rank in range(k + n):
+            for m in (sel[rank] for sel in wide if rank < len(sel)):
+                if m.id not in read and len(out) < n:
+                    out.setdefault(m.id, m)
+        return list(out.values())
+    return ahead

@@ -8,14 +8,16 @@ Threads: two locks, always taken in this order. :attr:`Engine.lock` guards the s
 index and the caches; the model's lock (``model.capture.model_lock``) guards each forward of
 the shared backbone (an encoder batch, a query, one generation step) and is the innermost:
 nothing holding it waits for the engine's lock. Encoding runs outside the engine's lock, so
-reads go on while a write encodes; a stream holds neither lock between its tokens.
+reads go on while a write encodes; a stream holds neither lock between its tokens. The K/V
+prefetch worker (:class:`~msa_agent.runtime.residency.Prefetcher`) takes only the engine's
+lock, briefly, and never the model's: it ranks with router queries the request computed.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +40,7 @@ from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
 from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
 from msa_agent.runtime.reencode import original_ids, reencode_routing
-from msa_agent.runtime.residency import HostKVCache
+from msa_agent.runtime.residency import Candidates, HostKVCache, Prefetcher
 from msa_agent.runtime.router_choice import OWN_QK, pick_router
 from msa_agent.runtime.routing import RoutingIndex
 from msa_agent.runtime.targets import NewDoc, Plan, Target, resolve, source_parts
@@ -59,6 +61,7 @@ CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587
 CUDA_BATCH_TOKENS = 16384
 HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
 GPU_CACHE_MB = 1024  # GPU tier above it, on CUDA only
+PREFETCH_CUDA = 2  # memories prefetched after a K/V read on CUDA (off on CPU: config.py)
 KV_FRAME_SETTING = "kv_frame_ids"  # the head token ids a chat-framed space encoded K/V after
 
 
@@ -92,11 +95,12 @@ class Engine(Recall):
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
-                             cfg.newer_subject_max)
+                             cfg.newer_subject_max, cfg.newer_cover)
         self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row
         self.kv_cache = {kind: _kv_tiers(kind, lm, cfg) for kind in ("pooled", "full")}
+        self.prefetcher = Prefetcher(self.lock, space, self.kv_cache)  # thread: lazy
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -132,6 +136,7 @@ class Engine(Recall):
         return self._space.read_only
 
     def close(self) -> None:
+        self.prefetcher.close()  # joined first: its reads need the space, it takes the lock
         with self.lock:
             self._space.close()
 
@@ -218,10 +223,9 @@ class Engine(Recall):
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
         self.index = self._empty_index()
         if live:
-            keys, _owner = self._space.read_all("route_k")
-            splits = [m.n_chunks for m in live]
-            self.index.add([m.id for m in live], [m.namespace for m in live],
-                           list(torch.from_numpy(keys).split(splits)))
+            keys, _owner = self._space.read_all("route_k")  # [N, L, H, D], store dtype
+            self.index.add_rows([m.id for m in live], [m.namespace for m in live],
+                                torch.from_numpy(keys), [m.n_chunks for m in live])
 
     def _sync_index(self, live: Sequence[StoredMemory]) -> list[str]:
         """Apply the writer's commits since the last load to the index: drop memories gone
@@ -343,6 +347,8 @@ class Engine(Recall):
                 self._space.delete(expired)
                 self._drop(expired)
             self._space.compact()
+            for cache in self.kv_cache.values():  # rows moved: in-flight prefetches are void
+                cache.new_epoch()
             self._load_index(self._space.live_chunks())  # drop the index's dead rows too
             return len(expired), before, self._space.stats()["bytes_on_disk"]
 
@@ -467,6 +473,24 @@ class Engine(Recall):
         or the stored dtype without ``widen``."""
         with self.lock:
             return self.kv_cache[kind].fetch(self._space, memories, self.lm.device, widen)
+
+    def prefetch(self, kind: str, candidates: Candidates, keep: Iterable[str]) -> None:
+        """Load ``kind`` K/V of ``candidates()`` (called on the worker thread) into the tiers
+        in the background, so that their next :meth:`read_kv` is a hit; ``keep``: the ids the
+        request read (a prefetch never evicts them). Returns at once. Off with
+        ``prefetch=0``; never under Memory Parallel, whose routing and reads are collectives
+        every rank calls in one order (a subclass's own ``read_kv``)."""
+        if kind not in self.kv_cache:
+            raise InvalidInputError(f"kind must be one of {sorted(self.kv_cache)}, got {kind!r}")
+        if self.prefetch_depth and type(self).read_kv is Engine.read_kv:
+            self.prefetcher.submit(kind, candidates, keep)
+
+    @property
+    def prefetch_depth(self) -> int:
+        """How many candidates a read prefetches (``MemoryConfig.prefetch``; None: 2 on CUDA,
+        0 on CPU); read at each request, so a change of the config applies at once."""
+        n = self.cfg.prefetch
+        return n if n is not None else PREFETCH_CUDA if self.lm.device.type == "cuda" else 0
 
     def framed_read(self, question: str, memories: Sequence[StoredMemory]
                     ) -> tuple[MemoryKV, int, list[int]] | None:

@@ -17,7 +17,8 @@ Then ``newer_within``: walking the fused ranking best first, a memory moves abov
 directly preceding memory *older by at least* ``newer_gap_s`` whose fused score it reaches
 within that fraction (``score >= (1 - newer_within) * older``) and, when the query words
 each candidate contains are given (``Space.matched_terms``), that shares a *rare* query word
-with it: one that at most ``subject_max`` candidates of the pool contain. Versions of one fact
+with it: one that at most ``subject_max`` candidates of the pool contain, and holds at least
+``cover`` of the query words the older one holds. Versions of one fact
 share their subject word ("garage" in "My car is parked with a garage called Brakel" and "I
 moved the car: it now stays at a garage called Orvande"), which few other memories hold; long
 sessions that merely share common words with the question are not versions of each other
@@ -51,6 +52,7 @@ class Fusion:
     newer_within: float = 0.0
     newer_gap_s: float = 3600.0
     subject_max: int = 3  # a shared query word held by at most this many candidates; 0 = off
+    cover: float = 0.0  # the newer holds at least this share of the older's query words
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
-    related = _share_rare_word(matched, f.subject_max)
+    related = _versions(matched, f.subject_max, f.cover)
     order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
 
@@ -90,15 +92,24 @@ def completed(msa: Ranking, extra: Ranking) -> list[tuple[str, float]]:
     return sorted([*msa, *extra], key=lambda x: -x[1])
 
 
-def _share_rare_word(matched: Mapping[str, Collection[str]] | None, most: int
-                     ) -> Callable[[str, str], bool]:
-    """``related(a, b)``: a and b both contain a query word that at most ``most`` candidates
-    contain (always True without ``matched`` or with ``most`` 0)."""
+def _versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: float
+              ) -> Callable[[str, str], bool]:
+    """``related(new, old)``: both contain a query word that at most ``most`` candidates
+    contain, and ``new`` holds at least ``cover`` of the query words ``old`` holds (a newer
+    version restates the subject: "my car is parked at a garage called X" / "the car now
+    stays at a garage called Y"; a session that shares one word of the question with the
+    answer is no version of it). Always True without ``matched`` or with ``most`` 0."""
     if matched is None or most <= 0:
-        return lambda a, b: True
-    held = Counter(t for words in matched.values() for t in set(words))
-    rare = {i: {t for t in words if held[t] <= most} for i, words in matched.items()}
-    return lambda a, b: bool(rare.get(a, set()) & rare.get(b, set()))
+        return lambda new, old: True
+    words = {i: set(w) for i, w in matched.items()}
+    held = Counter(t for w in words.values() for t in w)
+    rare = {i: {t for t in w if held[t] <= most} for i, w in words.items()}
+
+    def related(new: str, old: str) -> bool:
+        mine, theirs = words.get(new, set()), words.get(old, set())
+        return bool(rare.get(new, set()) & rare.get(old, set())) \
+            and len(mine & theirs) >= cover * len(theirs)
+    return related
 
 
 def _newer_first_within(order: list[str], score: Mapping[str, float],

@@ -49,14 +49,20 @@ class Recall:
             [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts])
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
-               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+               q: torch.Tensor | None = None, mode: str | None = None,
+               first: list[Recalled] | None = None) -> list[Recalled]:
         """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1).
 
         ``mode``: "hybrid" (MSA routing and the lexical channel fused), "msa" or "lexical";
         None = the config's ``recall_mode``. ``q``: the question's router queries, if already
-        computed (round 1 then costs no backbone forward).
+        computed (round 1 then costs no backbone forward). ``first``: round 1's routes, if
+        already computed (:meth:`recall_many` routes several questions' round 1 together).
         """
         def route(text: str, exclude: set[str]) -> list[Recalled]:
+            nonlocal first
+            if first is not None:  # round 1 (the question, nothing excluded), routed already
+                out, first = first, None
+                return out
             if text == question:
                 return self.route(text, k, scope, exclude, q, mode)
             later = mode if self.cfg.hop_routing == "same" else self.cfg.hop_routing
@@ -64,6 +70,56 @@ class Recall:
 
         return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score,
                           bridge=self.bridge_text)
+
+    def recall_many(self, questions: Sequence[str], k: int, scope: Scope, hops: Hops = 1,
+                    qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None
+                    ) -> list[list[Recalled]]:
+        """:meth:`recall` of each of ``questions`` (one ``k``, scope, ``hops`` and mode), in
+        order. Round 1 of every question is routed together (:meth:`route_many`: one pass over
+        the routing keys for all of them); the later rounds of ``hops`` > 1 or ``"auto"``
+        route each question's own bridged query afterwards, one question at a time, exactly
+        as :meth:`recall`. ``qs``: the questions' router queries, where computed."""
+        qs = list(qs) if qs is not None else [None] * len(questions)
+        firsts = self.route_many(questions, k, scope, qs, mode)
+        return [self.recall(text, k, scope, hops, q, mode, first=hits)
+                for text, q, hits in zip(questions, qs, firsts)]
+
+    def route_many(self, texts: Sequence[str], k: int, scope: Scope,
+                   qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None
+                   ) -> list[list[Recalled]]:
+        """:meth:`route` of each of ``texts`` (nothing excluded), their MSA rankings in one
+        ``RoutingIndex.rank_many`` call: ``msa`` mode ranks the ``k`` best of each, hybrid
+        each one's fusion pool, then fuses it with its own lexical channel as :meth:`route`.
+        Lexical routing (no keys to pass over), a single text, or an engine whose ``route``
+        is its own (Memory Parallel's collective route over a sharded index) routes the texts
+        one by one with :meth:`route`. ``qs``: router queries, where computed."""
+        mode = mode or self.cfg.recall_mode
+        qs = list(qs) if qs is not None else [None] * len(texts)
+        if mode == LEXICAL or len(texts) < 2 or type(self).route is not Recall.route:
+            return [self.route(t, k, scope, None, q, mode) for t, q in zip(texts, qs)]
+        queries = self._queries(texts, qs)
+        if mode == MSA:
+            with self.lock:
+                ranked = self.index.rank_many(queries, k, self._mask(scope, None),
+                                              self.cfg.layer_combine)
+                return [self._recalled(r) for r in ranked]
+        pool = max(k, self.cfg.fusion_pool)
+        lexical = [self._lexical(t, pool, scope, set()) for t in texts]
+        with self.lock:
+            ranked = self.index.rank_many(queries, pool, self._mask(scope, None),
+                                          self.cfg.layer_combine, explain=False)
+            ids = self.index.doc_ids
+            msa = [[(ids[d], s) for d, s in zip(r.docs, r.scores)] for r in ranked]
+        return [self._fused({LEXICAL: lex, MSA: self._completed(m, lex, q)}, k, q, t)
+                for t, q, lex, m in zip(texts, queries, lexical, msa)]
+
+    def _queries(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
+                 ) -> list[torch.Tensor]:
+        """Router queries of ``texts``: ``qs[i]`` where given, else computed (batched)."""
+        missing = [i for i, q in enumerate(qs) if q is None]
+        computed = dict(zip(missing, self.query_many([texts[i] for i in missing])
+                            if missing else []))
+        return [q if q is not None else computed[i] for i, q in enumerate(qs)]
 
     def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
               q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:

@@ -16,18 +16,36 @@ The same class is the **GPU tier** above it: with ``home`` a CUDA device and ``b
 host tier, its rows live in GPU memory, a hit is one ``index_select`` there, and misses come
 from the host tier (one gather launch) instead of the store; eviction cascades down, so a
 forgotten memory leaves neither tier.
+
+:class:`Prefetcher` fills the tiers ahead of a read (``MemoryConfig.prefetch``): once a
+request has read its memories, one worker thread ranks the candidates after them, reads
+their rows from the store (no engine lock held), on CUDA moves them to the device on a side
+stream (waited for by the worker, before any foreground op can see them), and admits them to
+the tiers under the engine's lock as their least recently used entries (the first to go
+when room is needed; never evicting what the request read). Every ``evict`` (a forget, an
+update) and every compaction starts a new ``epoch``; rows read before it are dropped, so a
+prefetch never brings back the K/V of a forgotten memory, nor rows read at offsets that
+moved. Since the worker may write the pinned host buffer right after a foreground read
+returned, every host write first waits for the device gathers still reading it (an event).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from msa_agent.kernels import gather_to_device
-from msa_agent.store import Space, StoredMemory
+from msa_agent.store import Space, StoredMemory, StoreError
+
+KV = tuple[torch.Tensor, torch.Tensor]  # one memory's (K, V) rows [S, L, Hkv, D]
 
 
 class HostKVCache:
@@ -45,13 +63,21 @@ class HostKVCache:
         self.rows: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.used = 0  # rows up to here may hold data (live spans, or zeroed holes)
         self.hits = self.misses = self.evictions = 0
+        self.epoch = 0  # a new one at every evict or store compaction (see the module doc)
+        self._reading: Any = None  # CUDA event: the last device gather from this host buffer
+        self.prefetched: set[str] = set()  # held, loaded ahead by a prefetch, not read yet
+        self.prefetch_issued = self.prefetch_used = self.prefetch_wasted = 0
 
     @property
     def counters(self) -> dict[str, int]:
         """Memories served from the cache (hits), read from the store (misses), dropped for
-        room (evictions); bytes held; memories cached."""
+        room (evictions); bytes held; memories cached. Prefetch: memories loaded here ahead
+        of a read (issued), later read (used), evicted or forgotten unread (wasted); the
+        rest are held, not read yet."""
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                "bytes": self.nbytes, "memories": len(self.rows)}
+                "bytes": self.nbytes, "memories": len(self.rows),
+                "prefetch_issued": self.prefetch_issued, "prefetch_used": self.prefetch_used,
+                "prefetch_wasted": self.prefetch_wasted}
 
     @property
     def nbytes(self) -> int:
@@ -71,6 +97,9 @@ class HostKVCache:
         for m in unique:
             if m.id in self.rows:
                 self.rows.move_to_end(m.id)  # most recently used
+                if m.id in self.prefetched:
+                    self.prefetched.discard(m.id)
+                    self.prefetch_used += 1
         if missing and not self._add(space, missing, {m.id for m in unique}):
             return self._direct(space, memories, device, widen)
         spans = [self.rows[m.id] for m in memories]
@@ -87,7 +116,19 @@ class HostKVCache:
         an ``index_select`` where the buffer lives on a device."""
         if buf.device.type != "cpu":  # the GPU tier: select there
             return buf.index_select(0, idx.to(buf.device)).to(device)
-        return gather_to_device(buf, idx, device)
+        out = gather_to_device(buf, idx, device)
+        if out.is_cuda:  # the launch may still read ``buf`` when this returns: mark its end
+            self._reading = torch.cuda.Event()
+            self._reading.record(torch.cuda.current_stream(out.device))
+        return out
+
+    def _settle(self) -> None:
+        """Wait for device gathers still reading this host buffer before the host writes it
+        (zeroes, compaction, new rows): the prefetch worker may write it right after the
+        foreground's read returned, its gather still in flight."""
+        if self._reading is not None:
+            self._reading.synchronize()
+            self._reading = None
 
     def evict(self, ids: Iterable[str]) -> None:
         """Forget these memories' rows and zero them, here and in the tiers below (erasure:
@@ -96,23 +137,80 @@ class HostKVCache:
         ids = list(ids)
         if self.below is not None:
             self.below.evict(ids)
+        self.epoch += 1  # a prefetch that read rows before this must not admit them
+        self._settle()
         for i in ids:
             span = self.rows.pop(i, None)
+            self._unread(i)
             if span is not None and self.k is not None and self.v is not None:
                 self.k[span[0]:span[0] + span[1]] = 0
                 self.v[span[0]:span[0] + span[1]] = 0
+
+    def new_epoch(self) -> None:
+        """The store moved rows (a compaction): rows read before now are not admitted."""
+        self.epoch += 1
+        if self.below is not None:
+            self.below.new_epoch()
+
+    def held(self, id: str) -> KV:
+        """A copy of the rows held for ``id`` (on ``home``, stored dtype)."""
+        assert self.k is not None and self.v is not None
+        start, n = self.rows[id]
+        return self.k[start:start + n].clone(), self.v[start:start + n].clone()
+
+    def admit(self, memories: Sequence[StoredMemory], rows: Mapping[str, KV],
+              keep: set[str], count: bool = True) -> list[str]:
+        """Add prefetched ``rows`` (on ``home``, stored dtype) of ``memories`` (best first)
+        not held yet, as the least recently used entries (the worst coldest: a guess goes
+        before any read memory), evicting only memories outside ``keep`` and these; the
+        worst are left out if they do not all fit. ``count``: record them as prefetched
+        (False for a tier that only passes them up). Returns the ids added."""
+        new = [m for m in {m.id: m for m in memories}.values()
+               if m.id not in self.rows and m.id in rows]
+        if not new or self.budget <= 0:
+            return []
+        k0 = rows[new[0].id][0]
+        most = self.budget // (2 * k0[0].numel() * k0.element_size())
+        kept = sum(n for i, (_, n) in self.rows.items() if i in keep)
+        sizes = [rows[m.id][0].shape[0] for m in new]
+        while new and kept + sum(sizes) > most:
+            new, sizes = new[:-1], sizes[:-1]
+        if not new:
+            return []
+        self._put(new, [rows[m.id][0] for m in new], [rows[m.id][1] for m in new],
+                  keep | {m.id for m in new})
+        for m in new:  # best first, each to the cold end: the worst ends up coldest
+            self.rows.move_to_end(m.id, last=False)
+        if count:
+            self.prefetched |= {m.id for m in new}
+            self.prefetch_issued += len(new)
+        return [m.id for m in new]
+
+    def _unread(self, id: str) -> None:
+        """``id`` left this tier: a prefetched memory never read was wasted."""
+        if id in self.prefetched:
+            self.prefetched.discard(id)
+            self.prefetch_wasted += 1
 
     def _add(self, space: Space, memories: Sequence[StoredMemory], request: set[str]) -> bool:
         """Read ``memories`` from the store into the cache, evicting the least recently used
         memories outside ``request`` for room; False (nothing added) if the request's own
         memories exceed the budget."""
         ks, vs = self._load(space, memories)
+        return self._put(memories, ks, vs, request)
+
+    def _put(self, memories: Sequence[StoredMemory], ks: Sequence[torch.Tensor],
+             vs: Sequence[torch.Tensor], request: set[str]) -> bool:
+        """Write rows ``ks``/``vs`` (on ``home``) of ``memories`` (none held yet), making room
+        as ``_add`` says; False (nothing added) if they and the request's held rows exceed
+        the budget."""
         need = sum(k.shape[0] for k in ks)
         row_bytes = 2 * ks[0][0].numel() * ks[0].element_size()
         most = self.budget // row_bytes
         kept = sum(n for i, (_, n) in self.rows.items() if i in request)
         if kept + need > most:
             return False
+        self._settle()
         if self.used + need > most:
             self._make_room(most - need, request)
         self._reserve(self.used + need, ks[0], most)
@@ -136,6 +234,7 @@ class HostKVCache:
             if i not in request:
                 live -= self.rows.pop(i)[1]
                 self.evictions += 1
+                self._unread(i)
         assert self.k is not None and self.v is not None
         top = 0
         for i, (start, n) in sorted(self.rows.items(), key=lambda item: item[1][0]):
@@ -183,3 +282,166 @@ class HostKVCache:
             t = torch.from_numpy(a)
             return (t.float() if widen else t).to(device)
         return [(put(k), put(v)) for k, v in zip(ks, vs)]
+
+
+Candidates = Callable[[], Sequence[StoredMemory]]  # run on the worker: memories to load
+
+
+@dataclass(frozen=True)
+class _Job:
+    kind: str  # which tier stack ("pooled" or "full")
+    candidates: Candidates
+    keep: frozenset[str]  # what the request read: never evicted for a guess
+
+
+class Prefetcher:
+    """Loads the K/V of memories likely to be read next into their tiers, on one worker.
+
+    ``lock`` is the engine's: every tier is only touched under it, as by the foreground.
+    The worker takes it only to rank (a job's ``candidates``, through the engine's own
+    routing, with the request's router queries: never a forward, so never the model's lock),
+    to look up (which memories still exist, which are held) and to admit rows already read;
+    never while reading the store (the space serialises its own reads, one memory at a time
+    here) or waiting for a device copy. :meth:`submit` never blocks: at most ``queued`` jobs
+    wait, the oldest dropped (a newer request's guesses are better). Failures are counted
+    (``failed``, ``last_error``), never raised: a lost guess costs a miss later, nothing
+    else. :meth:`wait` must not be called holding ``lock``."""
+
+    def __init__(self, lock: AbstractContextManager[Any], space: Space,
+                 tiers: Mapping[str, HostKVCache], queued: int = 2) -> None:
+        """``tiers``: each kind's top tier (its ``below`` chain is followed)."""
+        self._lock, self._space, self._tiers = lock, space, tiers
+        self._jobs: deque[_Job] = deque(maxlen=queued)
+        self._wake = threading.Condition()
+        self._busy = self._closed = False
+        self._thread: threading.Thread | None = None
+        self._stream: Any = None  # the CUDA side stream, made on first use
+        self.failed = 0
+        self.last_error: BaseException | None = None
+        self.busy_s = 0.0  # time spent in jobs (ranking, reading, copying, admitting)
+
+    def submit(self, kind: str, candidates: Candidates, keep: Iterable[str]) -> None:
+        """Load ``candidates()``' ``kind`` K/V in the background (the worker starts on the
+        first call); returns at once. Nothing after :meth:`close`."""
+        with self._wake:
+            if self._closed:
+                return
+            self._jobs.append(_Job(kind, candidates, frozenset(keep)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="msa-kv-prefetch",
+                                                daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until no job waits or runs (tests, benchmarks); False on timeout."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._jobs and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Drop waiting jobs, stop the worker and join it (a running job stops at its next
+        step; the space must stay open until this returns). Idempotent."""
+        with self._wake:
+            self._closed = True
+            self._jobs.clear()
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: bool(self._jobs) or self._closed)
+                if self._closed:
+                    return
+                job, self._busy = self._jobs.popleft(), True
+            started = time.perf_counter()
+            try:
+                self._load(job)
+            except Exception as exc:  # best effort: a lost guess is a miss later
+                self.failed += 1
+                self.last_error = exc
+            finally:
+                with self._wake:
+                    self.busy_s += time.perf_counter() - started
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _tiers_of(self, kind: str) -> list[HostKVCache]:
+        out, tier = [], self._tiers[kind]
+        while tier is not None:
+            out.append(tier)
+            tier = tier.below
+        return out  # top first
+
+    def _load(self, job: _Job) -> None:
+        """Rank, look up, read the store (unlocked), admit to the host tier; on CUDA, copy
+        to the device on the side stream (unlocked) and admit to the GPU tier."""
+        tiers = self._tiers_of(job.kind)
+        top, host = tiers[0], tiers[-1]
+        wanted = list(job.candidates())  # routing: takes the engine's lock itself
+        if not wanted or self._closed:
+            return
+        with self._lock:
+            epochs = [t.epoch for t in tiers]
+            alive = {m.id: m for m in self._space.get_many([m.id for m in wanted])}
+            # current records (rows may have moved since ranking); forgotten ones are gone
+            todo = [alive[i] for i in dict.fromkeys(m.id for m in wanted)
+                    if i in alive and i not in top.rows]
+            if not todo:
+                return
+            rows = {m.id: host.held(m.id) for m in todo if m.id in host.rows}
+        for m in todo:  # one memory at a time: the space's own lock is held per read
+            if m.id not in rows:
+                if self._closed:
+                    return
+                try:
+                    k, v = (torch.from_numpy(self._space.read(name, [m])[0])
+                            for name in top.names)
+                except StoreError:
+                    with self._lock:  # rows moved or gone meanwhile: no error, no guess
+                        if self._stale(tiers, epochs):
+                            return
+                    raise
+                rows[m.id] = k, v
+        with self._lock:
+            if self._stale(tiers, epochs):
+                return
+            host.admit(todo, rows, set(job.keep), count=top is host)
+        if top is host:
+            return
+        moved = self._to_home(rows, top.home)
+        with self._lock:
+            if self._stale(tiers, epochs):
+                return
+            top.admit(todo, moved, set(job.keep))
+
+    def _stale(self, tiers: Sequence[HostKVCache], epochs: list[int]) -> bool:
+        """Closed, or something was evicted (forgotten) or moved since the rows were read."""
+        return self._closed or [t.epoch for t in tiers] != epochs
+
+    def _to_home(self, rows: Mapping[str, KV], device: torch.device) -> dict[str, KV]:
+        """``rows`` on ``device``; on CUDA copied on the side stream, which the worker waits
+        for (an event) before the rows can reach a tier, so the foreground never sees them
+        early; they are then marked used on the worker's current stream, where the admit's
+        device copy runs (the foreground's stream too, the default one)."""
+        if device.type != "cuda":
+            return {i: (k.to(device), v.to(device)) for i, (k, v) in rows.items()}
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(self._stream):
+            out = {i: (k.to(device, non_blocking=True), v.to(device, non_blocking=True))
+                   for i, (k, v) in rows.items()}
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        done.synchronize()
+        current = torch.cuda.current_stream(device)
+        for k, v in out.values():
+            k.record_stream(current)
+            v.record_stream(current)
+        return out

@@ -12,6 +12,10 @@ are ``[T, L, Hq, D]``, keys ``[N, L, Hkv, D]``. Layers combine into one ranking 
 ``top_tokens`` (the index's, set from the space's ``route_top_tokens``) is the query side of
 the rule: a chunk scores the max over query tokens (1, the paper's) or the mean of its
 ``top_tokens`` best tokens (``naive.reduce_tokens``).
+
+Several queries (``rank_many``) share one pass over the keys: padded to ``[B, Tmax, L, Hq,
+D]`` with their lengths (the kernel's ``q_len``, the torch rule's query-token mask), so each
+is ranked as alone.
 """
 
 from __future__ import annotations
@@ -26,32 +30,54 @@ from msa_agent.kernels.route_topk.naive import (
     doc_scores_ref,
     fold_layers_as_heads,
     fold_queries,
+    token_mask,
     unit,
 )
 from msa_agent.runtime.rows import GrowableRows
 
 
 def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
-                      key_scale: torch.Tensor | None = None) -> torch.Tensor:
+                      key_scale: torch.Tensor | None = None,
+                      q_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Layers-as-heads chunk scores ``[N]``: unit keys ``[N, L, H, D]`` (times ``key_scale``
     ``[N]`` for fp8), queries ``[T, L, Hq, D]`` (the rule on ``[T, L*Hq, D]`` against
-    ``[N, L*H, D]``)."""
-    qf = fold_layers_as_heads(q, keys.shape[2])[None]  # [1, T, 1, 1, L*H*D]
-    return chunk_scores(qf, keys.flatten(1)[:, None, None], top_tokens=top_tokens,
-                        key_scale=key_scale)[0, 0]
+    ``[N, L*H, D]``); or ``[B, N]`` for a padded batch ``[B, T, L, Hq, D]`` whose real tokens
+    are ``q_mask`` ``[B, T]`` (None: all)."""
+    batched = q.dim() == 5
+    qf = fold_layers_as_heads(q if batched else q[None], keys.shape[2])  # [B, T, 1, 1, L*H*D]
+    s = chunk_scores(qf, keys.flatten(1)[:, None, None], q_mask, top_tokens=top_tokens,
+                     key_scale=key_scale)[:, 0]  # [B, N]
+    return s if batched else s[0]
 
 
 def layer_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
-                       key_scale: torch.Tensor | None = None) -> torch.Tensor:
+                       key_scale: torch.Tensor | None = None,
+                       q_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-layer chunk scores ``[L, N]``: the rule in each layer (unit keys ``[N, L, H, D]``,
-    times ``key_scale`` for fp8; queries ``[T, L, Hq, D]``)."""
-    return chunk_scores(fold_queries(q, keys.shape[2])[None], keys, top_tokens=top_tokens,
-                        key_scale=key_scale)[0]
+    times ``key_scale`` for fp8; queries ``[T, L, Hq, D]``); or ``[B, L, N]`` for a padded
+    batch ``[B, T, L, Hq, D]`` (``q_mask`` as :func:`head_chunk_scores`)."""
+    batched = q.dim() == 5
+    qf = fold_queries(q if batched else q[None], keys.shape[2])  # [B, T, L, H, D]
+    s = chunk_scores(qf, keys, q_mask, top_tokens=top_tokens, key_scale=key_scale)
+    return s if batched else s[0]
+
+
+def padded(qs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Queries ``[T_i, L, Hq, D]`` -> one ``[B, Tmax, L, Hq, D]`` (zeros past ``T_i``) and the
+    lengths ``[B]``; None when every length is equal (nothing padded; one query: no copy)."""
+    lens = [q.shape[0] for q in qs]
+    if len(set(lens)) == 1:
+        return (qs[0][None] if len(qs) == 1 else torch.stack(list(qs))), None
+    q_len = torch.tensor(lens, dtype=torch.long, device=qs[0].device)
+    return torch.nn.utils.rnn.pad_sequence(list(qs), batch_first=True), q_len
 
 
 KEY_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
               "float16": torch.float16, "float8": torch.float8_e4m3fn}
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+LOAD_ROWS = 1 << 16  # chunk rows normalised per step when keys are added in bulk
 
 
 def narrow_keys(unit_keys: torch.Tensor, key_dtype: str
@@ -143,8 +169,34 @@ class RoutingIndex:
         """Append documents; ``route_k[i]`` is ``[C_i, L, H, D]`` (unnormalised)."""
         if not ids:
             return
-        self.add_unit(ids, namespaces, unit(torch.cat(list(route_k))),
-                      [r.shape[0] for r in route_k])
+        self.add_rows(ids, namespaces, torch.cat(list(route_k)), [r.shape[0] for r in route_k])
+
+    def add_rows(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
+                 counts: Sequence[int], block_rows: int = LOAD_ROWS) -> None:
+        """Append documents whose unnormalised rows come as one tensor ``[sum(counts), L, H,
+        D]`` (any float dtype, any device; e.g. a whole space read from the store). Whole
+        documents of about ``block_rows`` rows at a time are moved to the index's device,
+        normalised there and narrowed, into buffers reserved once: opening a large space
+        makes no float32 copy of every key on the host and no growth copy."""
+        if not ids:
+            return
+        self._reserve(int(keys.shape[0]), tuple(keys.shape[1:]))
+        doc, row = 0, 0
+        while doc < len(ids):
+            end, rows = doc, 0
+            while end < len(ids) and (end == doc or rows + counts[end] <= block_rows):
+                rows += counts[end]
+                end += 1
+            self.add_unit(ids[doc:end], namespaces[doc:end],
+                          unit(keys[row:row + rows].to(self.device)), counts[doc:end])
+            doc, row = end, row + rows
+
+    def _reserve(self, more: int, row_shape: tuple[int, ...]) -> None:
+        """Room for ``more`` chunk rows in every resident buffer."""
+        self._keys.reserve(len(self._keys) + more, row_shape)
+        self._chunk_doc.reserve(len(self._chunk_doc) + more, ())
+        if self._scale is not None:
+            self._scale.reserve(len(self._scale) + more, ())
 
     def add_unit(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
                  counts: Sequence[int]) -> None:
@@ -217,20 +269,48 @@ class RoutingIndex:
              explain: bool = True) -> Ranked:
         """Top-``k`` documents for queries ``[T, L, Hq, D]`` among ``mask``; without
         ``explain``, ``layer_scores`` and ``best_chunk`` are left empty (a candidate pool)."""
-        m = len(self.doc_ids)
-        if m == 0 or k <= 0 or not bool(mask.any()):
-            return Ranked([], [], [], [])
-        q = q.to(self.device)
+        return self.rank_many([q], k, mask, combine, explain)[0]
+
+    def rank_many(self, qs: Sequence[torch.Tensor], k: int, mask: torch.Tensor,
+                  combine: str = "heads", explain: bool = True) -> list[Ranked]:
+        """:meth:`rank` of each query of ``qs`` (each ``[T_i, L, Hq, D]``), among one ``mask``,
+        in one pass over the keys: the queries are padded to ``[B, Tmax, L, Hq, D]`` and
+        scored together (the fused kernel's ``q_len``, or the torch rule's query-token mask),
+        each one's padding left out, so each row is its query ranked alone: the same
+        documents in the same order (equal scores by ascending position, as ``top_docs``),
+        scores equal up to the batched GEMM's float rounding (~1e-7). Evidence (``explain``)
+        is each query's own, from its unpadded tokens."""
+        if not qs:
+            return []
+        if not self.doc_ids or k <= 0 or not bool(mask.any()):
+            return [Ranked([], [], [], []) for _ in qs]
+        qs = [q.to(self.device) for q in qs]
+        k, mask = min(k, int(mask.sum())), mask.to(self.device)
         if combine == "heads" and self.use_kernel:
-            return self._rank_fused(q, k, mask, explain)
+            return self._rank_fused(qs, k, mask, explain)
+        doc = self._doc_scores(qs, mask, combine)  # [B, M]
+        return [self._ranked(top_docs(row, k), row, q, combine, explain)
+                for row, q in zip(doc, qs)]
+
+    def _doc_scores(self, qs: Sequence[torch.Tensor], mask: torch.Tensor, combine: str
+                    ) -> torch.Tensor:
+        """The torch rule's combined document scores ``[B, M]`` of queries ``qs`` (masked
+        documents -inf): one GEMM per block of keys for the whole padded batch."""
+        q, q_len = padded(qs)  # [B, Tmax, L, Hq, D], [B] or None
+        q_mask = token_mask(q_len, q.shape[1])  # [B, Tmax] or None
         if combine == "heads":
-            chunk = head_chunk_scores(self.keys, q, self.top_tokens, self.key_scale)
+            chunk = head_chunk_scores(self.keys, q, self.top_tokens, self.key_scale, q_mask)
         else:
-            chunk = layer_chunk_scores(self.keys, q, self.top_tokens, self.key_scale)
-        doc = doc_scores_ref(chunk, self.chunk_doc, m, mask.to(self.device))  # [M] or [L, M]
+            chunk = layer_chunk_scores(self.keys, q, self.top_tokens, self.key_scale, q_mask)
+        doc = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask)  # [B(, L), M]
         if combine != "heads":
-            doc = doc.mean(0) if combine == "mean" else doc.amax(0)
-        top = top_docs(doc, min(k, int(mask.sum())))
+            doc = doc.mean(1) if combine == "mean" else doc.amax(1)
+        return doc
+
+    def _ranked(self, top: list[int], doc: torch.Tensor, q: torch.Tensor, combine: str,
+                explain: bool) -> Ranked:
+        """The :class:`Ranked` of positions ``top`` (``doc``: combined scores ``[M]``), with
+        their evidence for query ``q`` when ``explain``."""
         if not explain:
             return Ranked(top, [float(doc[d]) for d in top], [], [])
         return self._explain(top, doc, q, combine)
@@ -243,24 +323,30 @@ class RoutingIndex:
         per_layer = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask.to(self.device))
         return torch.topk(per_layer, min(k, int(mask.sum())), dim=-1).indices.tolist()
 
-    def _rank_fused(self, q: torch.Tensor, k: int, mask: torch.Tensor,
-                    explain: bool = True) -> Ranked:
-        """The fused Triton ``route_topk`` over layers-as-heads, one pass over the keys."""
+    def _rank_fused(self, qs: Sequence[torch.Tensor], k: int, mask: torch.Tensor,
+                    explain: bool = True) -> list[Ranked]:
+        """The fused Triton ``route_topk`` over layers-as-heads: one call, one pass over the
+        keys for every query (``q_len`` when their lengths differ). Each row's picks are put
+        in ``top_docs``'s order (equal scores by ascending position: the Triton top-k already
+        breaks ties so, its torch.topk fallback does not)."""
         from msa_agent.kernels import route_topk
 
         n, layers, h, d = self.keys.shape
+        q, q_len = padded(qs)  # [B, Tmax, L, Hq, D], [B] or None
         ids, scores = route_topk(
-            q.reshape(q.shape[0], -1, d), self.keys.view(n, layers * h, d),
-            self.chunk_doc, len(self.doc_ids), min(k, int(mask.sum())),
-            doc_mask=mask.to(self.device), keys_normalized=True, top_tokens=self.top_tokens,
-            key_scale=self.key_scale,
-        )
-        top = [int(i) for i in ids.tolist() if i >= 0]
-        doc = torch.full((len(self.doc_ids),), float("-inf"))
-        doc[top] = scores[: len(top)].float().cpu()
-        if not explain:
-            return Ranked(top, [float(doc[d]) for d in top], [], [])
-        return self._explain(top, doc, q, "heads")
+            q.reshape(*q.shape[:2], -1, d), self.keys.view(n, layers * h, d),
+            self.chunk_doc, len(self.doc_ids), k, doc_mask=mask, keys_normalized=True,
+            top_tokens=self.top_tokens, key_scale=self.key_scale, q_len=q_len,
+        )  # [B, k] each
+        out = []
+        for row_ids, row_scores, q1 in zip(ids.tolist(), scores.float().cpu().tolist(), qs):
+            picked = sorted(((p, v) for p, v in zip(row_ids, row_scores) if p >= 0),
+                            key=lambda pv: (-pv[1], pv[0]))  # score desc., then position
+            top = [p for p, _ in picked]
+            doc = torch.full((len(self.doc_ids),), float("-inf"))
+            doc[top] = torch.tensor([v for _, v in picked], dtype=torch.float32)
+            out.append(self._ranked(top, doc, q1, "heads", explain))
+        return out
 
     def evidence(self, docs: list[int], scores: list[float], q: torch.Tensor,
                  combine: str = "heads") -> Ranked:

@@ -41,6 +41,18 @@ class GrowableRows:
         self._buf[self._n : need] = new
         self._n = need
 
+    def reserve(self, rows: int, row_shape: tuple[int, ...]) -> None:
+        """Make room for ``rows`` rows of ``row_shape`` in all (one copy of the rows held,
+        if any, growing by at least ``GROWTH`` then, as :meth:`append` does), so that appends
+        up to that many copy only their own rows."""
+        if self._n == 0 and tuple(self._buf.shape[1:]) != tuple(row_shape):
+            self._buf = self._buf.new_empty((0, *row_shape))
+        if rows > self._buf.shape[0]:  # exact when empty (a bulk load), else amortised
+            size = rows if self._n == 0 else max(rows, int(self._buf.shape[0] * GROWTH))
+            grown = self._buf.new_empty((size, *self._buf.shape[1:]))
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+
     def replace(self, rows: torch.Tensor) -> None:
         """Hold exactly ``rows`` (no spare capacity), e.g. after dropping some."""
         self._buf, self._n = rows, int(rows.shape[0])

@@ -28,13 +28,19 @@ def make(B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int, dt: torch.dt
 
 def run_case(check: Check, B: int, T: int, HQ: int, HKV: int, D: int, N: int, M: int,
              dt: torch.dtype, dev: str, masked: bool, k: int = 8,
-             persistent: bool = False, top_tokens: int = 1) -> None:  # fmt: skip
+             persistent: bool = False, top_tokens: int = 1,
+             lengths: list[int] | None = None) -> None:  # fmt: skip
+    """``lengths``: a padded batch, query b's tokens past ``lengths[b]`` garbage (``q_len``)."""
     q, keys, doc, scale = make(B, T, HQ, HKV, D, N, M, dt, dev)
+    q_len = None if lengths is None else torch.tensor(lengths, device=dev)
+    if q_len is not None:
+        q = pad_garbage(q, q_len)
     mask = torch.rand(M, device=dev) > 0.4 if masked else None
     ids, val, cs = route_topk(q, keys, doc, M, k, doc_mask=mask, key_scale=scale,
                               return_chunk_scores=True, persistent=persistent,
-                              top_tokens=top_tokens)  # fmt: skip
-    rids, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale, top_tokens=top_tokens)
+                              top_tokens=top_tokens, q_len=q_len)  # fmt: skip
+    rids, rval, rcs = route_topk_ref(q, keys, doc, M, k, mask, scale, top_tokens=top_tokens,
+                                     q_len=q_len)  # fmt: skip
     check(cs, rcs, 5e-3)
     fin = torch.isfinite(rval)
     assert torch.equal(fin, torch.isfinite(val)) and torch.equal(ids == -1, ~fin)
@@ -46,6 +52,16 @@ def run_case(check: Check, B: int, T: int, HQ: int, HKV: int, D: int, N: int, M:
         1, doc.long()[None].expand(B, -1), rcs, "amax")
     got = ref_doc.gather(1, ids.clamp_min(0))[fin]
     torch.testing.assert_close(got, val[fin], atol=5e-3, rtol=0)
+
+
+def pad_garbage(q: torch.Tensor, q_len: torch.Tensor) -> torch.Tensor:
+    """``q`` `[B, T, ...]` with the tokens at ``t >= q_len[b]`` replaced by large values (and
+    one NaN): padding must not count, whatever it holds."""
+    pad = torch.arange(q.shape[1], device=q.device)[None] >= q_len[:, None]  # [B, T]
+    q = torch.where(pad[..., None, None], torch.randn_like(q) * 100, q)
+    if pad.any():
+        q[pad.nonzero()[0].unbind()] = float("nan")
+    return q
 
 
 @pytest.mark.parametrize("dt", DTYPES, ids=str)
@@ -71,6 +87,74 @@ def test_route_topk_top_tokens_interpret(assert_rms: Check, T: int, top: int,
              top)
 
 
+@pytest.mark.parametrize("dt", [torch.float32, *DTYPES], ids=str)
+@pytest.mark.parametrize("top", [1, 2])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_q_len_interpret(assert_rms: Check, dt: torch.dtype, top: int,
+                                    persistent: bool) -> None:  # fmt: skip
+    """A padded batch of mixed lengths (one query shorter than ``top``, one of one token):
+    the kernel equals the reference with ``q_len``; padding never counts."""
+    torch.manual_seed(15)
+    run_case(assert_rms, 4, 9, 4, 2, 32, 45, 20, dt, "cpu", True, 8, persistent, top,
+             [9, 3, 1, 6])
+
+
+@pytest.mark.parametrize("top", [1, 2])
+def test_naive_q_len_is_each_query_alone(top: int) -> None:
+    """The reference with ``q_len`` ranks each row as its unpadded query alone."""
+    torch.manual_seed(16)
+    q, keys, doc, _ = make(3, 7, 4, 2, 16, 30, 9, torch.float32, "cpu")
+    q_len = torch.tensor([7, 2, 4])
+    mask = torch.rand(9) > 0.3
+    ids, val, cs = route_topk_ref(pad_garbage(q, q_len), keys, doc, 9, 5, mask,
+                                  top_tokens=top, q_len=q_len)  # fmt: skip
+    for b, t in enumerate(q_len.tolist()):
+        aids, aval, acs = route_topk_ref(q[b : b + 1, :t], keys, doc, 9, 5, mask, top_tokens=top)
+        assert torch.equal(aids[0], ids[b])
+        torch.testing.assert_close(acs[0], cs[b], atol=1e-6, rtol=0)
+        torch.testing.assert_close(aval[0], val[b], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("keys_kind", ["bf16", "fp8_normalized"])
+@pytest.mark.parametrize("top", [1, 2])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_route_topk_q_len_row_equals_alone_interpret(keys_kind: str, top: int,
+                                                     persistent: bool) -> None:  # fmt: skip
+    """Each row of a padded batch (one pass over the keys) equals its query ranked alone,
+    unpadded: same ids, scores to 1e-6 (the runtime's ``RoutingIndex.rank_many``)."""
+    torch.manual_seed(17)
+    N, M = 61, 23
+    doc = torch.sort(torch.randint(0, M, (N,))).values
+    mask = torch.rand(M) > 0.2
+    norm = keys_kind == "fp8_normalized"
+    keys, scale = normalized_fp8(N, 2, 32, "cpu") if norm else \
+        ((torch.randn(N, 2, 32) * 2).to(torch.bfloat16), None)
+    q_len = torch.tensor([5, 12, 1, 3])
+    q = pad_garbage(torch.randn(4, 12, 6, 32), q_len)
+    kw = {"doc_mask": mask, "key_scale": scale, "keys_normalized": norm, "top_tokens": top,
+          "persistent": persistent, "return_chunk_scores": True}
+    ids, val, cs = route_topk(q, keys, doc, M, 7, q_len=q_len, **kw)
+    for b, t in enumerate(q_len.tolist()):
+        aids, aval, acs = route_topk(q[b : b + 1, :t], keys, doc, M, 7, **kw)
+        assert torch.equal(aids[0], ids[b])
+        torch.testing.assert_close(aval[0], val[b], atol=1e-6, rtol=0)
+        torch.testing.assert_close(acs[0], cs[b], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("top", [1, 2])
+def test_route_topk_q_len_empty_query_interpret(top: int) -> None:
+    """A query of no real token selects nothing (ids -1, scores -inf), as the reference;
+    ``q_len`` must be ``[B]`` of batched queries."""
+    torch.manual_seed(18)
+    q, keys, doc, _ = make(2, 4, 4, 2, 16, 20, 6, torch.bfloat16, "cpu")
+    q_len = torch.tensor([0, 4])
+    for fn in (route_topk, route_topk_ref):
+        ids, val = fn(q, keys, doc, 6, 3, top_tokens=top, q_len=q_len)[:2]
+        assert (ids[0] == -1).all() and torch.isinf(val[0]).all() and (ids[1] >= 0).all()
+    with pytest.raises(ValueError, match="q_len"):
+        route_topk(q[0], keys, doc, 6, 3, q_len=torch.tensor([4]))
+
+
 def test_route_topk_fewer_docs_than_k() -> None:
     torch.manual_seed(2)
     q, keys, doc, _ = make(1, 4, 4, 1, 16, 20, 5, torch.bfloat16, "cpu")
@@ -91,6 +175,19 @@ def test_route_topk_gpu(
 ) -> None:
     torch.manual_seed(3)
     run_case(assert_rms, *shape, dt, "cuda", True, 16, persistent, top)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dt", DTYPES, ids=str)
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("top", [1, 2])
+def test_route_topk_q_len_gpu(assert_rms: Check, dt: torch.dtype, persistent: bool,
+                              top: int) -> None:  # fmt: skip
+    """Padded batches of mixed lengths (``q_len``), two column tiles (8 x 64 columns)."""
+    torch.manual_seed(19)
+    run_case(assert_rms, 8, 63, 16, 4, 100, 2049, 300, dt, "cuda", True, 16, persistent, top,
+             [63, 1, 17, 40, 2, 63, 9, 33])
 
 
 def normalized_fp8(N: int, HKV: int, D: int, dev: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,6 +74,24 @@ def test_newer_within_only_reorders_memories_that_share_a_rare_query_word() -> N
     assert order(lex, created, f) == ["other", "new", "old"]  # words unknown: any near-tie
 
 
+def test_newer_within_needs_the_newer_memory_to_restate_the_older_ones_words() -> None:
+    """``cover``: a newer memory sharing one rare word of the question with an older, better
+    one is no version of it (sessions val: "Where did I book the anniversary dinner?" must
+    not put the gym session that mentions "book" above the dinner)."""
+    lex = {LEXICAL: [("dinner", 10.0), ("gym", 8.0)]}
+    created = days(dinner=1, gym=9)
+    words = {"dinner": {"anniversary", "book", "dinner"}, "gym": {"book"}}
+    loose = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5, subject_max=2)
+    assert [r.id for r in fuse(lex, created, loose, words)] == ["gym", "dinner"]
+    strict = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5, subject_max=2,
+                    cover=0.5)
+    assert [r.id for r in fuse(lex, created, strict, words)] == ["dinner", "gym"]
+    versions = {"dinner": {"car", "garage", "parked"}, "gym": {"car", "garage"}}  # 2 of 3
+    assert [r.id for r in fuse(lex, created, strict, versions)] == ["gym", "dinner"]
+    whole = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5, subject_max=2, cover=1)
+    assert [r.id for r in fuse(lex, created, whole, versions)] == ["dinner", "gym"]
+
+
 def test_newer_within_never_passes_a_newer_memory() -> None:
     lex = {LEXICAL: [("a", 10.0), ("b", 9.0)]}
     f = Fusion("sum", weights=((LEXICAL, 1.0),), newer_within=0.5)

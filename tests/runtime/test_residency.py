@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msa_agent.runtime.residency import HostKVCache
+from msa_agent.runtime.residency import HostKVCache, Prefetcher
 
 SHAPE = (2, 1, 4)  # [L, Hkv, D] per row; 16 bytes per row per array in float16
 
@@ -21,14 +23,24 @@ class Mem:
 
 
 class FakeSpace:
-    """Rows of each memory, deterministic from its id; counts store reads."""
+    """Rows of each memory, deterministic from its id; counts store reads. ``gone``: ids
+    forgotten (``get_many`` leaves them out; ``read`` still returns their rows, as a read
+    that began before the forget would)."""
 
     def __init__(self) -> None:
         self.reads = 0
+        self.delay = 0.0  # seconds a read off the main thread (a prefetch's) takes
+        self.gone: set[str] = set()
 
     def read(self, name: str, memories: list[Mem]) -> list[np.ndarray]:
         self.reads += 1
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(self.delay)
         return [self.rows(name, m) for m in memories]
+
+    def get_many(self, ids: list[str]) -> list[Mem]:
+        by_id = {m.id: m for m in MEMS if m.id not in self.gone}
+        return [by_id[i] for i in ids if i in by_id]
 
     @staticmethod
     def rows(name: str, m: Mem) -> np.ndarray:
@@ -142,25 +154,62 @@ def _stack(top_rows: int, host_rows: int) -> tuple[FakeSpace, HostKVCache, HostK
     return FakeSpace(), top, host
 
 
+OPS = st.sampled_from(["fetch", "evict", "forget", "prefetch", "settle"])
+
+
 @settings(max_examples=40, deadline=None)
 @given(top_rows=st.integers(0, 20), host_rows=st.integers(0, 40),
-       ops=st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from(MEMS), min_size=1,
-                                                      max_size=4)), min_size=1, max_size=8))
+       ops=st.lists(st.tuples(OPS, st.lists(st.sampled_from(MEMS), min_size=1, max_size=4)),
+                    min_size=1, max_size=10))
 def test_two_tiers_fetch_equals_the_store_and_forget_reaches_both(
         top_rows: int, host_rows: int, ops: list) -> None:  # noqa: ANN001
+    """Fetches, evictions, forgets and prefetches (on the worker thread, racing the rest, as
+    the engine's lock lets them): every fetch equals the store, both budgets hold, and a
+    forgotten memory is in neither tier, nor are its rows, even once every prefetch ran."""
     space, top, host = _stack(top_rows, host_rows)
+    space.delay = 0.002  # so that forgets land while a prefetch reads
     row_bytes = 2 * int(np.prod(SHAPE)) * 2
-    for evict, mems in ops:
-        if evict:
-            top.evict([m.id for m in mems])
-            assert not {m.id for m in mems} & (set(top.rows) | set(host.rows))
-            continue
-        got = top.fetch(space, mems, torch.device("cpu"))  # type: ignore[arg-type]
-        for (k, v), m in zip(got, mems):
-            want_k, want_v = expect(m)
-            torch.testing.assert_close(k, want_k)
-            torch.testing.assert_close(v, want_v)
-        assert top.nbytes <= top_rows * row_bytes and host.nbytes <= host_rows * row_bytes
+    lock = threading.RLock()  # the engine's
+    prefetcher = Prefetcher(lock, space, {"pooled": top})  # type: ignore[arg-type]
+    try:
+        for op, mems in ops:
+            ids = {m.id for m in mems}
+            if op == "prefetch":
+                prefetcher.submit("pooled", lambda mems=mems: mems, keep=())
+            elif op == "settle":
+                assert prefetcher.wait(10)
+            elif op in ("evict", "forget"):
+                with lock:
+                    if op == "forget":
+                        space.gone |= ids
+                    top.evict(ids)
+                    assert not ids & (set(top.rows) | set(host.rows))
+            else:
+                live = [m for m in mems if m.id not in space.gone]
+                with lock:
+                    got = top.fetch(space, live, torch.device("cpu"))  # type: ignore[arg-type]
+                for (k, v), m in zip(got, live):
+                    want_k, want_v = expect(m)
+                    torch.testing.assert_close(k, want_k)
+                    torch.testing.assert_close(v, want_v)
+            with lock:
+                assert top.nbytes <= top_rows * row_bytes and host.nbytes <= host_rows * row_bytes
+        assert prefetcher.wait(10)
+    finally:
+        prefetcher.close()
+    assert prefetcher.failed == 0, prefetcher.last_error
+    assert not space.gone & (set(top.rows) | set(host.rows))
+    for m in MEMS:
+        if m.id in space.gone:
+            want_k, _ = expect(m)
+            for tier in (top, host):
+                held = [] if tier.k is None else list(tier.k[: tier.used])
+                assert not any(torch.equal(row.half(), r) for row in want_k for r in held)
+    for tier in (top, host):  # each counted prefetch is used, wasted or still held unread
+        c = tier.counters
+        assert c["prefetch_used"] + c["prefetch_wasted"] + len(tier.prefetched) \
+            == c["prefetch_issued"]
+        assert tier.prefetched <= set(tier.rows)
 
 
 def test_top_tier_hits_skip_the_host_and_its_misses_skip_the_store() -> None:

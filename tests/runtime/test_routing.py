@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msa_agent.runtime.routing import RoutingIndex
+from msa_agent.runtime.routing import Ranked, RoutingIndex
 
 
 def naive_doc_score(q: torch.Tensor, keys: torch.Tensor, combine: str, top: int = 1) -> float:
@@ -160,22 +160,30 @@ if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(routing_outputs()))
 
 
-def test_fused_kernel_through_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``use_kernel=True`` on CPU runs the Triton ``route_topk`` (interpreter) from ``rank``
-    and selects the same top-k, in the same order, as the torch rule."""
+def _kernel_setup(monkeypatch: pytest.MonkeyPatch, seed: int
+                  ) -> tuple[list, torch.Generator, list[torch.Tensor], list[str], list[str]]:
+    """Skip without the Triton interpreter; count ``route_topk_triton`` calls; 40 random
+    documents of 1-4 chunks in namespaces "a" and "b"."""
     pytest.importorskip("triton")
     from msa_agent.kernels import _dispatch
     from msa_agent.kernels.route_topk import parallel
 
     if not _dispatch.interpret_mode():
         pytest.skip("needs TRITON_INTERPRET=1 (set by tests/conftest.py without CUDA)")
-    calls = []
+    calls: list = []
     real = parallel.route_topk_triton
     monkeypatch.setattr(parallel, "route_topk_triton", lambda *a: calls.append(a) or real(*a))
-    gen = torch.Generator().manual_seed(7)
+    gen = torch.Generator().manual_seed(seed)
     docs = [torch.randn(int(torch.randint(1, 5, (1,), generator=gen)), 2, 2, 16, generator=gen)
             for _ in range(40)]
     ids, spaces = [f"m{i}" for i in range(40)], ["a" if i % 3 else "b" for i in range(40)]
+    return calls, gen, docs, ids, spaces
+
+
+def test_fused_kernel_through_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``use_kernel=True`` on CPU runs the Triton ``route_topk`` (interpreter) from ``rank``
+    and selects the same top-k, in the same order, as the torch rule."""
+    calls, gen, docs, ids, spaces = _kernel_setup(monkeypatch, 7)
     assert RoutingIndex().use_kernel is False  # auto: the kernel only for keys on CUDA
     for top in (1, 3):
         kernel = RoutingIndex(use_kernel=True, top_tokens=top)
@@ -202,6 +210,104 @@ def check_same_ranking(kernel: RoutingIndex, torch_path: RoutingIndex,
         torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(exact.scores),
                                    atol=5e-3, rtol=0)
         assert got.best_chunk == exact.best_chunk and got.layer_scores == exact.layer_scores
+
+
+def assert_same_ranked(got: Ranked, want: Ranked) -> None:
+    """Same documents in the same order, same evidence; scores to the GEMM's rounding. Two
+    documents whose scores are that close (a twin's, computed in another row of the GEMM,
+    can differ by an ulp) may trade places, also across the top-k cut."""
+    torch.testing.assert_close(torch.tensor(got.scores), torch.tensor(want.scores),
+                               atol=1e-6, rtol=0)  # fmt: skip
+    for i, (a, b) in enumerate(zip(got.docs, want.docs, strict=True)):
+        if a != b:
+            assert abs(got.scores[i] - want.scores[i]) <= 1e-6, (got.docs, want.docs)
+            return  # past a near-tie swap the evidence lists are in another order
+    assert got.best_chunk == want.best_chunk and got.layer_scores == want.layer_scores
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_docs=st.integers(1, 8), layers=st.integers(1, 3), kv=st.sampled_from([1, 2]),
+    group=st.sampled_from([1, 3]), lengths=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    k=st.integers(1, 10), seed=st.integers(0, 10_000),
+    combine=st.sampled_from(["heads", "mean", "max"]), top=st.sampled_from([1, 2, 3]),
+    explain=st.booleans(), twin=st.booleans(), ns=st.sampled_from(["a", None]),
+)
+def test_rank_many_is_rank_per_query(n_docs, layers, kv, group, lengths, k, seed, combine,
+                                     top, explain, twin, ns) -> None:  # fmt: skip
+    """Queries of mixed lengths ranked together (one padded batch) give each query's own
+    ``rank``: documents, order (``twin``: a duplicated document, when it ties exactly, comes
+    after its original), scores and evidence."""
+    gen = torch.Generator().manual_seed(seed)
+    docs = [torch.randn(int(torch.randint(1, 4, (1,), generator=gen)), layers, kv, 8,
+                        generator=gen) for _ in range(n_docs)]
+    if twin:
+        docs.append(docs[0].clone())
+    index = RoutingIndex(top_tokens=top)
+    index.add([f"m{i}" for i in range(len(docs))], ["a" if i % 3 else "b" for i in
+                                                    range(len(docs))], docs)  # fmt: skip
+    qs = [torch.randn(t, layers, kv * group, 8, generator=gen) for t in lengths]
+    mask = index.mask_for(ns)
+    many = index.rank_many(qs, k, mask, combine, explain)
+    assert len(many) == len(qs)
+    for q, got in zip(qs, many):
+        assert_same_ranked(got, index.rank(q, k, mask, combine, explain))
+        if twin and {0, len(docs) - 1} <= set(got.docs):
+            a, b = got.docs.index(0), got.docs.index(len(docs) - 1)
+            if got.scores[a] == got.scores[b]:  # CPU BLAS may round a twin's row an ulp apart
+                assert a < b
+
+
+def test_rank_many_empty() -> None:
+    index = RoutingIndex()
+    assert index.rank_many([], 3, index.mask_for(None)) == []
+    q = torch.randn(2, 1, 1, 4)
+    assert [r.docs for r in index.rank_many([q, q[:1]], 3, index.mask_for(None))] == [[], []]
+    index.add(["x"], ["n"], [torch.randn(1, 1, 1, 4)])
+    assert [r.docs for r in index.rank_many([q, q], 3, index.mask_for("other"))] == [[], []]
+    assert [r.docs for r in index.rank_many([q, q[:1]], 0, index.mask_for("n"))] == [[], []]
+
+
+def test_rank_many_through_the_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``use_kernel=True`` (Triton interpreter on CPU): one ``route_topk`` call, with
+    ``q_len``, ranks every query; each row is that query's own ``rank`` (ids, order and
+    evidence; scores to 1e-6), also with fp8 keys."""
+    calls, gen, docs, ids, spaces = _kernel_setup(monkeypatch, 11)
+    qs = [torch.randn(t, 2, 4, 16, generator=gen) for t in (3, 1, 6, 3)]
+    for top, key_dtype in ((1, "float32"), (2, "float32"), (2, "float8")):
+        index = RoutingIndex(use_kernel=True, top_tokens=top, key_dtype=key_dtype)
+        index.add(ids, spaces, docs)
+        mask = index.mask_for("a")
+        calls.clear()
+        many = index.rank_many(qs, 12, mask)
+        assert len(calls) == 1 and calls[0][-1] is not None  # one pass, with q_len
+        for q, got in zip(qs, many):
+            assert_same_ranked(got, index.rank(q, 12, mask))
+
+
+@pytest.mark.parametrize("path", ["torch", "kernel", "kernel_torch_topk"])
+def test_rank_many_exact_ties_by_position(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Documents of equal score come in ascending position (``top_docs``'s order), on every
+    path: one-hot keys make the ties exact whatever the GEMM's tiling; ``kernel_torch_topk``
+    is the kernel with torch.topk's merge (no order among ties of its own)."""
+    if path != "torch":
+        pytest.importorskip("triton")
+        from msa_agent.kernels import _dispatch
+
+        if not _dispatch.interpret_mode():
+            pytest.skip("needs TRITON_INTERPRET=1 (set by tests/conftest.py without CUDA)")
+    if path == "kernel_torch_topk":
+        monkeypatch.setenv("MSA_ROUTE_TRITON_TOPK", "0")
+    gen = torch.Generator().manual_seed(12)
+    axis = torch.randint(0, 3, (30,), generator=gen)  # each document: one of 3 key directions
+    docs = [torch.nn.functional.one_hot(a, 16).float().reshape(1, 1, 1, 16) for a in axis]
+    index = RoutingIndex(use_kernel=path != "torch")
+    index.add([f"m{i}" for i in range(30)], ["a"] * 30, docs)
+    qs = [torch.randn(t, 1, 2, 16, generator=gen) for t in (2, 5)]
+    for q, got in zip(qs, index.rank_many(qs, 30, index.mask_for("a"), explain=False)):
+        assert got.docs == sorted(got.docs, key=lambda d: (-got.scores[got.docs.index(d)], d))
+        assert len(set(got.scores)) == 3  # three exact ties of ~10 documents each
+        assert got.docs == index.rank(q, 30, index.mask_for("a"), explain=False).docs
 
 
 def test_remove_equals_an_index_built_without_them() -> None:
