@@ -233,7 +233,7 @@ def recall_targets(mem: Any) -> list[tuple[Any, str, str]]:
     eng = mem._engine
     return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors", "router_q"),
             (eng.encoder, "_forward", "backbone"), (eng, "_mask", "mask"),
-            (eng.index, "rank", "rank"),
+            (eng.index, "rank_many", "rank"),
             (kernels, "route_topk", "kernel"), (eng.index, "_explain", "explain"),
             (eng.index, "explain", "evidence_lookup"), (eng, "_lexical", "lexical"),
             (eng._space, "get_many", "fetch"), (eng._space, "created_times", "fetch"),

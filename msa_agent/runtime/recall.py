@@ -88,26 +88,43 @@ class Recall:
                    qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None
                    ) -> list[list[Recalled]]:
         """:meth:`route` of each of ``texts`` (nothing excluded), their MSA rankings in one
-        ``RoutingIndex.rank_many`` call: ``msa`` mode ranks the ``k`` best of each, hybrid
-        each one's fusion pool, then fuses it with its own lexical channel as :meth:`route`.
-        Lexical routing (no keys to pass over), a single text, or an engine whose ``route``
-        is its own (Memory Parallel's collective route over a sharded index) routes the texts
-        one by one with :meth:`route`. ``qs``: router queries, where computed."""
-        mode = mode or self.cfg.recall_mode
+        ``RoutingIndex.rank_many`` call (:meth:`_route_batch`). An engine whose ``route`` is
+        its own (Memory Parallel's collective route over a sharded index) routes the texts
+        one by one with it. ``qs``: router queries, where computed."""
         qs = list(qs) if qs is not None else [None] * len(texts)
-        if mode == LEXICAL or len(texts) < 2 or type(self).route is not Recall.route:
+        if type(self).route is not Recall.route:
             return [self.route(t, k, scope, None, q, mode) for t, q in zip(texts, qs)]
-        queries = self._queries(texts, qs)
-        if mode == MSA:
-            with self.lock:
-                ranked = self.index.rank_many(queries, k, self._mask(scope, None),
-                                              self.cfg.layer_combine)
-                return [self._recalled(r) for r in ranked]
+        return self._route_batch(texts, k, scope, set(), qs, mode)
+
+    def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
+              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
+        return self._route_batch([text], k, scope, exclude or set(), [q], mode)[0]
+
+    def _route_batch(self, texts: Sequence[str], k: int, scope: Scope, exclude: set[str],
+                     qs: Sequence[torch.Tensor | None], mode: str | None
+                     ) -> list[list[Recalled]]:
+        """Routing passes of ``texts`` over one scope and ``exclude``: ``msa`` ranks the
+        ``k`` best of each, hybrid each one's fusion pool (then fused with its own lexical
+        channel), both in one ``rank_many`` pass over the keys; lexical needs no keys."""
+        mode = mode or self.cfg.recall_mode
         pool = max(k, self.cfg.fusion_pool)
-        lexical = [self._lexical(t, pool, scope, set()) for t in texts]
+        if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
+            return [self._lexical_only(self._lexical(t, pool, scope, exclude)[:k])
+                    for t in texts]
+        # Hybrid, one channel after the other: the lexical search costs ~5 ms at 2,000
+        # memories, and overlapping it with the forward on a worker thread only made both
+        # compete for the cores (docs/recall.md, "Cost").
+        lexical = [self._lexical(t, pool, scope, exclude) for t in texts] \
+            if mode != MSA else []
+        queries = self._queries(texts, qs)
         with self.lock:
-            ranked = self.index.rank_many(queries, pool, self._mask(scope, None),
-                                          self.cfg.layer_combine, explain=False)
+            mask = self._mask(scope, exclude)
+            if mode == MSA:
+                ranked = self.index.rank_many(queries, k, mask, self.cfg.layer_combine)
+                return [self._recalled(r) for r in ranked]
+            ranked = self.index.rank_many(queries, pool, mask, self.cfg.layer_combine,
+                                          explain=False)
             ids = self.index.doc_ids
             msa = [[(ids[d], s) for d, s in zip(r.docs, r.scores)] for r in ranked]
         return [self._fused({LEXICAL: lex, MSA: self._completed(m, lex, q)}, k, q, t)
@@ -115,35 +132,15 @@ class Recall:
 
     def _queries(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
                  ) -> list[torch.Tensor]:
-        """Router queries of ``texts``: ``qs[i]`` where given, else computed (batched)."""
+        """Router queries of ``texts``: ``qs[i]`` where given, else computed (one text: its
+        own forward, as a lone recall; several: batched)."""
         missing = [i for i, q in enumerate(qs) if q is None]
-        computed = dict(zip(missing, self.query_many([texts[i] for i in missing])
-                            if missing else []))
+        if len(missing) == 1:
+            computed = {missing[0]: self.query(texts[missing[0]])}
+        else:
+            computed = dict(zip(missing, self.query_many([texts[i] for i in missing])
+                                if missing else []))
         return [q if q is not None else computed[i] for i, q in enumerate(qs)]
-
-    def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
-              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
-        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
-        mode, exclude = mode or self.cfg.recall_mode, exclude or set()
-        if mode == "msa":
-            q = self.query(text) if q is None else q
-            with self.lock:
-                ranked = self.index.rank(q, k, self._mask(scope, exclude), self.cfg.layer_combine)
-                return self._recalled(ranked)
-        pool = max(k, self.cfg.fusion_pool)
-        if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
-            return self._lexical_only(self._lexical(text, pool, scope, exclude)[:k])
-        # Hybrid, one channel after the other: the lexical search costs ~5 ms at 2,000
-        # memories, and overlapping it with the forward on a worker thread only made both
-        # compete for the cores (docs/recall.md, "Cost").
-        lexical = self._lexical(text, pool, scope, exclude)
-        q = self.query(text) if q is None else q
-        with self.lock:
-            ranked = self.index.rank(q, pool, self._mask(scope, exclude),
-                                     self.cfg.layer_combine, explain=False)
-            ids = self.index.doc_ids
-            msa = [(ids[d], s) for d, s in zip(ranked.docs, ranked.scores)]
-        return self._fused({LEXICAL: lexical, MSA: self._completed(msa, lexical, q)}, k, q, text)
 
     def _completed(self, msa: list[tuple[str, float]], lexical: list[tuple[str, float]],
                    q: torch.Tensor) -> list[tuple[str, float]]:
