@@ -64,6 +64,8 @@ SIDEWAYS: dict[tuple[str, str], str] = {
     ("msa_agent.cli", "msa_agent.bench"): "`msa bench` is the CLI face of the benchmark suite",
     ("msa_agent.cli", "msa_agent.serve"): "`msa serve` runs the server, and the CLI's commands "
                                           "use its client when a server is configured",
+    ("msa_agent.bench", "msa_agent.parallel"): "the Memory Parallel benchmark times "
+                                               "`ParallelMemory`, the entry point users run",
 }
 
 

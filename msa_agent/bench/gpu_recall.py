@@ -447,17 +447,20 @@ def pick_queries(gen: TextGen, corpus: Corpus, n: int, seed: int) -> list[tuple[
 
 
 def plain_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int,
-              device: torch.device) -> tuple[list[float], float]:
-    """ms per ``Memory.recall`` call, and the share of queries whose source is in the top k."""
+              device: torch.device, before: Callable[[], None] | None = None
+              ) -> tuple[list[float], float]:
+    """ms per ``recall`` call, and the share of queries whose source is in the top k.
+    ``before`` runs ahead of each call (default: a device sync; Memory Parallel's bench
+    waits there for every rank, so that all start the collective together)."""
     times, found = [], 0
     for text, src in queries:
-        sync(device)
+        (before or (lambda: sync(device)))()
         t0 = time.perf_counter()
         hits = mem.recall(text, k=k, routing=mode)
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-        found += any(src in (h.id, h.source_id) for h in hits)
-    return times, found / len(queries)
+        found += found_in(hits, src)
+    return times, found / max(1, len(queries))
 
 
 def staged_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int,
@@ -472,14 +475,16 @@ def staged_run(mem: Any, queries: Sequence[tuple[str, str]], mode: str, k: int,
     return out
 
 
-def summarise_stages(per_query: Sequence[dict[str, float]]) -> dict[str, Any]:
+def summarise_stages(per_query: Sequence[dict[str, float]],
+                     groups: dict[str, tuple[str, ...]] = GROUPS) -> dict[str, Any]:
+    """Per stage and per group (sums of stages), p50/p95 over the queries."""
     names = sorted({n for q in per_query for n in q})
     totals = [sum(q.values()) for q in per_query]
     return {
         "total": latency(totals),
         "stages": {n: latency([q.get(n, 0.0) for q in per_query]) for n in names},
         "groups": {g: latency([sum(q.get(n, 0.0) for n in parts) for q in per_query])
-                   for g, parts in GROUPS.items()},
+                   for g, parts in groups.items()},
     }
 
 

@@ -47,25 +47,76 @@ class PagedKV:
 
 @dataclass
 class MemoryKV:
-    """Per-layer memory K/V, ``[B, Hkv, S, D]``, K already rotated at its memory positions."""
+    """Per-layer memory K/V, ``[B, Hkv, S, D]``, K already rotated at its memory positions.
+
+    Set a layer's K/V in ``k``/``v`` directly, or several layers at once with :meth:`put`
+    (rows of stacked ``[F, Hkv, S, D]`` tensors), which the kernel path pages in one pass
+    for all of them instead of once per layer."""
 
     k: dict[int, torch.Tensor] = field(default_factory=dict)
     v: dict[int, torch.Tensor] = field(default_factory=dict)
+    _stacked: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+    _rows: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)  # (stack, row)
     _pages: dict[tuple[int, torch.dtype], PagedKV] = field(default_factory=dict, repr=False)
+    _causal: dict[tuple[int, int, int], tuple[torch.Tensor, bool]] = field(
+        default_factory=dict, repr=False)  # (id(mask), T, S) -> (the mask, kept alive; causal?)
 
     def get(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return (self.k[layer], self.v[layer]) if layer in self.k else None
 
+    def put(self, layers: Sequence[int], k: torch.Tensor, v: torch.Tensor) -> None:
+        """``layers[j]``'s K/V are the views ``k[j:j+1]``, ``v[j:j+1]`` of stacked
+        ``[F, Hkv, S, D]`` tensors (a later :meth:`put` of a layer replaces it)."""
+        stack = len(self._stacked)
+        self._stacked.append((k, v))
+        for j, layer in enumerate(layers):
+            self.k[layer], self.v[layer] = k[j:j + 1], v[j:j + 1]
+            self._rows[layer] = (stack, j)
+
     def paged(self, layer: int, dtype: torch.dtype) -> PagedKV:
-        """The layer's memory as 64-token pages (made once, reused at every decode step)."""
+        """The layer's memory as 64-token pages, made once (reused at every decode step): for
+        every layer of its :meth:`put` stack together when it came from one."""
         key = (layer, dtype)
         if key not in self._pages:
-            self._pages[key] = _to_pages(self.k[layer], self.v[layer], dtype)
+            if self._from_stack(layer):
+                self._page_stack(self._rows[layer][0], dtype)
+            else:
+                k, v, idx, lens = _to_pages(self.k[layer], self.v[layer], dtype)
+                self._pages[key] = PagedKV(k[0], v[0], idx, lens)
         return self._pages[key]
+
+    def causal(self, mask: torch.Tensor | None, q: int, kv: int) -> bool:
+        """True when transformers' ``mask`` of ``q`` queries over ``kv`` local keys is plain
+        causal (None is). A tensor is compared once per forward (every layer passes the same
+        one), not once per layer: the comparison waits for the device."""
+        if mask is None:
+            return True
+        key = (id(mask), q, kv)
+        if key not in self._causal:
+            local = _local_mask(mask, q, kv, mask.device)
+            plain = _local_mask(None, q, kv, mask.device)[0, 0]
+            self._causal[key] = (mask, local.shape[0] == 1 and bool(torch.equal(local[0, 0],
+                                                                                  plain)))
+        return self._causal[key][1]
 
     @property
     def length(self) -> int:
         return next(iter(self.k.values())).shape[2] if self.k else 0
+
+    def _from_stack(self, layer: int) -> bool:
+        """The layer's K/V are still the rows :meth:`put` set (not replaced in ``k``/``v``)."""
+        if layer not in self._rows:
+            return False
+        stack, j = self._rows[layer]
+        k, v = self._stacked[stack]
+        return self.k[layer].data_ptr() == k[j].data_ptr() and self.k[layer].shape[1:] == \
+            k.shape[1:] and self.v[layer].data_ptr() == v[j].data_ptr()
+
+    def _page_stack(self, stack: int, dtype: torch.dtype) -> None:
+        k, v, idx, lens = _to_pages(*self._stacked[stack], dtype)
+        for layer, (s, j) in self._rows.items():
+            if s == stack and self._from_stack(layer):
+                self._pages[(layer, dtype)] = PagedKV(k[j], v[j], idx, lens)
 
 
 def msa_attention_forward(
@@ -86,7 +137,8 @@ def msa_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     assert isinstance(memory, MemoryKV)
-    if _kernel_serves(module, query, key, attention_mask, dropout, kwargs):
+    if _kernel_serves(module, query, dropout, kwargs) \
+            and memory.causal(attention_mask, query.shape[2], key.shape[2]):
         return _kernel_attention(memory.paged(module.layer_idx, key.dtype), query, key, value,
                                  scaling), None
     mk, mv = (t.to(key.dtype) for t in prefix)
@@ -126,18 +178,14 @@ def _local_mask(mask: torch.Tensor | None, q: int, kv: int, device: torch.device
     return mask if mask.dtype == torch.bool else mask == 0
 
 
-def _kernel_serves(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-                   mask: torch.Tensor | None, dropout: float, kwargs: dict) -> bool:
-    """True when the Triton kernel computes exactly what SDPA would here."""
+def _kernel_serves(module: torch.nn.Module, query: torch.Tensor, dropout: float,
+                   kwargs: dict) -> bool:
+    """True when the Triton kernel computes exactly what SDPA would here, given a plain
+    causal local mask (:meth:`MemoryKV.causal`)."""
     mode = os.environ.get("MSA_ATTENTION_KERNEL", "auto")
     if mode == "0" or (mode == "auto" and not query.is_cuda) or not use_triton(query):
         return False
-    if query.shape[0] != 1 or not _plain(module, dropout, kwargs):
-        return False
-    t, s = query.shape[2], key.shape[2]
-    local = _local_mask(mask, t, s, query.device)
-    return local.shape[0] == 1 and bool(torch.equal(local[0, 0], _local_mask(None, t, s,
-                                                                         query.device)[0, 0]))
+    return query.shape[0] == 1 and _plain(module, dropout, kwargs)
 
 
 def _kernel_attention(pages: PagedKV, query: torch.Tensor, key: torch.Tensor,
@@ -151,20 +199,23 @@ def _kernel_attention(pages: PagedKV, query: torch.Tensor, key: torch.Tensor,
     return out[None]
 
 
-def _to_pages(k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> PagedKV:
-    """``[1, Hkv, S, D]`` K/V -> zero-padded ``[P, PAGE, Hkv, D]`` pages with their lengths."""
-    s = k.shape[2]
+def _to_pages(k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stacked ``[F, Hkv, S, D]`` K/V -> ``[F, P, PAGE, Hkv, D]`` pages each (the tail of the
+    last page zeroed), the page ids ``[P]`` and valid tokens per page ``[P]`` (int32)."""
+    f, h, s, d = k.shape
     n = -(-s // PAGE)
     pages = []
     for x in (k, v):
-        flat = x[0].transpose(0, 1).to(dtype)  # [S, Hkv, D]
-        padded = flat.new_zeros((n * PAGE, *flat.shape[1:]))
-        padded[:s] = flat
-        pages.append(padded.view(n, PAGE, *flat.shape[1:]).contiguous())
+        out = torch.empty((f, n * PAGE, h, d), dtype=dtype, device=x.device)
+        out[:, :s] = x.transpose(1, 2)
+        out[:, s:] = 0
+        pages.append(out.view(f, n, PAGE, h, d))
     lens = torch.full((n,), PAGE, dtype=torch.int32, device=k.device)
-    lens[-1] = s - (n - 1) * PAGE
+    if n:
+        lens[-1] = s - (n - 1) * PAGE
     idx = torch.arange(n, dtype=torch.int32, device=k.device)
-    return PagedKV(pages[0], pages[1], idx, lens)
+    return pages[0], pages[1], idx, lens
 
 
 def register() -> None:
@@ -188,6 +239,9 @@ def rotate_memory(
                          [layer if layer is not None else -1])
 
 
+Tables = list[tuple[list[int], torch.Tensor, torch.Tensor]]  # (rows of layers, cos, sin)
+
+
 def rotate_layers(model: torch.nn.Module, keys: torch.Tensor, positions: torch.Tensor,
                   layers: Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`rotate_memory` of several layers in one pass: pre-RoPE keys ``[S, F, Hkv, D]``
@@ -197,13 +251,29 @@ def rotate_layers(model: torch.nn.Module, keys: torch.Tensor, positions: torch.T
     sharing a RoPE (all of them in most models) share one cos/sin table; the rotation reads
     ``keys`` in place and writes each half of the output once (no ``rotate_half``
     temporaries: on a CPU re-rotating 16k memory tokens was most of a ``full`` read)."""
-    x = keys.permute(1, 2, 0, 3)  # [F, Hkv, S, D], a view
     if out is None:
-        out = torch.empty(x.shape, dtype=keys.dtype, device=keys.device)
-    pos = positions.view(1, -1).to(keys.device)
-    for group in _rope_groups(model, layers):  # tables in out's dtype: fp16 keys widen here
-        cos, sin = _cos_sin(model, out, pos, layers[group[0]])
-        if len(group) == len(layers):
+        out = torch.empty(keys.permute(1, 2, 0, 3).shape, dtype=keys.dtype, device=keys.device)
+    return rotate_with(keys, rope_tables(model, out, positions, layers), out)
+
+
+def rope_tables(model: torch.nn.Module, like: torch.Tensor, positions: torch.Tensor,
+                layers: Sequence[int]) -> Tables:
+    """The RoPE tables ``[S, D]`` of ``positions`` ``[S]`` in ``like``'s dtype and device,
+    one per group of ``layers`` sharing a RoPE (rows into ``layers``). Rows ``a:b`` of a
+    table are the tables of ``positions[a:b]``, so several memories laid out in one span
+    share one computation (``answer.lay_out``)."""
+    pos = positions.view(1, -1).to(like.device)
+    return [(group, *_cos_sin(model, like, pos, layers[group[0]]))
+            for group in _rope_groups(model, layers)]
+
+
+def rotate_with(keys: torch.Tensor, tables: Tables, out: torch.Tensor) -> torch.Tensor:
+    """Pre-RoPE keys ``[S, F, Hkv, D]`` rotated by ``tables`` (:func:`rope_tables` of their
+    ``S`` positions) into ``out`` ``[F, Hkv, S, D]``; tables in ``out``'s dtype widen
+    narrower keys here."""
+    x = keys.permute(1, 2, 0, 3)  # [F, Hkv, S, D], a view
+    for group, cos, sin in tables:
+        if len(group) == x.shape[0]:
             _rope_into(x, cos, sin, out)
         else:
             out[group] = _rope_into(x[group], cos, sin,

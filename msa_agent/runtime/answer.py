@@ -20,7 +20,7 @@ import torch
 
 from msa_agent.config import READ_MODES
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.attention import MemoryKV, rotate_layers
+from msa_agent.model.attention import MemoryKV, rope_tables, rotate_with
 from msa_agent.model.loader import LoadedModel
 from msa_agent.runtime.residency import Candidates
 from msa_agent.store import StoredMemory
@@ -133,7 +133,7 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
 
     ``fetched``: each memory's stored (pre-RoPE) ``(K, V)`` ``[S_i, L, Hkv, D]`` on the
     model's device. Each document is rotated at its own positions 0..len-1, straight into its
-    slot of one ``[L, Hkv, sum S_i, D]`` buffer (``rotate_layers``), and the active context
+    slot of one ``[L, Hkv, sum S_i, D]`` buffer (``rotate_with``), and the active context
     starts after the longest one. Each layer's K/V are views ``[1, Hkv, sum S_i, D]``.
     """
     k0 = fetched[0][0]
@@ -142,8 +142,7 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     values = torch.empty_like(keys)
     lay_out(model, fetched, [0] * len(fetched), layers, keys, values)
     mkv = MemoryKV()
-    for j, layer in enumerate(layers):
-        mkv.k[layer], mkv.v[layer] = keys[j:j + 1], values[j:j + 1]
+    mkv.put(layers, keys, values)
     return mkv, max(k.shape[0] for k, _ in fetched)
 
 
@@ -151,11 +150,17 @@ def lay_out(model: Any, fetched: Sequence[KV], starts: Sequence[int], layers: Se
             keys: torch.Tensor, values: torch.Tensor, at: int = 0) -> None:
     """Write each memory's pre-RoPE K ``[S_i, F, Hkv, D]``, rotated at positions
     ``start..start+S_i-1``, and its V into ``keys``/``values`` ``[F, Hkv, ., D]``, one memory
-    after another from column ``at`` (``rotate_layers`` writes straight into the slot)."""
+    after another from column ``at`` (``rotate_with`` writes straight into the slot). One
+    RoPE table covers every memory's positions; each memory rotates with its rows."""
+    if not fetched:
+        return
+    lo = min(starts)
+    hi = max(start + k.shape[0] for (k, _), start in zip(fetched, starts))
+    tables = rope_tables(model, keys, torch.arange(lo, hi), list(layers))
     for (k, v), start in zip(fetched, starts):
-        n = k.shape[0]
-        rotate_layers(model, k, torch.arange(start, start + n), list(layers),
-                      out=keys[:, :, at:at + n])
+        n, a = k.shape[0], start - lo
+        rotate_with(k, [(g, cos[a:a + n], sin[a:a + n]) for g, cos, sin in tables],
+                    keys[:, :, at:at + n])
         values[:, :, at:at + n] = v.permute(1, 2, 0, 3)
         at += n
 
@@ -239,18 +244,19 @@ class Reader:
                  notes: Sequence[str] = (), system: str = SYSTEM,
                  ahead: Candidates | None = None) -> None:
         """``notes``: the memory text a ``text`` or ``chunks`` read puts in the prompt.
-        ``ahead`` (or a :class:`Selection`'s): once a K/V read is done, the memories to
-        prefetch (``engine.prefetch``), ranked on the worker, not here."""
+        ``ahead`` (or a :class:`Selection`'s): the memories to prefetch once a K/V read is
+        done and :meth:`prefetch_next` is called (ranked on the worker, not here)."""
         tok, model = engine.tokenizer, engine.lm.model
         self.read = read
-        texts = notes if read in TEXT_READS else []
-        self.prompt = prompt_ids(tok, question, texts, system, WORKED_EXAMPLE)
         self.memory: MemoryKV | None = None
         self.start = 0
         self.memory_tokens = sum(m.n_tokens for m in memories) if read != "chunks" else sum(
             len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
         framed = engine.framed_read(question, memories) if read == "full" and memories \
             else None
+        if framed is None:  # else the frame's tail is the prompt
+            texts = notes if read in TEXT_READS else []
+            self.prompt = prompt_ids(tok, question, texts, system, WORKED_EXAMPLE)
         if framed is not None:  # chat-framed K/V: the frame's head, memories, then the tail
             self.memory, self.start, self.prompt = framed
         elif read == "full" and memories:
@@ -264,7 +270,18 @@ class Reader:
             self.memory_tokens = sum(m.n_chunks for m in chosen)
         if isinstance(per_layer, Selection):
             ahead = ahead or per_layer.ahead
+        self._prefetch: tuple[str, Candidates, set[str]] | None = None
         if ahead is not None and self.memory is not None and read in ("full", "pooled"):
             read_ids = {m.id for m in memories} | {m.id for sel in (per_layer or {}).values()
                                                   for m in sel}
-            engine.prefetch(read, ahead, read_ids)  # after the read: it never waits on it
+            self._prefetch = (read, ahead, read_ids)
+        self._engine = engine
+
+    def prefetch_next(self) -> None:
+        """Start loading the memories likely to be read next (``engine.prefetch``), once.
+        The stream calls it after the first token: the worker's ranking would otherwise
+        compete with the prefill for the interpreter and delay the first token."""
+        if self._prefetch is not None:
+            read, ahead, read_ids = self._prefetch
+            self._prefetch = None
+            self._engine.prefetch(read, ahead, read_ids)

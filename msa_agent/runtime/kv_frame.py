@@ -94,8 +94,7 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     else:
         starts, end = [p] * len(sizes), p + max(sizes, default=0)
     mkv = MemoryKV()
-    for layer in range(hk.shape[0]):
-        mkv.k[layer], mkv.v[layer] = hk[layer][None], hv[layer][None]
+    mkv.put(range(hk.shape[0]), hk, hv)
     if not fetched:
         return mkv, end
     rows = list(full_layers)
@@ -103,8 +102,7 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     vbuf = torch.empty_like(kbuf)
     kbuf[:, :, :p], vbuf[:, :, :p] = hk[rows], hv[rows]
     lay_out(model, fetched, starts, rows, kbuf, vbuf, at=p)
-    for j, layer in enumerate(rows):
-        mkv.k[layer], mkv.v[layer] = kbuf[j:j + 1], vbuf[j:j + 1]
+    mkv.put(rows, kbuf, vbuf)
     return mkv, end
 
 

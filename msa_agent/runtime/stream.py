@@ -11,7 +11,7 @@ A *source* produces the generated token ids and, once exhausted, describes what 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -59,7 +59,8 @@ class ReadOnce:
     def tokens(self) -> Iterator[int]:
         model, r = self._engine.lm.model, self._reader
         stop = stop_ids(model, self._engine.tokenizer)
-        return greedy(model, r.prompt, self._max_new, stop, r.memory, r.start)
+        return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start),
+                           r.prefetch_next)
 
     def text(self, generated: str) -> str:
         return generated.strip()
@@ -96,7 +97,8 @@ class GenerativeSource:
         self.memory_tokens = max(self.memory_tokens, r.memory_tokens)
         model = self._engine.lm.model
         stop = stop_ids(model, self._engine.tokenizer)
-        return greedy(model, r.prompt, self._max_new, stop, r.memory, r.start)
+        return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start),
+                           r.prefetch_next)
 
     def text(self, generated: str) -> str:
         return self._state.final_text
@@ -115,6 +117,21 @@ class GenerativeSource:
             out.append(AnswerRound(round=rnd.round, memories=hits, per_layer=rnd.selected,
                                    asked=rnd.asked, appended=rnd.appended))
         return out
+
+
+def after_first(tokens: Iterator[int], then: Callable[[], None]) -> Iterator[int]:
+    """``tokens``, calling ``then`` once the first one has been taken (or when they end or are
+    dropped, if none was): work for later (the prefetch) starts after the prefill."""
+    pending = True
+    try:
+        for token in tokens:
+            yield token
+            if pending:
+                pending = False
+                then()
+    finally:
+        if pending:
+            then()
 
 
 class AnswerStream:

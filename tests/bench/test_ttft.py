@@ -53,6 +53,16 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     assert "| none |" in ttft.table(rows) and "| full |" in ttft.table(rows)
 
 
+def test_paired_ratio_compares_each_round_with_its_own_no_memory_time() -> None:
+    def samples(ms: list[float]) -> list[ttft.Sample]:
+        return [ttft.Sample(ttft_ms=t, route_ms=1.0, read_ms=0.0, prompt_tokens=1,
+                            memory_tokens=0, generated_tokens=1) for t in ms]
+    # rounds' ratios 1.2, 1.05, 1.5 -> 1.2; the p50s' ratio (84 / 60 = 1.4) pairs no round
+    none, full = samples([40, 80, 60]), samples([48, 84, 90])
+    assert ttft.paired_ratio(full, none) == pytest.approx(1.2)
+    assert ttft.paired_ratio(none, none) == 1.0
+
+
 def test_modes_option_picks_modes_and_profile_names_the_answer(tmp_path: Path,
                                                              tiny_pair) -> None:
     assert ttft._modes("none, full") == ("none", "full")

@@ -135,3 +135,40 @@ def test_rotate_layers_equals_the_models_own_rope(tiny_llama) -> None:  # noqa: 
                                                  [pos[:7], pos[7:]]), want)
     torch.testing.assert_close(got[0, :, 0], keys[0, 0])  # position 0 is the identity ...
     assert not torch.allclose(got[0, :, 4], keys[4, 0])  # ... position 7 is not
+
+
+def test_put_pages_every_layer_of_a_stack_in_one_buffer() -> None:
+    """``MemoryKV.put`` layers share one paged buffer; each layer's pages equal paging that
+    layer alone, and a layer replaced after ``put`` is paged from its own K/V."""
+    gen = torch.Generator().manual_seed(0)
+    k, v = torch.randn(3, 2, 150, 8, generator=gen), torch.randn(3, 2, 150, 8, generator=gen)
+    stacked, alone = MemoryKV(), MemoryKV()
+    stacked.put([4, 6, 9], k, v)
+    for j, layer in enumerate([4, 6, 9]):
+        alone.k[layer], alone.v[layer] = k[j:j + 1].clone(), v[j:j + 1].clone()
+    replaced = torch.randn(1, 2, 70, 8, generator=gen)
+    stacked.k[9], stacked.v[9] = replaced, replaced + 1
+    alone.k[9], alone.v[9] = replaced, replaced + 1
+    pages = {layer: stacked.paged(layer, torch.float32) for layer in (4, 6, 9)}
+    assert pages[4].k.untyped_storage().data_ptr() == pages[6].k.untyped_storage().data_ptr()
+    assert pages[9].k.untyped_storage().data_ptr() != pages[4].k.untyped_storage().data_ptr()
+    for layer, got in pages.items():
+        want = alone.paged(layer, torch.float32)
+        assert got.k.shape == want.k.shape == (-(-alone.k[layer].shape[2] // 64), 64, 2, 8)
+        for a, b in [(got.k, want.k), (got.v, want.v), (got.idx, want.idx),
+                     (got.page_len, want.page_len)]:
+            assert torch.equal(a, b)
+    assert pages[4].page_len.tolist() == [64, 64, 22]
+    assert torch.count_nonzero(pages[4].k[-1, 22:]) == 0  # the last page's tail is zero
+
+
+def test_causal_mask_is_compared_once_per_mask() -> None:
+    mkv = MemoryKV()
+    assert mkv.causal(None, 5, 9)
+    causal = torch.ones(9, 9, dtype=torch.bool).tril()[None, None]
+    assert mkv.causal(causal, 9, 9)
+    padded = causal.clone()
+    padded[..., 0] = False  # a padding column: not the kernel's plain causal mask
+    assert not mkv.causal(padded, 9, 9)
+    assert len(mkv._causal) == 2
+    assert mkv.causal(causal, 9, 9) and len(mkv._causal) == 2  # remembered, not recompared

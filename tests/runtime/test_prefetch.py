@@ -17,6 +17,7 @@ from msa_agent.errors import InvalidInputError
 from msa_agent.model.msa_checkpoint import MsaSettings
 from msa_agent.runtime.answer import Reader
 from msa_agent.runtime.residency import HostKVCache
+from msa_agent.runtime.stream import after_first
 from msa_testing import reader_logits
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
@@ -70,6 +71,33 @@ def test_prefetched_memories_are_hits_on_the_next_read(tmp_path: Path, tiny_pair
         after = mem.stats().host_cache["full"]
     assert after["hits"] == 3 and after["misses"] == before["misses"] == 1
     assert after["prefetch_used"] == 2 and after["prefetch_wasted"] == 0
+
+
+def test_the_prefetch_starts_after_the_first_token_not_during_the_prefill(
+        tmp_path: Path, tiny_pair) -> None:
+    """The read is done when ``answer(stream=True)`` returns, but its prefetch waits for the
+    first token: its ranking would compete with the prefill (the time to first token)."""
+    with open_mem(tmp_path / "m", tiny_pair, kv_frame="chat", prefetch=2) as mem:
+        mem.remember_many(FACTS)
+        stream = mem.answer(QUESTION, k=1, read="full", max_new_tokens=3, stream=True)
+        assert not mem._engine.prefetcher.alive  # read, nothing submitted yet
+        list(stream)
+        settle(mem)
+        assert mem.stats().host_cache["full"]["prefetch_issued"] == 2
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_after_first_calls_once_after_the_first_token_or_at_the_end(n: int) -> None:
+    calls: list[int] = []
+    seen: list[int] = []
+    for token in after_first(iter(range(n)), lambda: calls.append(len(seen))):
+        seen.append(token)
+        assert len(calls) == (0 if len(seen) == 1 else 1)
+    assert calls == [1 if n else 0]
+    dropped = after_first(iter(range(5)), lambda: calls.append(-1))
+    next(dropped)
+    dropped.close()  # a consumer that stops after one token still starts it, once
+    assert calls[-1] == -1 and calls.count(-1) == 1
 
 
 @pytest.mark.parametrize("setting", [{"prefetch": 0}, {}])
