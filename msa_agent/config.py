@@ -99,6 +99,12 @@ class MemoryConfig(BaseModel):
         "wrong memory more often the more it reads (docs/answering.md); an MSA checkpoint "
         "brings its own top-k instead.",
     )
+    read_superseded: bool = Field(
+        False, description="Memory.answer also reads a hit that a newer hit restates (an older "
+        "version of a changed fact, by hybrid recall's version rule). False (chosen on the "
+        "sessions val split: changed facts 0.67 against 0.50, nothing else moved; "
+        "docs/answering.md) reads the newest version only; both stay in the reported hits.",
+    )
     group_by_source: bool = Field(
         False, description="recall returns only the best part of each source, so the parts of "
         "one long text (a file, a session) do not fill the k slots; recall(group=...) overrides.",

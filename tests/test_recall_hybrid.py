@@ -114,6 +114,29 @@ def test_newer_version_first_by_default_window(tmp_path: Path, window: float) ->
         assert ranked[:2] == ([new, old] if window else [old, new])
 
 
+@pytest.mark.parametrize("read_superseded", [True, False])
+def test_answer_reads_the_newest_version_only_when_asked(tmp_path: Path,
+                                                          read_superseded: bool) -> None:
+    """Both versions of a changed fact are hits; ``read_superseded=False`` reads the newer
+    one alone (the older is marked ``superseded_by`` it), so the prompt holds one memory."""
+    with open_mem(tmp_path / "s", read_superseded=read_superseded) as mem:
+        old = mem.remember("My car is parked with a garage called Brakel this month.", at=T0)
+        new = mem.remember("I moved the car: it now stays at a garage called Orvande.",
+                           at=T0 + timedelta(30))
+        mem.remember_many([f"unrelated note {i} about lunch" for i in range(10)])
+        question = "Which garage is my car parked at?"
+        hits = mem._engine.recall(question, 2, mem._scope(None, None), mode="hybrid")
+        assert {h.memory.id: h.superseded_by for h in hits} == {new: None, old: new}
+        ans = mem.answer(question, k=2, read="text", max_new_tokens=1)
+        assert {h.id for r in ans.rounds for h in r.memories} == {old, new}
+        alone = mem.answer(question, k=1, read="text", max_new_tokens=1)
+        both = ans.prompt_tokens
+    if read_superseded:
+        assert both > alone.prompt_tokens
+    else:
+        assert both == alone.prompt_tokens  # the same one memory in the same frame
+
+
 def test_lexical_index_follows_forget_compact_and_import(tmp_path: Path) -> None:
     with open_mem(tmp_path / "a", compact_dead_fraction=0.1) as mem:
         keep = mem.remember("Quokka sightings on Rottnest island", at=T0)

@@ -64,29 +64,48 @@ def questions(task: Task, split: str, per_kind: int, every_kind: bool = False) -
     return out
 
 
-def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path) -> list[dict[str, Any]]:
+def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path,
+             rows: Sequence[str] = (*MSA_ROWS, RAG_ROW), settings: dict[str, Any] | None = None
+             ) -> list[dict[str, Any]]:
+    """Each question read by each of ``rows``; ``settings``: ``Memory.open`` overrides."""
     from msa_agent import Memory
 
     reader = default_reader()
     memories = {m.key: m for m in task.stages[-1].memories}
     out: list[dict[str, Any]] = []
-    with Memory.open(space, reader.lm) as mem:
+    with Memory.open(space, reader.lm, **(settings or {})) as mem:
         k = mem.config.answer_k
-        rag = rag_rankings(task, qs, scratch, k, {RAG_ROW: "bm25"})[RAG_ROW]
+        rag = rag_rankings(task, qs, scratch, k, {RAG_ROW: "bm25"})[RAG_ROW] \
+            if RAG_ROW in rows else {}
         for q in qs:
-            for row, opts in MSA_ROWS.items():
-                start = time.perf_counter()
-                ans = mem.answer(q.text, namespace=q.namespace, **opts,
-                                 max_new_tokens=reader.max_new_tokens)
-                ms = 1000 * (time.perf_counter() - start)
-                keys = [h.metadata.get("key", "") for r in ans.rounds for h in r.memories]
-                out.append({"task": task.name, "system": row, "k": k, **answer_stage.grade(
-                    q, ans.text, ms, ans.prompt_tokens, False, keys)})
-            items = [memories[key] for key in rag[q.qid][:k]]
-            out.append({"task": task.name, "system": RAG_ROW, "k": k,
-                        **answer_stage.read(reader, q, items)})
-            print(q.qid, q.kind, [int(bool(o["correct"])) for o in out[-len(MSA_ROWS) - 1:]],
-                  flush=True)
+            for row in rows:
+                got = answer_row(mem, reader, q, row, k) if row in MSA_ROWS else {
+                    "system": RAG_ROW, "k": k,
+                    **answer_stage.read(reader, q, [memories[key] for key in rag[q.qid][:k]])}
+                out.append({"task": task.name, **got})
+            print(q.qid, q.kind, [int(bool(o["correct"])) for o in out[-len(rows):]], flush=True)
+    return out
+
+
+def answer_row(mem: Any, reader: Any, q: Query, row: str, k: int) -> dict[str, Any]:
+    """``Memory.answer`` with ``row``'s options, graded."""
+    start = time.perf_counter()
+    ans = mem.answer(q.text, namespace=q.namespace, **MSA_ROWS[row],
+                     max_new_tokens=reader.max_new_tokens)
+    ms = 1000 * (time.perf_counter() - start)
+    keys = [h.metadata.get("key", "") for r in ans.rounds for h in r.memories]
+    return {"system": row, "k": k,
+            **answer_stage.grade(q, ans.text, ms, ans.prompt_tokens, False, keys)}
+
+
+def parse_settings(options: Sequence[str]) -> dict[str, Any]:
+    """``NAME=JSON`` options (``read_superseded=false``) -> ``Memory.open`` overrides."""
+    out = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes NAME=VALUE, got {option!r}")
+        out[name] = json.loads(value)
     return out
 
 
@@ -104,18 +123,29 @@ def main(work: Path = typer.Option(..., help="Finished spaces: TASK/msa/msa/spac
          tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
          per_kind: int = typer.Option(30, help="Questions per kind and split, at most."),
          every_kind: bool = typer.Option(False, help="Single-hop kinds too."),
+         row: list[str] = typer.Option([], "--row", help="Rows to read (default: all)."),
+         setting: list[str] = typer.Option([], "--set", help="Memory.open override, "
+                                           "NAME=JSON (e.g. read_superseded=false)."),
          out: Path = typer.Option(Path("answer-hops.json"))) -> None:
     from msa_agent.bench.suite import machine_info
 
+    chosen = row or [*MSA_ROWS, RAG_ROW]
+    if unknown := [r for r in chosen if r not in (*MSA_ROWS, RAG_ROW)]:
+        raise typer.BadParameter(f"unknown --row {unknown}; rows: {[*MSA_ROWS, RAG_ROW]}")
+    settings = parse_settings(setting)
     rows: list[dict[str, Any]] = []
     for name in tasks:
         task = build(name, "full")
         qs = questions(task, split, per_kind, every_kind)
-        rows += evaluate(task, qs, work / name / "msa" / "msa" / "space", work / name / "rag")
+        rows += evaluate(task, qs, work / name / "msa" / "msa" / "space", work / name / "rag",
+                         chosen, settings)
     doc = {"command": f"python -m msa_agent.bench.answer_hops --work {work} --split {split} "
                       + " ".join(f"--task {t}" for t in tasks) + f" --per-kind {per_kind}"
-                      + (" --every-kind" if every_kind else ""),
-           "machine": machine_info(), "summary": summary(rows), "rows": rows}
+                      + (" --every-kind" if every_kind else "")
+                      + "".join(f" --row '{r}'" for r in row)
+                      + "".join(f" --set {o}" for o in setting),
+           "settings": settings, "machine": machine_info(), "summary": summary(rows),
+           "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
     for s in doc["summary"]:

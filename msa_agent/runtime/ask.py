@@ -52,16 +52,24 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     per_layer = engine.route_per_layer(question, k, scope, q=q) \
         if mode == "pooled" and hits else None
     routed = time.perf_counter()
-    notes, system = read_notes(engine, question, hits, mode) if mode in TEXT_READS else ([], SYSTEM)
+    read = hits if engine.cfg.read_superseded else newest_versions(hits)
+    notes, system = read_notes(engine, question, read, mode) if mode in TEXT_READS else ([], SYSTEM)
     ahead = (_next_per_layer(engine, question, k, scope, q, per_layer) if per_layer
              else _next_routed(engine, question, k, scope, q, channels, hits) if mode == "full"
              else None)
     with engine.lock:
-        reader = Reader(engine, question, [h.memory for h in hits], mode, per_layer, notes,
+        reader = Reader(engine, question, [h.memory for h in read], mode, per_layer, notes,
                         system, ahead)
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
     return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer), timings)
+
+
+def newest_versions(hits: Sequence[Recalled]) -> list[Recalled]:
+    """``hits`` without those a newer one of them restates (``Recalled.superseded_by``): a
+    small reader shown both versions of a changed fact often answers with the older one."""
+    ids = {h.memory.id for h in hits}
+    return [h for h in hits if h.superseded_by not in ids]
 
 
 def read_notes(engine: Engine, question: str, hits: Sequence[Recalled], mode: str,

@@ -80,7 +80,7 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
-    related = _versions(matched, f.subject_max, f.cover)
+    related = versions(matched, f.subject_max, f.cover)
     order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
 
@@ -92,8 +92,8 @@ def completed(msa: Ranking, extra: Ranking) -> list[tuple[str, float]]:
     return sorted([*msa, *extra], key=lambda x: -x[1])
 
 
-def _versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: float
-              ) -> Callable[[str, str], bool]:
+def versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: float
+             ) -> Callable[[str, str], bool]:
     """``related(new, old)``: both contain a query word that at most ``most`` candidates
     contain, and ``new`` holds at least ``cover`` of the query words ``old`` holds (a newer
     version restates the subject: "my car is parked at a garage called X" / "the car now
@@ -110,6 +110,20 @@ def _versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: f
         return bool(rare.get(new, set()) & rare.get(old, set())) \
             and len(mine & theirs) >= cover * len(theirs)
     return related
+
+
+def superseded(ids: Sequence[str], created: Mapping[str, datetime], gap_s: float,
+               related: Callable[[str, str], bool]) -> dict[str, str]:
+    """Each of ``ids`` that a newer one of ``ids`` restates (written ``gap_s`` seconds or more
+    later and ``related`` to it, :func:`versions`) -> the newest such one: the older versions
+    of a changed fact among a request's hits."""
+    out: dict[str, str] = {}
+    for old in ids:
+        t = _ts(created.get(old))
+        newer = [i for i in ids if _ts(created.get(i)) >= t + gap_s and related(i, old)]
+        if newer:
+            out[old] = max(newer, key=lambda i: _ts(created.get(i)))
+    return out
 
 
 def _newer_first_within(order: list[str], score: Mapping[str, float],

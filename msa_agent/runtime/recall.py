@@ -17,7 +17,7 @@ from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
 from msa_agent.runtime.excerpt import matched_chunk, window
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, completed, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, completed, fuse, superseded, versions
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
@@ -188,7 +188,11 @@ class Recall:
                    if f.id in created][:k]
             by_id = {m.id: m for m in self._space.get_many([f.id for f in top])}
             evidence = self._evidence([f.id for f in top], q)
-        return [Recalled(by_id[f.id], f.score, channels=f.channels, **evidence.get(f.id, {}))
+        later = {} if matched is None else superseded(
+            [f.id for f in top], created, self.fusion.newer_gap_s,
+            versions(matched, self.fusion.subject_max, self.fusion.cover))
+        return [Recalled(by_id[f.id], f.score, channels=f.channels,
+                         superseded_by=later.get(f.id), **evidence.get(f.id, {}))
                 for f in top if f.id in by_id]
 
     def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict[str, Any]]:

@@ -34,7 +34,9 @@ class Recalled:
 
     ``via`` holds the ids of the memories whose text led to it (memory interleave);
     ``layer_scores`` maps each MSA layer to the memory's score there; ``best_chunk`` is the
-    chunk (offset within the memory) that scored highest.
+    chunk (offset within the memory) that scored highest; ``superseded_by``, a newer hit of
+    the same request that restates it (an older version of a changed fact; hybrid recall's
+    version rule, ``fusion.superseded``).
     """
 
     memory: StoredMemory
@@ -44,6 +46,7 @@ class Recalled:
     layer_scores: dict[int, float] = field(default_factory=dict)
     best_chunk: int = 0
     channels: dict[str, float] = field(default_factory=dict)
+    superseded_by: str | None = None
 
 
 def page(hits: Sequence[Recalled], k: int, offset: int = 0, min_score: float | None = None,

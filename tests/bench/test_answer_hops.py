@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import typer
+
 from msa_agent.bench import answer_hops
 from msa_agent.bench.tasks.base import Query, Stage, Task
 
@@ -28,3 +31,10 @@ def test_summary_counts_accuracy_per_task_kind_and_system() -> None:
             for s, c in [("a", True), ("a", False), ("b", False), ("b", 0.0)]]
     got = {(r["system"], r["n"]): r["accuracy"] for r in answer_hops.summary(rows)}
     assert got == {("a", 2): 0.5, ("b", 2): 0.0}
+
+
+def test_settings_parse_json_values_and_refuse_a_missing_value() -> None:
+    got = answer_hops.parse_settings(["read_superseded=false", "answer_k=3"])
+    assert got == {"read_superseded": False, "answer_k": 3}
+    with pytest.raises(typer.BadParameter, match="NAME=VALUE"):
+        answer_hops.parse_settings(["read_superseded"])

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse
+from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse, superseded, versions
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -130,3 +130,17 @@ def test_newer_within_is_a_permutation_that_only_promotes_newer_close_memories(
                 assert sb >= (1 - window) * sa - 1e-9
     if window == 0 or len(set(ages[:len(s)])) == 1:
         assert [r.id for r in got] == base
+
+
+def test_superseded_names_the_newest_later_version_of_each_hit() -> None:
+    """Versions (a shared rare query word, the newer restating the older's words, written a
+    gap apart) point to the newest; v3 is not superseded by same_day, written five minutes
+    after it; memories sharing no rare word point nowhere."""
+    words = {"v1": {"garage", "car"}, "v2": {"garage", "car"}, "v3": {"garage", "car"},
+             "same_day": {"garage", "car"}, "lunch": {"car"}, "other": {"car"}}
+    related = versions(words, 4, 0.5)  # "car" is held by all six: not rare; "garage" is
+    created = days(v1=1, v2=5, v3=9, lunch=12, other=13)
+    created["same_day"] = created["v3"] + timedelta(minutes=5)
+    got = superseded(list(words), created, 3600.0, related)
+    assert got == {"v1": "same_day", "v2": "same_day"}
+    assert superseded(list(words), created, 3600.0, lambda new, old: False) == {}
