@@ -9,7 +9,7 @@ safetensors beside the corpus; the router trainer turns them into a soft target
   the query's best, so every query's target lies in [0, 1]. A query sharing no word with any
   document gets its positive alone. Seconds for the whole corpus.
 - ``minilm``: cosine of normalised mean-pooled embeddings (the dense-RAG baseline). On a
-  2-core CPU the corpus's 28k documents take over half an hour.
+  2-core CPU the corpus (38.8k queries, 28k documents) took 588 s.
 """
 
 from __future__ import annotations
