@@ -34,7 +34,6 @@ generation: its cost shows there), and whether every setting answered and read a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -49,9 +48,11 @@ from msa_agent.bench.ttft import (
     fill,
     load_average,
     machine,
+    machine_name,
     memory_texts,
     open_options,
     resolve_device,
+    save,
     token_counts,
 )
 
@@ -282,12 +283,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     with tempfile.TemporaryDirectory(prefix="prefetch-") as tmp:
         doc = run(args, args.work or Path(tmp))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    where = doc["machine"].get("machine") or f"{doc['machine']['cpus']}-core CPU"
+    save(doc, args.out)
     s = doc["settings"]
-    print(f"{where}; {doc['model']}; {s['memories']} memories of ~{s['tokens']} tokens, "
+    print(f"{machine_name(doc['machine'])}; {doc['model']}; {s['memories']} memories of "
+          f"~{s['tokens']} tokens, "
           f"host tier {s['host_cache_mb']} MB (~{s['fit_memories']:g} memories), k = {s['k']}, "
           f"read = {s['read']}; same answers in every setting: {doc['same_answers']}\n")
     print(table(doc["summary"]))

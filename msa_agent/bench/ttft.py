@@ -258,6 +258,18 @@ def machine(device: torch.device, commit: str | None) -> dict[str, Any]:
     return info
 
 
+def machine_name(facts: dict[str, Any]) -> str:
+    """The GPU's name from :func:`machine`'s facts, else "N-core CPU"."""
+    return facts.get("machine") or f"{facts['cpus']}-core CPU"
+
+
+def save(doc: dict[str, Any], out: Path | None) -> None:
+    """Write a result document as JSON (nothing without ``out``)."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def cpu_model() -> str | None:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -392,15 +404,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ensure_packages()
     with tempfile.TemporaryDirectory(prefix="ttft-") as tmp:
         doc = run(args, args.work or Path(tmp))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    save(doc, args.out)
     for mode, check in doc["target"].items():
         if mode != "rule":
             print(f"target ({doc['target']['rule']}): {mode} {check['ratio']:.2f}x: "
                   f"{'met' if check['met'] else 'NOT met'}")
-    where = doc["machine"].get("machine") or f"{doc['machine']['cpus']}-core CPU"
-    print(f"\n{where}, {doc['machine']['torch_threads']} torch threads; {doc['model']}; "
+    print(f"\n{machine_name(doc['machine'])}, {doc['machine']['torch_threads']} torch threads; "
+          f"{doc['model']}; "
           f"{doc['weights']} weights; {doc['dtype']}; {len(doc['texts']['tokens'])} memories "
           f"of {statistics.mean(doc['texts']['tokens']):,.0f} tokens; k = all\n")
     print(table(doc["modes"]))

@@ -77,3 +77,13 @@ def test_modes_option_picks_modes_and_profile_names_the_answer(tmp_path: Path,
         assert list(ttft.summarise(ttft.measure(mem, settings))) == ["none", "full"]
         report = ttft.profile(mem, "full", settings)
     assert "cumulative" in report and "answer" in report
+
+
+def test_save_writes_json_only_when_asked_and_machine_name_falls_back_to_cores(
+        tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "r.json"
+    ttft.save({"a": 1}, out)
+    ttft.save({"a": 2}, None)
+    assert out.read_text() == '{\n "a": 1\n}\n'
+    assert ttft.machine_name({"machine": "NVIDIA H200", "cpus": 16}) == "NVIDIA H200"
+    assert ttft.machine_name({"cpus": 2}) == "2-core CPU"
