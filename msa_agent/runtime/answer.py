@@ -254,11 +254,10 @@ class Reader:
             len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
         framed = engine.framed_read(question, memories) if read == "full" and memories \
             else None
-        if framed is None:  # else the frame's tail is the prompt
-            texts = notes if read in TEXT_READS else []
-            self.prompt = prompt_ids(tok, question, texts, system, WORKED_EXAMPLE)
+        self.prompt = framed[2] if framed is not None else prompt_ids(
+            tok, question, notes if read in TEXT_READS else [], system, WORKED_EXAMPLE)
         if framed is not None:  # chat-framed K/V: the frame's head, memories, then the tail
-            self.memory, self.start, self.prompt = framed
+            self.memory, self.start = framed[0], framed[1]
         elif read == "full" and memories:
             fetched = engine.read_kv("full", memories)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)
