@@ -45,10 +45,19 @@ def memory_attention(
     if use_triton(q):
         from .parallel import memory_attention_triton
 
-        args = (q, k_local, v_local, k_pool, v_pool, mem_idx)
-        args = tuple(t.contiguous() for t in args)
-        return memory_attention_triton(*args, scale, page_len, num_splits)
+        # q / k_local / v_local are read through their strides (a transposed [B, H, T, D]
+        # view costs no copy); only a D that is not unit-stride, and the pools, are packed.
+        q, k_local, v_local = (_unit_last(t) for t in (q, k_local, v_local))
+        k_pool, v_pool, mem_idx = (t.contiguous() for t in (k_pool, v_pool, mem_idx))
+        return memory_attention_triton(
+            q, k_local, v_local, k_pool, v_pool, mem_idx, scale, page_len, num_splits
+        )
     return memory_attention_ref(q, k_local, v_local, k_pool, v_pool, mem_idx, scale, page_len)
+
+
+def _unit_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its last dim is unit-stride (any other strides are fine), else packed."""
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 __all__ = ["memory_attention"]

@@ -45,9 +45,9 @@ def _online_step(b_q, b_kt, b_v, m_s, b_m, b_l, b_acc, qk_scale, DOT_F32: tl.con
 @triton.autotune(configs=_configs(), key=["D", "G", "BM", "PAGE", "ONE_SPLIT"])
 @triton.jit
 def memory_attn_kernel(
-    q,  # [T, HQ, D]
-    k_loc,  # [TK, HKV, D]
-    v_loc,  # [TK, HKV, D]
+    q,  # [T, HQ, D], any token / head strides, unit stride in D
+    k_loc,  # [TK, HKV, D], likewise
+    v_loc,  # [TK, HKV, D], likewise
     k_pool,  # [P, PAGE, HKV, D]
     v_pool,  # [P, PAGE, HKV, D]
     mem_idx,  # [L] page ids
@@ -55,6 +55,12 @@ def memory_attn_kernel(
     o,  # [T, HQ, D] (NSPLIT == 1) or [NSPLIT, T, HQ, D] float32
     lse,  # [NSPLIT, T, HQ] float32, log2 units (unused when NSPLIT == 1)
     qk_scale,
+    sq_t,  # q's token and head strides (elements)
+    sq_h,
+    sk_t,  # k_loc's
+    sk_h,
+    sv_t,  # v_loc's
+    sv_h,
     T,
     TK,
     L,
@@ -78,7 +84,7 @@ def memory_attn_kernel(
     m_r = o_t < T
     o_d = tl.arange(0, BD)
     m_d = o_d < D
-    p_q = q + (o_t[:, None].to(tl.int64) * HQ + o_hq[:, None]) * D + o_d[None, :]
+    p_q = q + o_t[:, None].to(tl.int64) * sq_t + o_hq[:, None] * sq_h + o_d[None, :]
     b_q = tl.load(p_q, mask=m_r[:, None] & m_d[None, :], other=0.0)
 
     SM = L * PAGE
@@ -107,10 +113,11 @@ def memory_attn_kernel(
     for i_b in range(tl.maximum(i_b0, NBM), i_b1):
         o_s = (i_b - NBM) * BS + tl.arange(0, BS)
         m_s = (o_s[None, :] <= (TK - T + o_t)[:, None]) & (o_s < TK)[None, :]
-        o_kv = (o_s.to(tl.int64) * HKV + i_h) * D
+        o_k = o_s.to(tl.int64) * sk_t + i_h * sk_h
+        o_v = o_s.to(tl.int64) * sv_t + i_h * sv_h
         m_k = o_s < TK
-        b_kt = tl.load(k_loc + o_kv[None, :] + o_d[:, None], mask=m_k[None, :] & m_d[:, None])
-        b_v = tl.load(v_loc + o_kv[:, None] + o_d[None, :], mask=m_k[:, None] & m_d[None, :])
+        b_kt = tl.load(k_loc + o_k[None, :] + o_d[:, None], mask=m_k[None, :] & m_d[:, None])
+        b_v = tl.load(v_loc + o_v[:, None] + o_d[None, :], mask=m_k[:, None] & m_d[None, :])
         b_m, b_l, b_acc = _online_step(b_q, b_kt, b_v, m_s, b_m, b_l, b_acc, qk_scale, DOT_F32)
 
     b_o = b_acc / tl.maximum(b_l, 1e-30)[:, None]
@@ -180,12 +187,13 @@ def memory_attention_triton(
     BD = max(16, triton.next_power_of_2(D))
     n_m = triton.cdiv(T * G, BM)
     NS = num_splits or _num_splits(n_m * HKV, triton.cdiv(L * PAGE + TK, 64), q.device)
-    out = torch.empty_like(q)
+    out = torch.empty((T, HQ, D), dtype=q.dtype, device=q.device)
     o_buf = out if NS == 1 else torch.empty((NS, T, HQ, D), device=q.device)
     lse = torch.empty((NS, T, HQ) if NS > 1 else (1,), device=q.device)
     memory_attn_kernel[(n_m, HKV, NS)](
         q, k_local, v_local, k_pool, v_pool, mem_idx, page_len if page_len is not None else mem_idx,
-        o_buf, lse, scale * LOG2E, T, TK, L, NS,
+        o_buf, lse, scale * LOG2E, *q.stride()[:2], *k_local.stride()[:2], *v_local.stride()[:2],
+        T, TK, L, NS,
         HKV=HKV, G=G, D=D, BD=BD, PAGE=PAGE, BM=BM, ONE_SPLIT=NS == 1,
         HAS_LEN=page_len is not None, DOT_F32=interpret_mode(),
     )  # fmt: skip

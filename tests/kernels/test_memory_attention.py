@@ -26,10 +26,17 @@ def run_case(
     pooled: bool = False,
     ragged: bool = True,
     num_splits: int | None = None,
+    strided: bool = False,
 ) -> None:
     T, TK, HQ, HKV, D, P, PAGE, L = shape
-    q = torch.randn(T, HQ, D, device=dev).to(dt)
-    kl, vl = (torch.randn(TK, HKV, D, device=dev).to(dt) for _ in range(2))
+    if strided:  # as attention passes them: [H, T, D] transposed, and a D slice of wider rows
+        q = torch.randn(HQ, T, D, device=dev).to(dt).transpose(0, 1)
+        kl = torch.randn(HKV, TK, D, device=dev).to(dt).transpose(0, 1)
+        vl = torch.randn(TK, HKV, D + 8, device=dev).to(dt)[..., :D]
+        assert not (kl.is_contiguous() or vl.is_contiguous())  # q too when T > 1
+    else:
+        q = torch.randn(T, HQ, D, device=dev).to(dt)
+        kl, vl = (torch.randn(TK, HKV, D, device=dev).to(dt) for _ in range(2))
     pool = (P, HKV, D) if pooled else (P, PAGE, HKV, D)
     kp, vp = (torch.randn(pool, device=dev).to(dt) for _ in range(2))
     idx = torch.randperm(P, device=dev)[:L]
@@ -47,6 +54,26 @@ def run_case(
 def test_prefill_interpret(assert_rms: Check, dt: torch.dtype, splits: int) -> None:
     torch.manual_seed(0)
     run_case(assert_rms, (21, 21, 4, 2, 100, 11, 5, 4), dt, "cpu", num_splits=splits)
+
+
+@pytest.mark.parametrize("shape", [(21, 21, 4, 2, 100, 11, 5, 4), (1, 37, 8, 2, 64, 9, 16, 5)])
+def test_strided_local_interpret(assert_rms: Check, shape: tuple[int, ...]) -> None:
+    """q / k_local / v_local read through their strides (no packing copy) match the reference."""
+    torch.manual_seed(4)
+    run_case(assert_rms, shape, torch.float16, "cpu", strided=True)
+
+
+def test_unit_last_keeps_views() -> None:
+    """Only a tensor whose last dim is not unit-stride is packed before the kernel."""
+    try:
+        from msa_agent.kernels.memory_attention import _unit_last
+    except ImportError:
+        from kernels.memory_attention import _unit_last
+    view = torch.randn(4, 6, 8).transpose(0, 1)
+    assert _unit_last(view) is view
+    odd = torch.randn(8, 6).t()
+    packed = _unit_last(odd)
+    assert packed.is_contiguous() and torch.equal(packed, odd)
 
 
 def test_decode_interpret(assert_rms: Check) -> None:
@@ -71,3 +98,4 @@ def test_memory_attention_gpu(assert_rms: Check, dt: torch.dtype, shape: tuple[i
     torch.manual_seed(3)
     run_case(assert_rms, shape, dt, "cuda")
     run_case(assert_rms, shape, dt, "cuda", ragged=False)
+    run_case(assert_rms, shape, dt, "cuda", strided=True)
