@@ -27,6 +27,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,11 @@ def evaluate(task: Task, qs: Sequence[Query], space: Path, scratch: Path,
     """Each question read by each of ``rows``; ``settings``: ``Memory.open`` overrides."""
     from msa_agent import Memory
 
-    reader = default_reader()
     memories = {m.key: m for m in task.stages[-1].memories}
     out: list[dict[str, Any]] = []
-    with Memory.open(space, reader.lm, **(settings or {})) as mem:
-        k = mem.config.answer_k
+    with Memory.open(space, default_reader().lm, **(settings or {})) as mem:
+        k = mem.config.answer_k  # and the answer format: the RAG row's reader uses it too
+        reader = replace(default_reader(), answer_format=mem.config.answer_format)
         rag = rag_rankings(task, qs, scratch, k, {RAG_ROW: "bm25"})[RAG_ROW] \
             if RAG_ROW in rows else {}
         for q in qs:

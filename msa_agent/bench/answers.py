@@ -6,8 +6,10 @@ Its prompt is :func:`msa_agent.runtime.answer.prompt_ids`, the very function
 ``Memory.answer`` uses to read memories as text: the chat template with the system line
 "Answer the question in a few words, using the memories when they are relevant.", then
 ``Memories: [1] ... [n] ...`` and ``Question: ...`` (the question alone when there are no
-memories). Its generation is :func:`msa_agent.runtime.generate.greedy` with the same stop ids.
-So a baseline row differs from the ``msa-agent answer`` row only in which texts fill the frame.
+memories). Its generation is :func:`msa_agent.runtime.generate.greedy` with the same stop ids,
+and its answer format is ``MemoryConfig.answer_format`` (default ``"snap"``), applied to the
+texts the row was shown (:mod:`msa_agent.runtime.extract`). So a baseline row differs from the
+``msa-agent answer`` row only in which texts fill the frame.
 
 Context budget: a prompt may hold at most ``window - max_new_tokens`` tokens, ``window`` being
 the model's ``max_position_embeddings`` (8,192 for SmolLM2). A retriever's top-k texts that do
@@ -19,12 +21,13 @@ is never cut: it is skipped (and counted) when the whole namespace does not fit.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from msa_agent.bench.tasks.base import SPLITS, Query
+from msa_agent.config import MemoryConfig
 from msa_agent.model.loader import LoadedModel, load_model
 from msa_agent.runtime.answer import (
     DATED,
@@ -36,6 +39,7 @@ from msa_agent.runtime.answer import (
     prompt_ids,
     stop_ids,
 )
+from msa_agent.runtime.extract import answer_fix, copy_spans
 from msa_agent.runtime.generate import greedy
 
 MAX_NEW_TOKENS = 32
@@ -54,6 +58,9 @@ class Reader:
 
     lm: LoadedModel
     max_new_tokens: int = MAX_NEW_TOKENS
+    # MemoryConfig.answer_format (its default unless a bench sets the space's): every row
+    # of a comparison decodes the same way
+    answer_format: str = field(default_factory=lambda: MemoryConfig().answer_format)
 
     @property
     def window(self) -> int:
@@ -75,11 +82,14 @@ class Reader:
     def fits(self, prompt: Sequence[int]) -> bool:
         return len(prompt) <= self.budget
 
-    def generate(self, prompt: Sequence[int]) -> str:
-        """Greedy answer to ``prompt`` (stripped text), as ``Memory.answer`` generates."""
+    def generate(self, prompt: Sequence[int], shown: Sequence[str] = ()) -> str:
+        """Greedy answer to ``prompt`` (stripped text), as ``Memory.answer`` generates;
+        ``shown``: the memory texts in the prompt (an extractive answer copies from them)."""
         model, tok = self.lm.model, self.lm.tokenizer
-        out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok)))
-        return tok.decode(out, skip_special_tokens=True).strip()
+        copy = copy_spans(tok, self.answer_format, shown)
+        out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok), copy=copy))
+        return answer_fix(self.answer_format, shown)(tok.decode(out, skip_special_tokens=True)
+                                                     ).strip()
 
     def settings(self) -> dict[str, Any]:
         """What every row shares, for the result file."""
@@ -89,6 +99,7 @@ class Reader:
             "budget": self.budget,
             "max_new_tokens": self.max_new_tokens,
             "decoding": "greedy",
+            "answer_format": self.answer_format,
             "system_prompt": SYSTEM,
             "system_prompt_dated": SYSTEM_DATED,
             "arrangement": f"order={ORDER}, dated={DATED}, worked example={WORKED_EXAMPLE} "

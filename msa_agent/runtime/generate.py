@@ -20,6 +20,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from msa_agent.model.attention import MSA_ATTENTION, MemoryKV
 from msa_agent.model.capture import model_lock
+from msa_agent.runtime.extract import CopySpans
 
 
 @contextmanager
@@ -45,8 +46,10 @@ def greedy(
     stop: set[int],
     memory: MemoryKV | None = None,
     start: int = 0,
+    copy: CopySpans | None = None,
 ) -> Iterator[int]:
-    """Yield generated token ids one by one (argmax), stopping at a ``stop`` id."""
+    """Yield generated token ids one by one (argmax), stopping at a ``stop`` id. With
+    ``copy``, the argmax over the tokens that continue a span of its texts (extractive)."""
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt)], device=device)
     pos = torch.arange(start, start + ids.shape[1], device=device).view(1, -1)
@@ -57,8 +60,9 @@ def greedy(
     for _ in range(max_new_tokens):
         with lock, msa_attention(model):  # one step; released before the token is yielded
             out = model(input_ids=ids, position_ids=pos, use_cache=True, **extra)
-        token = int(out.logits[0, -1].argmax())
-        if token in stop:
+        logits = out.logits[0, -1]
+        token = copy.choose(logits, stop) if copy is not None else int(logits.argmax())
+        if token is None or token in stop:
             return
         yield token
         ids = torch.tensor([[token]], device=device)

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from msa_agent.runtime.answer import MemorySource, Reader, stop_ids
+from msa_agent.runtime.extract import CopySpans
 from msa_agent.runtime.generate import greedy
 from msa_agent.runtime.generative import (
     GenerativeState,
@@ -41,6 +42,11 @@ class TokenSource(Protocol):
 
     def tokens(self) -> Iterator[int]: ...
 
+    def fix(self, generated: str) -> str:
+        """The generated text as the answer shows it (word by word: a prefix that ends
+        between words is fixed as in the whole text)."""
+        ...
+
     def text(self, generated: str) -> str: ...
 
     def rounds(self) -> list[AnswerRound]: ...
@@ -50,8 +56,13 @@ class ReadOnce:
     """Route once (or with routing-driven rounds), read, generate."""
 
     def __init__(self, engine: Runtime, reader: Reader, hits: Sequence[Recalled], max_new: int,
-                 per_layer: Mapping[int, Sequence[StoredMemory]] | None = None) -> None:
+                 per_layer: Mapping[int, Sequence[StoredMemory]] | None = None,
+                 copy: CopySpans | None = None,
+                 fix: Callable[[str], str] | None = None) -> None:
+        """``copy``: the extractive constraint over what the reader was shown, if any;
+        ``fix``: what turns generated text into the answer (``answer_format="snap"``)."""
         self._engine, self._reader, self._hits, self._max_new = engine, reader, hits, max_new
+        self._copy, self._fix = copy, fix
         self._per_layer = {layer: [m.id for m in sel] for layer, sel in (per_layer or {}).items()}
         self.read, self.memory_tokens = reader.read, reader.memory_tokens
         self.prompt_tokens = len(reader.prompt)
@@ -59,11 +70,14 @@ class ReadOnce:
     def tokens(self) -> Iterator[int]:
         model, r = self._engine.lm.model, self._reader
         stop = stop_ids(model, self._engine.tokenizer)
-        return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start),
-                           r.prefetch_next)
+        return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start,
+                                  self._copy), r.prefetch_next)
+
+    def fix(self, generated: str) -> str:
+        return generated if self._fix is None else self._fix(generated)
 
     def text(self, generated: str) -> str:
-        return generated.strip()
+        return self.fix(generated).strip()
 
     def rounds(self) -> list[AnswerRound]:
         numbers = sorted({h.round for h in self._hits})
@@ -100,6 +114,9 @@ class GenerativeSource:
         return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start),
                            r.prefetch_next)
 
+    def fix(self, generated: str) -> str:
+        return generated
+
     def text(self, generated: str) -> str:
         return self._state.final_text
 
@@ -134,6 +151,11 @@ def after_first(tokens: Iterator[int], then: Callable[[], None]) -> Iterator[int
             then()
 
 
+def _words_end(text: str) -> int:
+    """Where the text's last whole word ends: after its last whitespace (0 if none)."""
+    return max(text.rfind(c) for c in (" ", "\n", "\t")) + 1
+
+
 class AnswerStream:
     """Iterate to get text pieces as tokens come; ``.answer`` holds the result afterwards."""
 
@@ -149,11 +171,17 @@ class AnswerStream:
         for t in self._source.tokens():
             tokens.append(t)
             text = tok.decode(tokens, skip_special_tokens=True)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):  # whole characters only
-                yield text[len(shown):]
-                shown = text
+            if text.endswith("\ufffd"):  # whole characters only
+                continue
+            ready = self._source.fix(text[:_words_end(text)])  # whole words only
+            if len(ready) > len(shown):
+                yield ready[len(shown):]
+                shown = ready
         self._timings["generate_ms"] = 1000 * (time.perf_counter() - start)
-        self.answer = self._finish(tok.decode(tokens, skip_special_tokens=True), len(tokens))
+        text = tok.decode(tokens, skip_special_tokens=True)
+        if len(rest := self._source.fix(text)) > len(shown):
+            yield rest[len(shown):]
+        self.answer = self._finish(text, len(tokens))
 
     def collect(self) -> Answer:
         for _ in self:

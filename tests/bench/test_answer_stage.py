@@ -40,14 +40,15 @@ class Recording(answers.Reader):
 
     def __init__(self, lm: Any, limit: int | None = None) -> None:
         super().__init__(lm, max_new_tokens=4)
-        self.limit, self.prompts = limit, []
+        self.limit, self.prompts, self.shown = limit, [], []
 
     @property
     def budget(self) -> int:
         return self.limit if self.limit is not None else super().budget
 
-    def generate(self, prompt: Any) -> str:
+    def generate(self, prompt: Any, shown: Any = ()) -> str:
         self.prompts.append(list(prompt))
+        self.shown.append(list(shown))
         return "It is Acme."
 
 
@@ -83,6 +84,8 @@ def test_every_baseline_row_uses_the_same_frame(lm: Any) -> None:
     assert bm25 == windows
     both = [MEMS[0].text, MEMS[1].text]
     assert bm25[0] == reader.prompt(QS[0].text, both, WHEN[:2])
+    # the answer format (snap, extractive) works from the texts each row was shown
+    assert reader.shown[0] == both and reader.shown[2 * n] == both and reader.shown[3 * n] == []
     assert bm25[1] == reader.prompt(QS[1].text, both[::-1], WHEN[1::-1])  # its own rank order
     assert full[0] == reader.prompt(QS[0].text, both, WHEN[:2])  # oldest first
     assert full[2] == reader.prompt(QS[2].text, [MEMS[2].text], WHEN[2:])  # its namespace only

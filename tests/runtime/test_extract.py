@@ -1,0 +1,184 @@
+"""Extractive answers (``answer_format="extractive"``): every answer is a verbatim span of
+one line of what the reader was shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from msa_agent import Memory
+from msa_agent.errors import InvalidInputError
+from msa_agent.runtime.answer import prompt_ids
+from msa_agent.runtime.extract import CopySpans, NameSnap, answer_fix, copy_spans
+from msa_agent.runtime.generate import greedy
+
+pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+
+STOP = {99}
+
+
+class Words:
+    """A word-level tokenizer: word ``w<i>`` is id ``i``."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [int(w[1:]) for w in text.split()]}
+
+
+def run(spans: CopySpans, logits: list[torch.Tensor]) -> list[int]:
+    """Tokens chosen under ``spans`` with these logits, up to a stop."""
+    out = []
+    for row in logits:
+        token = spans.choose(row, STOP)
+        assert token is not None  # with stop ids, a stop is always allowed after a token
+        if token in STOP:
+            break
+        out.append(token)
+    return out
+
+
+def contiguous_in_a_line(tokens: list[int], lines: list[list[int]]) -> bool:
+    n = len(tokens)
+    return any(line[i:i + n] == tokens for line in lines for i in range(len(line) - n + 1))
+
+
+def test_a_span_may_start_at_any_word_as_a_bare_word(tokenizer) -> None:  # noqa: ANN001
+    """" Lisbon" mid-line and "Lisbon" at an answer's start are different tokens; both are
+    allowed first, so the answer can start where a free answer would."""
+    spans = CopySpans(tokenizer, ["Acme is based in Lisbon."])
+    bare = tokenizer("Lisbon", add_special_tokens=False)["input_ids"][0]
+    spaced = tokenizer(" Lisbon", add_special_tokens=False)["input_ids"][0]
+    assert bare != spaced
+    assert {bare, spaced} <= set(spans.allowed(STOP).tolist())
+
+
+def test_no_answer_starts_at_a_date_or_a_speaker_label(tokenizer) -> None:  # noqa: ANN001
+    spans = CopySpans(tokenizer, ["(2025-03-01) User: I moved to Lisbon."])
+    first = set(spans.allowed(STOP).tolist())
+    starts = {tokenizer(lead + w, add_special_tokens=False)["input_ids"][0]
+              for w in ("I", "moved", "to", "Lisbon.") for lead in ("", " ")}
+    assert first == starts  # "(" and "User" open no run (both stay copyable inside one)
+
+
+def test_first_token_is_any_line_token_and_stop_only_after_one() -> None:
+    spans = CopySpans(Words(), ["w1 w2 w3\nw4 w2 w5"])
+    assert sorted(spans.allowed(STOP).tolist()) == [1, 2, 3, 4, 5]  # no stop before a token
+    logits = torch.zeros(100)
+    logits[2] = 5.0
+    assert spans.choose(logits, STOP) == 2
+    assert sorted(spans.allowed(STOP).tolist()) == [3, 5, 99]  # what follows w2, or stop
+
+
+def test_a_line_end_ends_the_answer() -> None:
+    spans = CopySpans(Words(), ["w1 w2\nw3 w4"])
+    logits = torch.zeros(100)
+    logits[2] = 9.0
+    logits[3] = 8.0  # w3 would be the best next token, but it starts another line
+    assert spans.choose(logits, STOP) == 2
+    assert spans.allowed(STOP).tolist() == [99]
+    assert spans.choose(logits, STOP) == 99
+    assert CopySpans(Words(), ["w1"]).choose(logits, STOP) == 1
+
+
+def test_without_stop_ids_a_finished_line_ends_the_answer() -> None:
+    spans = CopySpans(Words(), ["w1"])
+    assert spans.choose(torch.zeros(100), set()) == 1
+    assert spans.choose(torch.zeros(100), set()) is None
+
+
+def test_no_memories_means_free_answers() -> None:
+    assert copy_spans(Words(), "extractive", []) is None
+    assert copy_spans(Words(), "extractive", ["  \n "]) is None
+    assert copy_spans(Words(), "free", ["w1 w2"]) is None
+    assert copy_spans(Words(), "extractive", ["w1 w2"]) is not None
+
+
+lines_st = st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=8), min_size=1,
+                    max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=lines_st, seed=st.integers(0, 10_000))
+def test_any_logits_give_a_contiguous_span_of_one_line(lines: list[list[int]],
+                                                       seed: int) -> None:
+    text = "\n".join(" ".join(f"w{i}" for i in line) for line in lines)
+    gen = torch.Generator().manual_seed(seed)
+    logits = [torch.randn(100, generator=gen) for _ in range(12)]
+    out = run(CopySpans(Words(), [text]), logits)
+    assert out and contiguous_in_a_line(out, lines)
+
+
+def test_greedy_copies_from_the_sources_on_a_tiny_model(tiny_pair) -> None:  # noqa: ANN001
+    model, tok = tiny_pair
+    sources = ["Alice works for Acme.", "Acme is based in Lisbon."]
+    prompt = prompt_ids(tok, "Where is Acme?", sources)
+    out = list(greedy(model, prompt, 12, set(), copy=CopySpans(tok, sources)))
+    text = tok.decode(out).strip()  # may start at a bare word: same text, other first token
+    assert text and any(text in s for s in sources)
+
+
+FACTS = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green tea."]
+
+
+def test_memory_answer_extractive_is_a_span_of_what_it_read(tmp_path: Path, tiny_pair) -> None:
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8,
+                     answer_format="extractive") as mem:
+        mem.remember_many(FACTS)
+        for read in ("text", "chunks"):
+            ans = mem.answer("Where does Alice work?", k=2, read=read, max_new_tokens=8)
+            assert ans.text and any(ans.text in fact for fact in FACTS), (read, ans.text)
+    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:  # snap by default
+        assert mem.config.answer_format == "snap"
+
+
+def test_wrong_answer_format_is_refused(tmp_path: Path, tiny_pair) -> None:
+    with pytest.raises((InvalidInputError, ValueError)):
+        Memory.open(tmp_path / "m", model=tiny_pair, answer_format="abstractive")
+
+
+SESSION = ["(2025-03-01) User: My cat is called Kaxbouth Lirkteash.",
+           "(2025-04-01) User: The garage is Salris Stirknesh gym."]
+
+
+def test_snap_fixes_misspelt_names_and_keeps_the_rest() -> None:
+    snap = NameSnap(SESSION)
+    assert snap("Your cat's name is Kaxboth Lirkteash.") == \
+        "Your cat's name is Kaxbouth Lirkteash."
+    assert snap("Salaris Stirknesh gym") == "Salris Stirknesh gym"
+    assert snap("Cenozoic Era") == "Cenozoic Era"  # nothing close: kept
+    assert snap("the kaxboth cat") == "the kaxboth cat"  # not capitalised: not a name
+    assert answer_fix("free", SESSION)("Kaxboth") == "Kaxboth"
+    assert answer_fix("snap", [])("Kaxboth") == "Kaxboth"  # nothing read: nothing to snap to
+
+
+words_st = st.lists(st.sampled_from(["Kaxboth", "Lirkteash", "Salaris", "the", "Your", "gym",
+                                     "Stirknes", "cat's", "Zzzz"]), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=words_st, seps=st.lists(st.sampled_from([" ", "\n", ". "]), min_size=8,
+                                     max_size=8))
+def test_snap_of_a_prefix_between_words_is_a_prefix_of_the_snap(words: list[str],
+                                                                seps: list[str]) -> None:
+    """What lets a stream show snapped whole words before the answer ends."""
+    text = "".join(w + s for w, s in zip(words, seps, strict=False))
+    snap = NameSnap(SESSION)
+    for cut in [i + 1 for i, c in enumerate(text) if c in " \n"]:
+        assert snap(text).startswith(snap(text[:cut]))
+
+
+def test_memory_answer_snap_streams_the_snapped_text(tmp_path: Path, tiny_pair) -> None:
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8,
+                     answer_format="free") as mem:
+        mem.remember_many(FACTS)
+        free = mem.answer("Where does Alice work?", k=3, read="text", max_new_tokens=12)
+    with Memory.open(tmp_path / "m", model=tiny_pair, answer_format="snap") as mem:
+        stream = mem.answer("Where does Alice work?", k=3, read="text", max_new_tokens=12,
+                            stream=True)
+        pieces = list(stream)
+    assert stream.answer is not None
+    assert stream.answer.text == NameSnap(FACTS)(free.text)  # dates carry no letters
+    assert "".join(pieces).strip() == stream.answer.text
