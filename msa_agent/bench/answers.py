@@ -39,7 +39,7 @@ from msa_agent.runtime.answer import (
     prompt_ids,
     stop_ids,
 )
-from msa_agent.runtime.extract import answer_fix, copy_spans
+from msa_agent.runtime.extract import decoding
 from msa_agent.runtime.generate import greedy
 
 MAX_NEW_TOKENS = 32
@@ -86,10 +86,9 @@ class Reader:
         """Greedy answer to ``prompt`` (stripped text), as ``Memory.answer`` generates;
         ``shown``: the memory texts in the prompt (an extractive answer copies from them)."""
         model, tok = self.lm.model, self.lm.tokenizer
-        copy = copy_spans(tok, self.answer_format, shown)
-        out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok), copy=copy))
-        return answer_fix(self.answer_format, shown)(tok.decode(out, skip_special_tokens=True)
-                                                     ).strip()
+        how = decoding(tok, self.answer_format, shown)
+        out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok), copy=how.copy))
+        return how.fix(tok.decode(out, skip_special_tokens=True)).strip()
 
     def settings(self) -> dict[str, Any]:
         """What every row shares, for the result file."""

@@ -18,7 +18,7 @@ from msa_agent.runtime.answer import (
     pick_read,
 )
 from msa_agent.runtime.engine import Engine
-from msa_agent.runtime.extract import answer_fix, copy_spans
+from msa_agent.runtime.extract import decoding
 from msa_agent.runtime.interleave import Hops, max_rounds
 from msa_agent.runtime.residency import Candidates
 from msa_agent.runtime.results import Recalled, Scope
@@ -64,10 +64,8 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
     shown = notes if mode in TEXT_READS else [h.memory.text for h in read]
-    fmt = engine.cfg.answer_format
-    source = ReadOnce(engine, reader, hits, max_new, per_layer,
-                      copy_spans(engine.tokenizer, fmt, shown), answer_fix(fmt, shown))
-    return AnswerStream(engine, source, timings)
+    how = decoding(engine.tokenizer, engine.cfg.answer_format, shown)
+    return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer, how), timings)
 
 
 def newest_versions(hits: Sequence[Recalled]) -> list[Recalled]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -130,6 +131,21 @@ def _is_name(word: str) -> bool:
 
 def _same(text: str) -> str:
     return text
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one answer is decoded under ``MemoryConfig.answer_format``: the extractive
+    constraint for generation (None: free) and what turns the generated text into the
+    answer (identity unless ``"snap"``). The one place that reads the format."""
+
+    copy: CopySpans | None = None
+    fix: Callable[[str], str] = _same
+
+
+def decoding(tokenizer: Any, answer_format: str, shown: Sequence[str]) -> Decoding:
+    """The :class:`Decoding` of one answer whose reader was shown ``shown``."""
+    return Decoding(copy_spans(tokenizer, answer_format, shown), answer_fix(answer_format, shown))
 
 
 def answer_fix(answer_format: str, shown: Sequence[str]) -> Callable[[str], str]:

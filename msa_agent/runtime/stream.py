@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from msa_agent.runtime.answer import MemorySource, Reader, stop_ids
-from msa_agent.runtime.extract import CopySpans
+from msa_agent.runtime.extract import Decoding
 from msa_agent.runtime.generate import greedy
 from msa_agent.runtime.generative import (
     GenerativeState,
@@ -57,12 +57,10 @@ class ReadOnce:
 
     def __init__(self, engine: Runtime, reader: Reader, hits: Sequence[Recalled], max_new: int,
                  per_layer: Mapping[int, Sequence[StoredMemory]] | None = None,
-                 copy: CopySpans | None = None,
-                 fix: Callable[[str], str] | None = None) -> None:
-        """``copy``: the extractive constraint over what the reader was shown, if any;
-        ``fix``: what turns generated text into the answer (``answer_format="snap"``)."""
+                 how: Decoding | None = None) -> None:
+        """``how``: the answer format's decoding over what the reader was shown (free)."""
         self._engine, self._reader, self._hits, self._max_new = engine, reader, hits, max_new
-        self._copy, self._fix = copy, fix
+        self._how = how or Decoding()
         self._per_layer = {layer: [m.id for m in sel] for layer, sel in (per_layer or {}).items()}
         self.read, self.memory_tokens = reader.read, reader.memory_tokens
         self.prompt_tokens = len(reader.prompt)
@@ -71,10 +69,10 @@ class ReadOnce:
         model, r = self._engine.lm.model, self._reader
         stop = stop_ids(model, self._engine.tokenizer)
         return after_first(greedy(model, r.prompt, self._max_new, stop, r.memory, r.start,
-                                  self._copy), r.prefetch_next)
+                                  self._how.copy), r.prefetch_next)
 
     def fix(self, generated: str) -> str:
-        return generated if self._fix is None else self._fix(generated)
+        return self._how.fix(generated)
 
     def text(self, generated: str) -> str:
         return self.fix(generated).strip()
