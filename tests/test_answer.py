@@ -19,7 +19,9 @@ FACTS = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green t
 
 
 def open_mem(path: Path, pair, **kw) -> Memory:  # noqa: ANN001
-    return Memory.open(path, model=pair, **{"chunk_size": 8, **kw})
+    # free answers: these tests compare generation with a naive forward token for token
+    # (the answer formats have their own tests, tests/runtime/test_extract.py)
+    return Memory.open(path, model=pair, **{"chunk_size": 8, "answer_format": "free", **kw})
 
 
 def test_text_read_answers_with_rounds_and_costs(tmp_path: Path, tiny_pair) -> None:
@@ -116,6 +118,6 @@ def test_full_kv_layers_all_is_remembered_by_the_space(tmp_path: Path, tiny_pair
     with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, full_kv_layers="all") as mem:
         mem.remember_many(FACTS)
         first = mem.answer("Alice?", k=2, read="full", max_new_tokens=3).text
-    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:  # layout from the space
+    with Memory.open(tmp_path / "m", model=tiny_pair, answer_format="free") as mem:  # layout
         assert mem.config.full_kv_layers == "all" and mem._engine.full_layers == [0, 1, 2, 3]
         assert mem.answer("Alice?", k=2, read="full", max_new_tokens=3).text == first

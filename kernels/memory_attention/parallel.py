@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -169,6 +171,48 @@ def _num_splits(n_programs: int, n_blocks: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(4 * sms, n_programs), triton.cdiv(n_blocks, 2), 256))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One launch shape's grid and constants, worked out once (a prefill calls the kernel
+    once per layer with the same shape: the Python around the launch cost as much as the
+    launch itself; docs/answering.md, "Time to first token")."""
+
+    grid: tuple[int, int, int]  # (query tiles, kv heads, splits)
+    consts: dict[str, Any]  # the kernel's constexprs
+    bd: int
+    bsp: int  # splits rounded up to a power of two, for the combine
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(T: int, TK: int, HQ: int, HKV: int, D: int, PAGE: int, L: int, has_len: bool,
+          num_splits: int | None, device: torch.device) -> _Plan:
+    G = HQ // HKV
+    BM = 16 if T * G <= 16 else (64 if T * G <= 64 else 128)
+    BD = max(16, triton.next_power_of_2(D))
+    n_m = triton.cdiv(T * G, BM)
+    NS = num_splits or _num_splits(n_m * HKV, triton.cdiv(L * PAGE + TK, 64), device)
+    consts = {"HKV": HKV, "G": G, "D": D, "BD": BD, "PAGE": PAGE, "BM": BM,
+              "ONE_SPLIT": NS == 1, "HAS_LEN": has_len, "DOT_F32": interpret_mode()}
+    return _Plan((n_m, HKV, NS), consts, BD, triton.next_power_of_2(NS))
+
+
+# autotuned config per (constexprs, dtypes): after the first launch of a key, later launches
+# call the compiled kernel with it directly instead of through the autotuner's lookup
+_tuned: dict[tuple[Any, ...], Any] = {}
+
+
+def _launch(plan: _Plan, args: tuple[Any, ...], dtypes: tuple[torch.dtype, ...]) -> None:
+    key = (tuple(plan.consts.items()), dtypes)
+    config = _tuned.get(key)
+    if config is None or interpret_mode():
+        memory_attn_kernel[plan.grid](*args, **plan.consts)
+        best = getattr(memory_attn_kernel, "best_config", None)
+        if best is not None and best.pre_hook is None:
+            _tuned[key] = best
+        return
+    memory_attn_kernel.fn[plan.grid](*args, **plan.consts, **config.all_kwargs())
+
+
 def memory_attention_triton(
     q: torch.Tensor,
     k_local: torch.Tensor,
@@ -182,23 +226,17 @@ def memory_attention_triton(
 ) -> torch.Tensor:
     T, HQ, D = q.shape
     TK, HKV, _ = k_local.shape
-    PAGE, L, G = k_pool.shape[1], mem_idx.numel(), HQ // HKV
-    BM = 16 if T * G <= 16 else (64 if T * G <= 64 else 128)
-    BD = max(16, triton.next_power_of_2(D))
-    n_m = triton.cdiv(T * G, BM)
-    NS = num_splits or _num_splits(n_m * HKV, triton.cdiv(L * PAGE + TK, 64), q.device)
+    plan = _plan(T, TK, HQ, HKV, D, k_pool.shape[1], mem_idx.numel(), page_len is not None,
+                 num_splits, q.device)
+    NS = plan.grid[2]
     out = torch.empty((T, HQ, D), dtype=q.dtype, device=q.device)
     o_buf = out if NS == 1 else torch.empty((NS, T, HQ, D), device=q.device)
     lse = torch.empty((NS, T, HQ) if NS > 1 else (1,), device=q.device)
-    memory_attn_kernel[(n_m, HKV, NS)](
-        q, k_local, v_local, k_pool, v_pool, mem_idx, page_len if page_len is not None else mem_idx,
-        o_buf, lse, scale * LOG2E, *q.stride()[:2], *k_local.stride()[:2], *v_local.stride()[:2],
-        T, TK, L, NS,
-        HKV=HKV, G=G, D=D, BD=BD, PAGE=PAGE, BM=BM, ONE_SPLIT=NS == 1,
-        HAS_LEN=page_len is not None, DOT_F32=interpret_mode(),
-    )  # fmt: skip
+    args = (q, k_local, v_local, k_pool, v_pool, mem_idx,
+            page_len if page_len is not None else mem_idx, o_buf, lse, scale * LOG2E,
+            *q.stride()[:2], *k_local.stride()[:2], *v_local.stride()[:2],
+            T, TK, mem_idx.numel(), NS)  # fmt: skip
+    _launch(plan, args, (q.dtype, k_local.dtype, k_pool.dtype, mem_idx.dtype))
     if NS > 1:
-        combine_kernel[(T * HQ,)](
-            o_buf, lse, out, T * HQ, NS, D=D, BD=BD, BSP=triton.next_power_of_2(NS)
-        )
+        combine_kernel[(T * HQ,)](o_buf, lse, out, T * HQ, NS, D=D, BD=plan.bd, BSP=plan.bsp)
     return out

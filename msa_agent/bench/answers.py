@@ -7,7 +7,7 @@ Its prompt is :func:`msa_agent.runtime.answer.prompt_ids`, the very function
 "Answer the question in a few words, using the memories when they are relevant.", then
 ``Memories: [1] ... [n] ...`` and ``Question: ...`` (the question alone when there are no
 memories). Its generation is :func:`msa_agent.runtime.generate.greedy` with the same stop ids,
-and its answer format is ``MemoryConfig.answer_format`` (default ``"snap"``), applied to the
+and its answer format is ``MemoryConfig.answer_format`` (default ``"extractive"``), applied to the
 texts the row was shown (:mod:`msa_agent.runtime.extract`). So a baseline row differs from the
 ``msa-agent answer`` row only in which texts fill the frame.
 

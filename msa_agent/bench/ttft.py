@@ -255,6 +255,9 @@ def machine(device: torch.device, commit: str | None) -> dict[str, Any]:
         info |= machine_info()
     info |= environment(device, commit)
     info["command"] = "python -m msa_agent.bench.ttft " + shlex.join(sys.argv[1:])
+    # which tree was imported: `python -m` puts the working folder ahead of PYTHONPATH, so a
+    # before/after comparison must show that each arm ran its own code (docs/answering.md)
+    info["package"] = str(Path(__file__).resolve().parents[1])
     return info
 
 
@@ -335,11 +338,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "texts": {"source": TEXT_SOURCE, "tokens": token_counts(bb.tokenizer, texts)},
         "load_average_before": load_average()}
     extra = {} if args.gpu_cache_mb is None else {"gpu_cache_mb": args.gpu_cache_mb}
+    extra |= {} if args.answer_format is None else {"answer_format": args.answer_format}
     doc["gpu_cache_mb"] = args.gpu_cache_mb
     with Memory.open(work / "space", model=bb.model, device=str(device),
                      **open_options(settings.tokens), **bb.open_extra, **extra) as mem:
         doc["ingest_s"] = fill(mem, texts)
-        doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode}
+        doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode,
+                        "answer_format": mem.config.answer_format}
         rows = summarise(measure(mem, settings))
         if args.profile:
             doc["profile"] = profile(mem, args.profile, settings)
@@ -388,6 +393,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma list of the modes to time (default: all)")
     p.add_argument("--gpu-cache-mb", type=int, default=None,
                    help="the GPU tier's size (MemoryConfig.gpu_cache_mb; 0 = none)")
+    p.add_argument("--answer-format", default=None, choices=("free", "snap", "extractive"),
+                   help="MemoryConfig.answer_format (default: the config's default)")
     p.add_argument("--profile", default=None, choices=MODES,
                    help="also cProfile one answer of this mode (kept in the JSON)")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")

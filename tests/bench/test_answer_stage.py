@@ -145,7 +145,8 @@ def test_msa_rows_use_memory_answer_in_the_same_frame(lm: Any, tmp_path: Path) -
     texts, times = [h.text for h in hits], [h.created_at for h in hits]
     assert outs[0]["prompt_tokens"] == len(reader.prompt(QS[0].text, texts, times))
     assert outs[0]["answer"] == ans.text and outs[0]["gold_in_context"]
-    assert reader.generate(reader.prompt(QS[0].text, texts, times)) == ans.text  # same frame
+    # same frame, same answer format over the same texts
+    assert reader.generate(reader.prompt(QS[0].text, texts, times), texts) == ans.text
     rows, _ = answer_stage.run_stage(tiny_task(), {}, reader, space, 6, lambda m: None)
     systems = {r["system"] for r in rows}
     assert {"msa-agent answer", "msa-agent answer hops=auto"} <= systems

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from msa_agent import Memory
 from msa_agent.bench import ttft
@@ -87,3 +88,11 @@ def test_save_writes_json_only_when_asked_and_machine_name_falls_back_to_cores(
     assert out.read_text() == '{\n "a": 1\n}\n'
     assert ttft.machine_name({"machine": "NVIDIA H200", "cpus": 16}) == "NVIDIA H200"
     assert ttft.machine_name({"cpus": 2}) == "2-core CPU"
+
+
+def test_machine_names_the_package_tree_it_imported() -> None:
+    """A before/after run can check that each arm imported its own code."""
+    import msa_agent
+
+    facts = ttft.machine(torch.device("cpu"), "abc")
+    assert facts["package"] == str(Path(msa_agent.__file__).resolve().parent)

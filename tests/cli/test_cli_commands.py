@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,12 @@ def test_ingest_folder_then_ls_show_recall(msa, docs: Path) -> None:
 def test_ask_answers_and_shows_the_evidence(msa, docs: Path) -> None:
     msa("ingest", str(docs))
     ans = msa.json("ask", "capital of France?", "-k", "2", "--max-new-tokens", "3")
-    assert ans["read"] == "chunks" and ans["generated_tokens"] == 3  # the default, auto
+    # read: the default, auto; an extractive answer (the default format) may end before the cap
+    assert ans["read"] == "chunks" and 1 <= ans["generated_tokens"] <= 3
     assert len(ans["rounds"][0]["memories"]) == 2
     shown = msa("ask", "capital of France?", "-k", "1", "--read", "text",
                 "--max-new-tokens", "2").stdout
-    assert "read=text" in shown and "generated 2" in shown
+    assert "read=text" in shown and re.search(r"generated [12]\b", shown)
     msa("ask", "capital?", "--read", "telepathy", code=2)
     msa("ask", "capital?", "--hops", "x", code=2)
 

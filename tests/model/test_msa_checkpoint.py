@@ -134,7 +134,8 @@ def test_pooled_read_attends_each_layers_own_selection(tmp_path: Path, tokenizer
     ckpt = tmp_path / "msa-ckpt"
     state = write_checkpoint(ckpt, tokenizer)
     query = "Where does Alice work?"
-    with Memory.open(tmp_path / "space", model=str(ckpt), store_dtype="float32") as mem:
+    with Memory.open(tmp_path / "space", model=str(ckpt), store_dtype="float32",
+                     answer_format="free") as mem:  # compared with naive greedy
         ids = mem.remember_many(DOCS)
         ans = mem.answer(query, k=2, read="auto", max_new_tokens=5)
     sel = naive_layer_topk(ckpt, state, tokenizer, query, 2)

@@ -24,7 +24,9 @@ STOP = {99}
 class Words:
     """A word-level tokenizer: word ``w<i>`` is id ``i``."""
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = False) -> dict:
+        if isinstance(text, list):  # a batch, as a transformers tokenizer takes it
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
         return {"input_ids": [int(w[1:]) for w in text.split()]}
 
 
@@ -130,8 +132,8 @@ def test_memory_answer_extractive_is_a_span_of_what_it_read(tmp_path: Path, tiny
         for read in ("text", "chunks"):
             ans = mem.answer("Where does Alice work?", k=2, read=read, max_new_tokens=8)
             assert ans.text and any(ans.text in fact for fact in FACTS), (read, ans.text)
-    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:  # snap by default
-        assert mem.config.answer_format == "snap"
+    with Memory.open(tmp_path / "m", model=tiny_pair) as mem:  # extractive by default
+        assert mem.config.answer_format == "extractive"
 
 
 def test_wrong_answer_format_is_refused(tmp_path: Path, tiny_pair) -> None:
