@@ -109,8 +109,9 @@ class MemoryConfig(BaseModel):
         "extractive", description="How Memory.answer turns generation into an answer: "
         "'extractive' (default, chosen on the val splits: 67 of 135 right against 65 for "
         "snap and 61 free; docs/answering.md) decodes under a constraint so that every "
-        "answer is a verbatim span of one line of the memories read "
-        "(msa_agent.runtime.extract); 'snap' generates freely, then replaces each "
+        "answer is a verbatim span of one line of the memories read, from the lines that "
+        "share a content word with the question when any does (msa_agent.runtime.extract; "
+        "with that rule 86 of 135 on val); 'snap' generates freely, then replaces each "
         "capitalised word the memories read lack by their closest one (a misspelt copy of a "
         "rare name); 'free' is the greedy text as generated. Without memories answers stay "
         "free.",

@@ -81,7 +81,7 @@ def read(
     start = time.perf_counter()
     texts, keys = [m.text for m in items], [m.key for m in items]
     prompt, used, cut = fit(reader, q.text, texts, [memory_time(m) for m in items])
-    text = reader.generate(prompt, texts[:used])
+    text = reader.generate(prompt, texts[:used], q.text)
     ms = 1000 * (search_s + time.perf_counter() - start)
     return grade(q, text, ms, len(prompt), cut, keys[:used])
 
@@ -114,7 +114,7 @@ def full_outputs(
                 skipped(q, len(prompt), f"does not fit ({len(prompt)} > {reader.budget} tokens)")
             )
             continue
-        text = reader.generate(prompt, [m.text for m in items])
+        text = reader.generate(prompt, [m.text for m in items], q.text)
         ms = 1000 * (time.perf_counter() - start)
         out.append(grade(q, text, ms, len(prompt), False, [m.key for m in items]))
     return out

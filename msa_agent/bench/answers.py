@@ -82,11 +82,13 @@ class Reader:
     def fits(self, prompt: Sequence[int]) -> bool:
         return len(prompt) <= self.budget
 
-    def generate(self, prompt: Sequence[int], shown: Sequence[str] = ()) -> str:
+    def generate(self, prompt: Sequence[int], shown: Sequence[str] = (),
+                 question: str = "") -> str:
         """Greedy answer to ``prompt`` (stripped text), as ``Memory.answer`` generates;
-        ``shown``: the memory texts in the prompt (an extractive answer copies from them)."""
+        ``shown``: the memory texts in the prompt (an extractive answer copies from them, from
+        the lines about ``question``)."""
         model, tok = self.lm.model, self.lm.tokenizer
-        how = decoding(tok, self.answer_format, shown)
+        how = decoding(tok, self.answer_format, shown, question)
         out = list(greedy(model, prompt, self.max_new_tokens, stop_ids(model, tok), copy=how.copy))
         return how.fix(tok.decode(out, skip_special_tokens=True)).strip()
 

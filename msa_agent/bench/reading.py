@@ -68,7 +68,7 @@ def evaluate(task_name: str, space: Path, per_split: int, variants: Sequence[str
                 mode, with_dates, order, example = VARIANTS[name]
                 notes, system = read_notes(engine, q.text, hits, mode, with_dates, order)
                 prompt = prompt_ids(reader.lm.tokenizer, q.text, notes, system, example)
-                text = reader.generate(prompt, notes)
+                text = reader.generate(prompt, notes, q.text)
                 assert q.answer is not None
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
                             "answer": text, "gold": q.answer, "prompt_tokens": len(prompt),

@@ -64,7 +64,7 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
     shown = notes if mode in TEXT_READS else [h.memory.text for h in read]
-    how = decoding(engine.tokenizer, engine.cfg.answer_format, shown)
+    how = decoding(engine.tokenizer, engine.cfg.answer_format, shown, question)
     return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer, how), timings)
 
 

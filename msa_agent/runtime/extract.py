@@ -47,8 +47,10 @@ class CopySpans:
     1,000 tokens take milliseconds, where tokenising a run from every word took 1.6 s.
     """
 
-    def __init__(self, tokenizer: Any, texts: Sequence[str]) -> None:
+    def __init__(self, tokenizer: Any, texts: Sequence[str], question: str = "") -> None:
         pieces = [_text_spans(tokenizer, text) for text in texts]
+        if question:
+            pieces = _about(pieces, content_words(question))
         offsets = [0]
         for piece in pieces:
             offsets.append(offsets[-1] + len(piece.src))
@@ -84,6 +86,15 @@ class CopySpans:
 
 
 @dataclass(frozen=True)
+class _Line:
+    """Where one line lies in its text's :class:`_Spans`, and the words it holds."""
+
+    region: tuple[int, int]  # its tokens, _END and bare words: src[a:b] (no link leaves it)
+    starts: tuple[int, int]  # its slice of starts
+    words: frozenset[str]  # content_words of the line
+
+
+@dataclass(frozen=True)
 class _Spans:
     """One text's part of a :class:`CopySpans`, positions counted from its start."""
 
@@ -91,6 +102,36 @@ class _Spans:
     nxt: torch.Tensor
     starts: torch.Tensor
     first: torch.Tensor  # the distinct first tokens of the starts (an answer's first step)
+    lines: tuple[_Line, ...] = ()
+
+    def line(self, line: _Line) -> _Spans:
+        """The part of one of its lines alone, positions counted from the line's start."""
+        (a, b), (s0, s1) = line.region, line.starts
+        starts = self.starts[s0:s1] - a
+        src = self.src[a:b]
+        return _Spans(src, self.nxt[a:b] - a, starts, src[starts].unique())
+
+
+# words too common to tie a line to a question (what is left are its content words)
+_STOP = frozenset("""a an the and or but of in on at to for from with by about as is are was
+were be been being am do does did have has had i me my mine we us our ours you your yours he
+him his she her they them their it its this that these those what which who whom whose where
+when why how there here not no yes can could will would should may might must shall just
+also so than then too very did tell know any some""".split())
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The lowercased words of 3+ letters of ``text`` that are not stop words."""
+    return frozenset(w for w in (m.lower() for m in _WORD.findall(text))
+                     if len(w) >= 3 and w not in _STOP)
+
+
+def _about(pieces: list[_Spans], words: frozenset[str]) -> list[_Spans]:
+    """Only the lines that share a content word with the question, when any line does: a
+    small reader held to copying from any line often starts its span in a line that
+    mentions nothing asked (a quoted essay, "Understood, noted.")."""
+    kept = [p.line(line) for p in pieces for line in p.lines if line.words & words]
+    return kept or pieces
 
 
 @lru_cache(maxsize=2048)
@@ -102,7 +143,9 @@ def _text_spans(tokenizer: Any, text: str) -> _Spans:
     src: list[int] = []
     nxt: list[int] = []
     starts: list[int] = []
+    table: list[tuple[int, int, frozenset[str]]] = []  # (region start, starts start, words)
     for words in lines:
+        table.append((len(src), len(starts), content_words(" ".join(words))))
         at = [len(src)]  # where each word's tokens start; then where the line ends
         for w in words:
             src += spaced[w]
@@ -118,7 +161,10 @@ def _text_spans(tokenizer: Any, text: str) -> _Spans:
                 src += bare[w]
                 nxt += [*range(starts[-1] + 1, len(src)), at[i + 1]]
     src_t, nxt_t, starts_t = (torch.tensor(x, dtype=torch.long) for x in (src, nxt, starts))
-    return _Spans(src_t, nxt_t, starts_t, src_t[starts_t].unique())
+    ends = [(a, s0) for a, s0, _ in table[1:]] + [(len(src), len(starts))] * bool(table)
+    table_lines = tuple(_Line((a, b), (s0, s1), words)
+                        for (a, s0, words), (b, s1) in zip(table, ends, strict=True))
+    return _Spans(src_t, nxt_t, starts_t, src_t[starts_t].unique(), table_lines)
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -186,9 +232,11 @@ class Decoding:
     fix: Callable[[str], str] = _same
 
 
-def decoding(tokenizer: Any, answer_format: str, shown: Sequence[str]) -> Decoding:
-    """The :class:`Decoding` of one answer whose reader was shown ``shown``."""
-    return Decoding(copy_spans(tokenizer, answer_format, shown), answer_fix(answer_format, shown))
+def decoding(tokenizer: Any, answer_format: str, shown: Sequence[str],
+             question: str = "") -> Decoding:
+    """The :class:`Decoding` of one answer to ``question`` whose reader was shown ``shown``."""
+    return Decoding(copy_spans(tokenizer, answer_format, shown, question),
+                    answer_fix(answer_format, shown))
 
 
 def answer_fix(answer_format: str, shown: Sequence[str]) -> Callable[[str], str]:
@@ -197,10 +245,12 @@ def answer_fix(answer_format: str, shown: Sequence[str]) -> Callable[[str], str]
     return NameSnap(shown) if answer_format == "snap" and shown else _same
 
 
-def copy_spans(tokenizer: Any, answer_format: str, texts: Sequence[str]) -> CopySpans | None:
-    """The constraint for ``answer_format`` over ``texts``: None for free answers, or when
-    there is nothing to copy from (an answer without memories stays free)."""
+def copy_spans(tokenizer: Any, answer_format: str, texts: Sequence[str],
+               question: str = "") -> CopySpans | None:
+    """The constraint for ``answer_format`` over ``texts`` (the lines about ``question``):
+    None for free answers, or when there is nothing to copy from (an answer without
+    memories stays free)."""
     if answer_format != "extractive":
         return None
-    spans = CopySpans(tokenizer, texts)
+    spans = CopySpans(tokenizer, texts, question)
     return spans if spans else None

@@ -46,7 +46,7 @@ class Recording(answers.Reader):
     def budget(self) -> int:
         return self.limit if self.limit is not None else super().budget
 
-    def generate(self, prompt: Any, shown: Any = ()) -> str:
+    def generate(self, prompt: Any, shown: Any = (), question: str = "") -> str:
         self.prompts.append(list(prompt))
         self.shown.append(list(shown))
         return "It is Acme."
@@ -146,7 +146,8 @@ def test_msa_rows_use_memory_answer_in_the_same_frame(lm: Any, tmp_path: Path) -
     assert outs[0]["prompt_tokens"] == len(reader.prompt(QS[0].text, texts, times))
     assert outs[0]["answer"] == ans.text and outs[0]["gold_in_context"]
     # same frame, same answer format over the same texts
-    assert reader.generate(reader.prompt(QS[0].text, texts, times), texts) == ans.text
+    assert reader.generate(reader.prompt(QS[0].text, texts, times), texts, QS[0].text) == \
+        ans.text
     rows, _ = answer_stage.run_stage(tiny_task(), {}, reader, space, 6, lambda m: None)
     systems = {r["system"] for r in rows}
     assert {"msa-agent answer", "msa-agent answer hops=auto"} <= systems

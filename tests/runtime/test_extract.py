@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError
 from msa_agent.runtime.answer import prompt_ids
-from msa_agent.runtime.extract import CopySpans, NameSnap, answer_fix, copy_spans
+from msa_agent.runtime.extract import (
+    CopySpans,
+    NameSnap,
+    answer_fix,
+    content_words,
+    copy_spans,
+)
 from msa_agent.runtime.generate import greedy
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
@@ -65,6 +71,45 @@ def test_no_answer_starts_at_a_date_or_a_speaker_label(tokenizer) -> None:  # no
     assert first == starts  # "(" and "User" open no run (both stay copyable inside one)
 
 
+class WholeWords:
+    """A tokenizer with one id per distinct word (its leading space ignored)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, text: str | list[str], add_special_tokens: bool = False) -> dict:
+        if isinstance(text, list):
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
+        return {"input_ids": [self.ids.setdefault(w, len(self.ids)) for w in text.split()]}
+
+
+SESSION_LINES = ["User: I moved the car to a garage called Kest Vorn.\nAssistant: Understood.",
+                 "Cenozoic Era is the current era."]
+
+
+def first_words(tok: WholeWords, spans: CopySpans) -> set[str]:
+    """The words an answer may start with."""
+    first = set(spans.allowed(STOP).tolist())
+    return {w for w, i in tok.ids.items() if i in first}
+
+
+def test_with_a_question_answers_copy_from_the_lines_about_it() -> None:
+    """Only lines that share a content word with the question ("car", "garage") open a
+    span; when no line does, every line does."""
+    tok = WholeWords()
+    line = {"I", "moved", "the", "car", "to", "a", "garage", "called", "Kest", "Vorn."}
+    about = CopySpans(tok, SESSION_LINES, "Which garage is my car parked at?")
+    assert first_words(tok, about) == line
+    every = line | {"Understood.", "Cenozoic", "Era", "is", "current", "era."}
+    assert first_words(tok, CopySpans(tok, SESSION_LINES, "Where is Xyzzy?")) == every
+    assert first_words(tok, CopySpans(tok, SESSION_LINES)) == every
+
+
+def test_content_words_leave_out_question_words_and_short_ones() -> None:
+    assert content_words("Which garage is my car parked at?") == {"garage", "car", "parked"}
+    assert content_words("Who is Kest Vorn? (2025)") == {"kest", "vorn"}
+
+
 def test_first_token_is_any_line_token_and_stop_only_after_one() -> None:
     spans = CopySpans(Words(), ["w1 w2 w3\nw4 w2 w5"])
     assert sorted(spans.allowed(STOP).tolist()) == [1, 2, 3, 4, 5]  # no stop before a token
@@ -111,6 +156,28 @@ def test_any_logits_give_a_contiguous_span_of_one_line(lines: list[list[int]],
     logits = [torch.randn(100, generator=gen) for _ in range(12)]
     out = run(CopySpans(Words(), [text]), logits)
     assert out and contiguous_in_a_line(out, lines)
+
+
+NAMES = ["alpha", "bravo", "carol", "delta", "eagle", "fjord"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.lists(st.sampled_from(NAMES), min_size=1, max_size=6), min_size=1,
+                      max_size=5),
+       asked=st.sampled_from(NAMES), seed=st.integers(0, 10_000))
+def test_with_a_question_any_logits_give_a_span_of_a_line_about_it(
+        lines: list[list[str]], asked: str, seed: int) -> None:
+    """Lines cut out of a text for a question still give whole, contiguous spans, each of
+    a line that holds the asked word (of any line when none does)."""
+    tok = WholeWords()
+    texts = ["\n".join(" ".join(line) for line in lines[:2]),
+             "\n".join(" ".join(line) for line in lines[2:])]
+    gen = torch.Generator().manual_seed(seed)
+    logits = [torch.randn(100, generator=gen) for _ in range(10)]
+    out = run(CopySpans(tok, texts, f"Where is {asked}?"), logits)
+    about = [line for line in lines if asked in line] or lines
+    assert out and contiguous_in_a_line(out, [tok(" ".join(line))["input_ids"]
+                                              for line in about])
 
 
 def test_greedy_copies_from_the_sources_on_a_tiny_model(tiny_pair) -> None:  # noqa: ANN001
