@@ -44,6 +44,7 @@ MSA_ROWS: dict[str, dict[str, Any]] = {
     "msa-agent answer read=text": {"hops": 1, "read": "text"},
     "msa-agent answer read=text hops=auto": {"hops": "auto", "read": "text"},
     "msa-agent answer read=chunks": {"hops": 1, "read": "chunks"},
+    "msa-agent answer read=chunks hops=auto": {"hops": "auto", "read": "chunks"},
 }
 RAG_ROW = "RAG BM25"
 
