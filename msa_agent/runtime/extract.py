@@ -6,10 +6,13 @@ A small reader that knows the answer often writes it wrong: a misspelt copy of a
 - ``"snap"``: the answer is generated freely, then each capitalised word that the memories
   read do not contain is replaced by their closest capitalised word, when it is close enough
   (:class:`NameSnap`);
-- ``"extractive"``: each generated token must continue a run of consecutive tokens of one
-  line of the memories read, so the answer is always a verbatim span of them; the model
-  still chooses which span and where it ends (a stop id is allowed once one token is
-  copied, and is the only choice when no line continues the run) (:class:`CopySpans`).
+- ``"extractive"`` (the default): each generated token must continue a run of consecutive
+  tokens of one line of the memories read, so the answer is always a verbatim span of them;
+  the model still chooses which span and where it ends (a stop id is allowed once one token
+  is copied, and is the only choice when no line continues the run). With the question, a
+  span starts only in a line that shares a content word with it, when any line does
+  (:class:`CopySpans`);
+- ``"free"``: the text as generated.
 
 The benchmark's RAG rows use the same rule with their own texts, so a format is fair to every
 system compared.
@@ -42,6 +45,7 @@ class CopySpans:
     word's last token continues its line after the word.
     ``_at`` ``[M]``: every place in ``_src`` where the tokens copied so far occur, as the
     position of the token that would continue it (at first: every start, bare or spaced).
+    With a ``question``, only the lines about it are kept (:func:`_about`).
 
     Built in time linear in the text, each distinct word tokenised once: 16 memories of
     1,000 tokens take milliseconds, where tokenising a run from every word took 1.6 s.
@@ -117,7 +121,7 @@ _STOP = frozenset("""a an the and or but of in on at to for from with by about a
 were be been being am do does did have has had i me my mine we us our ours you your yours he
 him his she her they them their it its this that these those what which who whom whose where
 when why how there here not no yes can could will would should may might must shall just
-also so than then too very did tell know any some""".split())
+also so than then too very tell know any some""".split())
 
 
 def content_words(text: str) -> frozenset[str]:
