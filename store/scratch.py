@@ -49,7 +49,9 @@ def scratch_dir(parent: Path, tag: str) -> Iterator[Path]:
 @contextmanager
 def note(space_dir: Path | None, target: Path) -> Iterator[None]:
     """While the block runs, ``space_dir`` holds a reference to the scratch folder ``target``
-    (nothing when ``space_dir`` is None, e.g. a read-only space)."""
+    (nothing when ``space_dir`` is None, e.g. a read-only space). On exit ``target`` is
+    removed *before* the reference: a process killed in between leaves a reference to
+    nothing (dropped by the next clean), never a folder that nothing points to."""
     if space_dir is None:
         yield
         return
@@ -58,6 +60,7 @@ def note(space_dir: Path | None, target: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        shutil.rmtree(target, ignore_errors=True)
         ref.unlink(missing_ok=True)
 
 

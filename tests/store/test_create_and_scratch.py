@@ -110,6 +110,29 @@ def test_space_open_cleans_referenced_scratch(tmp_path: Path) -> None:
     assert not list((tmp_path / "space").glob(f"{PREFIX}*"))
 
 
+def test_a_noted_scratch_folder_goes_before_its_reference(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between the two steps of leaving ``note`` must not leave a scratch folder that
+    the space no longer points to (the crash harness's export trial found one)."""
+    space, out = tmp_path / "space", tmp_path / "out"
+    space.mkdir()
+    out.mkdir()
+    seen: list[bool] = []
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name.endswith(".ref"):
+            seen.append(Path(self.read_text()).exists())  # is the folder still there?
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with scratch_dir(out, "export") as tmp, note(space, tmp):
+        (tmp / "bundle").mkdir()
+        (tmp / "bundle" / "part").write_text("copy of a memory")
+    assert seen == [False]
+    assert not list(out.iterdir()) and not list(space.iterdir())
+
+
 def test_scratch_without_owner_is_kept_for_a_grace_period(tmp_path: Path) -> None:
     fresh = tmp_path / f"{PREFIX}create-new"
     fresh.mkdir()
