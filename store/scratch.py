@@ -42,7 +42,7 @@ def scratch_dir(parent: Path, tag: str) -> Iterator[Path]:
         os.rename(staging, path)
         yield path
     finally:
-        shutil.rmtree(path or staging, ignore_errors=True)
+        remove_owner_last(path or staging)
         os.close(fd)
 
 
@@ -60,8 +60,24 @@ def note(space_dir: Path | None, target: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        shutil.rmtree(target, ignore_errors=True)
+        remove_owner_last(target)
         ref.unlink(missing_ok=True)
+
+
+def remove_owner_last(folder: Path) -> None:
+    """Remove a scratch folder, its ``.owner`` file last: a process killed part way leaves a
+    folder that still has its (now unlocked) owner file, so the next clean removes it at
+    once instead of waiting out the grace period of a folder without one."""
+    try:
+        children = [c for c in folder.iterdir() if c.name != OWNER]
+    except OSError:
+        return
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def clean_stale(parent: Path) -> int:

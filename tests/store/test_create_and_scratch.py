@@ -12,7 +12,7 @@ from store_helpers import FP, SPECS
 
 from msa_agent.store import Space, SpaceExistsError, SpaceLockedError
 from msa_agent.store import space as space_mod
-from msa_agent.store.scratch import PREFIX, clean_stale, note, scratch_dir
+from msa_agent.store.scratch import PREFIX, clean_stale, note, remove_owner_last, scratch_dir
 
 HERE = Path(__file__).parent
 
@@ -131,6 +131,26 @@ def test_a_noted_scratch_folder_goes_before_its_reference(tmp_path: Path,
         (tmp / "bundle" / "part").write_text("copy of a memory")
     assert seen == [False]
     assert not list(out.iterdir()) and not list(space.iterdir())
+
+
+def test_scratch_is_removed_with_its_owner_file_last(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed part way through removing, a scratch folder keeps its owner file, so the next
+    clean removes it at once (a folder without one waits out a grace period)."""
+    folder = tmp_path / f"{PREFIX}export-x"
+    (folder / "bundle").mkdir(parents=True)
+    for name in (".owner", "a.zip", "bundle/part"):
+        (folder / name).write_text("x")
+    gone: list[str] = []
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        gone.append(self.name)
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    remove_owner_last(folder)
+    assert gone == ["a.zip"] and not folder.exists()  # the owner went with the folder, last
 
 
 def test_scratch_without_owner_is_kept_for_a_grace_period(tmp_path: Path) -> None:
