@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 RoutingMode = Literal["auto", "learned", "own_qk"]
 RecallMode = Literal["hybrid", "msa", "lexical"]
 RECALL_MODES: tuple[str, ...] = get_args(RecallMode)
+AnswerFormat = Literal["free", "snap", "extractive"]
+ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
 # How Memory.answer reads memories (runtime/answer.py); here so the CLI checks it unloaded.
 READ_MODES: tuple[str, ...] = ("auto", "pooled", "full", "text", "chunks")
 LayerCombine = Literal["heads", "mean", "max"]
@@ -105,7 +107,7 @@ class MemoryConfig(BaseModel):
         "sessions val split: changed facts 0.67 against 0.50, nothing else moved; "
         "docs/answering.md) reads the newest version only; both stay in the reported hits.",
     )
-    answer_format: Literal["free", "snap", "extractive"] = Field(
+    answer_format: AnswerFormat = Field(
         "extractive", description="How Memory.answer turns generation into an answer: "
         "'extractive' (default, chosen on the val splits: 67 of 135 right against 65 for "
         "snap and 61 free; docs/answering.md) decodes under a constraint so that every "

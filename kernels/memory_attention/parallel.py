@@ -181,6 +181,7 @@ class _Plan:
     consts: dict[str, Any]  # the kernel's constexprs
     bd: int
     bsp: int  # splits rounded up to a power of two, for the combine
+    key: tuple[Any, ...]  # consts as a hashable key (for the tuned config)
 
 
 @functools.lru_cache(maxsize=512)
@@ -193,7 +194,8 @@ def _plan(T: int, TK: int, HQ: int, HKV: int, D: int, PAGE: int, L: int, has_len
     NS = num_splits or _num_splits(n_m * HKV, triton.cdiv(L * PAGE + TK, 64), device)
     consts = {"HKV": HKV, "G": G, "D": D, "BD": BD, "PAGE": PAGE, "BM": BM,
               "ONE_SPLIT": NS == 1, "HAS_LEN": has_len, "DOT_F32": interpret_mode()}
-    return _Plan((n_m, HKV, NS), consts, BD, triton.next_power_of_2(NS))
+    return _Plan((n_m, HKV, NS), consts, BD, triton.next_power_of_2(NS),
+                 tuple(consts.items()))
 
 
 # autotuned config per (constexprs, dtypes): after the first launch of a key, later launches
@@ -202,7 +204,7 @@ _tuned: dict[tuple[Any, ...], Any] = {}
 
 
 def _launch(plan: _Plan, args: tuple[Any, ...], dtypes: tuple[torch.dtype, ...]) -> None:
-    key = (tuple(plan.consts.items()), dtypes)
+    key = (plan.key, dtypes)
     config = _tuned.get(key)
     if config is None or interpret_mode():
         memory_attn_kernel[plan.grid](*args, **plan.consts)

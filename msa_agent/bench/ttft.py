@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from msa_agent.bench.text import essays, sentences
+from msa_agent.config import ANSWER_FORMATS
 
 MODES = ("none", "text", "pooled", "full")
 KV_MODES = ("pooled", "full")
@@ -393,7 +394,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma list of the modes to time (default: all)")
     p.add_argument("--gpu-cache-mb", type=int, default=None,
                    help="the GPU tier's size (MemoryConfig.gpu_cache_mb; 0 = none)")
-    p.add_argument("--answer-format", default=None, choices=("free", "snap", "extractive"),
+    p.add_argument("--answer-format", default=None, choices=ANSWER_FORMATS,
                    help="MemoryConfig.answer_format (default: the config's default)")
     p.add_argument("--profile", default=None, choices=MODES,
                    help="also cProfile one answer of this mode (kept in the JSON)")
