@@ -8,9 +8,10 @@ layer (``full_kv_layers="all"``): bare documents (the paper's encoding) and the 
 (``kv_frame="chat"``, ``msa_agent.runtime.kv_frame``). Routing keys come from the bare
 documents in both, so every space recalls the same memories. For each single-hop question
 the top 5 are recalled once and read in every variant with the embedded SmolLM2-135M-Instruct
-(greedy, 32 new tokens, ``bench.answers``' reader): re-read as text (``Memory.answer``'s
-frame), and as stored K/V (bare; chat, parallel; chat, sequential). Two sparse variants
-read, per memory, only its matched chunk and one chunk on each side (the window
+(greedy, 32 new tokens, ``bench.answers``' reader; every variant decoded in one answer
+format, ``MemoryConfig.answer_format`` unless ``--answer-format`` says): re-read as text
+(``Memory.answer``'s frame), and as stored K/V (bare; chat, parallel; chat, sequential).
+Two sparse variants read, per memory, only its matched chunk and one chunk on each side (the window
 ``read="chunks"`` picks, ``msa_agent.runtime.excerpt``): as text (``read="chunks"``), and
 as those tokens' stored K/V (chat, sequential; the rows of the window only). Accuracy = the
 normalised gold answer inside the answer.
@@ -19,6 +20,7 @@ normalised gold answer inside the answer.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from msa_agent.bench.answers import MAX_NEW_TOKENS, default_reader, pick
 from msa_agent.bench.reading import summary
 from msa_agent.bench.tasks import build
 from msa_agent.bench.tune import remember_items
+from msa_agent.config import ANSWER_FORMATS, MemoryConfig
 
 K = 5
 SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
@@ -53,12 +56,14 @@ def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> No
         remember_items(mem, [m for m in items if m.namespace not in held])
 
 
-def kv_answer(mem: Any, positions: str, question: str, hits: list[Any],
+def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_format: str,
               windows: bool = False) -> tuple[str, int]:
     """Greedy answer reading the hits' stored K/V, as ``Memory.answer(read="full")`` with
-    ``kv_positions=positions``; ``windows``: only the rows of each hit's chunk window (a
-    chat-framed space)."""
+    ``kv_positions=positions``, decoded under ``answer_format`` as ``Memory.answer`` does (an
+    extractive answer copies from the memories read, or from their windows' text);
+    ``windows``: only the rows of each hit's chunk window (a chat-framed space)."""
     from msa_agent.runtime.answer import Reader, stop_ids
+    from msa_agent.runtime.extract import decoding
     from msa_agent.runtime.generate import greedy
 
     engine = mem._engine  # noqa: SLF001 - the dev script drives the runtime's own pieces
@@ -77,8 +82,12 @@ def kv_answer(mem: Any, positions: str, question: str, hits: list[Any],
         else:
             r = Reader(engine, question, [h.memory for h in hits], "full")
             memory, start, prompt = r.memory, r.start, r.prompt
-    out = list(greedy(model, prompt, MAX_NEW_TOKENS, stop_ids(model, tok), memory, start))
-    return tok.decode(out, skip_special_tokens=True).strip(), len(prompt)
+    shown = ([engine.excerpt(h, question) for h in hits] if windows
+             else [h.memory.text for h in hits])
+    how = decoding(tok, answer_format, shown, question)
+    out = list(greedy(model, prompt, MAX_NEW_TOKENS, stop_ids(model, tok), memory, start,
+                      how.copy))
+    return how.fix(tok.decode(out, skip_special_tokens=True)).strip(), len(prompt)
 
 
 def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
@@ -93,11 +102,14 @@ def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
     return first * p, min((last + 1) * p, hit.memory.n_tokens)
 
 
-def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dict[str, Any]]:
+def evaluate(task_name: str, work: Path, per_split: int, split: str,
+             answer_format: str | None = None) -> list[dict[str, Any]]:
     from msa_agent import Memory
     from msa_agent.runtime.results import Scope
 
     reader = default_reader()
+    if answer_format is not None:
+        reader = replace(reader, answer_format=answer_format)
     task = build(task_name, "quick")
     single = [q for q in task.stages[-1].queries if q.hops == 1]
     qs = [q for q in pick(single, per_split) if q.split == split]
@@ -117,11 +129,11 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str) -> list[dic
                     notes = ([mems["bare"]._engine.excerpt(h, q.text) for h in hits]  # noqa: SLF001
                              if "chunks" in name else [h.memory.text for h in hits])
                     prompt = reader.prompt(q.text, notes, [h.memory.created_at for h in hits])
-                    text, n_prompt = reader.generate(prompt), len(prompt)
+                    text, n_prompt = reader.generate(prompt, notes, q.text), len(prompt)
                 else:
                     space, positions, windows = variant
                     text, n_prompt = kv_answer(mems[space], positions, q.text, found[space],
-                                               windows)
+                                               reader.answer_format, windows)
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
                             "answer": text, "gold": q.answer, "prompt_tokens": n_prompt,
                             "same_retrieval": len(ids) == 1,
@@ -139,14 +151,20 @@ def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, r
          tasks: list[str] = typer.Option(["facts", "sessions"], "--task"),
          per_split: int = typer.Option(30, help="single-hop questions per split"),
          split: str = typer.Option("val", help="val to choose; test only to report a choice"),
+         answer_format: str | None = typer.Option(
+             None, help=f"every variant's, one of {', '.join(ANSWER_FORMATS)}; default: "
+             "MemoryConfig's"),
          ) -> None:
-    rows = [r for t in tasks for r in evaluate(t, work, per_split, split)]
+    if answer_format is not None and answer_format not in ANSWER_FORMATS:
+        raise typer.BadParameter(f"--answer-format must be one of {ANSWER_FORMATS}")
+    rows = [r for t in tasks for r in evaluate(t, work, per_split, split, answer_format)]
     table = summary(rows)
+    fmt = answer_format or MemoryConfig().answer_format
     out.write_text(json.dumps({
         "command": "python -m msa_agent.bench.kv_reading "
                    + "".join(f"--task {t} " for t in tasks)
-                   + f"--per-split {per_split} --split {split}",
-        "split": split, "k": K, "summary": table,
+                   + f"--per-split {per_split} --split {split} --answer-format {fmt}",
+        "split": split, "k": K, "answer_format": fmt, "summary": table,
         "same_retrieval": all(r["same_retrieval"] for r in rows), "answers": rows}, indent=1))
     for r in table:
         print(f"{r['task']:9} {r['kind']:18} {r['variant']:28} n={r['n']:3} "

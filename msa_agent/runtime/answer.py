@@ -103,6 +103,19 @@ ORDERS = ("rank", "reverse", "time")  # recall's order, best last, oldest first
 DATED, ORDER, WORKED_EXAMPLE = True, "reverse", True
 
 
+def arranged_order(times: Sequence[datetime], order: str = ORDER) -> list[int]:
+    """Where each shown memory comes from: ``idx[i]`` is the rank (best first) of the
+    memory that :func:`arrange` shows ``i``-th, given the memories' ``times``."""
+    if order not in ORDERS:
+        raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
+    idx = list(range(len(times)))
+    if order == "time":
+        idx.sort(key=lambda i: times[i])
+    elif order == "reverse":
+        idx.reverse()
+    return idx
+
+
 def arrange(texts: Sequence[str], times: Sequence[datetime], order: str = ORDER,
             with_dates: bool = DATED) -> tuple[list[str], str]:
     """Memory texts (given best first) as a text read shows them, and the system line.
@@ -113,15 +126,9 @@ def arrange(texts: Sequence[str], times: Sequence[datetime], order: str = ORDER,
     the system line says that the newest of disagreeing memories is right. The benchmark's
     RAG rows use this same rule, so every reader sees one frame.
     """
-    if order not in ORDERS:
-        raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
     if not texts:
         return [], SYSTEM  # the question alone
-    idx = list(range(len(texts)))
-    if order == "time":
-        idx.sort(key=lambda i: times[i])
-    elif order == "reverse":
-        idx.reverse()
+    idx = arranged_order(times, order)
     if not with_dates:
         return [texts[i] for i in idx], SYSTEM
     system = SYSTEM_DATED_BY_TIME if order == "time" else SYSTEM_DATED

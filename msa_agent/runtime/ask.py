@@ -15,6 +15,7 @@ from msa_agent.runtime.answer import (
     Reader,
     Selection,
     arrange,
+    arranged_order,
     pick_read,
 )
 from msa_agent.runtime.engine import Engine
@@ -64,8 +65,18 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
     shown = notes if mode in TEXT_READS else [h.memory.text for h in read]
-    how = decoding(engine.tokenizer, engine.cfg.answer_format, shown, question)
+    how = decoding(engine.tokenizer, engine.cfg.answer_format, shown, question,
+                   followed(read, mode))
     return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer, how), timings)
+
+
+def followed(read: Sequence[Recalled], mode: str) -> list[int]:
+    """Which of the memories shown (in the order the reader sees them) a later round of
+    interleave found: a second hop, about what the first hop named rather than the question
+    (:class:`~msa_agent.runtime.extract.CopySpans`)."""
+    order = (arranged_order([h.memory.created_at for h in read]) if mode in TEXT_READS
+             else range(len(read)))
+    return [i for i, rank in enumerate(order) if read[rank].round > 1]
 
 
 def newest_versions(hits: Sequence[Recalled]) -> list[Recalled]:

@@ -10,8 +10,9 @@ A small reader that knows the answer often writes it wrong: a misspelt copy of a
   tokens of one line of the memories read, so the answer is always a verbatim span of them;
   the model still chooses which span and where it ends (a stop id is allowed once one token
   is copied, and is the only choice when no line continues the run). With the question, a
-  span starts only in a line that shares a content word with it, when any line does
-  (:class:`CopySpans`);
+  span starts only in a line that shares a content word with it, when any line does; when
+  another such line (or a line of a memory a later interleave round found) holds a whole
+  name that the best of them holds, only those second-hop lines (:class:`CopySpans`);
 - ``"free"``: the text as generated.
 
 The benchmark's RAG rows use the same rule with their own texts, so a format is fair to every
@@ -52,10 +53,11 @@ class CopySpans:
     tokenising a run from every word took 1.2 s (docs/results/copy-spans-cpu.json).
     """
 
-    def __init__(self, tokenizer: Any, texts: Sequence[str], question: str = "") -> None:
+    def __init__(self, tokenizer: Any, texts: Sequence[str], question: str = "",
+                 followed: Collection[int] = ()) -> None:
         pieces = [_text_spans(tokenizer, text) for text in texts]
         if question:
-            pieces = _about(pieces, content_words(question))
+            pieces = _about(pieces, content_words(question), followed)
         offsets = [0]
         for piece in pieces:
             offsets.append(offsets[-1] + len(piece.src))
@@ -97,6 +99,7 @@ class _Line:
     region: tuple[int, int]  # its tokens, _END and bare words: src[a:b] (no link leaves it)
     starts: tuple[int, int]  # its slice of starts
     words: frozenset[str]  # content_words of the line
+    names: frozenset[tuple[str, ...]] = frozenset()  # the names it holds (_names)
 
 
 @dataclass(frozen=True)
@@ -131,12 +134,56 @@ def content_words(text: str) -> frozenset[str]:
                      if len(w) >= 3 and w not in _STOP)
 
 
-def _about(pieces: list[_Spans], words: frozenset[str]) -> list[_Spans]:
-    """Only the lines that share a content word with the question, when any line does: a
-    small reader held to copying from any line often starts its span in a line that
-    mentions nothing asked (a quoted essay, "Understood, noted.")."""
-    kept = [p.line(line) for p in pieces for line in p.lines if line.words & words]
-    return kept or pieces
+def _names(words: Sequence[str]) -> frozenset[tuple[str, ...]]:
+    """The names in one line's ``words`` (split on spaces), in lower case: each run of
+    consecutive content words capitalised where no sentence starts (not first, not after
+    ".", "!", "?" or a "User:" label), broken at punctuation ("Stexdror Rithgin." gives
+    ("stexdror", "rithgin"); "joined Geshdrouth Group as" gives ("geshdrouth", "group"))."""
+    runs: list[list[str]] = [[]]
+    for prev, word in zip((".", *words), words, strict=False):
+        letters = _WORD.findall(word)[:1]
+        if (letters and letters[0][0].isupper() and content_words(letters[0])
+                and not prev.endswith((".", "!", "?", ":"))):
+            runs[-1].append(letters[0].lower())
+            if word[-1].isalpha():
+                continue
+        runs.append([])
+    return frozenset(tuple(run) for run in runs if run)
+
+
+def _about(pieces: list[_Spans], words: frozenset[str],
+           followed: Collection[int] = ()) -> list[_Spans]:
+    """Only the lines about the question, when any line is: a small reader held to copying
+    from any line often starts its span in a line that mentions nothing asked (a quoted
+    essay, "Understood, noted."). Those are the lines that share a content word with it,
+    or, when the question is a chain, its second hop (:func:`_second_hop`; the lines of
+    the ``followed`` pieces, which a later round of interleave found, are candidates for
+    it whether or not they share a word with the question)."""
+    about = [(p, line) for p in pieces for line in p.lines if line.words & words]
+    if not about:
+        return pieces
+    hops = about + [(p, line) for i in followed for p in pieces[i:i + 1] for line in p.lines
+                    if not line.words & words]
+    return [p.line(line) for p, line in _second_hop(about, hops, words) or about]
+
+
+def _second_hop(about: list[tuple[_Spans, _Line]], candidates: list[tuple[_Spans, _Line]],
+                words: frozenset[str]) -> list[tuple[_Spans, _Line]]:
+    """The ``candidates`` (lines about the question, and those of a later round's
+    memories) that hold a whole name that the best lines about it hold (the lines sharing
+    the most of its words; the name's words outside the question), other than those best
+    lines. "Where is the plumber who fixed our sink going for the holidays?": the best line
+    is "The plumber who fixed our sink is Stexdror Rithgin."; the answer is in "Stexdror
+    Rithgin is driving back to Kondeashvrour for the holidays.", which a small reader
+    passes over for the line that restates the question. A whole name, so "Vrermeath Group"
+    is no hop from "Geshdrouth Group". Empty when no line is such a hop (a single-hop
+    question)."""
+    most = max(len(line.words & words) for _, line in about)
+    best = [line for _, line in about if len(line.words & words) == most]
+    named = {rest for line in best for name in line.names
+             if (rest := frozenset(name) - words)}
+    return [(p, line) for p, line in candidates
+            if line not in best and any(name <= line.words for name in named)]
 
 
 @lru_cache(maxsize=2048)
@@ -148,9 +195,9 @@ def _text_spans(tokenizer: Any, text: str) -> _Spans:
     src: list[int] = []
     nxt: list[int] = []
     starts: list[int] = []
-    table: list[tuple[int, int, frozenset[str]]] = []  # (region start, starts start, words)
+    table: list[tuple[int, int, frozenset[str], frozenset[tuple[str, ...]]]] = []
     for words in lines:
-        table.append((len(src), len(starts), content_words(" ".join(words))))
+        table.append((len(src), len(starts), content_words(" ".join(words)), _names(words)))
         at = [len(src)]  # where each word's tokens start; then where the line ends
         for w in words:
             src += spaced[w]
@@ -166,9 +213,9 @@ def _text_spans(tokenizer: Any, text: str) -> _Spans:
                 src += bare[w]
                 nxt += [*range(starts[-1] + 1, len(src)), at[i + 1]]
     src_t, nxt_t, starts_t = (torch.tensor(x, dtype=torch.long) for x in (src, nxt, starts))
-    ends = [(a, s0) for a, s0, _ in table[1:]] + [(len(src), len(starts))] * bool(table)
-    table_lines = tuple(_Line((a, b), (s0, s1), words)
-                        for (a, s0, words), (b, s1) in zip(table, ends, strict=True))
+    ends = [(a, s0) for a, s0, *_ in table[1:]] + [(len(src), len(starts))] * bool(table)
+    table_lines = tuple(_Line((a, b), (s0, s1), words, names)
+                        for (a, s0, words, names), (b, s1) in zip(table, ends, strict=True))
     return _Spans(src_t, nxt_t, starts_t, src_t[starts_t].unique(), table_lines)
 
 
@@ -238,9 +285,10 @@ class Decoding:
 
 
 def decoding(tokenizer: Any, answer_format: str, shown: Sequence[str],
-             question: str = "") -> Decoding:
-    """The :class:`Decoding` of one answer to ``question`` whose reader was shown ``shown``."""
-    return Decoding(copy_spans(tokenizer, answer_format, shown, question),
+             question: str = "", followed: Collection[int] = ()) -> Decoding:
+    """The :class:`Decoding` of one answer to ``question`` whose reader was shown ``shown``
+    (``followed``: the indices in ``shown`` of memories a later round of interleave found)."""
+    return Decoding(copy_spans(tokenizer, answer_format, shown, question, followed),
                     answer_fix(answer_format, shown))
 
 
@@ -251,11 +299,11 @@ def answer_fix(answer_format: str, shown: Sequence[str]) -> Callable[[str], str]
 
 
 def copy_spans(tokenizer: Any, answer_format: str, texts: Sequence[str],
-               question: str = "") -> CopySpans | None:
+               question: str = "", followed: Collection[int] = ()) -> CopySpans | None:
     """The constraint for ``answer_format`` over ``texts`` (the lines about ``question``):
     None for free answers, or when there is nothing to copy from (an answer without
     memories stays free)."""
     if answer_format != "extractive":
         return None
-    spans = CopySpans(tokenizer, texts, question)
+    spans = CopySpans(tokenizer, texts, question, followed)
     return spans if spans else None

@@ -31,3 +31,27 @@ def test_window_rows_are_the_excerpt(tmp_path: Path, tiny_pair) -> None:  # noqa
         assert "violin" in window
         assert " ".join(window.split()) == " ".join(engine.excerpt(hit, "where is the "
                                                                     "violin").split())
+
+
+FACTS = ["Alice works for Acme in the city.", "Acme is based in Lisbon by the sea.",
+         "Bob likes green tea."]
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_kv_answers_are_decoded_in_the_answer_format(tmp_path: Path, tiny_pair,  # noqa: ANN001
+                                                     windows: bool) -> None:
+    """Every variant decodes as ``Memory.answer`` does: an extractive K/V answer is a span of
+    what was read (the memories, or their windows' text)."""
+    from msa_agent.bench.kv_reading import kv_answer
+
+    question = "Where is Acme based?"
+    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
+                     full_kv_layers="all", kv_frame="chat") as mem:
+        mem.remember_many(FACTS)
+        engine = mem._engine
+        hits = engine.recall(question, 2, Scope(namespace="default"), 1)
+        shown = ([engine.excerpt(h, question) for h in hits] if windows
+                 else [h.memory.text for h in hits])
+        answer, n_prompt = kv_answer(mem, "sequential", question, hits, "extractive", windows)
+        assert n_prompt > 0
+        assert answer and any(answer in " ".join(s.split()) for s in shown)

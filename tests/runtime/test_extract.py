@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError
-from msa_agent.runtime.answer import prompt_ids
+from msa_agent.runtime.answer import arrange, prompt_ids
 from msa_agent.runtime.extract import (
     CopySpans,
     NameSnap,
+    _names,
     answer_fix,
     content_words,
     copy_spans,
@@ -103,6 +104,93 @@ def test_with_a_question_answers_copy_from_the_lines_about_it() -> None:
     every = line | {"Understood.", "Cenozoic", "Era", "is", "current", "era."}
     assert first_words(tok, CopySpans(tok, SESSION_LINES, "Where is Xyzzy?")) == every
     assert first_words(tok, CopySpans(tok, SESSION_LINES)) == every
+
+
+TWO_HOP = ["User: The plumber who fixed our sink is Stexdror Rithgin.\nAssistant: Noted.",
+           "User: Stexdror Rithgin is driving back to Kondea for the holidays.\n"
+           "Assistant: Stexdror Rithgin sounds kind.",
+           "User: We spent the holidays at home."]
+
+
+def test_a_chain_question_copies_from_the_line_its_best_line_names() -> None:
+    """The best line ("plumber", "fixed", "sink") restates the question and names Stexdror
+    Rithgin; the line about the question ("holidays") that names him too is the second hop,
+    and only it opens a span. A line naming him but about nothing asked ("sounds kind") and
+    one about the question naming nobody ("at home") do not."""
+    tok = WholeWords()
+    spans = CopySpans(tok, TWO_HOP, "Where is the plumber who fixed our sink going for the "
+                      "holidays?")
+    hop = {"Stexdror", "Rithgin", "is", "driving", "back", "to", "Kondea", "for", "the",
+           "holidays."}
+    assert first_words(tok, spans) == hop
+
+
+def test_a_single_hop_question_keeps_its_lines_when_a_name_recurs() -> None:
+    """"Who is the plumber who fixed our sink?": no other line about it names him (the
+    "sounds kind" line shares no word with the question), so the lines about it stay."""
+    tok = WholeWords()
+    spans = CopySpans(tok, TWO_HOP[:1] + TWO_HOP[1:2], "Who is the plumber who fixed our "
+                      "sink?")
+    assert first_words(tok, spans) == {"The", "plumber", "who", "fixed", "our", "sink", "is",
+                                       "Stexdror", "Rithgin."}
+
+
+def test_a_shared_word_of_two_names_is_no_hop() -> None:
+    """"Geshdrouth Group" and "Vrermeath Group" share "Group"; a hop needs the whole name, so
+    both lines about the question ("Dronrish", "company") stay open."""
+    tok = WholeWords()
+    texts = ["Dronrish Fundsund joined Geshdrouth Group as a pilot.",
+             "Vrermeath Group is a brewing company based in Doushstairsun."]
+    spans = CopySpans(tok, texts, "Which company does Dronrish Fundsund work for?")
+    assert first_words(tok, spans) == {w for t in texts for w in t.split()}
+
+
+CHAIN = ["Dronrish Fundsund joined Geshdrouth Group as a pilot.",
+         "Geshdrouth Group is a textile company based in Nixtesdro."]
+
+
+def test_a_memory_a_later_round_found_is_a_hop_without_the_questions_words() -> None:
+    """"In which city does Dronrish Fundsund work?": the company's memory shares no word
+    with the question, so in one round only the person's line opens a span; when a later
+    round of interleave found it (``followed``), its line naming Geshdrouth Group is the
+    second hop, and only it opens one."""
+    tok = WholeWords()
+    question = "In which city does Dronrish Fundsund work?"
+    assert first_words(tok, CopySpans(tok, CHAIN, question)) == set(CHAIN[0].split())
+    assert first_words(tok, CopySpans(tok, CHAIN, question, followed=[1])) == set(
+        CHAIN[1].split())
+    assert first_words(tok, CopySpans(tok, CHAIN, question, followed=[0])) == set(
+        CHAIN[0].split())  # the found memory names nothing of the best line's
+
+
+def test_followed_are_the_later_rounds_memories_in_the_order_shown() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from msa_agent.runtime.ask import followed
+    from msa_agent.runtime.results import Recalled
+    from msa_agent.store import StoredMemory
+
+    def hit(day: int, round_: int) -> Recalled:
+        at = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=day)
+        memory = StoredMemory(id=str(day), namespace="n", kind="document", text="t",
+                              metadata={}, session_id=None, user_id=None, agent_id=None,
+                              source_id=None, part=0, created_at=at, token_start=0,
+                              n_tokens=1, chunk_start=0, n_chunks=1, content_hash="")
+        return Recalled(memory, 1.0, round=round_)
+
+    read = [hit(5, 1), hit(1, 2), hit(3, 1)]  # rank order
+    notes, _ = arrange([f"memory {h.memory.id}" for h in read],
+                       [h.memory.created_at for h in read])
+    for mode in ("text", "chunks"):  # shown as arrange shows them
+        assert [notes[i] for i in followed(read, mode)] == [
+            n for n in notes if n.endswith("memory 1")]
+    assert followed(read, "full") == [1]  # K/V reads keep the rank order
+
+
+def test_names_are_runs_of_capitalised_words_where_no_sentence_starts() -> None:
+    assert _names("User: Stexdror Rithgin met Ann Lee on Monday. Then Kest, left".split()) == {
+        ("rithgin",), ("ann", "lee"), ("monday",), ("kest",)}
+    assert _names("The Dr. is in".split()) == frozenset()  # "The" opens; "Dr" is short
 
 
 def test_content_words_leave_out_question_words_and_short_ones() -> None:
