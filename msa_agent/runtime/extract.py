@@ -46,7 +46,9 @@ class CopySpans:
     word's last token continues its line after the word.
     ``_at`` ``[M]``: every place in ``_src`` where the tokens copied so far occur, as the
     position of the token that would continue it (at first: every start, bare or spaced).
-    With a ``question``, only the lines about it are kept (:func:`_about`).
+    With a ``question``, only the lines about it are kept, or its second hop's
+    (:func:`_about`; ``followed``: the indices of ``texts`` that a later round of
+    interleave found).
 
     Built in time linear in the text, each distinct word tokenised once, and cached per
     text: 16 memories of 1,000 tokens take ~0.35 s the first time and 0.1 ms after, where
