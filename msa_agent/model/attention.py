@@ -212,8 +212,8 @@ def _to_pages(k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype
         out[:, s:] = 0
         pages.append(out.view(f, n, PAGE, h, d))
     lens = torch.full((n,), PAGE, dtype=torch.int32, device=k.device)
-    if n:
-        lens[-1] = s - (n - 1) * PAGE
+    if n:  # a fill, not an item assignment: that copies the value from the host and waits
+        lens[-1:].fill_(s - (n - 1) * PAGE)
     idx = torch.arange(n, dtype=torch.int32, device=k.device)
     return pages[0], pages[1], idx, lens
 

@@ -111,15 +111,17 @@ class _Spans:
     src: torch.Tensor
     nxt: torch.Tensor
     starts: torch.Tensor
-    first: torch.Tensor  # the distinct first tokens of the starts (an answer's first step)
+    first: torch.Tensor  # the first tokens of the starts (an answer's first step)
     lines: tuple[_Line, ...] = ()
 
     def line(self, line: _Line) -> _Spans:
-        """The part of one of its lines alone, positions counted from the line's start."""
+        """The part of one of its lines alone, positions counted from the line's start. Its
+        first tokens keep repeats (``CopySpans.allowed`` takes the distinct ones once): a
+        ``unique`` per kept line was most of a warm build's time."""
         (a, b), (s0, s1) = line.region, line.starts
         starts = self.starts[s0:s1] - a
         src = self.src[a:b]
-        return _Spans(src, self.nxt[a:b] - a, starts, src[starts].unique())
+        return _Spans(src, self.nxt[a:b] - a, starts, src[starts])
 
 
 # words too common to tie a line to a question (what is left are its content words)
