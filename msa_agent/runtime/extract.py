@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from msa_agent.store.lexical import STOP_WORDS
+
 _END = -1  # ends a line: no span runs across it
 SNAP_CUTOFF = 0.7  # difflib ratio; chosen on the sessions val split (docs/answering.md)
 _WORD = re.compile(r"[^\W\d_]+")  # a run of letters
@@ -124,12 +126,9 @@ class _Spans:
         return _Spans(src, self.nxt[a:b] - a, starts, src[starts])
 
 
-# words too common to tie a line to a question (what is left are its content words)
-_STOP = frozenset("""a an the and or but of in on at to for from with by about as is are was
-were be been being am do does did have has had i me my mine we us our ours you your yours he
-him his she her they them their it its this that these those what which who whom whose where
-when why how there here not no yes can could will would should may might must shall just
-also so than then too very tell know any some""".split())
+# words too common to tie a line to a question (what is left are its content words): the
+# lexical channel's stop words, and those a question uses to ask ("tell me", "do you know")
+_STOP = STOP_WORDS | frozenset("also know may might mine must shall tell us whose yes".split())
 
 
 def content_words(text: str) -> frozenset[str]:
