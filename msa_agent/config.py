@@ -112,8 +112,9 @@ class MemoryConfig(BaseModel):
         "'extractive' (default, chosen on the val splits: 67 of 135 right against 65 for "
         "snap and 61 free; docs/answering.md) decodes under a constraint so that every "
         "answer is a verbatim span of one line of the memories read, from the lines that "
-        "share a content word with the question when any does (msa_agent.runtime.extract; "
-        "with that rule 86 of 135 on val); 'snap' generates freely, then replaces each "
+        "share a content word with the question when any does, or from its second hop when "
+        "another such line holds a whole name the best one holds (msa_agent.runtime.extract; "
+        "with those rules 92 of 135 on val); 'snap' generates freely, then replaces each "
         "capitalised word the memories read lack by their closest one (a misspelt copy of a "
         "rare name); 'free' is the greedy text as generated. Without memories answers stay "
         "free.",
