@@ -20,6 +20,7 @@ normalised gold answer inside the answer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -103,30 +104,39 @@ def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
 
 
 def evaluate(task_name: str, work: Path, per_split: int, split: str,
-             answer_format: str | None = None) -> list[dict[str, Any]]:
+             answer_format: str | None = None, mode: str = "quick",
+             variants: Sequence[str] = tuple(VARIANTS)) -> list[dict[str, Any]]:
+    """Every ``variants`` answer of ``split``'s first ``per_split`` single-hop questions of
+    the ``mode``-size task; the spaces only those variants read are made."""
     from msa_agent import Memory
     from msa_agent.runtime.results import Scope
 
     reader = default_reader()
     if answer_format is not None:
         reader = replace(reader, answer_format=answer_format)
-    task = build(task_name, "quick")
+    task = build(task_name, mode)
     single = [q for q in task.stages[-1].queries if q.hops == 1]
     qs = [q for q in pick(single, per_split) if q.split == split]
     items = [m for m in task.stages[-1].memories if m.namespace in {q.namespace for q in qs}]
-    for name, frame in SPACES.items():
-        remember(work / task_name / name, reader.lm, items, frame)
-    mems = {name: Memory.open(work / task_name / name, reader.lm) for name in SPACES}
+    # the K/V layouts the variants read; text reads need only a space to recall from, and
+    # every layout recalls the same (routing keys come from the bare document)
+    spaces = {v[0] for n in variants if (v := VARIANTS[n]) is not None} or {"bare"}
+    base = "bare" if "bare" in spaces else min(spaces)
+    root = work / (task_name if mode == "quick" else f"{task_name}-{mode}")
+    for name in sorted(spaces):
+        remember(root / name, reader.lm, items, SPACES[name])
+    mems = {name: Memory.open(root / name, reader.lm) for name in sorted(spaces)}
     out = []
     try:
         for q in qs:
             found = {name: m._engine.recall(q.text, K, Scope(namespace=q.namespace), 1)  # noqa: SLF001
                      for name, m in mems.items()}
             ids = {tuple(h.memory.metadata["key"] for h in hits) for hits in found.values()}
-            hits = found["bare"]
-            for name, variant in VARIANTS.items():
+            hits = found[base]
+            for name in variants:
+                variant = VARIANTS[name]
                 if variant is None:
-                    notes = ([mems["bare"]._engine.excerpt(h, q.text) for h in hits]  # noqa: SLF001
+                    notes = ([mems[base]._engine.excerpt(h, q.text) for h in hits]  # noqa: SLF001
                              if "chunks" in name else [h.memory.text for h in hits])
                     prompt = reader.prompt(q.text, notes, [h.memory.created_at for h in hits])
                     text, n_prompt = reader.generate(prompt, notes, q.text), len(prompt)
@@ -139,7 +149,7 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
                             "same_retrieval": len(ids) == 1,
                             "correct": metrics.answer_hit(text, q.answer or ""),
                             "f1": metrics.token_f1(text, q.answer or "")})
-            print(q.qid, {o["variant"]: o["correct"] for o in out[-len(VARIANTS):]}, flush=True)
+            print(q.qid, {o["variant"]: o["correct"] for o in out[-len(variants):]}, flush=True)
     finally:
         for m in mems.values():
             m.close()
@@ -154,16 +164,23 @@ def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, r
          answer_format: str | None = typer.Option(
              None, help=f"every variant's, one of {', '.join(ANSWER_FORMATS)}; default: "
              "MemoryConfig's"),
+         mode: str = typer.Option("quick", help="task size: quick or full"),
+         variants: list[str] = typer.Option(list(VARIANTS), "--variant",
+                                            help="variants to read (default: all)"),
          ) -> None:
     if answer_format is not None and answer_format not in ANSWER_FORMATS:
         raise typer.BadParameter(f"--answer-format must be one of {ANSWER_FORMATS}")
-    rows = [r for t in tasks for r in evaluate(t, work, per_split, split, answer_format)]
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise typer.BadParameter(f"unknown --variant {unknown}; one of {list(VARIANTS)}")
+    rows = [r for t in tasks
+            for r in evaluate(t, work, per_split, split, answer_format, mode, variants)]
     table = summary(rows)
     fmt = answer_format or MemoryConfig().answer_format
     out.write_text(json.dumps({
         "command": "python -m msa_agent.bench.kv_reading "
                    + "".join(f"--task {t} " for t in tasks)
-                   + f"--per-split {per_split} --split {split} --answer-format {fmt}",
+                   + f"--per-split {per_split} --split {split} --answer-format {fmt} "
+                   + f"--mode {mode}" + "".join(f" --variant '{v}'" for v in variants),
         "split": split, "k": K, "answer_format": fmt, "summary": table,
         "same_retrieval": all(r["same_retrieval"] for r in rows), "answers": rows}, indent=1))
     for r in table:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msa_agent.train.pairs import ENTITY_TEMPLATES, entity_pairs, inverse_cloze
+from msa_agent.train.pairs import ENTITY_TEMPLATES, entity_pairs, inverse_cloze, renamed_pairs
 
 EVAL_TASKS = ("facts", "wiki", "sessions", "longmemeval")
 JARGON_TEMPLATES = ("What does {} mean?", "What is {}?", "Define {}.", "{} meaning")
@@ -111,8 +111,20 @@ def _self_supervised(c: Corpus, passages: list[str], tag: str, ict: int, entitie
     return ids
 
 
+def _renamed(c: Corpus, passages: list[str], groups: list[str], n: int, seed: int) -> None:
+    """Renamed-entity pairs (:func:`renamed_pairs`) from ``n`` of ``passages`` drawn at random;
+    each positive text is added once."""
+    picked = random.Random(seed).sample(range(len(passages)), min(n, len(passages)))
+    added: dict[str, int] = {}
+    for p in renamed_pairs([passages[i] for i in picked], seed=seed,
+                           groups=[groups[i] for i in picked]):
+        if p.positive not in added:
+            added[p.positive] = c.add(p.positive, p.group)
+        c.pair(p.query, added[p.positive], "wiki-renamed")
+
+
 def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
-                 seed: int = 0) -> Corpus:
+                 renamed: int = 0, seed: int = 0) -> Corpus:
     """Pairs from every offline text source, minus anything a benchmark memory holds."""
     from msa_agent.bench import debian
     from msa_agent.bench.text import essays
@@ -131,6 +143,7 @@ def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
         if unique[a.description] == 1:
             c.pair(a.description, i, "wiki-description")
         c.pair(rng.choice(ENTITY_TEMPLATES).format(a.title), i, "wiki-title")
+    _renamed(c, [a.text for a in arts], [f"wiki:{a.title}" for a in arts], renamed, seed)
     paras = _clean([p for _, ps in essays() for p in ps], memories)
     _self_supervised(c, paras, "essay", ict, entities, seed)
     entries = [(t, e) for t, e in debian.jargon() if len(e) >= 80]
@@ -147,9 +160,10 @@ def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
 
 
 def main(out: Path = Path("bench-out/train/corpus.json.gz"), ict: int = 1,
-         entities: int = 2, kjv_passages: int = 4000) -> None:
-    """Build the corpus and write it (gzip JSON)."""
-    c = build_corpus(ict=ict, entities=entities, kjv_passages=kjv_passages)
+         entities: int = 2, kjv_passages: int = 4000, renamed: int = 0) -> None:
+    """Build the corpus and write it (gzip JSON). ``renamed``: Wikipedia articles that also
+    give renamed-entity pairs (0: none, the corpus the shipped routers learned from)."""
+    c = build_corpus(ict=ict, entities=entities, kjv_passages=kjv_passages, renamed=renamed)
     out.parent.mkdir(parents=True, exist_ok=True)
     c.save(out)
     print(json.dumps({"docs": len(c.docs), "pairs": len(c.queries), **c.counts(),

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,18 @@ def name_spans(passage: str) -> list[str]:
     return names
 
 
+def _named_passages(passages: Iterable[str], groups: Sequence[str] | None
+                    ) -> Iterator[tuple[str, list[str], str]]:
+    """Each passage with its names that no other passage holds (in order of appearance) and
+    its group (``groups[i]``, else ``passage-i``)."""
+    passages = list(passages)
+    spans = [name_spans(p) for p in passages]
+    owners = Counter(n for names in spans for n in names)  # passages naming each name
+    for i, (passage, names) in enumerate(zip(passages, spans)):
+        yield (passage, [n for n in names if owners[n] == 1],
+               groups[i] if groups is not None else f"passage-{i}")
+
+
 def entity_pairs(
     passages: Iterable[str],
     *,
@@ -139,18 +152,62 @@ def entity_pairs(
     is skipped (it has no single positive). Self-supervised: needs only the texts.
     """
     rng = random.Random(seed)
-    passages = list(passages)
-    spans = [name_spans(p) for p in passages]
-    owners: dict[str, int] = {}
-    for names in spans:
-        for n in names:
-            owners[n] = owners.get(n, 0) + 1
     pairs = []
-    for i, (passage, names) in enumerate(zip(passages, spans)):
-        unique = [n for n in names if owners[n] == 1]
-        group = groups[i] if groups is not None else f"passage-{i}"
+    for passage, unique, group in _named_passages(passages, groups):
         for name in rng.sample(unique, min(per_passage, len(unique))):
             pairs.append(Pair(rng.choice(ENTITY_TEMPLATES).format(name), passage, group=group))
+    return pairs
+
+
+# Letters of invented words: single consonants and vowels only, so a word is a fresh string
+# of common letters that the tokenizer splits into pieces (no table of any benchmark's).
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+def invented_word(rng: random.Random) -> str:
+    """A capitalised pronounceable non-word of 4 to 9 letters (consonant-vowel pairs, maybe a
+    last consonant): what an unseen person, company or place name looks like to a model."""
+    pairs = rng.randint(2, 4)
+    word = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(pairs))
+    return (word + (rng.choice(_CONSONANTS) if rng.random() < 0.6 else "")).capitalize()
+
+
+def renamed_pairs(
+    passages: Iterable[str],
+    *,
+    per_passage: int = 2,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> list[Pair]:
+    """Renamed-entity pairs: one name of a passage replaced everywhere by invented words, and
+    the new name's questions -> the renamed passage: an entity question, and (``per_passage``
+    2) a sentence holding the name -> the rest of the passage, as inverse cloze.
+
+    A model knows real names; it has never seen an invented one, so these pairs ask the
+    router to match a name by its pieces rather than by what the model knows of it (agents'
+    memories are full of such names). The renamed name is the passage's most frequent name
+    of those found in no other passage; every word of it gets its own invented word.
+    Self-supervised: needs only texts.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for passage, unique, group in _named_passages(passages, groups):
+        if not unique:
+            continue
+        name = max(unique, key=passage.count)  # the passage's subject, most often
+        new = " ".join(invented_word(rng) for _ in name.split())
+        text = re.sub(rf"\b{re.escape(name)}\b", new, passage)
+        # the original's group: the two texts are one passage, never each other's negatives
+        pairs.append(Pair(rng.choice(ENTITY_TEMPLATES).format(new), text, group=group))
+        sentences = split_sentences(text)
+        holding = [j for j, s in enumerate(sentences) if new in s and len(s) >= 20]
+        if sum(new in s for s in sentences) < 2:  # the rest must still name it
+            holding = []
+        if per_passage > 1 and len(sentences) > 1 and holding:
+            j = rng.choice(holding)  # inverse cloze: the sentence -> the rest of the passage
+            rest = " ".join(s for k, s in enumerate(sentences) if k != j)
+            pairs.append(Pair(sentences[j], rest, group=group))
     return pairs
 
 

@@ -55,3 +55,17 @@ def test_kv_answers_are_decoded_in_the_answer_format(tmp_path: Path, tiny_pair, 
         answer, n_prompt = kv_answer(mem, "sequential", question, hits, "extractive", windows)
         assert n_prompt > 0
         assert answer and any(answer in " ".join(s.split()) for s in shown)
+
+
+def test_an_unknown_variant_is_refused_before_any_work(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from msa_agent.bench.kv_reading import main
+
+    app = typer.Typer()
+    app.command()(main)
+    res = CliRunner().invoke(app, ["--work", str(tmp_path / "w"), "--variant", "full K/V, typo",
+                                   "--out", str(tmp_path / "o.json")])
+    assert res.exit_code == 2 and "unknown --variant" in res.output
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o.json").exists()
