@@ -14,7 +14,9 @@ format, ``MemoryConfig.answer_format`` unless ``--answer-format`` says): re-read
 Two sparse variants read, per memory, only its matched chunk and one chunk on each side (the window
 ``read="chunks"`` picks, ``msa_agent.runtime.excerpt``): as text (``read="chunks"``), and
 as those tokens' stored K/V (chat, sequential; the rows of the window only). Accuracy = the
-normalised gold answer inside the answer.
+normalised gold answer inside the answer. ``--mode full`` runs the full-size task (90
+single-hop questions a split instead of 18 for sessions); ``--variant`` (repeatable) reads
+only the variants named, and only the spaces they read are made.
 """
 
 from __future__ import annotations

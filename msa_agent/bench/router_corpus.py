@@ -7,7 +7,9 @@ suite's tasks is dropped, and the Wikipedia bank is never used):
   inverse cloze, entity-keyed questions (the title and names found in the text);
 - the Paul Graham essays, in ~1,000-character passages: inverse cloze and entity questions;
 - the Jargon File: "What does TERM mean?"-style questions -> the entry, plus inverse cloze;
-- the KJV, in passages of four verses: inverse cloze and entity questions (rare names).
+- the KJV, in passages of four verses: inverse cloze and entity questions (rare names);
+- optionally (``--renamed N``), N Wikipedia articles with a name replaced by invented words,
+  and that name's questions (``msa_agent.train.pairs.renamed_pairs``).
 
 Evaluation sets: the suite's full-size facts, wiki, sessions and LongMemEval tasks (both
 splits; the runner chooses on ``val`` only). The file is gzip JSON; a teacher's top-k
