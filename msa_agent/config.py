@@ -130,7 +130,7 @@ class MemoryConfig(BaseModel):
     )
     fusion: Literal["rrf", "sum"] = Field(
         "sum", description="How hybrid recall fuses the channels: reciprocal-rank fusion or a "
-        "weighted sum of min-max normalised scores (docs/recall.md).",
+        "weighted sum of scores divided by each channel's best (docs/recall.md).",
     )
     fusion_pool: int = Field(50, ge=1, description="Candidates each channel ranks for fusion.")
     fusion_complete: bool = Field(

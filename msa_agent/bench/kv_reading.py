@@ -16,7 +16,9 @@ Two sparse variants read, per memory, only its matched chunk and one chunk on ea
 as those tokens' stored K/V (chat, sequential; the rows of the window only). Accuracy = the
 normalised gold answer inside the answer. ``--mode full`` runs the full-size task (90
 single-hop questions a split instead of 18 for sessions); ``--variant`` (repeatable) reads
-only the variants named, and only the spaces they read are made.
+only the variants named, and only the spaces they read are made. Diagnostic variants
+(``VARIANTS``' comments) read the windows encoded alone, the windows' text in the K/V
+layout, every stored row in the windows' layout, and memory keys scaled.
 """
 
 from __future__ import annotations
@@ -38,14 +40,31 @@ from msa_agent.config import ANSWER_FORMATS, MemoryConfig
 
 K = 5
 SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
-# variant -> (space, kv_positions, window only); None = a text read (whole, or its chunks)
-VARIANTS: dict[str, tuple[str, str, bool] | None] = {
+# variant -> (space, kv_positions, window); None = a text read (whole, or its chunks). The
+# window: "" the whole memory; "rows" the window's rows of the memory's stored K/V; "alone"
+# the window's tokens encoded after the frame's head by themselves (what per-window K/V
+# stored at ingest would give); "chunks alone" each of its chunks encoded so, one by one;
+# "text" the windows' tokens prefilled as text in the same layout (no K/V read: each window
+# then attends to the ones before it, which no stored K/V can).
+# "whole" all of the memory's rows, laid out as "rows" lays out windows. A variant named
+# "memory keys xA" multiplies the memories' keys by A (not the head's): the reader's logits
+# on memory tokens are then A times sharper, a temperature 1/A on them alone, as APE
+# (adaptive parallel encoding) does for contexts encoded apart from each other.
+KEY_SCALES = (0.8, 1.25, 1.5)
+VARIANTS: dict[str, tuple[str, str, str] | None] = {
     "text (re-read)": None,
     "text chunks (read=chunks)": None,
-    "full K/V, bare": ("bare", "parallel", False),
-    "full K/V, chat, parallel": ("chat", "parallel", False),
-    "full K/V, chat, sequential": ("chat", "sequential", False),
-    "chunk K/V, chat, sequential": ("chat", "sequential", True),
+    "full K/V, bare": ("bare", "parallel", ""),
+    "full K/V, chat, parallel": ("chat", "parallel", ""),
+    "full K/V, chat, sequential": ("chat", "sequential", ""),
+    "chunk K/V, chat, sequential": ("chat", "sequential", "rows"),
+    "window K/V encoded alone, chat, sequential": ("chat", "sequential", "alone"),
+    "chunk K/V encoded alone, chat, sequential": ("chat", "sequential", "chunks alone"),
+    "window text, unmarked, as K/V is laid out": ("chat", "sequential", "text"),
+    **{f"full K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "whole")
+       for a in KEY_SCALES},
+    **{f"chunk K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "rows")
+       for a in KEY_SCALES},
 }
 
 
@@ -60,11 +79,11 @@ def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> No
 
 
 def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_format: str,
-              windows: bool = False) -> tuple[str, int]:
+              windows: str = "", key_scale: float = 1.0) -> tuple[str, int]:
     """Greedy answer reading the hits' stored K/V, as ``Memory.answer(read="full")`` with
     ``kv_positions=positions``, decoded under ``answer_format`` as ``Memory.answer`` does (an
     extractive answer copies from the memories read, or from their windows' text);
-    ``windows``: only the rows of each hit's chunk window (a chat-framed space)."""
+    ``windows``: only each hit's chunk window (a chat-framed space), as ``VARIANTS`` says."""
     from msa_agent.runtime.answer import Reader, stop_ids
     from msa_agent.runtime.extract import decoding
     from msa_agent.runtime.generate import greedy
@@ -74,10 +93,15 @@ def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_f
         engine.kv_frame.positions = positions
     model, tok = engine.lm.model, engine.tokenizer
     with engine.lock:
-        if windows:
-            fetched = [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(
-                engine.read_kv("full", [h.memory for h in hits]),
-                (window_rows(engine, h, question) for h in hits))]
+        if windows == "text":
+            from msa_agent.runtime.kv_frame import tail_ids
+
+            memory, start = None, 0
+            prompt = [*engine.kv_frame.head, *(i for h, (a, b) in reversed(list(zip(
+                hits, (window_rows(engine, h, question) for h in hits))))
+                for i in doc_ids(engine, h)[a:b]), *tail_ids(tok, question)]
+        elif windows:
+            fetched = [(k * key_scale, v) for k, v in window_kv(engine, hits, question, windows)]
             every = list(range(engine.shape.n_layers))
             memory, start, prompt = engine.kv_frame.read(
                 model, lambda: engine.encoder.frame_kv(every), tok, question, fetched,
@@ -85,12 +109,52 @@ def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_f
         else:
             r = Reader(engine, question, [h.memory for h in hits], "full")
             memory, start, prompt = r.memory, r.start, r.prompt
-    shown = ([engine.excerpt(h, question) for h in hits] if windows
+    shown = ([engine.excerpt(h, question) for h in hits] if windows not in ("", "whole")
              else [h.memory.text for h in hits])
     how = decoding(tok, answer_format, shown, question)
     out = list(greedy(model, prompt, MAX_NEW_TOKENS, stop_ids(model, tok), memory, start,
                       how.copy))
     return how.fix(tok.decode(out, skip_special_tokens=True)).strip(), len(prompt)
+
+
+def window_kv(engine: Any, hits: list[Any], question: str, how: str
+              ) -> list[tuple[Any, Any]]:
+    """Each hit's window K/V ``(K, V)`` ``[S, F, Hkv, D]``: its rows of the stored K/V
+    (``rows``; every row with ``whole``), or its tokens encoded after the frame's head, whole
+    (``alone``) or chunk by chunk (``chunks alone``)."""
+    import torch
+
+    rows = [(0, h.memory.n_tokens) if how == "whole" else window_rows(engine, h, question)
+            for h in hits]
+    if how in ("rows", "whole"):
+        return [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(
+            engine.read_kv("full", [h.memory for h in hits]), rows)]
+    step = engine.cfg.chunk_size if how == "chunks alone" else None
+    out = []
+    for h, (a, b) in zip(hits, rows):
+        ids = doc_ids(engine, h)[a:b]
+        parts = [encode_alone(engine, ids[s:s + (step or len(ids))])
+                 for s in range(0, len(ids), step or len(ids))]
+        out.append(tuple(torch.cat([p[x] for p in parts]) for x in (0, 1)))
+    return out
+
+
+def doc_ids(engine: Any, hit: Any) -> list[int]:
+    """The token ids of ``hit``'s text, as its stored rows hold them (prefix counted)."""
+    from msa_agent.model.text import query_ids
+
+    return query_ids(engine.tokenizer, hit.memory.text, hit.memory.n_tokens)
+
+
+def encode_alone(engine: Any, ids: list[int]) -> tuple[Any, Any]:
+    """``ids`` encoded after the frame's head: their pre-RoPE full-layer K/V ``[S, F, Hkv, D]``."""
+    import torch
+
+    enc = engine.encoder
+    with torch.inference_mode():
+        taps = enc._framed_full([ids])  # noqa: SLF001 - a dev bench's diagnostic
+    return tuple(torch.stack([taps[x][i][0, :len(ids)] for i in enc.full_layers], 1).float()
+                 .to(engine.lm.device) for x in ("k", "v"))
 
 
 def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
@@ -144,8 +208,9 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
                     text, n_prompt = reader.generate(prompt, notes, q.text), len(prompt)
                 else:
                     space, positions, windows = variant
+                    scale = float(name.rpartition(" x")[2]) if "memory keys x" in name else 1.0
                     text, n_prompt = kv_answer(mems[space], positions, q.text, found[space],
-                                               reader.answer_format, windows)
+                                               reader.answer_format, windows, scale)
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
                             "answer": text, "gold": q.answer, "prompt_tokens": n_prompt,
                             "same_retrieval": len(ids) == 1,

@@ -29,16 +29,16 @@ from msa_agent.model.loader import load_model, model_fingerprint
 from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
-from msa_agent.model.text import query_ids
+from msa_agent.model.text import query_ids, split_text
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
-from msa_agent.train.export import save_router
-from msa_agent.train.live import LiveQueries
+from msa_agent.train.export import save_doc_adapter, save_router
+from msa_agent.train.live import LiveDocs, LiveQueries
 from msa_agent.train.score import TrainableRouter, score_matrix
 from msa_agent.train.teacher import Teacher
 from msa_agent.train.trainer import Dataset, TrainConfig, train
 
 SHIPPED = Path(__file__).resolve().parents[1] / "routers" / "smollm2-135m-instruct.safetensors"
-_NOT_CONFIG = {"name", "sources", "init", "train", "adapter"}
+_NOT_CONFIG = {"name", "sources", "init", "train", "adapter", "doc_adapter"}
 
 
 def corpus_dataset(cache: HiddenCache, c: Corpus, teacher: Teacher | None) -> Dataset:
@@ -106,6 +106,10 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
         a = v["adapter"]
         tr.adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
                                             a.get("rank", 8), a.get("alpha", 16.0))
+    if v.get("doc_adapter"):  # the same on the documents' forward (measured, not shipped)
+        a = v["doc_adapter"]
+        tr.doc_adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
+                                                a.get("rank", 8), a.get("alpha", 16.0))
     tr = tr.to(lm.device)
     info: dict[str, Any] = {"variant": v}
     if v.get("train", True):
@@ -114,7 +118,8 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
         use = data if not keep else subset(data, rows)
         live = None if tr.adapter is None else LiveQueries(
             cache.encoder, _query_ids(cache, [c.queries[i] for i in rows]), tr.adapter)
-        rep = train(use, tr, cfg, live=live)
+        docs = None if tr.doc_adapter is None else live_docs(cache, c.docs, tr.doc_adapter)
+        rep = train(use, tr, cfg, live=live, live_docs=docs)
         info.update(pairs=len(use), train_s=round(rep.seconds, 1),
                     final_loss=rep.losses[-1], peak_rss_mb=round(rep.peak_rss_mb))
     return tr, info
@@ -123,6 +128,14 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
 def _query_ids(cache: HiddenCache, texts: list[str]) -> list[list[int]]:
     """Token ids of queries as ``recall`` (and the cache) tokenises them."""
     return [query_ids(cache.lm.tokenizer, t, cache.max_doc_tokens) for t in texts]
+
+
+def live_docs(cache: HiddenCache, texts: list[str], adapter: QueryAdapter) -> LiveDocs:
+    """``texts`` split into pieces as the cache splits documents, to encode through
+    ``adapter``."""
+    tok = cache.lm.tokenizer
+    return LiveDocs(cache.encoder, [[p.ids for p in split_text(tok, t, cache.max_doc_tokens)]
+                                    for t in texts], adapter)
 
 
 def query_states(tr: TrainableRouter, cache: HiddenCache, e: EvalSet, cached: Packed
@@ -184,6 +197,8 @@ def main(
         info["selection"] = selection_score(info["val"])
         routers[v["name"]] = tr
         if v.get("train", True):
+            if tr.doc_adapter is not None:  # the router's keys need it; kept beside it
+                save_doc_adapter(tr, out / f"doc-adapter-{v['name']}.safetensors")
             path = out / f"router-{v['name']}.safetensors"
             save_router(tr, path, model_fingerprint(lm),
                         meta={"variant": v, "chunk_size": chunk_size})
@@ -205,6 +220,8 @@ def main(
 def _evaluate(tr: TrainableRouter, cache: HiddenCache, ev: tuple[EvalSet, Packed, Packed],
               split: str) -> list[dict[str, Any]]:
     e, q, d = ev
+    if tr.doc_adapter is not None:
+        d = live_docs(cache, e.docs, tr.doc_adapter).packed().to(q.data.device)
     return evaluate(tr, e, query_states(tr, cache, e, q).to(q.data.device), d, split)
 
 

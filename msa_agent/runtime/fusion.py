@@ -4,8 +4,12 @@ Each channel ranks a candidate pool; the fused score of a memory is
 
 - ``rrf``: ``sum_c w_c / (rrf_k + rank_c)`` over the channels that ranked it (reciprocal-rank
   fusion: scale-free, so a cosine and a BM25 score never need calibrating), or
-- ``sum``: ``sum_c w_c * norm_c(score)``, a calibrated weighted sum: non-negative scores
-  (BM25) are divided by the pool's best, others (cosines) min-max normalised over the pool,
+- ``sum``: ``sum_c w_c * norm_c(score)``, a calibrated weighted sum: each channel's scores
+  are divided by its pool's best (a pool whose best is not positive is min-max normalised).
+  The rule used to min-max normalise any pool holding one negative score and divide the
+  others by their best, so one completed candidate's sign switched the scale of a whole MSA
+  pool (152 of 200 Wikipedia validation pools were min-max, 1 of 750 facts pools;
+  docs/recall.md, "One scale for the MSA channel"),
 
 plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
 among the candidates that share the query's words (the lexical channel's; newest 1, oldest
@@ -149,7 +153,7 @@ def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, 
         return [(r, item, 1.0 / (f.rrf_k + r)) for r, item in enumerate(ranking, 1)]
     scores = [s for _, s in ranking]
     hi = max(scores, default=0.0)
-    lo = 0.0 if min(scores, default=0.0) >= 0 else min(scores)
+    lo = 0.0 if hi > 0 else min(scores, default=0.0)
     span = hi - lo
     return [(r, item, 1.0 if span <= 0 else (item[1] - lo) / span)
             for r, item in enumerate(ranking, 1)]

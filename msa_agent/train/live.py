@@ -1,10 +1,14 @@
-"""Routing queries encoded live, through the router's query adapter, for training it.
+"""Routing queries (and documents) encoded live, through an adapter, for training it.
 
 A router with a :class:`~msa_agent.model.query_adapter.QueryAdapter` cannot read its queries
 from the frozen-backbone cache (:mod:`msa_agent.train.cache`): the adapter changes the
-backbone's states on the query side. Documents never pass through the adapter, so their cached
-chunk means stay exact. Each step forwards only the batch's queries (short texts) with
+backbone's states on the query side. Documents never pass through the query adapter, so their
+cached chunk means stay exact. Each step forwards only the batch's queries (short texts) with
 gradients reaching the adapter.
+
+:class:`LiveDocs` is the same for documents through a *document* adapter (LoRA on the
+documents' forward, a measurement of issue 13's next lever; the runtime has no such adapter):
+each step forwards the batch's candidate documents, chunk-mean pooled as the cache pools them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from msa_agent.model.encoder import Encoder, length_batches
+from msa_agent.model.encoder import Encoder, batch_chunk_mean, length_batches
 from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.train.cache import Packed
 
@@ -45,8 +49,12 @@ class LiveQueries:
     def packed(self, rows: Sequence[int] | None = None) -> Packed:
         """States of queries ``rows`` (default all) as a fp16 :class:`Packed` on the model's
         device, for mining and scoring with ``score_matrix``."""
-        rows = range(len(self.ids)) if rows is None else rows
+        rows = range(len(self)) if rows is None else rows
         return Packed.of([s.half() for s in self._states(rows)])
+
+    def states(self, rows: Sequence[int]) -> list[torch.Tensor]:
+        """``[T_i, L, hidden]`` per text of ``rows`` (differentiable), in order."""
+        return self._states(rows)
 
     def _states(self, rows: Sequence[int]) -> list[torch.Tensor]:
         """``[T_i, L, hidden]`` per query of ``rows``, in order. Forwards are grouped by
@@ -60,3 +68,35 @@ class LiveQueries:
             for b, j in enumerate(part):
                 states[j] = h[b, : lengths[j]]
         return states  # type: ignore[return-value]
+
+
+class LiveDocs(LiveQueries):
+    """Documents' pieces (token ids, as the cache splits them) through a document adapter:
+    :meth:`states` gives each document's chunk means ``[C_i, L, hidden]`` (its pieces'
+    chunks in order), as :class:`~msa_agent.train.cache.HiddenCache` stores them."""
+
+    def __init__(self, encoder: Encoder, pieces: Sequence[Sequence[Sequence[int]]],
+                 adapter: QueryAdapter) -> None:
+        flat = [list(p) for ps in pieces for p in ps]
+        super().__init__(encoder, flat, adapter)
+        counts = torch.tensor([len(ps) for ps in pieces])
+        self.first = [0, *counts.cumsum(0).tolist()]  # doc d owns pieces first[d]:first[d+1]
+
+    def __len__(self) -> int:
+        return len(self.first) - 1
+
+    def _states(self, rows: Sequence[int]) -> list[torch.Tensor]:
+        owned = [list(range(self.first[d], self.first[d + 1])) for d in rows]
+        flat = [p for ps in owned for p in ps]
+        lengths = [len(self.ids[p]) for p in flat]
+        pooled: dict[int, torch.Tensor] = {}
+        for part in length_batches(lengths, self.encoder.batch_tokens):
+            h = self.encoder.hidden_batch([self.ids[flat[j]] for j in part], self.adapter)
+            for j, x in zip(part, batch_chunk_mean(h, [lengths[j] for j in part],
+                                                   self.encoder.chunk_size)):
+                pooled[j] = x
+        out, at = [], 0
+        for ps in owned:
+            out.append(torch.cat([pooled[at + k] for k in range(len(ps))]))
+            at += len(ps)
+        return out

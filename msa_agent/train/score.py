@@ -44,6 +44,9 @@ class TrainableRouter(nn.Module):
         # query-side LoRA on the backbone, trained with the projections (query_adapter.py);
         # its queries must then come from a live forward (msa_agent.train.live)
         self.adapter = adapter
+        # document-side LoRA (a measurement only: the runtime encodes documents without one);
+        # its documents come from a live forward (msa_agent.train.live.LiveDocs)
+        self.doc_adapter: QueryAdapter | None = None
         gen = torch.Generator().manual_seed(seed)
         n = len(self.layer_ids)
         outs = {"q": shape.n_heads * shape.head_dim, "k": shape.n_kv_heads * shape.head_dim}

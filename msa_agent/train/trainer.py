@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
-from msa_agent.train.live import LiveQueries
+from msa_agent.train.live import LiveDocs, LiveQueries
 from msa_agent.train.pairs import Pair
 from msa_agent.train.score import (
     TrainableRouter,
@@ -131,12 +131,13 @@ def info_nce(scores: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
 
 def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperature: float,
                hard: int, rng: random.Random, distill: float = 0.0,
-               teacher_temperature: float = 0.05, live: LiveQueries | None = None
-               ) -> torch.Tensor:
+               teacher_temperature: float = 0.05, live: LiveQueries | None = None,
+               live_docs: LiveDocs | None = None) -> torch.Tensor:
     """InfoNCE of a batch of pairs against in-batch, explicit and mined negatives; with
     ``distill`` > 0, plus that weight times the KL divergence from the teacher's distribution
     over its top-k documents and the positive to the router's over the same documents.
-    ``live``: the queries are encoded now through the router's adapter (not the cache)."""
+    ``live``: the queries are encoded now through the router's adapter (not the cache);
+    ``live_docs``: the candidate documents too, through the document adapter."""
     cand: dict[int, int] = {}
     for i in rows:
         cand.setdefault(data.pos[i], len(cand))
@@ -150,7 +151,8 @@ def batch_loss(tr: TrainableRouter, data: Dataset, rows: Sequence[int], temperat
             for d in data.teacher.idx[i].tolist():
                 cand.setdefault(d, len(cand))
     docs = list(cand)
-    keys, gather = doc_keys(tr, data.docs, docs)
+    pool = data.docs if live_docs is None else Packed.of(live_docs.states(docs))
+    keys, gather = doc_keys(tr, pool, docs if live_docs is None else range(len(docs)))
     x, mask = pad_rows(data.queries, rows) if live is None else live.batch(rows)
     scores = heads_scores(query_features(tr, x), mask, keys, gather, tr.top_tokens)
     dev = scores.device
@@ -206,9 +208,12 @@ def mine_hard_negatives(tr: TrainableRouter, data: Dataset, top: int) -> list[li
 def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
           on_step: Callable[[int, float], None] | None = None,
           evaluate: Callable[[TrainableRouter], dict] | None = None,
-          eval_every: int = 0, live: LiveQueries | None = None) -> TrainReport:
+          eval_every: int = 0, live: LiveQueries | None = None,
+          live_docs: LiveDocs | None = None) -> TrainReport:
     """Fit ``tr`` on ``data`` with AdamW and a cosine schedule; returns losses and cost.
-    A router with a query adapter needs ``live`` (its queries, encoded each step)."""
+    A router with a query adapter needs ``live`` (its queries, encoded each step); with
+    ``live_docs`` the documents are encoded each step too (hard negatives are still mined
+    from the cached, unadapted document states)."""
     if (tr.adapter is None) != (live is None):
         raise ValueError("a router with a query adapter trains on live queries, and only it")
     torch.manual_seed(cfg.seed)
@@ -228,7 +233,7 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
             order += rng.sample(range(len(data)), len(data))
         rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
         loss = batch_loss(tr, data, rows, cfg.temperature, cfg.hard_negatives, rng,
-                          cfg.distill, cfg.teacher_temperature, live)
+                          cfg.distill, cfg.teacher_temperature, live, live_docs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from msa_agent import Memory
 from msa_agent.bench.kv_reading import window_rows
@@ -69,3 +70,35 @@ def test_an_unknown_variant_is_refused_before_any_work(tmp_path: Path) -> None:
                                    "--out", str(tmp_path / "o.json")])
     assert res.exit_code == 2 and "unknown --variant" in res.output
     assert not (tmp_path / "w").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_a_memory_encoded_alone_is_its_stored_kv(tmp_path: Path, tiny_pair) -> None:  # noqa: ANN001
+    """The diagnostic "encoded alone" variants encode tokens after the frame's head as ingest
+    does: a whole memory encoded so gives its stored chat-framed K/V."""
+    from msa_agent.bench.kv_reading import doc_ids, encode_alone
+
+    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
+                     full_kv_layers="all", kv_frame="chat") as mem:
+        mem.remember_many(FACTS)
+        engine = mem._engine
+        hit = engine.recall("Where is Acme based?", 1, Scope(namespace="default"), 1)[0]
+        ids = doc_ids(engine, hit)
+        assert len(ids) == hit.memory.n_tokens
+        k, v = encode_alone(engine, ids)
+        (sk, sv), = engine.read_kv("full", [hit.memory])
+        torch.testing.assert_close(k, sk, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(v, sv, atol=1e-4, rtol=1e-4)
+
+
+def test_whole_rows_read_as_read_full(tmp_path: Path, tiny_pair) -> None:  # noqa: ANN001
+    """The "whole" layout (every stored row, laid out as windows are) is ``read="full"``, so
+    its key-scaled variants differ from ``read="full"`` by the scale alone."""
+    from msa_agent.bench.kv_reading import kv_answer
+
+    question = "Where is Acme based?"
+    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
+                     full_kv_layers="all", kv_frame="chat") as mem:
+        mem.remember_many(FACTS)
+        hits = mem._engine.recall(question, 2, Scope(namespace="default"), 1)
+        full = kv_answer(mem, "sequential", question, hits, "free")
+        assert kv_answer(mem, "sequential", question, hits, "free", "whole") == full

@@ -28,7 +28,9 @@ def test_weighted_sum_normalises_each_channel() -> None:
     assert [(r.id, round(r.score, 6)) for r in ranked] == [("a", round(4 + 1 / 9, 6)),
                                                             ("b", 3.0)]
     signed = fuse({MSA: [("a", 0.5), ("b", -0.5)]}, days(a=0, b=0), Fusion("sum"))
-    assert [r.score for r in signed] == [1.0, 0.0]  # cosines: min-max over the pool
+    assert [r.score for r in signed] == [1.0, -1.0]  # one scale, whatever a score's sign
+    worst = fuse({MSA: [("a", -0.2), ("b", -0.6)]}, days(a=0, b=0), Fusion("sum"))
+    assert [r.score for r in worst] == [1.0, 0.0]  # no positive best: min-max
     assert ranked[1].channels == {LEXICAL: 5.0, f"{LEXICAL}_rank": 2.0, MSA: 0.9,
                                   f"{MSA}_rank": 1.0}
 

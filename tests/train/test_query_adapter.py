@@ -98,14 +98,25 @@ def test_live_states_equal_the_runtime_query(lm) -> None:  # noqa: ANN001
         torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)  # packed rows are fp16
 
 
-def test_training_reaches_the_adapter(lm, tmp_path) -> None:  # noqa: ANN001
+# a short run that must move a fresh adapter (this file's and test_doc_adapter's)
+ADAPTER_RUN = TrainConfig(steps=25, batch_size=16, lr=1e-2, rank=8, hard_negatives=1,
+                          mine_start=5, mine_every=10, mine_top=4)
+
+
+def training_setup(lm, tmp_path, seed: int):  # noqa: ANN001, ANN201
+    """A tiny cache, 48 synthetic pairs, their dataset, a rank-8 router and a fresh adapter
+    for layers 0 to the last MSA layer."""
     cache = HiddenCache(tmp_path, lm, LAYERS, chunk_size=8, max_doc_tokens=512)
-    pairs = synthetic_pairs(48, seed=5)
+    pairs = synthetic_pairs(48, seed=seed)
     data = build_dataset(cache, pairs)
     tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=8, seed=0)
-    tr.adapter = QueryAdapter.for_model(lm.model, range(0, max(LAYERS)), rank=4)
-    cfg = TrainConfig(steps=25, batch_size=16, lr=1e-2, rank=8, hard_negatives=1,
-                      mine_start=5, mine_every=10, mine_top=4)
+    return cache, pairs, data, tr, QueryAdapter.for_model(lm.model, range(0, max(LAYERS)),
+                                                          rank=4)
+
+
+def test_training_reaches_the_adapter(lm, tmp_path) -> None:  # noqa: ANN001
+    cache, pairs, data, tr, tr.adapter = training_setup(lm, tmp_path, seed=5)
+    cfg = ADAPTER_RUN
     with pytest.raises(ValueError, match="live"):
         train(data, tr, cfg)  # an adapter cannot train on cached queries
     live = LiveQueries(cache.encoder, [_ids(lm, p.query) for p in pairs], tr.adapter)
