@@ -31,7 +31,7 @@ from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import query_ids, split_text
 from msa_agent.train.cache import DOC, QUERY, HiddenCache, Packed
-from msa_agent.train.export import save_doc_adapter, save_router
+from msa_agent.train.export import save_router
 from msa_agent.train.live import LiveDocs, LiveQueries
 from msa_agent.train.score import TrainableRouter, score_matrix
 from msa_agent.train.teacher import Teacher
@@ -106,7 +106,7 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
         a = v["adapter"]
         tr.adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
                                             a.get("rank", 8), a.get("alpha", 16.0))
-    if v.get("doc_adapter"):  # the same on the documents' forward (measured, not shipped)
+    if v.get("doc_adapter"):  # the same on the documents' forward (their routing keys)
         a = v["doc_adapter"]
         tr.doc_adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
                                                 a.get("rank", 8), a.get("alpha", 16.0))
@@ -197,8 +197,6 @@ def main(
         info["selection"] = selection_score(info["val"])
         routers[v["name"]] = tr
         if v.get("train", True):
-            if tr.doc_adapter is not None:  # the router's keys need it; kept beside it
-                save_doc_adapter(tr, out / f"doc-adapter-{v['name']}.safetensors")
             path = out / f"router-{v['name']}.safetensors"
             save_router(tr, path, model_fingerprint(lm),
                         meta={"variant": v, "chunk_size": chunk_size})

@@ -128,6 +128,10 @@ class Encoder:
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
             taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"),
                                  self.layers if framed else None)
+            if self.router is not None and self.router.doc_adapter is not None:
+                # routing keys from the document adapter's forward; K/V from the base one
+                taps["hidden"] = self._forward([docs[i] for i in batch], ("hidden",),
+                                               adapter=self.router.doc_adapter)["hidden"]
             full = self._framed_full([docs[i] for i in batch]) if framed else None
             for i, doc in zip(batch, self._pool(taps, [len(docs[i]) for i in batch], full)):
                 out[i] = doc
@@ -205,7 +209,8 @@ class Encoder:
                  tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
-        ``adapter``: query-side LoRA added for this forward only (routing queries).
+        ``adapter``: LoRA added for this forward only (routing queries, or a router's
+        document adapter for documents' routing keys).
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook."""

@@ -45,7 +45,7 @@ class Router(nn.Module):
     """Router projections for a set of MSA layers, bound to one model fingerprint."""
 
     def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None,
-                 adapter: QueryAdapter | None = None):
+                 adapter: QueryAdapter | None = None, doc_adapter: QueryAdapter | None = None):
         super().__init__()
         self.shape = shape
         self.layer_ids = list(layers)
@@ -53,6 +53,9 @@ class Router(nn.Module):
         self.meta: dict[str, Any] = dict(meta or {})
         # LoRA on the backbone for the query side of routing only (query_adapter.py)
         self.adapter = adapter
+        # the same for the documents' routing keys only (their stored K/V never see it):
+        # ingest then runs a second forward through it (docs/routing.md, "The document side")
+        self.doc_adapter = doc_adapter
 
     def __getitem__(self, layer: int) -> RouterLayer:
         return self.layers[str(layer)]
@@ -77,8 +80,9 @@ class Router(nn.Module):
             "layers": json.dumps(self.layer_ids),
             "meta": json.dumps(self.meta, default=str),
         }
-        if self.adapter is not None:
-            header["adapter"] = json.dumps(self.adapter.config())
+        for name, adapter in (("adapter", self.adapter), ("doc_adapter", self.doc_adapter)):
+            if adapter is not None:
+                header[name] = json.dumps(adapter.config())
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path), metadata=header)
         return path
@@ -98,10 +102,10 @@ class Router(nn.Module):
             raise RouterMismatchError(
                 f"router {path} was trained for another model ({diff} differ)"
             )
-        adapter = (QueryAdapter.from_config(json.loads(header["adapter"]))
-                   if "adapter" in header else None)
+        adapters = [QueryAdapter.from_config(json.loads(header[name])) if name in header
+                    else None for name in ("adapter", "doc_adapter")]
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
-                     json.loads(header.get("meta", "{}")), adapter)
+                     json.loads(header.get("meta", "{}")), *adapters)
         tensors = _merge_low_rank(load_file(str(path)))
         router.load_state_dict({k: v.float() for k, v in tensors.items()})
         return router.eval().requires_grad_(False)

@@ -8,7 +8,6 @@ the factors ``.lr_a`` ``[r, hidden]`` and ``.lr_b`` ``[out, r]`` instead, which
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +45,8 @@ def _tensors(tr: TrainableRouter, dtype: torch.dtype) -> dict[str, torch.Tensor]
                 else:
                     out[f"{base}.lr_a"] = tr.factors[f"{kind}_a"][j]
                     out[f"{base}.lr_b"] = tr.factors[f"{kind}_b"][j]
-        if tr.adapter is not None:
-            out.update({f"adapter.{k}": v for k, v in tr.adapter.state_dict().items()})
+        for name in ("adapter", "doc_adapter"):
+            if (adapter := getattr(tr, name)) is not None:
+                out.update({f"{name}.{k}": v for k, v in adapter.state_dict().items()})
     return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}
 
-
-def save_doc_adapter(tr: TrainableRouter, path: str | Path) -> Path:
-    """Save ``tr``'s document adapter (float32 tensors, its config in the header) beside its
-    router file: no runtime reads it yet (docs/routing.md, "The document side"), so the
-    trained weights are kept for the step that will."""
-    if tr.doc_adapter is None:
-        raise ValueError("this router has no document adapter")
-    path = Path(path)
-    tensors = {k: v.detach().float().cpu().contiguous()
-               for k, v in tr.doc_adapter.state_dict().items()}
-    save_file(tensors, str(path), metadata={"doc_adapter": json.dumps(tr.doc_adapter.config())})
-    return path

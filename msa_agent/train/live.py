@@ -6,9 +6,9 @@ backbone's states on the query side. Documents never pass through the query adap
 cached chunk means stay exact. Each step forwards only the batch's queries (short texts) with
 gradients reaching the adapter.
 
-:class:`LiveDocs` is the same for documents through a *document* adapter (LoRA on the
-documents' forward, a measurement of issue 13's next lever; the runtime has no such adapter):
-each step forwards the batch's candidate documents, chunk-mean pooled as the cache pools them.
+:class:`LiveDocs` is the same for documents through a router's *document* adapter (LoRA on
+the documents' forward for their routing keys, ``Router.doc_adapter``): each step forwards the
+batch's candidate documents, chunk-mean pooled as the cache pools them.
 """
 
 from __future__ import annotations

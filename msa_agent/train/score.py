@@ -44,8 +44,8 @@ class TrainableRouter(nn.Module):
         # query-side LoRA on the backbone, trained with the projections (query_adapter.py);
         # its queries must then come from a live forward (msa_agent.train.live)
         self.adapter = adapter
-        # document-side LoRA (a measurement only: the runtime encodes documents without one);
-        # its documents come from a live forward (msa_agent.train.live.LiveDocs)
+        # document-side LoRA (routing keys only); its documents must then come from a live
+        # forward too (msa_agent.train.live.LiveDocs)
         self.doc_adapter: QueryAdapter | None = None
         gen = torch.Generator().manual_seed(seed)
         n = len(self.layer_ids)
@@ -77,8 +77,9 @@ class TrainableRouter(nn.Module):
     @torch.no_grad()
     def to_router(self, meta: dict | None = None) -> Router:
         """The runtime :class:`Router` with these weights (full matrices)."""
-        adapter = None if self.adapter is None else copy.deepcopy(self.adapter)
-        router = Router(self.shape, self.layer_ids, meta, adapter)
+        adapter, doc = (None if a is None else copy.deepcopy(a)
+                        for a in (self.adapter, self.doc_adapter))
+        router = Router(self.shape, self.layer_ids, meta, adapter, doc)
         wq, wk = self.weight("q"), self.weight("k")
         for j, layer in enumerate(self.layer_ids):
             router[layer].router_q_proj.weight.copy_(wq[j])
@@ -93,10 +94,10 @@ class TrainableRouter(nn.Module):
         With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
         SVD): exact when the router was itself trained at that rank.
         """
-        adapter = None if router.adapter is None else copy.deepcopy(router.adapter)
+        adapter, doc = (None if a is None else copy.deepcopy(a).requires_grad_(True)
+                        for a in (router.adapter, router.doc_adapter))
         tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter)
-        if adapter is not None:
-            adapter.requires_grad_(True)
+        tr.doc_adapter = doc
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),

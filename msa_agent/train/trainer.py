@@ -216,6 +216,9 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
     from the cached, unadapted document states)."""
     if (tr.adapter is None) != (live is None):
         raise ValueError("a router with a query adapter trains on live queries, and only it")
+    if (tr.doc_adapter is None) != (live_docs is None):
+        raise ValueError("a router with a document adapter trains on live documents, and "
+                         "only it")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

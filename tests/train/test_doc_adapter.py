@@ -1,6 +1,6 @@
-"""Documents encoded live through a document adapter (issue 13's measurement of the document
-side): a fresh adapter reproduces the cache's chunk means, pieces included, and training
-through live documents reaches the adapter."""
+"""The document adapter (LoRA on the documents' forward, for their routing keys only): live
+training documents reproduce the cache's chunk means when it is fresh, training reaches it,
+the router file keeps it, and ingest makes routing keys through it and K/V without it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from train.test_query_adapter import ADAPTER_RUN, training_setup
 from train.test_train import LAYERS
 
 from msa_agent.bench.router_distill import live_docs
-from msa_agent.model.loader import wrap_model
+from msa_agent.model.encoder import Encoder
+from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.query_adapter import QueryAdapter
+from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
+from msa_agent.model.text import query_ids
 from msa_agent.train import HiddenCache, TrainableRouter, train
 from msa_agent.train.cache import DOC
+from msa_agent.train.export import save_router
+from msa_agent.train.live import LiveDocs
 from msa_agent.train.trainer import batch_loss
 
 
@@ -56,16 +61,86 @@ def test_training_through_live_docs_reaches_the_doc_adapter(lm, tmp_path) -> Non
     assert moved > 0
 
 
-def test_doc_adapter_is_saved_beside_the_router(lm, tmp_path) -> None:  # noqa: ANN001
-    from safetensors import safe_open
 
-    from msa_agent.train.export import save_doc_adapter
-
-    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=8, seed=0)
-    with pytest.raises(ValueError, match="no document adapter"):
-        save_doc_adapter(tr, tmp_path / "d.safetensors")
+def _trained_doc_router(lm):  # noqa: ANN001, ANN202
+    """A random router whose document adapter is perturbed as if trained."""
+    tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=1)
     tr.doc_adapter = QueryAdapter.for_model(lm.model, range(0, max(LAYERS)), rank=4)
-    path = save_doc_adapter(tr, tmp_path / "d.safetensors")
-    with safe_open(str(path), framework="pt") as f:
-        assert set(f.keys()) == set(tr.doc_adapter.state_dict())
-        assert '"rank": 4' in (f.metadata() or {})["doc_adapter"]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in tr.doc_adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return tr
+
+
+def test_doc_adapter_makes_routing_keys_only(lm) -> None:  # noqa: ANN001
+    """At ingest the document adapter changes the routing keys, never the K/V, and its keys
+    are the ones training scored (the live documents' chunk means, projected)."""
+    tr = _trained_doc_router(lm)
+    router = tr.to_router()
+    plain = Router(router.shape, router.layer_ids)
+    plain.load_state_dict({k: v for k, v in router.state_dict().items()
+                           if not k.startswith("doc_adapter.")})
+    ids = query_ids(lm.tokenizer, "the amber fox and the navy dog ran past the gate", 512)
+    docs = [Encoder(lm, LAYERS, router=r, chunk_size=4, keep_full_kv=True).encode([ids])[0]
+            for r in (router, plain)]
+    assert (docs[0].route_k - docs[1].route_k).abs().max() > 1e-3
+    for name in ("pooled_k", "pooled_v", "full_k", "full_v"):
+        torch.testing.assert_close(getattr(docs[0], name), getattr(docs[1], name))
+    live = LiveDocs(Encoder(lm, LAYERS, chunk_size=4), [[ids]], tr.doc_adapter)
+    with torch.no_grad():
+        trained = tr.project(live.states([0])[0], "k")
+    torch.testing.assert_close(docs[0].route_k, trained, atol=1e-4, rtol=1e-4)
+
+
+def test_router_file_keeps_the_doc_adapter(lm, tmp_path) -> None:  # noqa: ANN001
+    tr = _trained_doc_router(lm)
+    path = save_router(tr, tmp_path / "r.safetensors", model_fingerprint(lm), dtype="float32")
+    loaded = Router.load(path, model_fingerprint(lm))
+    assert loaded.doc_adapter is not None and loaded.adapter is None
+    assert loaded.doc_adapter.config() == tr.doc_adapter.config()
+    assert loaded.router_id == tr.to_router().router_id
+    again = TrainableRouter.from_router(loaded, rank=None)
+    assert again.doc_adapter is not None
+    assert all(p.requires_grad for p in again.doc_adapter.parameters())
+    without = TrainableRouter.from_router(loaded, rank=None)
+    without.doc_adapter = None
+    assert without.to_router().router_id != loaded.router_id  # stale keys are detected
+
+
+def test_a_doc_adapter_refuses_cached_documents(lm, tmp_path) -> None:  # noqa: ANN001
+    _, _, data, tr, tr.doc_adapter = training_setup(lm, tmp_path, seed=3)
+    with pytest.raises(ValueError, match="live documents"):
+        train(data, tr, ADAPTER_RUN)
+
+
+@pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
+def test_a_space_routes_with_a_doc_adapter_router(lm, tiny_pair, tmp_path) -> None:  # noqa: ANN001
+    """Through the API: a space made with a document-adapter router stores the adapter's
+    routing keys and the base K/V, and switching to the plain router re-encodes the keys."""
+    import numpy as np
+
+    from msa_agent import Memory
+    from msa_agent.store import Space
+
+    tr = _trained_doc_router(lm)
+    with_doc = save_router(tr, tmp_path / "doc.safetensors", model_fingerprint(lm))
+    tr.doc_adapter = None
+    plain = save_router(tr, tmp_path / "plain.safetensors", model_fingerprint(lm))
+    texts = [f"Fact {i}: the amber fox met the navy dog at gate {i}." for i in range(4)]
+
+    def stored(path):  # noqa: ANN001, ANN202
+        with Space.open(path) as space:
+            rows = space.live_chunks()
+            return [np.concatenate(space.read(a, rows)) for a in ("route_k", "pooled_k")]
+
+    kw = {"model": tiny_pair, "chunk_size": 8, "msa_layers": LAYERS}
+    with Memory.open(tmp_path / "m", router_path=str(with_doc), **kw) as mem:
+        mem.remember_many(texts)
+        assert len(mem.recall("amber fox gate 2", k=2, routing="msa")) == 2
+    doc_keys, doc_pooled = stored(tmp_path / "m")
+    with Memory.open(tmp_path / "m", router_path=str(plain), **kw):
+        pass  # another router: the routing keys are re-encoded at open
+    plain_keys, plain_pooled = stored(tmp_path / "m")
+    assert np.abs(doc_keys.astype(np.float32) - plain_keys.astype(np.float32)).max() > 1e-3
+    np.testing.assert_array_equal(doc_pooled, plain_pooled)
