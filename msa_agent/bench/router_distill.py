@@ -102,14 +102,12 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
         tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens)
     else:
         tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens)
-    if v.get("adapter"):  # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1
-        a = v["adapter"]
-        tr.adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
-                                            a.get("rank", 8), a.get("alpha", 16.0))
-    if v.get("doc_adapter"):  # the same on the documents' forward (their routing keys)
-        a = v["doc_adapter"]
-        tr.doc_adapter = QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
-                                                a.get("rank", 8), a.get("alpha", 16.0))
+    # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1, on the queries'
+    # forward ("adapter") or the documents' (their routing keys, "doc_adapter")
+    for name in ("adapter", "doc_adapter"):
+        if a := v.get(name):
+            setattr(tr, name, QueryAdapter.for_model(lm.model, range(a["first"], max(layers)),
+                                                     a.get("rank", 8), a.get("alpha", 16.0)))
     tr = tr.to(lm.device)
     info: dict[str, Any] = {"variant": v}
     if v.get("train", True):

@@ -39,7 +39,7 @@ class LiveQueries:
     def batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, Tmax, L, hidden]`` states of queries ``rows`` and their ``[B, Tmax]`` mask,
         differentiable with respect to the adapter."""
-        states = self._states(rows)
+        states = self.states(rows)
         x = pad_sequence(states, batch_first=True)
         n = torch.tensor([s.shape[0] for s in states], device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]
@@ -50,13 +50,9 @@ class LiveQueries:
         """States of queries ``rows`` (default all) as a fp16 :class:`Packed` on the model's
         device, for mining and scoring with ``score_matrix``."""
         rows = range(len(self)) if rows is None else rows
-        return Packed.of([s.half() for s in self._states(rows)])
+        return Packed.of([s.half() for s in self.states(rows)])
 
     def states(self, rows: Sequence[int]) -> list[torch.Tensor]:
-        """``[T_i, L, hidden]`` per text of ``rows`` (differentiable), in order."""
-        return self._states(rows)
-
-    def _states(self, rows: Sequence[int]) -> list[torch.Tensor]:
         """``[T_i, L, hidden]`` per query of ``rows``, in order. Forwards are grouped by
         length: one long query must not pad the whole batch (the activations kept for
         backward grow with the padded tokens)."""
@@ -85,7 +81,8 @@ class LiveDocs(LiveQueries):
     def __len__(self) -> int:
         return len(self.first) - 1
 
-    def _states(self, rows: Sequence[int]) -> list[torch.Tensor]:
+    def states(self, rows: Sequence[int]) -> list[torch.Tensor]:
+        """Chunk means ``[C_i, L, hidden]`` per document of ``rows`` (differentiable)."""
         owned = [list(range(self.first[d], self.first[d + 1])) for d in rows]
         flat = [p for ps in owned for p in ps]
         lengths = [len(self.ids[p]) for p in flat]
