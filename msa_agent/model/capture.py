@@ -104,14 +104,78 @@ class StopForward(Exception):
 
 
 @contextmanager
-def stop_after(model: PreTrainedModel, layer: int) -> Iterator[None]:
-    """Stop the forward once ``layer``'s attention ran: nothing above it is needed to encode."""
+def stop_after(model: PreTrainedModel, layer: int, inputs_only: bool = False
+               ) -> Iterator[None]:
+    """Stop the forward once ``layer``'s attention ran: nothing above it is needed to encode.
+    ``inputs_only``: stop as soon as that attention has its input (when only the ``hidden``
+    taps are wanted; enter after :func:`tap_layers`, whose pre-hook must run first)."""
 
-    def hook(_mod: nn.Module, _args: tuple, _out: object) -> None:
+    def hook(*_args: object) -> None:
         raise StopForward
 
-    handle = decoder_layers(model)[layer].self_attn.register_forward_hook(hook)
+    attn = decoder_layers(model)[layer].self_attn
+    handle = (attn.register_forward_pre_hook(hook) if inputs_only
+              else attn.register_forward_hook(hook))
     try:
         yield
     finally:
+        handle.remove()
+
+
+class ResumeUnsupported(Exception):
+    """This model's layer loop does not hand a layer's output on unchanged (transformers
+    releases whose layers return tuples), so :func:`resume_at` cannot skip layers here."""
+
+
+@contextmanager
+def layer_input(model: PreTrainedModel, layer: int) -> Iterator[dict[str, torch.Tensor]]:
+    """The residual stream ``[B, T, hidden]`` entering decoder ``layer`` in the block's
+    forward, under key ``"hidden"`` once that layer ran."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        seen["hidden"] = kwargs.get("hidden_states", args[0] if args else None)
+
+    handle = decoder_layers(model)[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+class _HandOn(nn.Module):
+    """Stands in for the decoder layers below a resume point: returns the saved stream."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, *_args: object, **_kwargs: object) -> torch.Tensor:
+        return self.hidden
+
+
+@contextmanager
+def resume_at(model: PreTrainedModel, layer: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Compute only decoder layers ``layer`` and up in the block's forward: the layers below
+    are stood in for by a module that hands on ``hidden``, the stream entering ``layer`` saved
+    by :func:`layer_input` from an earlier forward of the same batch (embeddings, mask and
+    positions are the model's own). The forward raises :class:`ResumeUnsupported` if
+    ``layer`` does not receive ``hidden`` itself. Hold :func:`model_lock`: the layer list is
+    swapped for the duration of the block."""
+    layers = decoder_layers(model)
+    below = [layers[i] for i in range(layer)]
+
+    def check(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        if kwargs.get("hidden_states", args[0] if args else None) is not hidden:
+            raise ResumeUnsupported(f"layer {layer} did not receive the resumed stream")
+
+    handle = layers[layer].register_forward_pre_hook(check, with_kwargs=True)
+    stand_in = _HandOn(hidden)
+    for i in range(layer):
+        layers[i] = stand_in
+    try:
+        yield
+    finally:
+        for i, original in enumerate(below):
+            layers[i] = original
         handle.remove()

@@ -21,9 +21,12 @@ import torch
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import rotate_memory
 from msa_agent.model.capture import (
+    ResumeUnsupported,
     StopForward,
     decoder_layers,
+    layer_input,
     model_lock,
+    resume_at,
     stop_after,
     tap_layers,
 )
@@ -126,16 +129,33 @@ class Encoder:
         out: list[EncodedDoc | None] = [None] * len(docs)
         framed = self.keep_full_kv and bool(self.kv_frame)
         for batch in length_batches([len(d) for d in docs], self.batch_tokens):
-            taps = self._forward([docs[i] for i in batch], ("hidden", "k", "v"),
-                                 self.layers if framed else None)
-            if self.router is not None and self.router.doc_adapter is not None:
-                # routing keys from the document adapter's forward; K/V from the base one
-                taps["hidden"] = self._forward([docs[i] for i in batch], ("hidden",),
-                                               adapter=self.router.doc_adapter)["hidden"]
+            taps = self._taps([docs[i] for i in batch], self.layers if framed else None)
             full = self._framed_full([docs[i] for i in batch]) if framed else None
             for i, doc in zip(batch, self._pool(taps, [len(docs[i]) for i in batch], full)):
                 out[i] = doc
         return out  # type: ignore[return-value]
+
+    def _taps(self, docs: Sequence[Sequence[int]], tap: Sequence[int] | None) -> dict:
+        """Hidden states and K/V of the base forward; with a router's document adapter, the
+        hidden states the routing keys read come from a second forward with it. That forward
+        resumes at the adapter's first layer from the base forward's stream (the layers below
+        are the same in both), so it costs only the layers from there up."""
+        adapter = self.router.doc_adapter if self.router is not None else None
+        if adapter is None:
+            return self._forward(docs, ("hidden", "k", "v"), tap)
+        first = min(adapter.layer_ids)
+        model = self.lm.model
+        with model_lock(model), layer_input(model, first) as entering:
+            taps = self._forward(docs, ("hidden", "k", "v"), tap)
+        above = [i for i in self.layers if i > first]  # taps at or below `first` are unchanged
+        if above:
+            try:
+                adapted = self._forward(docs, ("hidden",), above, adapter,
+                                        resume=(first, entering["hidden"]))
+            except ResumeUnsupported:  # this transformers' layer loop: a whole forward
+                adapted = self._forward(docs, ("hidden",), above, adapter)
+            taps["hidden"].update(adapted["hidden"])
+        return taps
 
     def _framed_full(self, docs: Sequence[Sequence[int]]) -> dict:
         """Taps of the full layers' K/V over ``kv_frame + doc``, shifted so that row ``r``
@@ -206,11 +226,13 @@ class Encoder:
         return torch.stack([taps["hidden"][layer] for layer in self.layers], 2).float()
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
-                 tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None) -> dict:
+                 tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None,
+                 resume: tuple[int, torch.Tensor] | None = None) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
         ``adapter``: LoRA added for this forward only (routing queries, or a router's
-        document adapter for documents' routing keys).
+        document adapter for documents' routing keys). ``resume``: (layer, the stream entering
+        it from an earlier forward of these documents): compute only that layer and up.
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook."""
@@ -226,8 +248,9 @@ class Encoder:
         tapped = sorted(tap) if tap is not None else sorted(
             set(self.layers) | (set(self.full_layers) if "k" in names else set()))
         with (model_lock(model), tap_layers(model, tapped, names) as taps,
-              stop_after(model, max(tapped)),
-              adapter.applied(model) if adapter is not None else nullcontext()):
+              stop_after(model, max(tapped), inputs_only=names == ("hidden",)),
+              adapter.applied(model) if adapter is not None else nullcontext(),
+              resume_at(model, *resume) if resume is not None else nullcontext()):
             try:
                 inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
             except StopForward:

@@ -52,6 +52,9 @@ class TrainConfig:
     top_tokens: int = 2  # the routing rule trained for: MemoryConfig.route_top_tokens
     distill: float = 0.0  # weight of the teacher's soft target (needs Dataset.teacher)
     teacher_temperature: float = 0.05
+    # parts of the router held fixed ("factors", "adapter", "doc_adapter"): e.g. continue a
+    # shipped router and train only a new document adapter
+    frozen: tuple[str, ...] = ()
 
 
 @dataclass
@@ -205,6 +208,19 @@ def mine_hard_negatives(tr: TrainableRouter, data: Dataset, top: int) -> list[li
             for ds, ss in zip(best.indices.tolist(), best.values.tolist())]
 
 
+def _trainable(tr: TrainableRouter, frozen: Sequence[str]) -> list[torch.nn.Parameter]:
+    """The parameters of ``tr`` outside the ``frozen`` parts (which stop taking gradients)."""
+    parts = {name.split(".")[0] for name, _ in tr.named_parameters()}
+    if unknown := set(frozen) - parts:
+        raise ValueError(f"cannot freeze {sorted(unknown)}: this router has {sorted(parts)}")
+    for name, p in tr.named_parameters():
+        p.requires_grad_(name.split(".")[0] not in frozen)
+    kept = [p for p in tr.parameters() if p.requires_grad]
+    if not kept:
+        raise ValueError("every part of the router is frozen: nothing to train")
+    return kept
+
+
 def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
           on_step: Callable[[int, float], None] | None = None,
           evaluate: Callable[[TrainableRouter], dict] | None = None,
@@ -221,7 +237,8 @@ def train(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
                          "only it")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_trainable(tr, cfg.frozen), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg.steps))
     order: list[int] = []
     losses, evals = [], []

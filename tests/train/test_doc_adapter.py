@@ -5,13 +5,19 @@ the router file keeps it, and ingest makes routing keys through it and K/V witho
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
 from train.test_query_adapter import ADAPTER_RUN, training_setup
 from train.test_train import LAYERS
 
+import msa_agent.model.encoder as encoder_module
 from msa_agent.bench.router_distill import live_docs
+from msa_agent.model import capture
+from msa_agent.model.capture import ResumeUnsupported, decoder_layers, layer_input, resume_at
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.query_adapter import QueryAdapter
@@ -62,10 +68,11 @@ def test_training_through_live_docs_reaches_the_doc_adapter(lm, tmp_path) -> Non
 
 
 
-def _trained_doc_router(lm):  # noqa: ANN001, ANN202
-    """A random router whose document adapter is perturbed as if trained."""
+def _trained_doc_router(lm, first: int = 0):  # noqa: ANN001, ANN202
+    """A random router whose document adapter (layers ``first``.. below the last MSA layer)
+    is perturbed as if trained."""
     tr = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=None, seed=1)
-    tr.doc_adapter = QueryAdapter.for_model(lm.model, range(0, max(LAYERS)), rank=4)
+    tr.doc_adapter = QueryAdapter.for_model(lm.model, range(first, max(LAYERS)), rank=4)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in tr.doc_adapter.parameters():
@@ -73,10 +80,12 @@ def _trained_doc_router(lm):  # noqa: ANN001, ANN202
     return tr
 
 
-def test_doc_adapter_makes_routing_keys_only(lm) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("first", [0, 1, 2])
+def test_doc_adapter_makes_routing_keys_only(lm, first) -> None:  # noqa: ANN001
     """At ingest the document adapter changes the routing keys, never the K/V, and its keys
-    are the ones training scored (the live documents' chunk means, projected)."""
-    tr = _trained_doc_router(lm)
+    are the ones training scored (the live documents' chunk means, projected), also when the
+    adapted forward resumes above layer 0 from the base forward's stream."""
+    tr = _trained_doc_router(lm, first)
     router = tr.to_router()
     plain = Router(router.shape, router.layer_ids)
     plain.load_state_dict({k: v for k, v in router.state_dict().items()
@@ -91,6 +100,41 @@ def test_doc_adapter_makes_routing_keys_only(lm) -> None:  # noqa: ANN001
     with torch.no_grad():
         trained = tr.project(live.states([0])[0], "k")
     torch.testing.assert_close(docs[0].route_k, trained, atol=1e-4, rtol=1e-4)
+
+
+def test_resumed_forward_skips_the_layers_below(lm, monkeypatch) -> None:  # noqa: ANN001
+    """The adapted forward computes no layer below the adapter's first, and a layer loop that
+    cannot resume falls back to a whole forward with the same keys."""
+    router = _trained_doc_router(lm, first=2).to_router()
+    ids = query_ids(lm.tokenizer, "the amber fox and the navy dog ran past the gate", 512)
+    encoder = Encoder(lm, LAYERS, router=router, chunk_size=4)
+    calls = []
+    hook = decoder_layers(lm.model)[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        resumed = encoder.encode([ids])[0].route_k
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # the base forward only
+
+    @contextmanager
+    def unsupported(*_args: object) -> Iterator[None]:
+        raise ResumeUnsupported("simulated")
+        yield
+
+    monkeypatch.setattr(encoder_module, "resume_at", unsupported)
+    torch.testing.assert_close(encoder.encode([ids])[0].route_k, resumed)
+
+
+def test_resume_refuses_a_loop_that_does_not_hand_on_the_stream(lm, monkeypatch) -> None:  # noqa: ANN001
+    ids = torch.tensor([[5, 6, 7, 8]])
+    real = list(decoder_layers(lm.model))
+    with layer_input(lm.model, 2) as entering:
+        lm.model(input_ids=ids)
+    # a loop that passes on a copy (as one that unpacks a tuple would): refused, not misread
+    monkeypatch.setattr(capture._HandOn, "forward", lambda self, *_a, **_k: self.hidden.clone())
+    with resume_at(lm.model, 2, entering["hidden"]), pytest.raises(ResumeUnsupported):
+        lm.model(input_ids=ids)
+    assert all(a is b for a, b in zip(decoder_layers(lm.model), real, strict=True))
 
 
 def test_router_file_keeps_the_doc_adapter(lm, tmp_path) -> None:  # noqa: ANN001
@@ -144,3 +188,19 @@ def test_a_space_routes_with_a_doc_adapter_router(lm, tiny_pair, tmp_path) -> No
     plain_keys, plain_pooled = stored(tmp_path / "m")
     assert np.abs(doc_keys.astype(np.float32) - plain_keys.astype(np.float32)).max() > 1e-3
     np.testing.assert_array_equal(doc_pooled, plain_pooled)
+def test_frozen_parts_keep_their_weights(lm, tmp_path) -> None:  # noqa: ANN001
+    cache, pairs, data, tr, tr.doc_adapter = training_setup(lm, tmp_path, seed=7)
+    docs = live_docs(cache, [p.positive for p in pairs], tr.doc_adapter)
+    fixed = {n: p.detach().clone() for n, p in tr.named_parameters()
+             if not n.startswith("doc_adapter.")}
+    train(data, tr, replace(ADAPTER_RUN, frozen=("factors",)), live_docs=docs)
+    assert all(torch.equal(p, fixed[n]) for n, p in tr.named_parameters() if n in fixed)
+    assert max(float(p.abs().max()) for n, p in tr.doc_adapter.named_parameters()
+               if n.endswith(".b")) > 0  # the document adapter learned
+    with pytest.raises(ValueError, match="cannot freeze"):
+        train(data, tr, replace(ADAPTER_RUN, frozen=("adapter",)), live_docs=docs)
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(data, tr, replace(ADAPTER_RUN, frozen=("factors", "doc_adapter")),
+              live_docs=docs)
+
+
