@@ -149,12 +149,8 @@ class Encoder:
             taps = self._forward(docs, ("hidden", "k", "v"), tap)
         above = [i for i in self.layers if i > first]  # taps at or below `first` are unchanged
         if above:
-            try:
-                adapted = self._forward(docs, ("hidden",), above, adapter,
-                                        resume=(first, entering["hidden"]))
-            except ResumeUnsupported:  # this transformers' layer loop: a whole forward
-                adapted = self._forward(docs, ("hidden",), above, adapter)
-            taps["hidden"].update(adapted["hidden"])
+            h = self.hidden_above(docs, adapter, first, entering["hidden"])
+            taps["hidden"].update({i: h[:, :, j] for j, i in enumerate(above)})
         return taps
 
     def _framed_full(self, docs: Sequence[Sequence[int]]) -> dict:
@@ -224,6 +220,31 @@ class Encoder:
         when the caller's mode allows (router training)."""
         taps = self._forward(docs, ("hidden",), adapter=adapter)
         return torch.stack([taps["hidden"][layer] for layer in self.layers], 2).float()
+
+    @torch.no_grad()
+    def stream_entering(self, docs: Sequence[Sequence[int]], layer: int
+                        ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The residual stream ``[B, Tmax, hidden]`` entering decoder ``layer`` (right-padded
+        batch) and the attention inputs ``[B, Tmax, hidden]`` of the MSA layers at or below
+        it, of the base forward (no adapter), which stops there."""
+        low = [i for i in self.layers if i <= layer]
+        model = self.lm.model
+        with model_lock(model), layer_input(model, layer) as entering:
+            taps = self._forward(docs, ("hidden",), sorted({*low, layer}))
+        return entering["hidden"], {i: taps["hidden"][i] for i in low}
+
+    def hidden_above(self, docs: Sequence[Sequence[int]], adapter: QueryAdapter, layer: int,
+                     stream: torch.Tensor) -> torch.Tensor:
+        """Attention inputs ``[B, Tmax, L_above, hidden]`` fp32 of the MSA layers above
+        ``layer`` with ``adapter`` applied, resumed at ``layer`` from ``stream`` (what
+        :meth:`stream_entering` gave for these documents); a whole forward where this model
+        cannot resume. Not in inference mode: gradients reach ``adapter``."""
+        above = [i for i in self.layers if i > layer]
+        try:
+            taps = self._forward(docs, ("hidden",), above, adapter, resume=(layer, stream))
+        except ResumeUnsupported:
+            taps = self._forward(docs, ("hidden",), above, adapter)
+        return torch.stack([taps["hidden"][i] for i in above], 2).float()
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
                  tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None,

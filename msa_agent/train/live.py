@@ -8,7 +8,9 @@ gradients reaching the adapter.
 
 :class:`LiveDocs` is the same for documents through a router's *document* adapter (LoRA on
 the documents' forward for their routing keys, ``Router.doc_adapter``): each step forwards the
-batch's candidate documents, chunk-mean pooled as the cache pools them.
+batch's candidate documents through the layers from the adapter's first up (their base
+forward below it is kept from the first time they are seen), chunk-mean pooled as the cache
+pools them.
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ class LiveQueries:
 class LiveDocs(LiveQueries):
     """Documents' pieces (token ids, as the cache splits them) through a document adapter:
     :meth:`states` gives each document's chunk means ``[C_i, L, hidden]`` (its pieces'
-    chunks in order), as :class:`~msa_agent.train.cache.HiddenCache` stores them."""
+    chunks in order), as :class:`~msa_agent.train.cache.HiddenCache` stores them.
+
+    The adapter changes nothing below its first layer, so the first time a piece is seen its
+    base forward up to that layer is kept (the residual stream entering it, and the chunk
+    means of the MSA layers at or below it); every step then runs only the layers above,
+    resumed from that stream, as ingest does (``Encoder.hidden_above``)."""
 
     def __init__(self, encoder: Encoder, pieces: Sequence[Sequence[Sequence[int]]],
                  adapter: QueryAdapter) -> None:
@@ -77,6 +84,9 @@ class LiveDocs(LiveQueries):
         super().__init__(encoder, flat, adapter)
         counts = torch.tensor([len(ps) for ps in pieces])
         self.first = [0, *counts.cumsum(0).tolist()]  # doc d owns pieces first[d]:first[d+1]
+        self.resume = min(adapter.layer_ids)
+        # piece -> (stream [T, hidden] entering `resume`, chunk means [C, L_low, hidden])
+        self._base: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.first) - 1
@@ -85,15 +95,41 @@ class LiveDocs(LiveQueries):
         """Chunk means ``[C_i, L, hidden]`` per document of ``rows`` (differentiable)."""
         owned = [list(range(self.first[d], self.first[d + 1])) for d in rows]
         flat = [p for ps in owned for p in ps]
-        lengths = [len(self.ids[p]) for p in flat]
-        pooled: dict[int, torch.Tensor] = {}
-        for part in length_batches(lengths, self.encoder.batch_tokens):
-            h = self.encoder.hidden_batch([self.ids[flat[j]] for j in part], self.adapter)
-            for j, x in zip(part, batch_chunk_mean(h, [lengths[j] for j in part],
-                                                   self.encoder.chunk_size)):
-                pooled[j] = x
+        pooled = self._pooled(flat)
         out, at = [], 0
         for ps in owned:
             out.append(torch.cat([pooled[at + k] for k in range(len(ps))]))
             at += len(ps)
         return out
+
+    def _pooled(self, flat: Sequence[int]) -> list[torch.Tensor]:
+        """Chunk means ``[C, L, hidden]`` of pieces ``flat``: the kept base layers, then the
+        adapted layers above ``resume``, batched by length."""
+        self._keep_base(flat)
+        lengths = [len(self.ids[p]) for p in flat]
+        enc, out = self.encoder, [None] * len(flat)
+        for part in length_batches(lengths, enc.batch_tokens):
+            ids = [self.ids[flat[j]] for j in part]
+            stream = pad_sequence([self._base[flat[j]][0] for j in part], batch_first=True)
+            h = enc.hidden_above(ids, self.adapter, self.resume, stream)
+            for j, x in zip(part, batch_chunk_mean(h, [lengths[j] for j in part],
+                                                   enc.chunk_size)):
+                out[j] = torch.cat([self._base[flat[j]][1], x], 1)
+        return out  # type: ignore[return-value]
+
+    def _keep_base(self, flat: Sequence[int]) -> None:
+        """The base forward up to ``resume`` of the pieces of ``flat`` not seen before."""
+        new = sorted({p for p in flat if p not in self._base})
+        lengths = [len(self.ids[p]) for p in new]
+        for part in length_batches(lengths, self.encoder.batch_tokens):
+            n = [lengths[j] for j in part]
+            stream, low = self.encoder.stream_entering([self.ids[new[j]] for j in part],
+                                                       self.resume)
+            h = torch.stack(list(low.values()), 2).float() if low else None  # MSA layer order
+            means = (batch_chunk_mean(h, n, self.encoder.chunk_size) if h is not None
+                     else [None] * len(part))
+            for b, (j, m) in enumerate(zip(part, means)):
+                c = -(-n[b] // self.encoder.chunk_size)
+                empty = stream.new_zeros((c, 0, stream.shape[-1]), dtype=torch.float32)
+                # clone: a view would keep the whole padded batch alive
+                self._base[new[j]] = (stream[b, : n[b]].clone(), m if m is not None else empty)

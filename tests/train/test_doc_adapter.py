@@ -18,7 +18,7 @@ import msa_agent.model.encoder as encoder_module
 from msa_agent.bench.router_distill import live_docs
 from msa_agent.model import capture
 from msa_agent.model.capture import ResumeUnsupported, decoder_layers, layer_input, resume_at
-from msa_agent.model.encoder import Encoder
+from msa_agent.model.encoder import Encoder, batch_chunk_mean
 from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
@@ -48,6 +48,34 @@ def test_fresh_doc_adapter_gives_the_cached_chunk_means(lm, tmp_path) -> None:  
     want = cache.packed(texts, DOC)
     assert torch.equal(got.offsets, want.offsets)
     torch.testing.assert_close(got.data.float(), want.data.float(), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_live_docs_resume_above_the_adapter(lm, first) -> None:  # noqa: ANN001
+    """Live documents kept up to the adapter's first layer and resumed from there each step
+    give the chunk means of a whole adapted forward, and their gradients reach the adapter."""
+    adapter = _trained_doc_router(lm, first).doc_adapter
+    encoder = Encoder(lm, LAYERS, chunk_size=4)
+    texts = ["red blue fox", "the amber fox and the navy dog ran past the olive gate " * 2]
+    pieces = [[query_ids(lm.tokenizer, t, 512)] for t in texts]
+    live = LiveDocs(encoder, pieces, adapter)
+    got = live.states([1, 0])
+    for d, x in zip([1, 0], got):
+        ids = pieces[d][0]
+        whole = batch_chunk_mean(encoder.hidden_batch([ids], adapter), [len(ids)], 4)[0]
+        torch.testing.assert_close(x, whole, atol=1e-5, rtol=1e-5)
+    assert set(live._base) == {0, 1}
+    calls = []
+    hook = decoder_layers(lm.model)[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        again = live.states([0])[0]  # from the kept base forward: layer 0 does not run
+    finally:
+        hook.remove()
+    assert not calls
+    torch.testing.assert_close(again, got[1])
+    again.sum().backward()
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0
+               for p in adapter.parameters())
 
 
 def test_training_through_live_docs_reaches_the_doc_adapter(lm, tmp_path) -> None:  # noqa: ANN001
