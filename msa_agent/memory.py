@@ -583,9 +583,12 @@ def _recall_mode(routing: str | None) -> str | None:
     return routing
 
 
+_MAX_INT = 2**63 - 1  # SQLite's largest INTEGER: limits and offsets reach its queries
+
+
 def _non_negative(name: str, n: object) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise InvalidInputError(f"{name} must be a non-negative integer, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= _MAX_INT:
+        raise InvalidInputError(f"{name} must be an integer from 0 to 2**63 - 1, got {n!r}")
 
 
 def _flag(name: str, value: object) -> None:

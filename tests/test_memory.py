@@ -117,6 +117,18 @@ def test_bad_recall_arguments(tmp_path: Path, tiny_pair) -> None:
             mem.forget()
 
 
+def test_list_limits_past_sqlite_integers_are_refused(tmp_path: Path, tiny_pair) -> None:
+    """SQLite's INTEGER stops at 2**63 - 1: past it, our error, not sqlite3's OverflowError
+    (a case the API fuzz test found)."""
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mem.remember(FACTS[0])
+        assert len(mem.list(limit=2**63 - 1, offset=0)) == 1
+        for kwargs in ({"limit": 2**63}, {"offset": 2**63}, {"limit": -1}):
+            with pytest.raises(InvalidInputError, match="2\\*\\*63 - 1"):
+                mem.list(**kwargs)
+        assert len(mem.list()) == 1
+
+
 def test_huge_text_is_split_not_crashed(tmp_path: Path) -> None:
     sentence = "All work and no play makes Jack a dull boy. "
     text = (sentence * 23_000)[:1_000_000]  # 1M characters
