@@ -121,15 +121,16 @@ class LiveDocs(LiveQueries):
         """The base forward up to ``resume`` of the pieces of ``flat`` not seen before."""
         new = sorted({p for p in flat if p not in self._base})
         lengths = [len(self.ids[p]) for p in new]
+        p = self.encoder.chunk_size
         for part in length_batches(lengths, self.encoder.batch_tokens):
             n = [lengths[j] for j in part]
             stream, low = self.encoder.stream_entering([self.ids[new[j]] for j in part],
                                                        self.resume)
-            h = torch.stack(list(low.values()), 2).float() if low else None  # MSA layer order
-            means = (batch_chunk_mean(h, n, self.encoder.chunk_size) if h is not None
-                     else [None] * len(part))
-            for b, (j, m) in enumerate(zip(part, means)):
-                c = -(-n[b] // self.encoder.chunk_size)
-                empty = stream.new_zeros((c, 0, stream.shape[-1]), dtype=torch.float32)
+            # [B, T, L_low, hidden] in MSA layer order; L_low = 0 when the adapter starts
+            # below every MSA layer
+            h = (torch.stack(list(low.values()), 2).float() if low
+                 else stream.new_zeros((*stream.shape[:2], 0, stream.shape[-1]),
+                                       dtype=torch.float32))
+            for b, (j, means) in enumerate(zip(part, batch_chunk_mean(h, n, p))):
                 # clone: a view would keep the whole padded batch alive
-                self._base[new[j]] = (stream[b, : n[b]].clone(), m if m is not None else empty)
+                self._base[new[j]] = (stream[b, : n[b]].clone(), means)
