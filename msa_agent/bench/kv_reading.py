@@ -46,24 +46,24 @@ SPACES = {"bare": {"kv_frame": "bare"}, "chat": {"kv_frame": "chat"}}
 # stored at ingest would give); "chunks alone" each of its chunks encoded so, one by one;
 # "text" the windows' tokens prefilled as text in the same layout (no K/V read: each window
 # then attends to the ones before it, which no stored K/V can).
-# "whole" all of the memory's rows, laid out as "rows" lays out windows. A variant named
-# "memory keys xA" multiplies the memories' keys by A (not the head's): the reader's logits
-# on memory tokens are then A times sharper, a temperature 1/A on them alone, as APE
-# (adaptive parallel encoding) does for contexts encoded apart from each other.
+# "whole" all of the memory's rows, laid out as "rows" lays out windows. The key scale A
+# (the "memory keys xA" variants) multiplies the memories' keys (not the head's): the
+# reader's logits on memory tokens are then A times sharper, a temperature 1/A on them
+# alone, as APE (adaptive parallel encoding) does for contexts encoded apart from each other.
 KEY_SCALES = (0.8, 1.25, 1.5)
-VARIANTS: dict[str, tuple[str, str, str] | None] = {
+VARIANTS: dict[str, tuple[str, str, str, float] | None] = {
     "text (re-read)": None,
     "text chunks (read=chunks)": None,
-    "full K/V, bare": ("bare", "parallel", ""),
-    "full K/V, chat, parallel": ("chat", "parallel", ""),
-    "full K/V, chat, sequential": ("chat", "sequential", ""),
-    "chunk K/V, chat, sequential": ("chat", "sequential", "rows"),
-    "window K/V encoded alone, chat, sequential": ("chat", "sequential", "alone"),
-    "chunk K/V encoded alone, chat, sequential": ("chat", "sequential", "chunks alone"),
-    "window text, unmarked, as K/V is laid out": ("chat", "sequential", "text"),
-    **{f"full K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "whole")
+    "full K/V, bare": ("bare", "parallel", "", 1.0),
+    "full K/V, chat, parallel": ("chat", "parallel", "", 1.0),
+    "full K/V, chat, sequential": ("chat", "sequential", "", 1.0),
+    "chunk K/V, chat, sequential": ("chat", "sequential", "rows", 1.0),
+    "window K/V encoded alone, chat, sequential": ("chat", "sequential", "alone", 1.0),
+    "chunk K/V encoded alone, chat, sequential": ("chat", "sequential", "chunks alone", 1.0),
+    "window text, unmarked, as K/V is laid out": ("chat", "sequential", "text", 1.0),
+    **{f"full K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "whole", a)
        for a in KEY_SCALES},
-    **{f"chunk K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "rows")
+    **{f"chunk K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "rows", a)
        for a in KEY_SCALES},
 }
 
@@ -207,8 +207,7 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
                     prompt = reader.prompt(q.text, notes, [h.memory.created_at for h in hits])
                     text, n_prompt = reader.generate(prompt, notes, q.text), len(prompt)
                 else:
-                    space, positions, windows = variant
-                    scale = float(name.rpartition(" x")[2]) if "memory keys x" in name else 1.0
+                    space, positions, windows, scale = variant
                     text, n_prompt = kv_answer(mems[space], positions, q.text, found[space],
                                                reader.answer_format, windows, scale)
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,

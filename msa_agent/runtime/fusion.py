@@ -5,11 +5,9 @@ Each channel ranks a candidate pool; the fused score of a memory is
 - ``rrf``: ``sum_c w_c / (rrf_k + rank_c)`` over the channels that ranked it (reciprocal-rank
   fusion: scale-free, so a cosine and a BM25 score never need calibrating), or
 - ``sum``: ``sum_c w_c * norm_c(score)``, a calibrated weighted sum: each channel's scores
-  are divided by its pool's best (a pool whose best is not positive is min-max normalised).
-  The rule used to min-max normalise any pool holding one negative score and divide the
-  others by their best, so one completed candidate's sign switched the scale of a whole MSA
-  pool (152 of 200 Wikipedia validation pools were min-max, 1 of 750 facts pools;
-  docs/recall.md, "One scale for the MSA channel"),
+  are divided by its pool's best (a pool whose best is not positive is min-max normalised),
+  one scale whatever the signs of the other scores (docs/recall.md, "One scale for the MSA
+  channel"),
 
 plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
 among the candidates that share the query's words (the lexical channel's; newest 1, oldest

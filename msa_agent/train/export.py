@@ -49,4 +49,3 @@ def _tensors(tr: TrainableRouter, dtype: torch.dtype) -> dict[str, torch.Tensor]
             if (adapter := getattr(tr, name)) is not None:
                 out.update({f"{name}.{k}": v for k, v in adapter.state_dict().items()})
     return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}
-

@@ -36,8 +36,8 @@ class TrainableRouter(nn.Module):
     """
 
     def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
-                 seed: int = 0, top_tokens: int = 1, adapter: QueryAdapter | None = None
-                 ) -> None:
+                 seed: int = 0, top_tokens: int = 1, adapter: QueryAdapter | None = None,
+                 doc_adapter: QueryAdapter | None = None) -> None:
         super().__init__()
         self.shape, self.layer_ids, self.rank = shape, list(layers), rank
         self.top_tokens = top_tokens  # the rule it is trained for (route_top_tokens)
@@ -46,7 +46,7 @@ class TrainableRouter(nn.Module):
         self.adapter = adapter
         # document-side LoRA (routing keys only); its documents must then come from a live
         # forward too (msa_agent.train.live.LiveDocs)
-        self.doc_adapter: QueryAdapter | None = None
+        self.doc_adapter = doc_adapter
         gen = torch.Generator().manual_seed(seed)
         n = len(self.layer_ids)
         outs = {"q": shape.n_heads * shape.head_dim, "k": shape.n_kv_heads * shape.head_dim}
@@ -96,8 +96,8 @@ class TrainableRouter(nn.Module):
         """
         adapter, doc = (None if a is None else copy.deepcopy(a).requires_grad_(True)
                         for a in (router.adapter, router.doc_adapter))
-        tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter)
-        tr.doc_adapter = doc
+        tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter,
+                 doc_adapter=doc)
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),
