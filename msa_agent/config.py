@@ -13,7 +13,7 @@ RECALL_MODES: tuple[str, ...] = get_args(RecallMode)
 AnswerFormat = Literal["free", "snap", "extractive"]
 ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
 # How Memory.answer reads memories (runtime/answer.py); here so the CLI checks it unloaded.
-READ_MODES: tuple[str, ...] = ("auto", "pooled", "full", "text", "chunks")
+READ_MODES: tuple[str, ...] = ("auto", "pooled", "full", "kv_chunks", "text", "chunks")
 LayerCombine = Literal["heads", "mean", "max"]
 
 

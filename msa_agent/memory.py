@@ -440,7 +440,8 @@ class Memory:
 
         ``read``: ``"text"`` re-reads the memories' text, ``"chunks"`` only each memory's
         chunk that matches the question and its neighbours, ``"full"`` attends to their stored
-        per-token K/V (space made with ``keep_full_kv=True``), ``"pooled"`` to their pooled K/V
+        per-token K/V (space made with ``keep_full_kv=True``), ``"kv_chunks"`` to the stored
+        K/V of the window ``"chunks"`` shows as text, ``"pooled"`` to their pooled K/V
         (MSA-trained models; each MSA layer reads its own top-k); ``"auto"`` picks ``pooled``
         for an MSA checkpoint, else ``chunks`` (best on validation with the embedded model,
         docs/answering.md), and the returned :class:`Answer` says which.

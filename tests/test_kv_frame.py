@@ -15,6 +15,7 @@ from msa_agent.model.text import split_text
 from msa_agent.runtime.answer import Reader
 from msa_agent.runtime.engine import KV_FRAME_SETTING
 from msa_agent.runtime.kv_frame import framed_kv, head_ids, tail_ids
+from msa_agent.runtime.results import Scope
 from msa_agent.store import FingerprintMismatchError
 from msa_testing import reader_logits
 
@@ -130,3 +131,55 @@ def test_a_bundle_from_before_kv_frame_recreates_a_bare_space(tmp_path: Path, ti
     assert layout["kv_frame"] == "bare" and layout["keep_full_kv"] is True
     with Memory.open(tmp_path / "new", model=tiny_pair, **layout) as mem:
         assert mem.import_(tmp_path / "bundle").imported == len(FACTS)
+
+
+LONG = "Alice works for Acme in the city of Lisbon. " + " ".join(
+    f"Note {i} is about the weather outside." for i in range(12))
+
+
+def test_kv_chunks_read_of_a_leading_window_equals_prefilling_it(tmp_path: Path,
+                                                                 tiny_pair) -> None:
+    """Stored rows ``[0, b)`` were encoded causally after the head, so a ``kv_chunks`` read
+    of a window at a memory's start is exactly a prefill of the frame with those tokens."""
+    model, tok = tiny_pair
+    with open_framed(tmp_path / "m", tiny_pair) as mem:
+        mem.remember(LONG)
+        engine = mem._engine
+        hit = engine.recall(QUESTION, 1, Scope(namespace="default"), 1)[0]
+        shown, (a, b) = engine.kv_window(hit, QUESTION)
+        reader = Reader(engine, QUESTION, [hit.memory], "kv_chunks", rows=[(a, b)])
+    assert (a, b) == (0, 16) and hit.memory.n_tokens > b  # chunk 0 holds Alice, + 1 neighbour
+    assert "Alice works for Acme" in shown and reader.memory_tokens == b
+    (doc,) = [p.ids for p in split_text(tok, LONG, 512)]
+    head, tail = head_ids(tok), tail_ids(tok, QUESTION)
+    assert reader.prompt == tail and reader.start == len(head) + b
+    with torch.inference_mode():
+        ids = torch.tensor([head + doc[:b] + tail], device=next(model.parameters()).device)
+        want = model(input_ids=ids).logits[:, -len(tail):]
+    torch.testing.assert_close(reader_logits(model, reader), want, atol=2e-4, rtol=1e-3)
+
+
+def test_kv_chunks_reads_each_window_s_stored_rows(tmp_path: Path, tiny_pair) -> None:
+    """A window inside a memory: its stored V rows, laid out after the head; the answer
+    copies from the window's text."""
+    question = "What is note 7 about?"
+    with open_framed(tmp_path / "m", tiny_pair) as mem:
+        mem.remember(LONG)
+        engine = mem._engine
+        hit = engine.recall(question, 1, Scope(namespace="default"), 1)[0]
+        shown, (a, b) = engine.kv_window(hit, question)
+        reader = Reader(engine, question, [hit.memory], "kv_chunks", rows=[(a, b)])
+        (_, v), = engine.read_kv("full", [hit.memory])
+        answer = mem.answer(question, k=1, read="kv_chunks", max_new_tokens=4)
+    assert a > 0 and "Note 7" in shown and reader.memory_tokens == b - a
+    p = len(engine.kv_frame.head)
+    got = reader.memory.v[0][0, :, p:p + b - a].transpose(0, 1)
+    torch.testing.assert_close(got, v[a:b, 0])
+    assert answer.text.strip() and answer.text.strip() in " ".join(shown.split())
+
+
+def test_kv_chunks_needs_stored_kv(tmp_path: Path, tiny_pair) -> None:
+    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8) as mem:
+        mem.remember(FACTS[0])
+        with pytest.raises(InvalidInputError, match="kv_chunks"):
+            mem.answer(QUESTION, read="kv_chunks")

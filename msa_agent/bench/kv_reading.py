@@ -159,14 +159,8 @@ def encode_alone(engine: Any, ids: list[int]) -> tuple[Any, Any]:
 
 def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
     """Token rows ``[a, b)`` of ``hit``'s chunk window (what ``read="chunks"`` reads as
-    text): chunk ``c`` holds document tokens ``[c * P, (c + 1) * P)``."""
-    from msa_agent.runtime.excerpt import matched_chunk, window
-
-    text = hit.memory.text
-    spans = engine.chunk_spans(text)
-    first, last = window(len(spans), matched_chunk(text, spans, question, hit.best_chunk))
-    p = engine.cfg.chunk_size
-    return first * p, min((last + 1) * p, hit.memory.n_tokens)
+    text, and ``read="kv_chunks"`` as K/V): ``Engine.kv_window``'s."""
+    return engine.kv_window(hit, question)[1]
 
 
 def evaluate(task_name: str, work: Path, per_split: int, split: str,

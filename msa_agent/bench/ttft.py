@@ -15,7 +15,9 @@ memories:
   prompts with its tail);
 - ``text``: the memories' text in the prompt, re-prefilled (the RAG-like path);
 - ``pooled``: each MSA layer attends to its memories' 64x-pooled K/V, no re-prefill;
-- ``full``: the memories' stored per-token K/V (MSA layers), re-rotated, no re-prefill.
+- ``full``: the memories' stored per-token K/V (MSA layers), re-rotated, no re-prefill;
+- ``kv_chunks``: as ``full``, but only each memory's chunk window (the matched chunk and its
+  neighbours: ``3 * chunk_size`` rows at most).
 
 **What is timed.** Wall clock from calling ``Memory.answer(..., stream=True)`` to the first
 text piece of the stream (or its end, if the first token is a stop token or half a
@@ -55,8 +57,8 @@ import torch
 from msa_agent.bench.text import essays, sentences
 from msa_agent.config import ANSWER_FORMATS
 
-MODES = ("none", "text", "pooled", "full")
-KV_MODES = ("pooled", "full")
+MODES = ("none", "text", "pooled", "full", "kv_chunks")
+KV_MODES = ("pooled", "full", "kv_chunks")
 TARGET = 1.2  # issue 14: K/V reading's TTFT at most 1.2x the TTFT with no memory
 EMPTY_NAMESPACE = "ttft-no-memory"  # holds nothing: routing finds no memory there
 QUESTION = "What does the author say about how to start a startup?"

@@ -38,7 +38,7 @@ def ask(
     namespace: NamespaceOpt = None,
     hops: HopsOpt = "1",
     read: Annotated[str, typer.Option(
-        help="How memories are read: auto, text, chunks, full or pooled.")] = "auto",
+        help="How memories are read: auto, text, chunks, full, kv_chunks or pooled.")] = "auto",
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", "--max-new-tokens", min=1,
         help="Tokens to generate at most; the output says when the answer stopped there.")] = 64,

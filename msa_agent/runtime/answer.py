@@ -7,6 +7,8 @@ Reading modes:
 - ``full``: the memories' stored per-token pre-RoPE K/V are re-rotated at document-local
   positions and attended to in the layers that kept them (the MSA layers, or every layer with
   ``full_kv_layers="all"``), with no re-prefill (needs ``keep_full_kv``);
+- ``kv_chunks``: as ``full``, but only the rows of each memory's chunk window (the tokens a
+  ``chunks`` read shows as text): K/V reading with the sparsity of ``chunks``;
 - ``pooled``: MSA-native, the 64x-pooled K/V of each layer's own top-k (MSA-trained models).
 """
 
@@ -26,6 +28,7 @@ from msa_agent.runtime.residency import Candidates
 from msa_agent.store import StoredMemory
 
 TEXT_READS = ("text", "chunks")  # modes that put memory text in the prompt
+KV_READS = ("full", "kv_chunks")  # modes that read the stored per-token K/V
 KV = tuple[torch.Tensor, torch.Tensor]
 # Space setting naming how pooled K were stored: "rope" = chunk means of post-RoPE K.
 POOLED_K_SETTING, POOLED_K_ROPE = "pooled_k", "rope"
@@ -40,8 +43,8 @@ def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
     """Resolve ``auto``; refuse a mode the space or model cannot serve."""
     if read not in READ_MODES:
         raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
-    if read == "full" and not has_full:
-        raise InvalidInputError("read='full' needs a space created with keep_full_kv=True")
+    if read in KV_READS and not has_full:
+        raise InvalidInputError(f"read={read!r} needs a space created with keep_full_kv=True")
     if read == "auto":  # chunks: best on the full sessions' val split (docs/answering.md)
         return "pooled" if msa_trained else "chunks"
     return read
@@ -153,6 +156,14 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     return mkv, max(k.shape[0] for k, _ in fetched)
 
 
+def take_rows(fetched: Sequence[KV], rows: Sequence[tuple[int, int]] | None) -> list[KV]:
+    """Each memory's K/V ``[S_i, ...]`` cut to its token rows ``[a, b)`` (``kv_chunks``);
+    every row without ``rows``. Views: nothing is copied."""
+    if rows is None:
+        return list(fetched)
+    return [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(fetched, rows, strict=True)]
+
+
 def lay_out(model: Any, fetched: Sequence[KV], starts: Sequence[int], layers: Sequence[int],
             keys: torch.Tensor, values: torch.Tensor, at: int = 0) -> None:
     """Write each memory's pre-RoPE K ``[S_i, F, Hkv, D]``, rotated at positions
@@ -223,7 +234,8 @@ class MemorySource(Protocol):
     def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
                 ) -> list[KV]: ...
 
-    def framed_read(self, question: str, memories: Sequence[StoredMemory]
+    def framed_read(self, question: str, memories: Sequence[StoredMemory],
+                    rows: Sequence[tuple[int, int]] | None = None
                     ) -> tuple[MemoryKV, int, list[int]] | None: ...
 
     def prefetch(self, kind: str, candidates: Candidates, keep: Iterable[str]) -> None: ...
@@ -249,24 +261,30 @@ class Reader:
     def __init__(self, engine: MemorySource, question: str, memories: Sequence[StoredMemory],
                  read: str, per_layer: Mapping[int, Sequence[StoredMemory]] | None = None,
                  notes: Sequence[str] = (), system: str = SYSTEM,
-                 ahead: Candidates | None = None) -> None:
+                 ahead: Candidates | None = None,
+                 rows: Sequence[tuple[int, int]] | None = None) -> None:
         """``notes``: the memory text a ``text`` or ``chunks`` read puts in the prompt.
+        ``rows``: per memory, the token rows ``[a, b)`` a ``kv_chunks`` read attends to
+        (its chunk window; every row when None).
         ``ahead`` (or a :class:`Selection`'s): the memories to prefetch once a K/V read is
         done and :meth:`prefetch_next` is called (ranked on the worker, not here)."""
         tok, model = engine.tokenizer, engine.lm.model
         self.read = read
         self.memory: MemoryKV | None = None
         self.start = 0
-        self.memory_tokens = sum(m.n_tokens for m in memories) if read != "chunks" else sum(
-            len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
-        framed = engine.framed_read(question, memories) if read == "full" and memories \
-            else None
+        rows = rows if read == "kv_chunks" else None
+        self.memory_tokens = (
+            sum(len(tok(n, add_special_tokens=False)["input_ids"]) for n in notes)
+            if read == "chunks" else sum(b - a for a, b in rows) if rows is not None
+            else sum(m.n_tokens for m in memories))
+        kv_read = read in KV_READS and bool(memories)
+        framed = engine.framed_read(question, memories, rows) if kv_read else None
         self.prompt = framed[2] if framed is not None else prompt_ids(
             tok, question, notes if read in TEXT_READS else [], system, WORKED_EXAMPLE)
         if framed is not None:  # chat-framed K/V: the frame's head, memories, then the tail
             self.memory, self.start = framed[0], framed[1]
-        elif read == "full" and memories:
-            fetched = engine.read_kv("full", memories)
+        elif kv_read:
+            fetched = take_rows(engine.read_kv("full", memories), rows)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)
         elif read == "pooled" and per_layer:
             check_pooled_layout(engine.pooled_layout)
@@ -277,10 +295,10 @@ class Reader:
         if isinstance(per_layer, Selection):
             ahead = ahead or per_layer.ahead
         self._prefetch: tuple[str, Candidates, set[str]] | None = None
-        if ahead is not None and self.memory is not None and read in ("full", "pooled"):
+        if ahead is not None and self.memory is not None and read in (*KV_READS, "pooled"):
             read_ids = {m.id for m in memories} | {m.id for sel in (per_layer or {}).values()
                                                   for m in sel}
-            self._prefetch = (read, ahead, read_ids)
+            self._prefetch = ("pooled" if read == "pooled" else "full", ahead, read_ids)
         self._engine = engine
 
     def prefetch_next(self) -> None:

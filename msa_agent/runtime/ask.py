@@ -9,6 +9,7 @@ import torch
 
 from msa_agent.runtime.answer import (
     DATED,
+    KV_READS,
     ORDER,
     SYSTEM,
     TEXT_READS,
@@ -57,14 +58,17 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     read = hits if engine.cfg.read_superseded else newest_versions(hits)
     notes, system = read_notes(engine, question, read, mode) if mode in TEXT_READS else ([], SYSTEM)
     ahead = (_next_per_layer(engine, question, k, scope, q, per_layer) if per_layer
-             else _next_routed(engine, question, k, scope, q, channels, hits) if mode == "full"
-             else None)
+             else _next_routed(engine, question, k, scope, q, channels, hits)
+             if mode in KV_READS else None)
+    # kv_chunks: each memory's chunk window, as text (what the answer copies from) and rows
+    windows = [engine.kv_window(h, question) for h in read] if mode == "kv_chunks" else None
     with engine.lock:
         reader = Reader(engine, question, [h.memory for h in read], mode, per_layer, notes,
-                        system, ahead)
+                        system, ahead, [r for _, r in windows] if windows else None)
     timings = {"route_ms": 1000 * (routed - started),
                "read_ms": 1000 * (time.perf_counter() - routed)}
-    shown = notes if mode in TEXT_READS else [h.memory.text for h in read]
+    shown = (notes if mode in TEXT_READS else [t for t, _ in windows] if windows
+             else [h.memory.text for h in read])
     how = decoding(engine.tokenizer, engine.cfg.answer_format, shown, question,
                    followed(read, mode))
     return AnswerStream(engine, ReadOnce(engine, reader, hits, max_new, per_layer, how), timings)

@@ -35,7 +35,7 @@ from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import split_text
 from msa_agent.runtime import bundle
-from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
+from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING, take_rows
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
 from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
@@ -492,13 +492,16 @@ class Engine(Recall):
         n = self.cfg.prefetch
         return n if n is not None else PREFETCH_CUDA if self.lm.device.type == "cuda" else 0
 
-    def framed_read(self, question: str, memories: Sequence[StoredMemory]
+    def framed_read(self, question: str, memories: Sequence[StoredMemory],
+                    rows: Sequence[tuple[int, int]] | None = None
                     ) -> tuple[MemoryKV, int, list[int]] | None:
-        """A ``full`` read of a chat-framed space: (memory K/V, start, prompt ids); None for
-        a bare space (``msa_agent.runtime.kv_frame``)."""
+        """A ``full`` read of a chat-framed space (``kv_chunks``: of each memory's ``rows``):
+        (memory K/V, start, prompt ids); None for a bare space
+        (``msa_agent.runtime.kv_frame``)."""
         if self.kv_frame is None:
             return None
-        fetched = self.read_kv("full", memories, widen=False)  # widened into the frame
+        # widened into the frame
+        fetched = take_rows(self.read_kv("full", memories, widen=False), rows)
         every = list(range(self.shape.n_layers))
         return self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
                                   self.tokenizer, question, fetched, self.full_layers)

@@ -256,10 +256,7 @@ class Recall:
         the one holding the question's rarest words (``excerpt.matched_chunk``, as
         ``read="chunks"`` picks it; routing's best chunk when none has them): in a long
         session routing's best chunk can be filler whose rare words lead nowhere."""
-        spans = self.chunk_spans(hit.memory.text)
-        centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk)
-        first, last = window(len(spans), centre, 1)
-        text = self.chunk_text(hit.memory.text, first, last) or hit.memory.text
+        text = self.excerpt(hit, question) or hit.memory.text
         with self.lock:
             words = self._space.rare_terms(text, BRIDGE_WORDS, exclude=question)
         return " ".join(words) or text
@@ -286,8 +283,21 @@ class Recall:
     def excerpt(self, hit: Recalled, question: str) -> str:
         """``read="chunks"``: the chunk of ``hit`` that best matches ``question`` and its
         neighbours, as text (``msa_agent.runtime.excerpt``)."""
-        text = hit.memory.text
-        spans = self.chunk_spans(text)
-        centre = matched_chunk(text, spans, question, hit.best_chunk)
-        first, last = window(len(spans), centre)
-        return text[spans[first][0]:spans[last][1]].strip()
+        spans, first, last = self._window(hit, question)
+        return hit.memory.text[spans[first][0]:spans[last][1]].strip()
+
+    def kv_window(self, hit: Recalled, question: str) -> tuple[str, tuple[int, int]]:
+        """``read="kv_chunks"``: :meth:`excerpt`'s text and the token rows ``[a, b)`` of
+        ``hit``'s stored K/V that hold it (chunk ``c`` is document tokens
+        ``[c * P, (c + 1) * P)``), from one tokenisation."""
+        spans, first, last = self._window(hit, question)
+        p = self.cfg.chunk_size
+        text = hit.memory.text[spans[first][0]:spans[last][1]].strip()
+        return text, (first * p, min((last + 1) * p, hit.memory.n_tokens))
+
+    def _window(self, hit: Recalled, question: str) -> tuple[list[tuple[int, int]], int, int]:
+        """``hit``'s chunk spans and the first and last chunk of its window: the chunk that
+        best matches ``question`` and its neighbours."""
+        spans = self.chunk_spans(hit.memory.text)
+        centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk)
+        return (spans, *window(len(spans), centre))

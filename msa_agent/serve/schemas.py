@@ -77,7 +77,7 @@ class AnswerRequest(Body):
     namespace: str | None = None
     where: dict[str, Any] | None = None
     hops: Hops = 1
-    read: Literal["auto", "text", "chunks", "full", "pooled"] = "auto"
+    read: Literal["auto", "text", "chunks", "full", "kv_chunks", "pooled"] = "auto"
     max_new_tokens: int = 64
     routing: Literal["hybrid", "msa", "lexical"] | None = None
     stream: bool = False

@@ -37,11 +37,15 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     assert none["memory_tokens"] == 0 and text["memory_tokens"] >= 3 * 24
     assert rows["full"]["memory_tokens"] == text["memory_tokens"]
     assert 0 < rows["pooled"]["memory_tokens"] < text["memory_tokens"]  # chunks, not tokens
+    # a chunk window per memory: at most 3 chunks of 8 rows each, fewer than a whole memory
+    assert 0 < rows["kv_chunks"]["memory_tokens"] <= 3 * 3 * 8
+    assert rows["kv_chunks"]["memory_tokens"] < rows["full"]["memory_tokens"]
     assert text["prompt_tokens"] > none["prompt_tokens"] == rows["pooled"]["prompt_tokens"]
     # a chat-framed full read (the default) prompts with the frame's tail only: its head is
     # read as memory K/V before the memories
     tail = tail_ids(tiny_pair[1], settings.question)
     assert rows["full"]["prompt_tokens"] == len(tail) < none["prompt_tokens"]
+    assert rows["kv_chunks"]["prompt_tokens"] == len(tail)
     for mode, row in rows.items():
         assert len(row["samples"]) == 1 and row["ttft_ms"]["p50"] > 0
         assert row["ttft_ms"]["min"] <= row["ttft_ms"]["p50"]
@@ -50,7 +54,7 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
         assert row["ratio_to_none"]["ttft_p50"] == pytest.approx(want), mode
     assert none["ratio_to_none"]["ttft_p50"] == 1.0
     check = ttft.target_check(rows)
-    assert set(check) == {"rule", "pooled", "full"}
+    assert set(check) == {"rule", "pooled", "full", "kv_chunks"}
     assert "| none |" in ttft.table(rows) and "| full |" in ttft.table(rows)
 
 
