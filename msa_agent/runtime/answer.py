@@ -156,14 +156,6 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     return mkv, max(k.shape[0] for k, _ in fetched)
 
 
-def take_rows(fetched: Sequence[KV], rows: Sequence[tuple[int, int]] | None) -> list[KV]:
-    """Each memory's K/V ``[S_i, ...]`` cut to its token rows ``[a, b)`` (``kv_chunks``);
-    every row without ``rows``. Views: nothing is copied."""
-    if rows is None:
-        return list(fetched)
-    return [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(fetched, rows, strict=True)]
-
-
 def lay_out(model: Any, fetched: Sequence[KV], starts: Sequence[int], layers: Sequence[int],
             keys: torch.Tensor, values: torch.Tensor, at: int = 0) -> None:
     """Write each memory's pre-RoPE K ``[S_i, F, Hkv, D]``, rotated at positions
@@ -231,8 +223,8 @@ class MemorySource(Protocol):
     @property
     def pooled_layout(self) -> str | None: ...
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
-                ) -> list[KV]: ...
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True,
+                rows: Sequence[tuple[int, int]] | None = None) -> list[KV]: ...
 
     def framed_read(self, question: str, memories: Sequence[StoredMemory],
                     rows: Sequence[tuple[int, int]] | None = None
@@ -284,7 +276,7 @@ class Reader:
         if framed is not None:  # chat-framed K/V: the frame's head, memories, then the tail
             self.memory, self.start = framed[0], framed[1]
         elif kv_read:
-            fetched = take_rows(engine.read_kv("full", memories), rows)
+            fetched = engine.read_kv("full", memories, rows=rows)
             self.memory, self.start = full_kv(model, fetched, engine.full_layers)
         elif read == "pooled" and per_layer:
             check_pooled_layout(engine.pooled_layout)

@@ -35,7 +35,7 @@ from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import split_text
 from msa_agent.runtime import bundle
-from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING, take_rows
+from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
 from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
@@ -466,13 +466,16 @@ class Engine(Recall):
                     tier = tier.below
             return out
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True,
+                rows: Sequence[tuple[int, int]] | None = None
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``kind`` ("pooled" or "full") K/V of ``memories`` on the model's device, in order:
         from the host tier when cached (one gather launch), else from the store; float32,
-        or the stored dtype without ``widen``."""
+        or the stored dtype without ``widen``. ``rows``: per memory, only its token rows
+        ``[a, b)``."""
         with self.lock:
-            return self.kv_cache[kind].fetch(self._space, memories, self.lm.device, widen)
+            return self.kv_cache[kind].fetch(self._space, memories, self.lm.device, widen,
+                                             rows)
 
     def prefetch(self, kind: str, candidates: Candidates, keep: Iterable[str]) -> None:
         """Load ``kind`` K/V of ``candidates()`` (called on the worker thread) into the tiers
@@ -500,8 +503,7 @@ class Engine(Recall):
         (``msa_agent.runtime.kv_frame``)."""
         if self.kv_frame is None:
             return None
-        # widened into the frame
-        fetched = take_rows(self.read_kv("full", memories, widen=False), rows)
+        fetched = self.read_kv("full", memories, widen=False, rows=rows)  # widened in the frame
         every = list(range(self.shape.n_layers))
         return self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
                                   self.tokenizer, question, fetched, self.full_layers)

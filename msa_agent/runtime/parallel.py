@@ -33,6 +33,7 @@ from msa_agent.model.loader import LoadedModel
 from msa_agent.model.router import Router
 from msa_agent.runtime.engine import Engine
 from msa_agent.runtime.fusion import LEXICAL, MSA
+from msa_agent.runtime.residency import take_rows
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import Space, SpaceBusyError, StoredMemory
@@ -249,11 +250,13 @@ class ShardedEngine(Engine):
                           self.ids)
         return sub.explain(ids, q, self.cfg.layer_combine), sub.doc_ids
 
-    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True
+    def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True,
+                rows: Sequence[tuple[int, int]] | None = None
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``kind`` K/V of ``memories`` (each ``[S_i, L, Hkv, D]``, always float32: the rows
         travel widened), in order, on every rank: each owner reads its own memories (from
-        its host tier) and sends them, all-gathered. A collective."""
+        its host tier) and sends them, all-gathered; ``rows`` then cut each memory to its
+        token rows ``[a, b)``. A collective."""
         owner = [self._gpos.get(m.id, 0) % self.comm.world for m in memories]
         mine = [m for m, r in zip(memories, owner) if r == self.comm.rank]
         fetched = super().read_kv(kind, mine)
@@ -268,7 +271,7 @@ class ShardedEngine(Engine):
                 parts = zip(kv[0][r].split(sizes[r].tolist()), kv[1][r].split(sizes[r].tolist()))
                 got.update({m.id: (k.to(self.lm.device), v.to(self.lm.device))
                             for m, (k, v) in zip(ms, parts)})
-        return [got[m.id] for m in memories]
+        return take_rows([got[m.id] for m in memories], rows)
 
     def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
                         ) -> dict[int, list[StoredMemory]]:

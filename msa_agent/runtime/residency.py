@@ -84,10 +84,12 @@ class HostKVCache:
         return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
 
     def fetch(self, space: Space, memories: Sequence[StoredMemory], device: torch.device,
-              widen: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+              widen: bool = True, rows: Sequence[tuple[int, int]] | None = None
+              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each memory's ``(K, V)`` ``[S_i, L, Hkv, D]`` on ``device``, in order: float32, or
         with ``widen`` False the stored dtype (a reader that copies them anyway widens
-        there, without a float32 temporary of every row)."""
+        there, without a float32 temporary of every row). ``rows``: per memory, only its
+        token rows ``[a, b)`` are copied (a ``kv_chunks`` read)."""
         if not memories:
             return []
         unique = list({m.id: m for m in memories}.values())
@@ -101,8 +103,10 @@ class HostKVCache:
                     self.prefetched.discard(m.id)
                     self.prefetch_used += 1
         if missing and not self._add(space, missing, {m.id for m in unique}):
-            return self._direct(space, memories, device, widen)
+            return self._direct(space, memories, device, widen, rows)
         spans = [self.rows[m.id] for m in memories]
+        if rows is not None:
+            spans = [(s + a, b - a) for (s, _), (a, b) in zip(spans, rows, strict=True)]
         idx = torch.cat([torch.arange(s, s + n) for s, n in spans])
         assert self.k is not None and self.v is not None
         k, v = self._take(self.k, idx, device), self._take(self.v, idx, device)
@@ -273,15 +277,25 @@ class HostKVCache:
         self.k, self.v = new
 
     def _direct(self, space: Space, memories: Sequence[StoredMemory], device: torch.device,
-                widen: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                widen: bool = True, rows: Sequence[tuple[int, int]] | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.below is not None:  # too big for this tier: straight from the one below
-            return self.below.fetch(space, memories, device, widen)
+            return self.below.fetch(space, memories, device, widen, rows)
         ks, vs = (space.read(name, memories) for name in self.names)
 
         def put(a: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(a)
             return (t.float() if widen else t).to(device)
-        return [(put(k), put(v)) for k, v in zip(ks, vs)]
+        return [(put(k), put(v)) for k, v in take_rows(list(zip(ks, vs)), rows)]
+
+
+def take_rows(fetched: Sequence[tuple[Any, Any]], rows: Sequence[tuple[int, int]] | None
+              ) -> list[tuple[Any, Any]]:
+    """Each memory's K/V ``[S_i, ...]`` cut to its token rows ``[a, b)`` (``kv_chunks``);
+    every row without ``rows``. Views: nothing is copied."""
+    if rows is None:
+        return list(fetched)
+    return [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(fetched, rows, strict=True)]
 
 
 Candidates = Callable[[], Sequence[StoredMemory]]  # run on the worker: memories to load

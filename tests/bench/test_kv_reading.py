@@ -102,3 +102,31 @@ def test_whole_rows_read_as_read_full(tmp_path: Path, tiny_pair) -> None:  # noq
         hits = mem._engine.recall(question, 2, Scope(namespace="default"), 1)
         full = kv_answer(mem, "sequential", question, hits, "free")
         assert kv_answer(mem, "sequential", question, hits, "free", "whole") == full
+
+
+def test_the_chunk_window_variant_is_the_runtime_s_kv_chunks_read(tmp_path: Path,
+                                                                   tiny_pair) -> None:  # noqa: ANN001
+    """The bench's "chunk K/V, chat, sequential" rows are what ``read="kv_chunks"`` reads:
+    the same memory K/V, start and prompt."""
+    from msa_agent.bench.kv_reading import window_kv
+    from msa_agent.runtime.answer import Reader
+
+    filler = " ".join(f"note{i} about the weather" for i in range(12))
+    texts = [f"{filler} and Acme is based in Lisbon. {filler}", f"Alice works for Acme. {filler}"]
+    question = "Where is Acme based?"
+    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
+                     full_kv_layers="all", kv_frame="chat") as mem:
+        mem.remember_many(texts)
+        engine = mem._engine
+        hits = engine.recall(question, 2, Scope(namespace="default"), 1)
+        every = list(range(engine.shape.n_layers))
+        bench = engine.kv_frame.read(engine.lm.model, lambda: engine.encoder.frame_kv(every),
+                                     engine.tokenizer, question,
+                                     window_kv(engine, hits, question, "rows"),
+                                     engine.full_layers)
+        reader = Reader(engine, question, [h.memory for h in hits], "kv_chunks",
+                        rows=[engine.kv_window(h, question)[1] for h in hits])
+    assert len(hits) == 2 and reader.start == bench[1] and reader.prompt == bench[2]
+    for layer in every:
+        torch.testing.assert_close(reader.memory.k[layer], bench[0].k[layer])
+        torch.testing.assert_close(reader.memory.v[layer], bench[0].v[layer])

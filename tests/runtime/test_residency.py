@@ -75,6 +75,26 @@ def test_fetch_always_equals_the_store(budget_rows: int, ops: list) -> None:  # 
         assert cache.nbytes <= budget_rows * row_bytes  # the budget holds
 
 
+@settings(max_examples=40, deadline=None)
+@given(budget_rows=st.integers(0, 40), data=st.data())
+def test_fetch_of_rows_equals_those_rows_of_the_store(budget_rows: int,  # noqa: ANN001
+                                                      data) -> None:
+    """``rows`` (a ``kv_chunks`` read): each memory's rows ``[a, b)`` only, cached or not
+    (a budget of 0 reads straight from the store)."""
+    space, row_bytes = FakeSpace(), 2 * int(np.prod(SHAPE)) * 2
+    cache = HostKVCache(("pooled_k", "pooled_v"), budget_rows * row_bytes, pin=False)
+    for _ in range(3):
+        mems = data.draw(st.lists(st.sampled_from(MEMS), min_size=1, max_size=4))
+        rows = [data.draw(st.tuples(st.integers(0, m.n - 1), st.integers(1, m.n))
+                          .map(sorted).filter(lambda r: r[0] < r[1]).map(tuple))
+                for m in mems]
+        got = cache.fetch(space, mems, torch.device("cpu"), rows=rows)  # type: ignore[arg-type]
+        for (k, v), m, (a, b) in zip(got, mems, rows, strict=True):
+            want_k, want_v = expect(m)
+            torch.testing.assert_close(k, want_k[a:b])
+            torch.testing.assert_close(v, want_v[a:b])
+
+
 def test_cached_memories_are_not_read_again() -> None:
     space = FakeSpace()
     cache = HostKVCache(("pooled_k", "pooled_v"), 1 << 20, pin=False)
