@@ -15,6 +15,7 @@ lock, briefly, and never the model's: it ranks with router queries the request c
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +62,7 @@ CPU_BATCH_TOKENS = 1024  # 2-core CPU, SmolLM2: 717 tok/s vs 428 at 8192 and 587
 CUDA_BATCH_TOKENS = 16384
 HOST_CACHE_MB_CUDA, HOST_CACHE_MB_CPU = 2048, 256  # host tier of memory K/V (answers)
 GPU_CACHE_MB = 1024  # GPU tier above it, on CUDA only
+CHUNK_LAYOUTS = 512  # memory texts whose chunk spans and words are kept (~30 KB for 1k tokens)
 PREFETCH_CUDA = 2  # memories prefetched after a K/V read on CUDA (off on CPU: config.py)
 KV_FRAME_SETTING = "kv_frame_ids"  # the head token ids a chat-framed space encoded K/V after
 
@@ -93,6 +95,8 @@ class Engine(Recall):
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm),
                                kv_frame=self.kv_frame.head if self.kv_frame else ())
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
+        # chunk spans and words of memory texts read as chunks (excerpt, kv_chunks, bridge)
+        self._layouts = functools.lru_cache(maxsize=CHUNK_LAYOUTS)(self._layout_of)
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
                              cfg.newer_subject_max, cfg.newer_cover)

@@ -18,13 +18,22 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
+from typing import NamedTuple
 
 from msa_agent.store.lexical import query_terms
 
 NEIGHBOURS = 1  # chunks kept on each side of the matched one
 STEM = 5  # characters two words must share to match ("lessons" / "lesson")
 _WORD = re.compile(r"[^\W_]+")
+
+
+class ChunkLayout(NamedTuple):
+    """A memory text's pooled chunks: their character spans and their words' stems (what
+    :func:`matched_chunk` scores; the same for every question, so the runtime caches it)."""
+
+    spans: tuple[tuple[int, int], ...]
+    words: tuple[frozenset[str], ...]
 
 
 def _stem(word: str) -> str:
@@ -42,10 +51,11 @@ def chunk_words(text: str, spans: Sequence[tuple[int, int]]) -> list[set[str]]:
 
 
 def matched_chunk(text: str, spans: Sequence[tuple[int, int]], question: str,
-                  fallback: int = 0) -> int:
-    """Index of the chunk span of ``text`` that best matches ``question`` (see the module)."""
+                  fallback: int = 0, words: Sequence[Set[str]] | None = None) -> int:
+    """Index of the chunk span of ``text`` that best matches ``question`` (see the module);
+    ``words``: :func:`chunk_words` of the spans, when already known."""
     terms = {_stem(t) for t in query_terms(question) if " " not in t}
-    words = chunk_words(text, spans)
+    words = chunk_words(text, spans) if words is None else words
     holders = {t: sum(t in w for w in words) for t in terms}
     scores = [sum(1 / holders[t] for t in terms if t in w) for w in words]
     best = max(range(len(spans)), key=lambda i: (scores[i], i == fallback, -i), default=0)

@@ -8,7 +8,7 @@ here (space, index, lock, encoder); this file only holds the methods that read t
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ import torch
 from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.text import query_ids, special_prefix
-from msa_agent.runtime.excerpt import matched_chunk, window
+from msa_agent.runtime.excerpt import ChunkLayout, chunk_words, matched_chunk, window
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, completed, fuse, superseded, versions
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
@@ -37,6 +37,7 @@ class Recall:
     fusion: Fusion
     lock: threading.RLock
     _space: Space
+    _layouts: Callable[[str], ChunkLayout]  # _layout_of, cached per text (the engine's)
 
     def query(self, text: str) -> torch.Tensor:
         """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward."""
@@ -261,17 +262,24 @@ class Recall:
             words = self._space.rare_terms(text, BRIDGE_WORDS, exclude=question)
         return " ".join(words) or text
 
-    def chunk_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character spans ``[start, end)`` of ``text``'s pooled chunks, from one
-        tokenisation: chunk ``c`` holds document tokens ``[c * P, (c + 1) * P)``, the
-        tokenizer's special prefix counted. Spans tile the text (each ends where the next
-        starts; the last at the text's end)."""
+    def chunk_spans(self, text: str) -> tuple[tuple[int, int], ...]:
+        """Character spans ``[start, end)`` of ``text``'s pooled chunks (see
+        :meth:`_layout_of`)."""
+        return self._layouts(text).spans
+
+    def _layout_of(self, text: str) -> ChunkLayout:
+        """``text``'s chunk spans, from one tokenisation, and their word stems: chunk ``c``
+        holds document tokens ``[c * P, (c + 1) * P)``, the tokenizer's special prefix
+        counted. Spans tile the text (each ends where the next starts; the last at the
+        text's end). Pure in ``text``: the engine caches it (a memory read again, as hot
+        memories are, costs no tokenisation)."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offs = enc["offset_mapping"]
         p, lead = self.cfg.chunk_size, len(special_prefix(self.tokenizer))
         n_chunks = -(-(len(offs) + lead) // p)  # ceil
         starts = [0] + [offs[c * p - lead][0] for c in range(1, n_chunks)]
-        return list(zip(starts, [*starts[1:], len(text)]))
+        spans = tuple(zip(starts, [*starts[1:], len(text)]))
+        return ChunkLayout(spans, tuple(frozenset(w) for w in chunk_words(text, spans)))
 
     def chunk_text(self, text: str, chunk: int, last: int | None = None) -> str:
         """The characters of ``text`` in pooled chunks ``chunk`` to ``last`` (inclusive;
@@ -298,6 +306,6 @@ class Recall:
     def _window(self, hit: Recalled, question: str) -> tuple[list[tuple[int, int]], int, int]:
         """``hit``'s chunk spans and the first and last chunk of its window: the chunk that
         best matches ``question`` and its neighbours."""
-        spans = self.chunk_spans(hit.memory.text)
-        centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk)
-        return (spans, *window(len(spans), centre))
+        spans, words = self._layouts(hit.memory.text)
+        centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk, words)
+        return (list(spans), *window(len(spans), centre))
