@@ -137,6 +137,14 @@ LONG = "Alice works for Acme in the city of Lisbon. " + " ".join(
     f"Note {i} is about the weather outside." for i in range(12))
 
 
+def kv_chunks_read(mem: Memory, question: str) -> tuple:
+    """The best memory's window (text, rows) for ``question`` and its ``kv_chunks`` Reader."""
+    engine = mem._engine
+    hit = engine.recall(question, 1, Scope(namespace="default"), 1)[0]
+    shown, rows = engine.kv_window(hit, question)
+    return hit, shown, rows, Reader(engine, question, [hit.memory], "kv_chunks", rows=[rows])
+
+
 def test_kv_chunks_read_of_a_leading_window_equals_prefilling_it(tmp_path: Path,
                                                                  tiny_pair) -> None:
     """Stored rows ``[0, b)`` were encoded causally after the head, so a ``kv_chunks`` read
@@ -144,10 +152,7 @@ def test_kv_chunks_read_of_a_leading_window_equals_prefilling_it(tmp_path: Path,
     model, tok = tiny_pair
     with open_framed(tmp_path / "m", tiny_pair) as mem:
         mem.remember(LONG)
-        engine = mem._engine
-        hit = engine.recall(QUESTION, 1, Scope(namespace="default"), 1)[0]
-        shown, (a, b) = engine.kv_window(hit, QUESTION)
-        reader = Reader(engine, QUESTION, [hit.memory], "kv_chunks", rows=[(a, b)])
+        hit, shown, (a, b), reader = kv_chunks_read(mem, QUESTION)
     assert (a, b) == (0, 16) and hit.memory.n_tokens > b  # chunk 0 holds Alice, + 1 neighbour
     assert "Alice works for Acme" in shown and reader.memory_tokens == b
     (doc,) = [p.ids for p in split_text(tok, LONG, 512)]
@@ -165,10 +170,8 @@ def test_kv_chunks_reads_each_window_s_stored_rows(tmp_path: Path, tiny_pair) ->
     question = "What is note 7 about?"
     with open_framed(tmp_path / "m", tiny_pair) as mem:
         mem.remember(LONG)
+        hit, shown, (a, b), reader = kv_chunks_read(mem, question)
         engine = mem._engine
-        hit = engine.recall(question, 1, Scope(namespace="default"), 1)[0]
-        shown, (a, b) = engine.kv_window(hit, question)
-        reader = Reader(engine, question, [hit.memory], "kv_chunks", rows=[(a, b)])
         (_, v), = engine.read_kv("full", [hit.memory])
         answer = mem.answer(question, k=1, read="kv_chunks", max_new_tokens=4)
     assert a > 0 and "Note 7" in shown and reader.memory_tokens == b - a

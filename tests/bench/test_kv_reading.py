@@ -34,6 +34,12 @@ def test_window_rows_are_the_excerpt(tmp_path: Path, tiny_pair) -> None:  # noqa
                                                                     "violin").split())
 
 
+def open_chat(path: Path, pair) -> Memory:  # noqa: ANN001
+    """A chat-framed space keeping every layer's K/V, as the bench's K/V variants read."""
+    return Memory.open(path, pair, chunk_size=8, keep_full_kv=True, full_kv_layers="all",
+                       kv_frame="chat")
+
+
 FACTS = ["Alice works for Acme in the city.", "Acme is based in Lisbon by the sea.",
          "Bob likes green tea."]
 
@@ -46,8 +52,7 @@ def test_kv_answers_are_decoded_in_the_answer_format(tmp_path: Path, tiny_pair, 
     from msa_agent.bench.kv_reading import kv_answer
 
     question = "Where is Acme based?"
-    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
-                     full_kv_layers="all", kv_frame="chat") as mem:
+    with open_chat(tmp_path / "m", tiny_pair) as mem:
         mem.remember_many(FACTS)
         engine = mem._engine
         hits = engine.recall(question, 2, Scope(namespace="default"), 1)
@@ -77,8 +82,7 @@ def test_a_memory_encoded_alone_is_its_stored_kv(tmp_path: Path, tiny_pair) -> N
     does: a whole memory encoded so gives its stored chat-framed K/V."""
     from msa_agent.bench.kv_reading import doc_ids, encode_alone
 
-    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
-                     full_kv_layers="all", kv_frame="chat") as mem:
+    with open_chat(tmp_path / "m", tiny_pair) as mem:
         mem.remember_many(FACTS)
         engine = mem._engine
         hit = engine.recall("Where is Acme based?", 1, Scope(namespace="default"), 1)[0]
@@ -96,8 +100,7 @@ def test_whole_rows_read_as_read_full(tmp_path: Path, tiny_pair) -> None:  # noq
     from msa_agent.bench.kv_reading import kv_answer
 
     question = "Where is Acme based?"
-    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
-                     full_kv_layers="all", kv_frame="chat") as mem:
+    with open_chat(tmp_path / "m", tiny_pair) as mem:
         mem.remember_many(FACTS)
         hits = mem._engine.recall(question, 2, Scope(namespace="default"), 1)
         full = kv_answer(mem, "sequential", question, hits, "free")
@@ -114,8 +117,7 @@ def test_the_chunk_window_variant_is_the_runtime_s_kv_chunks_read(tmp_path: Path
     filler = " ".join(f"note{i} about the weather" for i in range(12))
     texts = [f"{filler} and Acme is based in Lisbon. {filler}", f"Alice works for Acme. {filler}"]
     question = "Where is Acme based?"
-    with Memory.open(tmp_path / "m", tiny_pair, chunk_size=8, keep_full_kv=True,
-                     full_kv_layers="all", kv_frame="chat") as mem:
+    with open_chat(tmp_path / "m", tiny_pair) as mem:
         mem.remember_many(texts)
         engine = mem._engine
         hits = engine.recall(question, 2, Scope(namespace="default"), 1)
