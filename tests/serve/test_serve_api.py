@@ -201,3 +201,13 @@ def test_threads_option_serves_and_a_zero_is_refused(memory: Memory) -> None:
         assert r.status_code == 200 and len(r.json()["hits"]) == 1
     with pytest.raises(InvalidInputError, match="threads"):
         create_app(memory, threads=0)
+
+
+def test_the_answer_schema_offers_every_read_mode() -> None:
+    """The server's ``read`` choices are the library's (a new mode reaches HTTP clients)."""
+    from typing import get_args
+
+    from msa_agent.config import READ_MODES
+    from msa_agent.serve.schemas import AnswerRequest
+
+    assert set(get_args(AnswerRequest.model_fields["read"].annotation)) == set(READ_MODES)
