@@ -212,8 +212,7 @@ class Engine(Recall):
                 if self._space.generation() == before:
                     self._generation = before
                     self._indexed_at = {m.id: m.chunk_start for m in live}
-                    for cache in self.kv_cache.values():  # an update keeps its id, not rows
-                        cache.evict(gone)
+                    self._forget_cached(gone)  # an update keeps its id, not rows
                     return
                 self._generation = None
             raise SpaceBusyError("the writer kept committing while this reader loaded the "
@@ -327,8 +326,15 @@ class Engine(Recall):
     def _drop(self, ids: list[str]) -> None:
         """Forget deleted memories' resident routing rows and cached K/V."""
         self.index.remove(ids)
+        self._forget_cached(ids)
+
+    def _forget_cached(self, ids: Sequence[str]) -> None:
+        """Drop what the caches derived from memories ``ids``: their K/V in every tier, and
+        the chunk layouts (keyed by text, so all of them go: no deleted text stays held)."""
         for cache in self.kv_cache.values():
             cache.evict(ids)
+        if ids:
+            self._layouts.cache_clear()
 
     def remove(self, ids: Sequence[str]) -> int:
         """Delete memories (rows gone, array rows zeroed), drop them from the index and the

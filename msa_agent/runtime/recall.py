@@ -303,9 +303,10 @@ class Recall:
         text = hit.memory.text[spans[first][0]:spans[last][1]].strip()
         return text, (first * p, min((last + 1) * p, hit.memory.n_tokens))
 
-    def _window(self, hit: Recalled, question: str) -> tuple[list[tuple[int, int]], int, int]:
+    def _window(self, hit: Recalled, question: str
+                ) -> tuple[Sequence[tuple[int, int]], int, int]:
         """``hit``'s chunk spans and the first and last chunk of its window: the chunk that
         best matches ``question`` and its neighbours."""
         spans, words = self._layouts(hit.memory.text)
         centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk, words)
-        return (list(spans), *window(len(spans), centre))
+        return (spans, *window(len(spans), centre))

@@ -138,3 +138,18 @@ def test_the_worked_example_comes_first_and_only_with_memories(tiny_pair) -> Non
     assert with_example.index(EXAMPLE[1]) < with_example.index("a memory")
     assert EXAMPLE[2] in with_example
     assert prompt_ids(tok, "Q?", [], SYSTEM, example=True) == prompt_ids(tok, "Q?", [])
+
+
+def test_chunk_layouts_are_cached_and_dropped_with_a_forgotten_memory(tmp_path: Path,
+                                                                       tiny_pair) -> None:
+    """A window read again costs no tokenisation; a forget leaves no deleted text held."""
+    with open_mem(tmp_path / "m", tiny_pair) as mem:
+        mid = mem.remember(LONG, at=T0)
+        engine, question = mem._engine, "When is the violin lesson?"
+        hit = engine.recall(question, 1, mem._scope(None, None), 1)[0]
+        first = engine.excerpt(hit, question)
+        assert engine.excerpt(hit, question) == first
+        info = engine._layouts.cache_info()
+        assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
+        mem.forget(mid)
+        assert engine._layouts.cache_info().currsize == 0
