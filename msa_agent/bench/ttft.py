@@ -26,6 +26,11 @@ character): routing, reading and the prefill forward, ending with the first toke
 (``Answer.timings_ms``; no device synchronisation inside them); ``after_route`` is TTFT minus
 routing. One warm-up round over all modes, then ``--repeats`` rounds, the modes in turn in
 each round so that a change in machine load falls on all of them; p50 (median) and min.
+Before each request the K/V prefetch worker (on by default on CUDA) is let finish the
+previous request's job, so each request is timed alone; ``--back-to-back`` skips that wait
+and times requests as a caller that asks again the instant an answer ends would see them
+(the worker's ranking then shares the engine's lock and the interpreter with the next
+request's routing).
 
 ``--model-dir``: a folder with ``config.json`` and the tokenizer files but no weights; the
 model is built with random weights of that shape (with a random router of the shipped
@@ -75,6 +80,7 @@ class Settings:
     max_new_tokens: int = 1
     question: str = QUESTION
     modes: tuple[str, ...] = MODES
+    settle: bool = True  # wait for the prefetch worker before each request
 
 
 @dataclass
@@ -153,6 +159,8 @@ def first_token(mem: Any, mode: str, k: int, settings: Settings) -> Sample:
     """Time one ``answer`` to its first text piece (then drain the stream for its Answer)."""
     namespace = EMPTY_NAMESPACE if mode == "none" else None
     read = "text" if mode == "none" else mode
+    if settings.settle and not mem._engine.prefetcher.wait(60):
+        raise RuntimeError("the K/V prefetch worker did not finish within 60 s")
     sync()
     started = time.perf_counter()
     stream = mem.answer(settings.question, k=k, namespace=namespace, read=read,
@@ -331,7 +339,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     settings = Settings(memories=args.memories, tokens=args.tokens, repeats=args.repeats,
-                        max_new_tokens=args.max_new_tokens, modes=_modes(args.modes))
+                        max_new_tokens=args.max_new_tokens, modes=_modes(args.modes),
+                        settle=not args.back_to_back)
     bb = backbone(args, device, work)
     texts = memory_texts(bb.tokenizer, settings.memories, settings.tokens)
     doc: dict[str, Any] = {
@@ -352,6 +361,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if args.profile:
             doc["profile"] = profile(mem, args.profile, settings)
         doc["kv_tiers_after"] = mem.stats().host_cache
+        doc["prefetch_busy_s"] = mem._engine.prefetcher.busy_s
     doc |= {"load_average_after": load_average(), "modes": rows, "target": target_check(rows)}
     return doc
 
@@ -403,6 +413,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
     p.add_argument("--work", type=Path, default=None, help="where the space is built (temp)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--back-to-back", action="store_true",
+                   help="do not wait for the prefetch worker between requests")
     p.add_argument("--commit", default=None, help="commit to record (a box without .git)")
     return p.parse_args(argv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,35 @@ def test_machine_names_the_package_tree_it_imported() -> None:
 
     facts = ttft.machine(torch.device("cpu"), "abc")
     assert facts["package"] == str(Path(msa_agent.__file__).resolve().parent)
+
+
+@pytest.mark.parametrize("settle", [True, False])
+def test_settle_times_each_request_after_the_prefetch_worker_is_idle(
+        tmp_path: Path, tiny_pair, monkeypatch: pytest.MonkeyPatch, settle: bool) -> None:
+    """A K/V read leaves a prefetch job behind; settled, no request starts while it runs."""
+    texts = ttft.memory_texts(tiny_pair[1], 3, 24, SENTENCES)
+    settings = ttft.Settings(memories=2, tokens=24, repeats=2, modes=("none", "full"),
+                             question="Where does Alice work?", settle=settle)
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8, prefetch=1,
+                     **ttft.open_options(24)) as mem:
+        ttft.fill(mem, texts)
+        worker = mem._engine.prefetcher
+        slow_load = worker._load
+
+        def load(job) -> None:  # noqa: ANN001
+            time.sleep(0.3)  # a job long enough that an unsettled next request meets it
+            slow_load(job)
+
+        monkeypatch.setattr(worker, "_load", load)
+        idle_at_start: list[bool] = []
+        answer = mem.answer
+
+        def answer_and_note(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            idle_at_start.append(worker.wait(0))
+            return answer(*args, **kwargs)
+
+        monkeypatch.setattr(mem, "answer", answer_and_note)
+        ttft.measure(mem, settings)
+        assert worker.wait(60) and worker.busy_s >= 0.3  # the full reads did leave jobs
+    assert len(idle_at_start) == 6
+    assert all(idle_at_start) if settle else not all(idle_at_start)
