@@ -14,6 +14,8 @@ memories:
   too; a chat-framed ``full`` read, the default, reads the frame's head as memory K/V and
   prompts with its tail);
 - ``text``: the memories' text in the prompt, re-prefilled (the RAG-like path);
+- ``chunks``: each memory's chunk window as text in the prompt, re-prefilled (``read="auto"``
+  on a space without stored K/V);
 - ``pooled``: each MSA layer attends to its memories' 64x-pooled K/V, no re-prefill;
 - ``full``: the memories' stored per-token K/V (MSA layers), re-rotated, no re-prefill;
 - ``kv_chunks``: as ``full``, but only each memory's chunk window (the matched chunk and its
@@ -62,7 +64,7 @@ import torch
 from msa_agent.bench.text import essays, sentences
 from msa_agent.config import ANSWER_FORMATS
 
-MODES = ("none", "text", "pooled", "full", "kv_chunks")
+MODES = ("none", "text", "chunks", "pooled", "full", "kv_chunks")
 KV_MODES = ("pooled", "full", "kv_chunks")
 TARGET = 1.2  # issue 14: K/V reading's TTFT at most 1.2x the TTFT with no memory
 EMPTY_NAMESPACE = "ttft-no-memory"  # holds nothing: routing finds no memory there
@@ -75,12 +77,17 @@ class Settings:
     """What one run measures."""
 
     memories: int = 16
+    k: int | None = None  # memories read per answer (None: all of them)
     tokens: int = 1000
     repeats: int = 3
     max_new_tokens: int = 1
     question: str = QUESTION
     modes: tuple[str, ...] = MODES
     settle: bool = True  # wait for the prefetch worker before each request
+
+    @property
+    def read_k(self) -> int:
+        return self.memories if self.k is None else self.k
 
 
 @dataclass
@@ -178,7 +185,7 @@ def first_token(mem: Any, mode: str, k: int, settings: Settings) -> Sample:
 
 def measure(mem: Any, settings: Settings) -> dict[str, ModeResult]:
     """One warm-up round over the modes, then ``repeats`` timed rounds (modes in turn)."""
-    k = settings.memories
+    k = settings.read_k
     results = {m: ModeResult(read="text" if m == "none" else m) for m in settings.modes}
     for mode in settings.modes:
         first_token(mem, mode, k, settings)
@@ -340,13 +347,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     device = resolve_device(args.device)
     settings = Settings(memories=args.memories, tokens=args.tokens, repeats=args.repeats,
                         max_new_tokens=args.max_new_tokens, modes=_modes(args.modes),
-                        settle=not args.back_to_back)
+                        settle=not args.back_to_back, k=args.k)
     bb = backbone(args, device, work)
     texts = memory_texts(bb.tokenizer, settings.memories, settings.tokens)
     doc: dict[str, Any] = {
         "what": "Memory.answer time to first token: no memory, text, pooled and full reading",
         "machine": machine(device, args.commit), "weights": bb.weights, "model": bb.name,
-        "dtype": args.dtype, "settings": asdict(settings) | {"k": settings.memories},
+        "dtype": args.dtype, "settings": asdict(settings) | {"k": settings.read_k},
         "texts": {"source": TEXT_SOURCE, "tokens": token_counts(bb.tokenizer, texts)},
         "load_average_before": load_average()}
     extra = {} if args.gpu_cache_mb is None else {"gpu_cache_mb": args.gpu_cache_mb}
@@ -382,7 +389,7 @@ def profile(mem: Any, mode: str, settings: Settings, lines: int = 40) -> str:
 
     prof = cProfile.Profile()
     prof.enable()
-    first_token(mem, mode, settings.memories, settings)
+    first_token(mem, mode, settings.read_k, settings)
     sync()
     prof.disable()
     out = io.StringIO()
@@ -399,6 +406,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--memories", type=int, default=16)
+    p.add_argument("--k", type=int, default=None, help="memories read per answer (default all)")
     p.add_argument("--tokens", type=int, default=1000, help="tokens per memory (about)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up")
     p.add_argument("--max-new-tokens", type=int, default=1)
@@ -434,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{machine_name(doc['machine'])}, {doc['machine']['torch_threads']} torch threads; "
           f"{doc['model']}; "
           f"{doc['weights']} weights; {doc['dtype']}; {len(doc['texts']['tokens'])} memories "
-          f"of {statistics.mean(doc['texts']['tokens']):,.0f} tokens; k = all\n")
+          f"of {statistics.mean(doc['texts']['tokens']):,.0f} tokens; "
+          f"k = {doc['settings']['k']}\n")
     print(table(doc["modes"]))
 
 

@@ -41,6 +41,9 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     # a chunk window per memory: at most 3 chunks of 8 rows each, fewer than a whole memory
     assert 0 < rows["kv_chunks"]["memory_tokens"] <= 3 * 3 * 8
     assert rows["kv_chunks"]["memory_tokens"] < rows["full"]["memory_tokens"]
+    # chunks: the same windows as text, re-prefilled (dated notes, so a longer prompt)
+    assert 0 < rows["chunks"]["memory_tokens"] < text["memory_tokens"]
+    assert rows["chunks"]["prompt_tokens"] > none["prompt_tokens"]
     assert text["prompt_tokens"] > none["prompt_tokens"] == rows["pooled"]["prompt_tokens"]
     # a chat-framed full read (the default) prompts with the frame's tail only: its head is
     # read as memory K/V before the memories
@@ -57,6 +60,19 @@ def test_measure_times_every_mode_against_no_memory(tmp_path: Path, tiny_pair) -
     check = ttft.target_check(rows)
     assert set(check) == {"rule", "pooled", "full", "kv_chunks"}
     assert "| none |" in ttft.table(rows) and "| full |" in ttft.table(rows)
+
+
+def test_k_reads_fewer_memories_than_the_space_holds(tmp_path: Path, tiny_pair) -> None:
+    texts = ttft.memory_texts(tiny_pair[1], 3, 24, SENTENCES)
+    settings = ttft.Settings(memories=3, tokens=24, repeats=1, modes=("none", "full"), k=1,
+                             question="Where does Alice work?")
+    assert settings.read_k == 1 and ttft.Settings(memories=3).read_k == 3
+    with Memory.open(tmp_path / "m", model=tiny_pair, chunk_size=8,
+                     **ttft.open_options(24)) as mem:
+        ttft.fill(mem, texts)
+        rows = ttft.summarise(ttft.measure(mem, settings))
+    # one whole memory read, not three
+    assert 0 < rows["full"]["memory_tokens"] <= max(ttft.token_counts(tiny_pair[1], texts))
 
 
 def test_paired_ratio_compares_each_round_with_its_own_no_memory_time() -> None:
