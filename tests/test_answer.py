@@ -121,3 +121,19 @@ def test_full_kv_layers_all_is_remembered_by_the_space(tmp_path: Path, tiny_pair
     with Memory.open(tmp_path / "m", model=tiny_pair, answer_format="free") as mem:  # layout
         assert mem.config.full_kv_layers == "all" and mem._engine.full_layers == [0, 1, 2, 3]
         assert mem.answer("Alice?", k=2, read="full", max_new_tokens=3).text == first
+
+
+@pytest.mark.parametrize(("settings", "picked"), [
+    ({}, "chunks"),  # no stored per-token K/V: the windows as text
+    ({"keep_full_kv": True}, "kv_chunks"),  # chat-framed K/V (the default frame)
+    ({"keep_full_kv": True, "kv_frame": "bare"}, "chunks"),  # the paper's bare K/V
+])
+def test_auto_reads_the_windows_as_kv_where_chat_framed_kv_is_stored(
+        tmp_path: Path, tiny_pair, settings: dict, picked: str) -> None:
+    with open_mem(tmp_path / "m", tiny_pair, **settings) as mem:
+        mem.remember_many(FACTS)
+        auto = mem.answer("Where does Alice work?", k=2, max_new_tokens=3)
+        explicit = mem.answer("Where does Alice work?", k=2, read=picked, max_new_tokens=3)
+    assert auto.read == picked
+    assert (auto.text, auto.prompt_tokens, auto.memory_tokens) == \
+        (explicit.text, explicit.prompt_tokens, explicit.memory_tokens)

@@ -39,14 +39,20 @@ SYSTEM_DATED_BY_TIME = (SYSTEM + " The memories are dated and listed oldest firs
                         "disagree, the newest one is right.")
 
 
-def pick_read(read: str, has_full: bool, msa_trained: bool) -> str:
-    """Resolve ``auto``; refuse a mode the space or model cannot serve."""
+def pick_read(read: str, has_full: bool, msa_trained: bool, chat_framed: bool = False) -> str:
+    """Resolve ``auto``; refuse a mode the space or model cannot serve.
+
+    ``auto``: ``pooled`` for an MSA checkpoint; else the question's chunk windows
+    (``chunks``: best on the full sessions' val split), read as their stored K/V
+    (``kv_chunks``) where the space keeps chat-framed per-token K/V (``chat_framed``): as
+    good on val at the answer's default k and no re-prefill (docs/answering.md)."""
     if read not in READ_MODES:
         raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
     if read in KV_READS and not has_full:
         raise InvalidInputError(f"read={read!r} needs a space created with keep_full_kv=True")
-    if read == "auto":  # chunks: best on the full sessions' val split (docs/answering.md)
-        return "pooled" if msa_trained else "chunks"
+    if read == "auto":
+        return "pooled" if msa_trained else "kv_chunks" if has_full and chat_framed \
+            else "chunks"
     return read
 
 

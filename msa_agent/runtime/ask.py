@@ -40,7 +40,8 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     tiers in the background (``Engine.prefetch``): the next round's pool of a generative
     interleave, the question's pool after its hits otherwise.
     """
-    mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None)
+    mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None,
+                     engine.kv_frame is not None)
     if mode == "pooled" and engine.lm.msa is not None and hops != 1:
         def select(text: str) -> Selection:
             q = engine.query(text)  # once: the selection and the prefetch's ranking share it
