@@ -443,10 +443,10 @@ class Memory:
         per-token K/V (space made with ``keep_full_kv=True``), ``"kv_chunks"`` to the stored
         K/V of the window ``"chunks"`` shows as text, ``"pooled"`` to their pooled K/V
         (MSA-trained models; each MSA layer reads its own top-k); ``"auto"`` picks ``pooled``
-        for an MSA checkpoint, else ``kv_chunks`` on a space that keeps chat-framed K/V
-        (``keep_full_kv=True``; as good on validation, no re-prefill) and ``chunks``
-        otherwise (best on validation with the embedded model, docs/answering.md); the
-        returned :class:`Answer` says which.
+        for an MSA checkpoint, else ``kv_chunks`` on a space whose stored K/V reads like
+        its text (``keep_full_kv=True, full_kv_layers="all"``, chat frame; as good on
+        validation, no re-prefill) and ``chunks`` otherwise (best on validation with the
+        embedded model, docs/answering.md); the returned :class:`Answer` says which.
         With an MSA checkpoint, ``pooled`` reading and ``hops`` other than 1 run the paper's
         generative interleave: the model asks for documents by id (``<doc>2</doc>``), their
         text is appended and routing runs again (``msa_agent.runtime.generative``).

@@ -125,8 +125,10 @@ def test_full_kv_layers_all_is_remembered_by_the_space(tmp_path: Path, tiny_pair
 
 @pytest.mark.parametrize(("settings", "picked"), [
     ({}, "chunks"),  # no stored per-token K/V: the windows as text
-    ({"keep_full_kv": True}, "kv_chunks"),  # chat-framed K/V (the default frame)
-    ({"keep_full_kv": True, "kv_frame": "bare"}, "chunks"),  # the paper's bare K/V
+    # chat-framed K/V (the default frame) in every layer: it reads like the text
+    ({"keep_full_kv": True, "full_kv_layers": "all"}, "kv_chunks"),
+    ({"keep_full_kv": True}, "chunks"),  # K/V in the MSA layers only
+    ({"keep_full_kv": True, "full_kv_layers": "all", "kv_frame": "bare"}, "chunks"),  # paper's
 ])
 def test_auto_reads_the_windows_as_kv_where_chat_framed_kv_is_stored(
         tmp_path: Path, tiny_pair, settings: dict, picked: str) -> None:

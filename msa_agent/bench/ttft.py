@@ -358,12 +358,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "load_average_before": load_average()}
     extra = {} if args.gpu_cache_mb is None else {"gpu_cache_mb": args.gpu_cache_mb}
     extra |= {} if args.answer_format is None else {"answer_format": args.answer_format}
+    extra |= {"full_kv_layers": args.full_kv_layers}
     doc["gpu_cache_mb"] = args.gpu_cache_mb
     with Memory.open(work / "space", model=bb.model, device=str(device),
                      **open_options(settings.tokens), **bb.open_extra, **extra) as mem:
         doc["ingest_s"] = fill(mem, texts)
         doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode,
-                        "answer_format": mem.config.answer_format}
+                        "answer_format": mem.config.answer_format,
+                        "full_kv_layers": mem.config.full_kv_layers,
+                        "layers_with_kv": len(mem._engine.full_layers)}
         rows = summarise(measure(mem, settings))
         if args.profile:
             doc["profile"] = profile(mem, args.profile, settings)
@@ -407,6 +410,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--memories", type=int, default=16)
     p.add_argument("--k", type=int, default=None, help="memories read per answer (default all)")
+    p.add_argument("--full-kv-layers", default="msa", choices=("msa", "all"),
+                   help="layers whose per-token K/V the space keeps (all: what reads like text)")
     p.add_argument("--tokens", type=int, default=1000, help="tokens per memory (about)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up")
     p.add_argument("--max-new-tokens", type=int, default=1)
@@ -443,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{doc['model']}; "
           f"{doc['weights']} weights; {doc['dtype']}; {len(doc['texts']['tokens'])} memories "
           f"of {statistics.mean(doc['texts']['tokens']):,.0f} tokens; "
-          f"k = {doc['settings']['k']}\n")
+          f"k = {doc['settings']['k']}; per-token K/V in {doc['space']['layers_with_kv']} "
+          f"layers\n")
     print(table(doc["modes"]))
 
 

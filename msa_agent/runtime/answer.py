@@ -39,19 +39,21 @@ SYSTEM_DATED_BY_TIME = (SYSTEM + " The memories are dated and listed oldest firs
                         "disagree, the newest one is right.")
 
 
-def pick_read(read: str, has_full: bool, msa_trained: bool, chat_framed: bool = False) -> str:
+def pick_read(read: str, has_full: bool, msa_trained: bool, reads_like_text: bool = False
+              ) -> str:
     """Resolve ``auto``; refuse a mode the space or model cannot serve.
 
     ``auto``: ``pooled`` for an MSA checkpoint; else the question's chunk windows
     (``chunks``: best on the full sessions' val split), read as their stored K/V
-    (``kv_chunks``) where the space keeps chat-framed per-token K/V (``chat_framed``): as
-    good on val at the answer's default k and no re-prefill (docs/answering.md)."""
+    (``kv_chunks``) where that K/V reads like the text (``reads_like_text``: chat-framed and
+    kept in every layer): as good on val at the answer's default k, and no re-prefill
+    (docs/answering.md)."""
     if read not in READ_MODES:
         raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
     if read in KV_READS and not has_full:
         raise InvalidInputError(f"read={read!r} needs a space created with keep_full_kv=True")
     if read == "auto":
-        return "pooled" if msa_trained else "kv_chunks" if has_full and chat_framed \
+        return "pooled" if msa_trained else "kv_chunks" if has_full and reads_like_text \
             else "chunks"
     return read
 

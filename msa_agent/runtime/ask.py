@@ -41,7 +41,7 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     interleave, the question's pool after its hits otherwise.
     """
     mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None,
-                     engine.kv_frame is not None)
+                     engine.kv_reads_like_text)
     if mode == "pooled" and engine.lm.msa is not None and hops != 1:
         def select(text: str) -> Selection:
             q = engine.query(text)  # once: the selection and the prefetch's ranking share it

@@ -499,6 +499,13 @@ class Engine(Recall):
             self.prefetcher.submit(kind, candidates, keep)
 
     @property
+    def kv_reads_like_text(self) -> bool:
+        """Stored K/V that a model not trained for MSA reads like its text: encoded in the
+        chat frame and kept in every layer (``full_kv_layers="all"``), so reading it is
+        prefilling the frame with the text (tests/test_kv_frame.py)."""
+        return self.kv_frame is not None and len(self.full_layers) == self.shape.n_layers
+
+    @property
     def prefetch_depth(self) -> int:
         """How many candidates a read prefetches (``MemoryConfig.prefetch``; None: 2 on CUDA,
         0 on CPU); read at each request, so a change of the config applies at once."""
