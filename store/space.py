@@ -107,6 +107,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _within(ranges: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+            ) -> list[tuple[int, int]]:
+    """Each range ``[s, e)`` cut to its ``[s + a, s + b)`` for the span ``(a, b)`` given with
+    it, refused unless ``0 <= a <= b <= e - s``."""
+    if len(spans) != len(ranges):
+        raise StoreInputError(f"{len(spans)} spans for {len(ranges)} memories")
+    out = []
+    for (s, e), (a, b) in zip(ranges, spans, strict=True):
+        if not 0 <= a <= b <= e - s:
+            raise StoreInputError(f"span [{a}, {b}) outside a memory of {e - s} rows")
+        out.append((s + a, s + b))
+    return out
+
+
 def _utc(dt: datetime | None) -> datetime:
     if dt is None:
         return datetime.now(timezone.utc)
@@ -552,14 +566,19 @@ class Space:
                 return []
             return self._meta.rare_terms(text, n, set(query_terms(exclude)))
 
-    def read(self, name: str, memories: Sequence[StoredMemory]) -> list[np.ndarray]:
-        """Each memory's rows of array ``name``, in order.
+    def read(self, name: str, memories: Sequence[StoredMemory],
+             spans: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """Each memory's rows of array ``name``, in order; with ``spans``, only its rows
+        ``[a, b)`` counted from its first row (a window of a per-token array: nothing else of
+        the memory is read from disk).
 
         Nearby ranges are merged into few contiguous slice reads; the results are views
         into those blocks. ``StoredMemory`` objects from before a ``compact`` are stale.
         """
         spec = self._spec(name)
         ranges = [m.rows(spec.unit) for m in memories]
+        if spans is not None:
+            ranges = _within(ranges, spans)
         with self._mutex:
             self._check_open()
             end = self._ends[spec.unit]

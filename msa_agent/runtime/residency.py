@@ -102,7 +102,9 @@ class HostKVCache:
                 if m.id in self.prefetched:
                     self.prefetched.discard(m.id)
                     self.prefetch_used += 1
-        if missing and not self._add(space, missing, {m.id for m in unique}):
+        request = {m.id for m in unique}
+        if missing and not (self._fits(space, missing, request)
+                            and self._add(space, missing, request)):
             return self._direct(space, memories, device, widen, rows)
         spans = [self.rows[m.id] for m in memories]
         if rows is not None:
@@ -196,6 +198,16 @@ class HostKVCache:
             self.prefetched.discard(id)
             self.prefetch_wasted += 1
 
+    def _fits(self, space: Space, memories: Sequence[StoredMemory], request: set[str]) -> bool:
+        """Whether ``memories`` and the request's held rows fit the budget, judged from the
+        records (row counts) and the array's row size: a request that cannot fit goes
+        straight to :meth:`_direct` without reading its memories whole first."""
+        spec = space.arrays[self.names[0]]
+        row_bytes = 2 * int(np.prod(spec.row_shape)) * np.dtype(spec.dtype).itemsize
+        need = sum(b - a for a, b in (m.rows(spec.unit) for m in memories))
+        kept = sum(n for i, (_, n) in self.rows.items() if i in request)
+        return kept + need <= self.budget // row_bytes
+
     def _add(self, space: Space, memories: Sequence[StoredMemory], request: set[str]) -> bool:
         """Read ``memories`` from the store into the cache, evicting the least recently used
         memories outside ``request`` for room; False (nothing added) if the request's own
@@ -281,12 +293,14 @@ class HostKVCache:
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self.below is not None:  # too big for this tier: straight from the one below
             return self.below.fetch(space, memories, device, widen, rows)
-        ks, vs = (space.read(name, memories) for name in self.names)
+        # with ``rows`` only those rows leave the store (a kv_chunks read of memories too
+        # big for the tier: its windows, not the whole memories)
+        ks, vs = (space.read(name, memories, rows) for name in self.names)
 
         def put(a: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(a)
             return (t.float() if widen else t).to(device)
-        return [(put(k), put(v)) for k, v in take_rows(list(zip(ks, vs)), rows)]
+        return [(put(k), put(v)) for k, v in zip(ks, vs, strict=True)]
 
 
 def take_rows(fetched: Sequence[tuple[Any, Any]], rows: Sequence[tuple[int, int]] | None

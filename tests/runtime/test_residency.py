@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msa_agent.runtime.residency import HostKVCache, Prefetcher
+from msa_agent.store import ArraySpec
 
 SHAPE = (2, 1, 4)  # [L, Hkv, D] per row; 16 bytes per row per array in float16
 
@@ -21,22 +22,33 @@ class Mem:
     id: str
     n: int
 
+    def rows(self, unit: str) -> tuple[int, int]:  # as StoredMemory: its rows' range
+        return 0, self.n
+
 
 class FakeSpace:
     """Rows of each memory, deterministic from its id; counts store reads. ``gone``: ids
     forgotten (``get_many`` leaves them out; ``read`` still returns their rows, as a read
     that began before the forget would)."""
 
+    arrays = {name: ArraySpec(name, "chunk", SHAPE) for name in
+              ("pooled_k", "pooled_v", "full_k", "full_v")}  # float16 rows, as read() gives
+
     def __init__(self) -> None:
-        self.reads = 0
+        self.reads = self.rows_read = 0
         self.delay = 0.0  # seconds a read off the main thread (a prefetch's) takes
         self.gone: set[str] = set()
 
-    def read(self, name: str, memories: list[Mem]) -> list[np.ndarray]:
+    def read(self, name: str, memories: list[Mem],
+             spans: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
         self.reads += 1
         if threading.current_thread() is not threading.main_thread():
             time.sleep(self.delay)
-        return [self.rows(name, m) for m in memories]
+        out = [self.rows(name, m) for m in memories]
+        if spans is not None:  # as Space.read: only the rows [a, b) of each memory
+            out = [r[a:b] for r, (a, b) in zip(out, spans, strict=True)]
+        self.rows_read += sum(len(r) for r in out)
+        return out
 
     def get_many(self, ids: list[str]) -> list[Mem]:
         by_id = {m.id: m for m in MEMS if m.id not in self.gone}
@@ -88,11 +100,26 @@ def test_fetch_of_rows_equals_those_rows_of_the_store(budget_rows: int,  # noqa:
         rows = [data.draw(st.tuples(st.integers(0, m.n - 1), st.integers(1, m.n))
                           .map(sorted).filter(lambda r: r[0] < r[1]).map(tuple))
                 for m in mems]
+        before = space.rows_read
         got = cache.fetch(space, mems, torch.device("cpu"), rows=rows)  # type: ignore[arg-type]
         for (k, v), m, (a, b) in zip(got, mems, rows, strict=True):
             want_k, want_v = expect(m)
             torch.testing.assert_close(k, want_k[a:b])
             torch.testing.assert_close(v, want_v[a:b])
+        if budget_rows == 0:  # straight from the store: only the windows leave it
+            assert space.rows_read - before == 2 * sum(b - a for a, b in rows)
+
+
+def test_a_request_too_big_for_the_tier_is_read_from_the_store_once() -> None:
+    """Judged from the records, not by reading the memories whole first: each row leaves
+    the store once (K and V), and a window read only its window."""
+    space, row_bytes = FakeSpace(), 2 * int(np.prod(SHAPE)) * 2
+    cache = HostKVCache(("pooled_k", "pooled_v"), 5 * row_bytes, pin=False)
+    big = MEMS[5]  # 9 rows
+    cache.fetch(space, [big], torch.device("cpu"))  # type: ignore[list-item]
+    assert space.rows_read == 2 * big.n and cache.nbytes == 0
+    cache.fetch(space, [big], torch.device("cpu"), rows=[(2, 5)])  # type: ignore[list-item]
+    assert space.rows_read == 2 * big.n + 2 * 3
 
 
 def test_cached_memories_are_not_read_again() -> None:

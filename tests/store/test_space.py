@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from store_helpers import FP, SPECS, make_data, mem
 
 from msa_agent.store import (
@@ -17,6 +19,7 @@ from msa_agent.store import (
     SpaceLockedError,
     SpaceNotFoundError,
     SpaceReadOnlyError,
+    StoreInputError,
 )
 from msa_agent.store.arrays import ArrayStore
 
@@ -316,3 +319,47 @@ def test_read_all_is_one_slice_read(space: Space, monkeypatch: pytest.MonkeyPatc
     stored = space.get_many(ids[10:20])  # adjacent memories: merged into one read
     space.read("pooled_v", stored)
     assert len(calls) == 1
+
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_read_spans_gives_those_rows_of_each_memory(space: Space, data: st.DataObject) -> None:
+    """A span ``[a, b)`` per memory (a kv_chunks window) gives its rows ``a`` to ``b``."""
+    if not space.find():
+        add_n(space, 9)
+    stored = space.find()
+    picked = data.draw(st.lists(st.sampled_from(stored), min_size=1, max_size=4))
+    spans = [data.draw(st.tuples(st.integers(0, m.n_tokens), st.integers(0, m.n_tokens))
+                       .map(sorted).map(tuple)) for m in picked]
+    got = space.read("full_k", picked, spans)
+    whole = space.read("full_k", picked)
+    for g, w, (a, b) in zip(got, whole, spans, strict=True):
+        np.testing.assert_array_equal(g, w[a:b])
+
+
+def test_read_spans_reads_only_the_span_from_the_arrays(
+        space: Space, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_n(space, 3)
+    m = max(space.find(), key=lambda x: x.n_tokens)
+    read: list[tuple[int, int]] = []
+    real = ArrayStore.read
+
+    def spy(self: ArrayStore, name: str, start: int, stop: int) -> np.ndarray:
+        read.append((start, stop))
+        return real(self, name, start, stop)
+
+    monkeypatch.setattr(ArrayStore, "read", spy)
+    space.read("full_k", [m], [(2, 5)])
+    first = m.rows("token")[0]
+    assert read == [(first + 2, first + 5)]
+
+
+def test_read_spans_refuses_spans_outside_a_memory(space: Space) -> None:
+    add_n(space, 3)
+    stored = space.find()
+    n = stored[0].n_tokens
+    for spans in ([(0, n + 1)], [(-1, 1)], [(2, 1)], [(0, 1), (0, 1)]):
+        with pytest.raises(StoreInputError, match="span"):
+            space.read("full_k", stored[:1], spans)
