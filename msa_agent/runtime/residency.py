@@ -205,6 +205,11 @@ class HostKVCache:
         spec = space.arrays[self.names[0]]
         row_bytes = 2 * int(np.prod(spec.row_shape)) * np.dtype(spec.dtype).itemsize
         need = sum(b - a for a, b in (m.rows(spec.unit) for m in memories))
+        return self._room_for(need, row_bytes, request)
+
+    def _room_for(self, need: int, row_bytes: int, request: set[str]) -> bool:
+        """Whether ``need`` more rows fit beside the rows the request already holds (the
+        rest can be evicted for them)."""
         kept = sum(n for i, (_, n) in self.rows.items() if i in request)
         return kept + need <= self.budget // row_bytes
 
@@ -223,8 +228,7 @@ class HostKVCache:
         need = sum(k.shape[0] for k in ks)
         row_bytes = 2 * ks[0][0].numel() * ks[0].element_size()
         most = self.budget // row_bytes
-        kept = sum(n for i, (_, n) in self.rows.items() if i in request)
-        if kept + need > most:
+        if not self._room_for(need, row_bytes, request):
             return False
         self._settle()
         if self.used + need > most:
