@@ -7,16 +7,16 @@ documents and the modes differ only in reading).
     python docs/results/read-modes-runtime.py sessions val /tmp/kvf/work OUT.json
 """
 
-import json
 import sys
 import time
 from pathlib import Path
+
+from answer_runs import accuracy, write
 
 from msa_agent import Memory
 from msa_agent.bench import metrics
 from msa_agent.bench.answers import default_reader, pick
 from msa_agent.bench.tasks import build
-from msa_agent.bench.suite import machine_info
 
 MODES = ("chunks", "kv_chunks", "full")
 
@@ -39,16 +39,10 @@ def main(task_name: str, split: str, work: Path, out: Path) -> None:
                              "memory_tokens": ans.memory_tokens,
                              "s": time.perf_counter() - started})
             print(q.qid, {r["read"]: r["correct"] for r in rows[-len(MODES):]}, flush=True)
-    summary = {}
-    for mode in MODES:
-        for kind in sorted({r["kind"] for r in rows}) + ["all"]:
-            sel = [r for r in rows if r["read"] == mode and kind in (r["kind"], "all")]
-            summary[f"{mode} {kind}"] = {"n": len(sel),
-                                         "accuracy": sum(r["correct"] for r in sel) / len(sel)}
-    out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "task": task_name,
-                               "split": split, "machine": machine_info(), "summary": summary,
-                               "rows": rows}, indent=1, default=str))
-    print(json.dumps(summary, indent=1))
+    summary = {f"{mode} {kind}": accuracy(rows, lambda r, m=mode, k=kind:
+                                          r["read"] == m and k in (r["kind"], "all"))
+               for mode in MODES for kind in sorted({r["kind"] for r in rows}) + ["all"]}
+    write(out, task_name, split, summary, rows)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,16 @@ memories for both reads.
     python docs/results/read-modes-two-hop.py sessions val WORK OUT.json
 """
 
-import json
 import sys
 import time
 from pathlib import Path
+
+from answer_runs import accuracy, write
 
 from msa_agent import Memory
 from msa_agent.bench import metrics
 from msa_agent.bench.answers import default_reader, pick
 from msa_agent.bench.kv_reading import remember
-from msa_agent.bench.suite import machine_info
 from msa_agent.bench.tasks import build
 
 MODES = ("chunks", "kv_chunks")
@@ -48,16 +48,10 @@ def main(task_name: str, split: str, work: Path, out: Path) -> None:
             print(q.qid, [(r["hops"], r["read"], r["correct"]) for r in rows[-len(MODES)
                                                                               * len(hops_settings):]],
                   flush=True)
-    summary = {}
-    for hops in hops_settings:
-        for mode in MODES:
-            sel = [r for r in rows if r["read"] == mode and r["hops"] == hops]
-            summary[f"{mode} hops={hops}"] = {"n": len(sel),
-                                             "accuracy": sum(r["correct"] for r in sel) / len(sel)}
-    out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "task": task_name,
-                               "split": split, "machine": machine_info(), "summary": summary,
-                               "rows": rows}, indent=1, default=str))
-    print(json.dumps(summary, indent=1))
+    summary = {f"{mode} hops={hops}": accuracy(rows, lambda r, m=mode, h=hops:
+                                               r["read"] == m and r["hops"] == h)
+               for hops in hops_settings for mode in MODES}
+    write(out, task_name, split, summary, rows)
 
 
 if __name__ == "__main__":
