@@ -53,8 +53,7 @@ def pick_read(read: str, has_full: bool, msa_trained: bool, reads_like_text: boo
     if read in KV_READS and not has_full:
         raise InvalidInputError(f"read={read!r} needs a space created with keep_full_kv=True")
     if read == "auto":
-        return "pooled" if msa_trained else "kv_chunks" if has_full and reads_like_text \
-            else "chunks"
+        return "pooled" if msa_trained else "kv_chunks" if reads_like_text else "chunks"
     return read
 
 

@@ -286,13 +286,12 @@ class Recall:
         default just ``chunk``); empty past the end."""
         spans = self.chunk_spans(text)
         last = min(chunk if last is None else last, len(spans) - 1)
-        return text[spans[chunk][0]:spans[last][1]].strip() if 0 <= chunk <= last else ""
+        return _text_of(text, spans, chunk, last) if 0 <= chunk <= last else ""
 
     def excerpt(self, hit: Recalled, question: str) -> str:
         """``read="chunks"``: the chunk of ``hit`` that best matches ``question`` and its
         neighbours, as text (``msa_agent.runtime.excerpt``)."""
-        spans, first, last = self._window(hit, question)
-        return hit.memory.text[spans[first][0]:spans[last][1]].strip()
+        return _text_of(hit.memory.text, *self._window(hit, question))
 
     def kv_window(self, hit: Recalled, question: str) -> tuple[str, tuple[int, int]]:
         """``read="kv_chunks"``: :meth:`excerpt`'s text and the token rows ``[a, b)`` of
@@ -300,8 +299,8 @@ class Recall:
         ``[c * P, (c + 1) * P)``), from one tokenisation."""
         spans, first, last = self._window(hit, question)
         p = self.cfg.chunk_size
-        text = hit.memory.text[spans[first][0]:spans[last][1]].strip()
-        return text, (first * p, min((last + 1) * p, hit.memory.n_tokens))
+        return (_text_of(hit.memory.text, spans, first, last),
+                (first * p, min((last + 1) * p, hit.memory.n_tokens)))
 
     def _window(self, hit: Recalled, question: str
                 ) -> tuple[Sequence[tuple[int, int]], int, int]:
@@ -310,3 +309,8 @@ class Recall:
         spans, words = self._layouts(hit.memory.text)
         centre = matched_chunk(hit.memory.text, spans, question, hit.best_chunk, words)
         return (spans, *window(len(spans), centre))
+
+
+def _text_of(text: str, spans: Sequence[tuple[int, int]], first: int, last: int) -> str:
+    """The characters of ``text`` in its chunks ``first`` to ``last`` (inclusive), stripped."""
+    return text[spans[first][0]:spans[last][1]].strip()
