@@ -12,7 +12,7 @@ import torch
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.text import split_text
-from msa_agent.runtime.answer import Reader
+from msa_agent.runtime.answer import Reader, lay_out
 from msa_agent.runtime.engine import KV_FRAME_SETTING
 from msa_agent.runtime.kv_frame import framed_kv, head_ids, tail_ids
 from msa_agent.runtime.results import Scope
@@ -72,6 +72,28 @@ def test_memories_follow_the_head_in_the_chosen_layout(tiny_pair, positions: str
     torch.testing.assert_close(mkv.v[3][0, :, 5:8].transpose(0, 1), docs[0][1][:, 1])
     with pytest.raises(InvalidInputError):
         framed_kv(model, head, docs, [2, 3], "diagonal")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("starts", [[0, 0, 0], [4, 4, 4], [4, 7, 14]])
+def test_laying_memories_out_together_writes_what_one_by_one_writes(
+        tiny_pair, starts: list[int], dtype: torch.dtype) -> None:
+    """``lay_out(together=True)`` (CUDA's default: one rotation over every memory) and
+    ``together=False`` (each memory into its slot) give the same buffers, parallel and
+    sequential positions alike, narrower stored K/V widened the same way."""
+    model, _ = tiny_pair
+    cfg = model.config
+    hkv, d = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    docs = [(torch.randn(n, 2, hkv, d).to(dtype), torch.randn(n, 2, hkv, d).to(dtype))
+            for n in (3, 7, 5)]
+    bufs = []
+    for together in (True, False):
+        keys, values = torch.zeros(2, hkv, 2 + 15 + 1, d), torch.zeros(2, hkv, 2 + 15 + 1, d)
+        lay_out(model, docs, starts, [2, 3], keys, values, at=2, together=together)
+        bufs.append((keys, values))
+    torch.testing.assert_close(bufs[0][0], bufs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(bufs[0][1], bufs[1][1], rtol=0, atol=0)
+    assert bufs[0][0][:, :, 2:17].abs().sum() > 0 and not bufs[0][0][:, :, 17:].any()
 
 
 def test_routing_is_unchanged_and_the_frame_is_kept(tmp_path: Path, tiny_pair) -> None:

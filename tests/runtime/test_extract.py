@@ -339,3 +339,24 @@ def test_memory_answer_snap_streams_the_snapped_text(tmp_path: Path, tiny_pair) 
     assert stream.answer is not None
     assert stream.answer.text == NameSnap(FACTS)(free.text)  # dates carry no letters
     assert "".join(pieces).strip() == stream.answer.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=6), min_size=1,
+                      max_size=4),
+       rows=st.lists(st.lists(st.integers(-2, 2), min_size=100, max_size=100), min_size=1,
+                     max_size=5))
+def test_choose_is_the_argmax_over_allowed_ties_to_the_lowest_id(lines: list[list[int]],
+                                                                 rows: list[list[int]]) -> None:
+    """``choose`` skips sorting its candidates; it still picks what an argmax over the
+    distinct, ascending ``allowed`` ids picks, ties included (small integer logits tie often)."""
+    texts = [" ".join(f"w{i}" for i in line) for line in lines]  # several: unsorted firsts
+    spans = CopySpans(Words(), texts + ["\n".join(texts)])
+    for row in rows:
+        logits = torch.tensor(row, dtype=torch.float32)
+        allowed = spans.allowed(STOP)
+        expected = int(allowed[logits[allowed].argmax()]) if allowed.numel() else None
+        token = spans.choose(logits, STOP)
+        assert token == expected
+        if token is None or token in STOP:
+            break
