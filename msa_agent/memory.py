@@ -370,24 +370,28 @@ class Memory:
             qs = list(self._engine.query_many(list(queries)))
         firsts: list[list[Recalled] | None] = [None] * len(queries)
         if len(queries) > 1:  # every query's first page in one routing pass
-            firsts = list(self._engine.recall_many(queries, offset + k, scope, hops, qs, mode))
+            firsts = list(self._engine.recall_many(queries, offset + k, scope, hops, qs, mode,
+                                                   evidence=explain))
         return [[recall_hit(h, self._explain(h) if explain else None)
                  for h in self._page(query, k, scope, hops, mode, offset, min_score, group, q,
-                                     hits)]
+                                     hits, explain)]
                 for query, q, hits in zip(queries, qs, firsts)]
 
     def _page(self, query: str, k: int, scope: Scope, hops: Hops, mode: str | None,
               offset: int, min_score: float | None, group: bool,
-              q: torch.Tensor | None, hits: list[Recalled] | None = None) -> list[Recalled]:
+              q: torch.Tensor | None, hits: list[Recalled] | None = None,
+              evidence: bool = True) -> list[Recalled]:
         """Recall enough candidates for the page: grouping thins them (the parts of one long
         text), so the pool doubles until the page is full or the scope is exhausted. ``q``:
         the query's router queries, computed once by the caller (None for lexical recall).
         ``hits``: the recall of the first ``offset + k``, if already made (recall_many's
-        batch); a larger pool is this query's own recall."""
+        batch); a larger pool is this query's own recall. ``evidence``: the hits' routing
+        evidence, needed only to explain them (``Recall.recall``)."""
         wanted = offset + k
         while True:
             if hits is None:
-                hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode)
+                hits = self._engine.recall(query, wanted, scope, hops, q=q, mode=mode,
+                                           evidence=evidence)
             chosen = page(hits, k, offset, min_score, group)
             if len(chosen) == k or len(hits) < wanted or not group:
                 return chosen
@@ -445,8 +449,10 @@ class Memory:
         (MSA-trained models; each MSA layer reads its own top-k); ``"auto"`` picks ``pooled``
         for an MSA checkpoint, else ``kv_chunks`` on a space whose stored K/V reads like
         its text (``keep_full_kv=True, full_kv_layers="all"``, chat frame; as good on
-        validation, no re-prefill) and ``chunks`` otherwise (best on validation with the
-        embedded model, docs/answering.md); the returned :class:`Answer` says which.
+        validation, no re-prefill) where that reaches the first token sooner (always on a
+        CPU; on CUDA from 8 memories, below which re-reading the windows is sooner), and
+        ``chunks`` otherwise (best on validation with the embedded model,
+        docs/answering.md); the returned :class:`Answer` says which.
         With an MSA checkpoint, ``pooled`` reading and ``hops`` other than 1 run the paper's
         generative interleave: the model asks for documents by id (``<doc>2</doc>``), their
         text is appended and routing runs again (``msa_agent.runtime.generative``).

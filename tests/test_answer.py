@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from msa_agent import Memory
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.attention import MemoryKV, rotate_memory
 from msa_agent.runtime.answer import prompt_ids
+from msa_agent.runtime.engine import Engine
 from msa_agent.runtime.generate import greedy
 
 pytestmark = pytest.mark.filterwarnings("ignore::msa_agent.runtime.engine.RoutingQualityWarning")
@@ -139,3 +141,25 @@ def test_auto_reads_the_windows_as_kv_where_chat_framed_kv_is_stored(
     assert auto.read == picked
     assert (auto.text, auto.prompt_tokens, auto.memory_tokens) == \
         (explicit.text, explicit.prompt_tokens, explicit.memory_tokens)
+
+
+@pytest.mark.parametrize(("device", "k", "sooner"), [
+    ("cpu", 1, True), ("cpu", 16, True), ("cuda", 2, False), ("cuda", 7, False),
+    ("cuda", 8, True), ("cuda", 16, True)])
+def test_kv_is_sooner_on_a_cpu_and_from_eight_memories_on_cuda(device: str, k: int,
+                                                              sooner: bool) -> None:
+    engine = SimpleNamespace(lm=SimpleNamespace(device=torch.device(device)))
+    assert Engine.kv_first_sooner(engine, k) is sooner  # type: ignore[arg-type]
+
+
+def test_auto_rereads_the_windows_as_text_where_that_is_sooner(
+        tmp_path: Path, tiny_pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a space whose K/V reads like text, ``auto`` still reads ``chunks`` where the engine
+    says re-reading is sooner (a GPU with a few memories), and answers as ``chunks`` does."""
+    monkeypatch.setattr(Engine, "kv_first_sooner", lambda self, k: False)
+    with open_mem(tmp_path / "m", tiny_pair, keep_full_kv=True, full_kv_layers="all") as mem:
+        mem.remember_many(FACTS)
+        auto = mem.answer("Where does Alice work?", k=2, max_new_tokens=3)
+        explicit = mem.answer("Where does Alice work?", k=2, read="chunks", max_new_tokens=3)
+    assert auto.read == "chunks"
+    assert (auto.text, auto.prompt_tokens) == (explicit.text, explicit.prompt_tokens)

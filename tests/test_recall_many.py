@@ -135,3 +135,31 @@ def test_bad_input(mem: Memory) -> None:
         mem.recall_many([b"\x00\xff"])  # type: ignore[list-item]
     with pytest.raises(InvalidInputError, match="k must be"):
         mem.recall_many(["ok"], k=0)
+
+
+@pytest.mark.parametrize("routing", ["msa", "hybrid"])
+@pytest.mark.parametrize("hops", [1, 2])
+def test_explaining_changes_no_ranking(parted: Memory, routing: str, hops: int) -> None:
+    """Without ``explain`` a recall skips the routing evidence pass (``evidence=False``);
+    ids, scores and rounds are those of an explained recall, alone and batched."""
+    for batch in (QUERIES[:1], QUERIES):
+        plain = parted.recall_many(batch, k=6, routing=routing, hops=hops, namespace="alice")
+        told = parted.recall_many(batch, k=6, routing=routing, hops=hops, namespace="alice",
+                                  explain=True)
+        for p, t in zip(plain, told):
+            assert [(h.id, h.round, h.via) for h in p] == [(h.id, h.round, h.via) for h in t]
+            assert [h.score for h in p] == pytest.approx([h.score for h in t], abs=1e-6)
+            assert all(h.explanation is None for h in p)
+
+
+@pytest.mark.parametrize("routing", ["msa", "hybrid"])
+def test_evidence_is_left_out_only_in_one_round(mem: Memory, routing: str) -> None:
+    """``Recall.recall(evidence=False)``: no per-layer scores in one round; rounds after the
+    first need the best chunk for their bridge, so ``hops`` > 1 computes it anyway."""
+    engine, scope = mem._engine, mem._scope(None, None)
+    bare = engine.recall(QUERIES[0], 3, scope, 1, mode=routing, evidence=False)
+    full = engine.recall(QUERIES[0], 3, scope, 1, mode=routing)
+    assert [h.memory.id for h in bare] == [h.memory.id for h in full]
+    assert all(not h.layer_scores for h in bare) and all(h.layer_scores for h in full)
+    hops = engine.recall(QUERIES[0], 3, scope, 2, mode=routing, evidence=False)
+    assert all(h.layer_scores for h in hops if h.round == 1)  # later: lexical by default

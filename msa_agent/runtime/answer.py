@@ -29,6 +29,7 @@ from msa_agent.store import StoredMemory
 
 TEXT_READS = ("text", "chunks")  # modes that put memory text in the prompt
 KV_READS = ("full", "kv_chunks")  # modes that read the stored per-token K/V
+WINDOW_READS = ("chunks", "kv_chunks")  # modes that read each memory's chunk window
 KV = tuple[torch.Tensor, torch.Tensor]
 # Space setting naming how pooled K were stored: "rope" = chunk means of post-RoPE K.
 POOLED_K_SETTING, POOLED_K_ROPE = "pooled_k", "rope"
@@ -39,21 +40,23 @@ SYSTEM_DATED_BY_TIME = (SYSTEM + " The memories are dated and listed oldest firs
                         "disagree, the newest one is right.")
 
 
-def pick_read(read: str, has_full: bool, msa_trained: bool, reads_like_text: bool = False
-              ) -> str:
+def pick_read(read: str, has_full: bool, msa_trained: bool, reads_like_text: bool = False,
+              kv_sooner: bool = True) -> str:
     """Resolve ``auto``; refuse a mode the space or model cannot serve.
 
     ``auto``: ``pooled`` for an MSA checkpoint; else the question's chunk windows
     (``chunks``: best on the full sessions' val split), read as their stored K/V
     (``kv_chunks``) where that K/V reads like the text (``reads_like_text``: chat-framed and
-    kept in every layer): as good on val at the answer's default k, and no re-prefill
-    (docs/answering.md)."""
+    kept in every layer) and reading it reaches the first token sooner than re-reading the
+    windows' text (``kv_sooner``, :meth:`Engine.kv_first_sooner`): the two read as well on val
+    at the answer's default k (docs/answering.md)."""
     if read not in READ_MODES:
         raise InvalidInputError(f"read must be one of {READ_MODES}, got {read!r}")
     if read in KV_READS and not has_full:
         raise InvalidInputError(f"read={read!r} needs a space created with keep_full_kv=True")
     if read == "auto":
-        return "pooled" if msa_trained else "kv_chunks" if reads_like_text else "chunks"
+        return "pooled" if msa_trained else \
+            "kv_chunks" if reads_like_text and kv_sooner else "chunks"
     return read
 
 

@@ -13,6 +13,7 @@ from msa_agent.runtime.answer import (
     ORDER,
     SYSTEM,
     TEXT_READS,
+    WINDOW_READS,
     Reader,
     Selection,
     arrange,
@@ -41,7 +42,7 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
     interleave, the question's pool after its hits otherwise.
     """
     mode = pick_read(read, engine.cfg.keep_full_kv, engine.lm.msa is not None,
-                     engine.kv_reads_like_text)
+                     engine.kv_reads_like_text, engine.kv_first_sooner(k))
     if mode == "pooled" and engine.lm.msa is not None and hops != 1:
         def select(text: str) -> Selection:
             q = engine.query(text)  # once: the selection and the prefetch's ranking share it
@@ -52,7 +53,10 @@ def answer_stream(engine: Engine, question: str, k: int, scope: Scope, hops: Hop
         return AnswerStream(engine, source, {})
     started = time.perf_counter()
     q = engine.query(question)
-    hits = engine.recall(question, k, scope, hops, q=q, mode=channels)
+    # routing evidence (best chunks) only where a chunk window is read: ~2 ms of an H200's
+    # first token otherwise spent on a second scoring pass whose result nothing reads
+    hits = engine.recall(question, k, scope, hops, q=q, mode=channels,
+                         evidence=mode in WINDOW_READS)
     per_layer = engine.route_per_layer(question, k, scope, q=q) \
         if mode == "pooled" and hits else None
     routed = time.perf_counter()
@@ -111,7 +115,7 @@ def _next_routed(engine: Engine, question: str, k: int, scope: Scope, q: torch.T
 
     def ahead() -> list[StoredMemory]:
         read = {h.memory.id for h in hits}
-        pool = engine.route(question, k + n, scope, None, q, channels)
+        pool = engine.route(question, k + n, scope, None, q, channels, evidence=False)
         return [h.memory for h in pool if h.memory.id not in read][:n]
     return ahead
 

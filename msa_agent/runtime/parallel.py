@@ -206,10 +206,13 @@ class ShardedEngine(Engine):
         return [self.query(t) for t in texts]
 
     def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
-              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
+              q: torch.Tensor | None = None, mode: str | None = None,
+              evidence: bool = True) -> list[Recalled]:
+        """The collective route; the hits always carry their evidence (a sharded rank's merge
+        explains its picks, ``evidence`` is not needed to skip anything here)."""
         mode, exclude = mode or self.cfg.recall_mode, exclude or set()
         if mode == LEXICAL:  # no routing keys: every rank reads the shared space alike
-            return super().route(text, k, scope, exclude, q, mode)
+            return super().route(text, k, scope, exclude, q, mode, evidence)
         pool = k if mode == MSA else max(k, self.cfg.fusion_pool)
         lexical = self._lexical(text, pool, scope, exclude) if mode != MSA else []
         q = self.query(text) if q is None else q

@@ -51,60 +51,68 @@ class Recall:
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
                q: torch.Tensor | None = None, mode: str | None = None,
-               first: list[Recalled] | None = None) -> list[Recalled]:
+               first: list[Recalled] | None = None, evidence: bool = True) -> list[Recalled]:
         """Top-``k`` memories of ``scope`` (routing-driven rounds for ``hops`` > 1).
 
         ``mode``: "hybrid" (MSA routing and the lexical channel fused), "msa" or "lexical";
         None = the config's ``recall_mode``. ``q``: the question's router queries, if already
         computed (round 1 then costs no backbone forward). ``first``: round 1's routes, if
         already computed (:meth:`recall_many` routes several questions' round 1 together).
+        ``evidence``: each hit's per-layer scores and best chunk (``Recalled.layer_scores``,
+        ``best_chunk``), a second scoring pass over the hits' chunks; a caller that shows no
+        explanation and reads no chunk window leaves it out. Rounds after the first always
+        compute it (their bridge falls back on the best chunk).
         """
+        evidence = evidence or hops != 1
+
         def route(text: str, exclude: set[str]) -> list[Recalled]:
             nonlocal first
             if first is not None:  # round 1 (the question, nothing excluded), routed already
                 out, first = first, None
                 return out
             if text == question:
-                return self.route(text, k, scope, exclude, q, mode)
+                return self.route(text, k, scope, exclude, q, mode, evidence)
             later = mode if self.cfg.hop_routing == "same" else self.cfg.hop_routing
-            return self.route(text, k, scope, exclude, None, later)
+            return self.route(text, k, scope, exclude, None, later, evidence)
 
         return interleave(route, question, k, hops, min_score=self.cfg.hop_min_score,
                           bridge=self.bridge_text)
 
     def recall_many(self, questions: Sequence[str], k: int, scope: Scope, hops: Hops = 1,
-                    qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None
-                    ) -> list[list[Recalled]]:
+                    qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None,
+                    evidence: bool = True) -> list[list[Recalled]]:
         """:meth:`recall` of each of ``questions`` (one ``k``, scope, ``hops`` and mode), in
         order. Round 1 of every question is routed together (:meth:`route_many`: one pass over
         the routing keys for all of them); the later rounds of ``hops`` > 1 or ``"auto"``
         route each question's own bridged query afterwards, one question at a time, exactly
         as :meth:`recall`. ``qs``: the questions' router queries, where computed."""
         qs = list(qs) if qs is not None else [None] * len(questions)
-        firsts = self.route_many(questions, k, scope, qs, mode)
-        return [self.recall(text, k, scope, hops, q, mode, first=hits)
+        firsts = self.route_many(questions, k, scope, qs, mode, evidence or hops != 1)
+        return [self.recall(text, k, scope, hops, q, mode, first=hits, evidence=evidence)
                 for text, q, hits in zip(questions, qs, firsts)]
 
     def route_many(self, texts: Sequence[str], k: int, scope: Scope,
-                   qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None
-                   ) -> list[list[Recalled]]:
+                   qs: Sequence[torch.Tensor | None] | None = None, mode: str | None = None,
+                   evidence: bool = True) -> list[list[Recalled]]:
         """:meth:`route` of each of ``texts`` (nothing excluded), their MSA rankings in one
         ``RoutingIndex.rank_many`` call (:meth:`_route_batch`). An engine whose ``route`` is
         its own (Memory Parallel's collective route over a sharded index) routes the texts
         one by one with it. ``qs``: router queries, where computed."""
         qs = list(qs) if qs is not None else [None] * len(texts)
         if type(self).route is not Recall.route:
-            return [self.route(t, k, scope, None, q, mode) for t, q in zip(texts, qs)]
-        return self._route_batch(texts, k, scope, set(), qs, mode)
+            return [self.route(t, k, scope, None, q, mode, evidence) for t, q in zip(texts, qs)]
+        return self._route_batch(texts, k, scope, set(), qs, mode, evidence)
 
     def route(self, text: str, k: int, scope: Scope, exclude: set[str] | None = None,
-              q: torch.Tensor | None = None, mode: str | None = None) -> list[Recalled]:
-        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``."""
-        return self._route_batch([text], k, scope, exclude or set(), [q], mode)[0]
+              q: torch.Tensor | None = None, mode: str | None = None,
+              evidence: bool = True) -> list[Recalled]:
+        """One routing pass: the top-``k`` memories of ``scope`` not in ``exclude``
+        (``evidence`` as :meth:`recall`)."""
+        return self._route_batch([text], k, scope, exclude or set(), [q], mode, evidence)[0]
 
     def _route_batch(self, texts: Sequence[str], k: int, scope: Scope, exclude: set[str],
-                     qs: Sequence[torch.Tensor | None], mode: str | None
-                     ) -> list[list[Recalled]]:
+                     qs: Sequence[torch.Tensor | None], mode: str | None,
+                     evidence: bool = True) -> list[list[Recalled]]:
         """Routing passes of ``texts`` over one scope and ``exclude``: ``msa`` ranks the
         ``k`` best of each, hybrid each one's fusion pool (then fused with its own lexical
         channel), both in one ``rank_many`` pass over the keys; lexical needs no keys."""
@@ -122,13 +130,15 @@ class Recall:
         with self.lock:
             mask = self._mask(scope, exclude)
             if mode == MSA:
-                ranked = self.index.rank_many(queries, k, mask, self.cfg.layer_combine)
+                ranked = self.index.rank_many(queries, k, mask, self.cfg.layer_combine,
+                                              explain=evidence)
                 return [self._recalled(r) for r in ranked]
             ranked = self.index.rank_many(queries, pool, mask, self.cfg.layer_combine,
                                           explain=False)
             ids = self.index.doc_ids
             msa = [[(ids[d], s) for d, s in zip(r.docs, r.scores)] for r in ranked]
-        return [self._fused({LEXICAL: lex, MSA: self._completed(m, lex, q)}, k, q, t)
+        return [self._fused({LEXICAL: lex, MSA: self._completed(m, lex, q)}, k,
+                            q if evidence else None, t)
                 for t, q, lex, m in zip(texts, queries, lexical, msa)]
 
     def _queries(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
@@ -241,12 +251,13 @@ class Recall:
     def _recalled(self, ranked: Ranked) -> list[Recalled]:
         by_id = self._memories(set(ranked.docs))
         out = []
-        for d, score, per_layer, chunk in zip(ranked.docs, ranked.scores, ranked.layer_scores,
-                                              ranked.best_chunk):
+        for i, (d, score) in enumerate(zip(ranked.docs, ranked.scores)):
             m = by_id.get(self.index.doc_ids[d])
-            if m is not None:
-                out.append(Recalled(m, score, layer_scores=dict(zip(self.layers, per_layer)),
-                                    best_chunk=chunk, channels={MSA: score}))
+            if m is None:
+                continue
+            evidence = {"layer_scores": dict(zip(self.layers, ranked.layer_scores[i])),
+                        "best_chunk": ranked.best_chunk[i]} if ranked.layer_scores else {}
+            out.append(Recalled(m, score, channels={MSA: score}, **evidence))
         return out
 
     def bridge_text(self, hit: Recalled, question: str) -> str:

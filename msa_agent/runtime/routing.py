@@ -311,8 +311,8 @@ class RoutingIndex:
                 explain: bool) -> Ranked:
         """The :class:`Ranked` of positions ``top`` (``doc``: combined scores ``[M]``), with
         their evidence for query ``q`` when ``explain``."""
-        if not explain:
-            return Ranked(top, [float(doc[d]) for d in top], [], [])
+        if not explain:  # one transfer, not one per document
+            return Ranked(top, doc[top].tolist() if top else [], [], [])
         return self._explain(top, doc, q, combine)
 
     def rank_per_layer(self, q: torch.Tensor, k: int, mask: torch.Tensor) -> list[list[int]]:
