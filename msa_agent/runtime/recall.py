@@ -26,6 +26,12 @@ from msa_agent.store import Space, StoredMemory
 BRIDGE_WORDS = 1  # the most specific word of a memory a later interleave round adds to the question
 
 
+def needs_evidence(asked: bool, hops: Hops) -> bool:
+    """Whether a recall computes its hits' routing evidence: when asked, and always with
+    rounds after the first (their bridge falls back on a hit's best chunk)."""
+    return asked or hops != 1
+
+
 class Recall:
     """Routing and recall methods; the state is the engine's (declared here for types)."""
 
@@ -63,7 +69,7 @@ class Recall:
         explanation and reads no chunk window leaves it out. Rounds after the first always
         compute it (their bridge falls back on the best chunk).
         """
-        evidence = evidence or hops != 1
+        evidence = needs_evidence(evidence, hops)
 
         def route(text: str, exclude: set[str]) -> list[Recalled]:
             nonlocal first
@@ -87,7 +93,8 @@ class Recall:
         route each question's own bridged query afterwards, one question at a time, exactly
         as :meth:`recall`. ``qs``: the questions' router queries, where computed."""
         qs = list(qs) if qs is not None else [None] * len(questions)
-        firsts = self.route_many(questions, k, scope, qs, mode, evidence or hops != 1)
+        firsts = self.route_many(questions, k, scope, qs, mode,
+                                 needs_evidence(evidence, hops))
         return [self.recall(text, k, scope, hops, q, mode, first=hits, evidence=evidence)
                 for text, q, hits in zip(questions, qs, firsts)]
 
