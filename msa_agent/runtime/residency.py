@@ -175,11 +175,9 @@ class HostKVCache:
                if m.id not in self.rows and m.id in rows]
         if not new or self.budget <= 0:
             return []
-        k0 = rows[new[0].id][0]
-        most = self.budget // (2 * k0[0].numel() * k0.element_size())
-        kept = sum(n for i, (_, n) in self.rows.items() if i in keep)
+        row_bytes = _row_bytes(rows[new[0].id][0])
         sizes = [rows[m.id][0].shape[0] for m in new]
-        while new and kept + sum(sizes) > most:
+        while new and not self._room_for(sum(sizes), row_bytes, keep):
             new, sizes = new[:-1], sizes[:-1]
         if not new:
             return []
@@ -226,7 +224,7 @@ class HostKVCache:
         as ``_add`` says; False (nothing added) if they and the request's held rows exceed
         the budget."""
         need = sum(k.shape[0] for k in ks)
-        row_bytes = 2 * ks[0][0].numel() * ks[0].element_size()
+        row_bytes = _row_bytes(ks[0])
         most = self.budget // row_bytes
         if not self._room_for(need, row_bytes, request):
             return False
@@ -305,6 +303,11 @@ class HostKVCache:
             t = torch.from_numpy(a)
             return (t.float() if widen else t).to(device)
         return [(put(k), put(v)) for k, v in zip(ks, vs, strict=True)]
+
+
+def _row_bytes(k: torch.Tensor) -> int:
+    """Bytes one row of K/V (``k``'s row and its V twin) takes in a tier."""
+    return 2 * k[0].numel() * k.element_size()
 
 
 def take_rows(fetched: Sequence[tuple[Any, Any]], rows: Sequence[tuple[int, int]] | None
