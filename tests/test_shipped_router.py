@@ -18,7 +18,8 @@ import pytest
 DATA = Path(__file__).parent / "data" / "router_heldout.json"
 # the shipped (distilled) router measures 0.967 / 1.000 here on the 2-core CPU, the first one
 # 1.000 / 1.000; chance is 0.017 / 0.083. The same floor holds for the router shipped for
-# spaces with 16-token chunks (chunk_size=16).
+# spaces with 16-token chunks (chunk_size=16), and for a bfloat16 backbone (the router is
+# bound to the weights, not to the dtype they are computed in).
 FLOOR_R1, FLOOR_R5 = 0.7, 0.9
 
 
@@ -27,9 +28,10 @@ def heldout() -> dict:
     return json.loads(DATA.read_text())
 
 
-@pytest.mark.parametrize("chunk_size", [64, 16])
-def test_shipped_router_clears_the_floor(tmp_path: Path, heldout: dict, chunk_size: int
-                                         ) -> None:
+@pytest.mark.parametrize(("chunk_size", "dtype"),
+                         [(64, "float32"), (16, "float32"), (64, "bfloat16")])
+def test_shipped_router_clears_the_floor(tmp_path: Path, heldout: dict, chunk_size: int,
+                                         dtype: str) -> None:
     from msa_agent import Memory
     from msa_agent.model.loader import ensure_default_model, model_fingerprint
     from msa_agent.model.router import Router, shipped_router
@@ -40,7 +42,8 @@ def test_shipped_router_clears_the_floor(tmp_path: Path, heldout: dict, chunk_si
         pytest.skip(f"default model not installed: {exc}")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to untrained routing warns: fail on it
-        mem = Memory.open(tmp_path / "m", routing="learned", chunk_size=chunk_size)
+        mem = Memory.open(tmp_path / "m", routing="learned", chunk_size=chunk_size,
+                          dtype=dtype)
         ids = mem.remember_many([d["text"] for d in heldout["docs"]])
         assert mem.stats().routing == "learned"
         engine = mem._engine  # the router shipped for this chunk size is the one in use
@@ -54,5 +57,5 @@ def test_shipped_router_clears_the_floor(tmp_path: Path, heldout: dict, chunk_si
             r5 += q["gold"] in hits
         mem.close()
     n = len(heldout["questions"])
-    print(f"shipped router, P = {chunk_size}: R@1 {r1 / n:.3f} R@5 {r5 / n:.3f}")
+    print(f"shipped router, P = {chunk_size}, {dtype}: R@1 {r1 / n:.3f} R@5 {r5 / n:.3f}")
     assert r1 / n >= FLOOR_R1 and r5 / n >= FLOOR_R5, (r1 / n, r5 / n)

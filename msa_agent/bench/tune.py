@@ -191,20 +191,24 @@ def main(
     work: Path = typer.Option(Path("bench-out/tune"), help="Spaces, reused between runs."),
     out: Path = typer.Option(Path("docs/results/fusion_val.json")),
     chunk_size: int = typer.Option(0, help="New spaces' chunk_size (0: the default)."),
+    dtype: str = typer.Option("float32", help="The backbone's compute dtype (a space is "
+                              "built in one; a non-default one names its folder)."),
 ) -> None:
     from msa_agent.model.loader import load_model
 
-    lm = load_model(None)
+    lm = load_model(None, dtype=dtype)
     command = "python -m msa_agent.bench.tune " + " ".join(f"--tasks {t}" for t in tasks)
     command += f" --mode {mode}" + "".join(f" --size {o}" for o in size)
     command += f" --chunk-size {chunk_size}" if chunk_size else ""
+    command += f" --dtype {dtype}" if dtype != "float32" else ""
     settings = {"chunk_size": chunk_size} if chunk_size else {}
     report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
         sizes = _sizes(size, name)
         task = build(name, mode, **sizes)
         val = [q for q in task.stages[-1].queries if q.split == "val"]
-        path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items())])
+        path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items()),
+                                *([dtype] if dtype != "float32" else [])])
         remember(task, path, lm, {q.namespace for q in val}, settings)
         pools = channel_pools(path, lm, val, task)
         for row, f, channels in GRID:

@@ -140,20 +140,43 @@ def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
         "architecture": shape["model_type"],
         "config_hash": config_hash[:16],
         "weights_hash": _weights_hash(lm.model),
+        "weights_sample": _weights_sample(lm.model),
         "dtype": str(lm.dtype).removeprefix("torch."),
     }
 
 
-def _weights_hash(model: PreTrainedModel) -> str:
-    h = hashlib.sha256()
+SAMPLE_SIZE = 64  # weights per hashed tensor in ``weights_sample`` (router.same_model)
+
+
+def _hashed_weights(model: PreTrainedModel) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a fingerprint samples (the embedding table, the last K projection),
+    every ``numel // 4096``-th weight of each, as float32 on the host."""
     params = dict(model.named_parameters())
     names = sorted(n for n in params if n.endswith("embed_tokens.weight"))
     names += sorted(n for n in params if n.endswith("k_proj.weight"))[-1:]
-    for n in names:
-        t = params[n].detach().float().cpu()
+    return [(n, p.detach().flatten()[:: max(1, p.numel() // 4096)].float().cpu())
+            for n, p in ((n, params[n]) for n in names)]
+
+
+def _weights_hash(model: PreTrainedModel) -> str:
+    """Exact in one compute dtype: a bfloat16 copy of the same weights hashes differently."""
+    h = hashlib.sha256()
+    for n, t in _hashed_weights(model):
         h.update(n.encode())
-        h.update(t.flatten()[:: max(1, t.numel() // 4096)].numpy().round(3).tobytes())
+        h.update(t.numpy().round(3).tobytes())
     return h.hexdigest()[:16]
+
+
+def _weights_sample(model: PreTrainedModel) -> list[float]:
+    """``SAMPLE_SIZE`` weights of each hashed tensor at fixed positions (6 significant
+    digits): close (:func:`~msa_agent.model.router.same_model`) for the same weights in any
+    16- or 32-bit dtype, which a hash cannot be (a rounding flips some of 8k sampled weights)."""
+    out: list[float] = []
+    for _, t in _hashed_weights(model):
+        picked = t[:: max(1, t.numel() // SAMPLE_SIZE)][:SAMPLE_SIZE]
+        out += [float(f"{x:.6g}") for x in picked.tolist()]
+    return out
+
 
 
 def ensure_default_model() -> Path:

@@ -97,8 +97,9 @@ class Router(nn.Module):
         if header.get("format") != "msa-agent-router/1":
             raise RouterMismatchError(f"{path} is not an msa-agent router file")
         saved = json.loads(header["fingerprint"])
-        if model_fingerprint is not None and saved != _identity(model_fingerprint):
-            diff = sorted(k for k in saved if saved.get(k) != _identity(model_fingerprint).get(k))
+        if model_fingerprint is not None and not same_model(saved, model_fingerprint):
+            given = _identity(model_fingerprint)
+            diff = sorted(k for k in saved if saved.get(k) != given.get(k))
             raise RouterMismatchError(
                 f"router {path} was trained for another model ({diff} differ)"
             )
@@ -121,9 +122,28 @@ def _merge_low_rank(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+SAMPLE_RTOL = 2.0**-7  # two 16-bit roundings (bf16: 2^-8 each) of one float32 weight
+SAMPLE_ATOL = 1e-6  # float16 subnormals
+
+
 def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The parts of a model fingerprint a router depends on (not its dtype or display name)."""
-    return {k: fingerprint.get(k) for k in ("architecture", "config_hash", "weights_hash")}
+    keys = ("architecture", "config_hash", "weights_hash", "weights_sample")
+    return {k: fingerprint[k] for k in keys if k in fingerprint}
+
+
+def same_model(saved: dict[str, Any], given: dict[str, Any]) -> bool:
+    """Whether a router saved for ``saved`` serves the model ``given``, whatever either's
+    compute dtype: same architecture and config, and the same weights by ``weights_sample``
+    (each sampled weight within a 16-bit rounding) where both have one, else by the
+    dtype-exact ``weights_hash`` (routers saved before the sample existed)."""
+    if any(saved.get(k) != given.get(k) for k in ("architecture", "config_hash")):
+        return False
+    a, b = saved.get("weights_sample"), given.get("weights_sample")
+    if not a or not b:
+        return saved.get("weights_hash") == given.get("weights_hash")
+    return len(a) == len(b) and all(
+        abs(x - y) <= SAMPLE_RTOL * max(abs(x), abs(y)) + SAMPLE_ATOL for x, y in zip(a, b))
 
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "routers"
@@ -136,7 +156,6 @@ def shipped_router(model_fingerprint: dict[str, Any], layers: list[int],
     chunk size was trained at 64), else any of them."""
     from safetensors import SafetensorError, safe_open
 
-    want = _identity(model_fingerprint)
     found: dict[int, Path] = {}
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
@@ -145,12 +164,12 @@ def shipped_router(model_fingerprint: dict[str, Any], layers: list[int],
         except (OSError, SafetensorError):  # not a router file: never picked
             continue
         try:
-            same_model = json.loads(header["fingerprint"]) == want
+            ours = same_model(json.loads(header["fingerprint"]), model_fingerprint)
             same_layers = json.loads(header["layers"]) == list(layers)
             trained_at = int(json.loads(header.get("meta", "{}")).get("chunk_size", 64))
         except (KeyError, ValueError, TypeError):
             continue
-        if same_model and same_layers:
+        if ours and same_layers:
             found.setdefault(trained_at, path)
     if not found:
         return None

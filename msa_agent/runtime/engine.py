@@ -555,8 +555,10 @@ class Engine(Recall):
 
 
 def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> dict[str, Any]:
-    """What a space's arrays depend on; a different one cannot share the space."""
-    fp = {**model_fingerprint(lm), "msa_layers": layers, "chunk_size": cfg.chunk_size,
+    """What a space's arrays depend on; a different one cannot share the space (its weights
+    by the dtype-exact hash: the arrays were computed in one dtype)."""
+    model = {k: v for k, v in model_fingerprint(lm).items() if k != "weights_sample"}
+    fp = {**model, "msa_layers": layers, "chunk_size": cfg.chunk_size,
           "store_dtype": cfg.store_dtype, "keep_full_kv": cfg.keep_full_kv}
     if cfg.keep_full_kv and cfg.full_kv_layers != "msa":
         fp["full_kv_layers"] = cfg.full_kv_layers
