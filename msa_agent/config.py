@@ -30,8 +30,11 @@ class MemoryConfig(BaseModel):
         None, description="HF model id or local path; None = embedded SmolLM2-135M-Instruct."
     )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Compute dtype of the backbone. float32 is the CPU default."
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Compute dtype of the backbone. 'auto': an existing space's "
+        "own, and for a new one bfloat16 where the device computes it natively (a CUDA GPU "
+        "that supports it, a CPU with AVX512-BF16 or AMX), else float32. A space is computed "
+        "in one dtype: opening it in another is refused."
     )
     namespace: str = Field("default", min_length=1, description="Default namespace.")
     msa_layers: list[int] | None = Field(

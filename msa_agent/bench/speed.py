@@ -22,13 +22,14 @@ import typer
 from msa_agent.bench.wiki import wiki_split
 
 
-def ingest(texts: list[str], batch: int) -> tuple[float, int]:
-    """Seconds and tokens to remember ``texts`` in batches of ``batch`` (fresh space)."""
+def ingest(texts: list[str], batch: int, **opts: Any) -> tuple[float, int]:
+    """Seconds and tokens to remember ``texts`` in batches of ``batch`` (fresh space made
+    with ``opts``, ``Memory.open`` settings)."""
     from msa_agent import Memory
 
     folder = Path(tempfile.mkdtemp(prefix="msa-speed-"))
     try:
-        with Memory.open(folder / "m") as mem:
+        with Memory.open(folder / "m", **opts) as mem:
             start = time.perf_counter()
             for s in range(0, len(texts), batch):
                 mem.remember_many(texts[s : s + batch])
@@ -38,18 +39,19 @@ def ingest(texts: list[str], batch: int) -> tuple[float, int]:
 
 
 def recall_latency(texts: list[str], queries: list[str], modes: Sequence[str] = ("hybrid",),
-                   space: Path | None = None, router_path: str | None = None
-                   ) -> tuple[dict[str, list[float]], float, int]:
+                   space: Path | None = None, router_path: str | None = None,
+                   **opts: Any) -> tuple[dict[str, list[float]], float, int]:
     """Per routing mode, each query's recall seconds over ``texts`` remembered in batches of
     64 (a fresh space, or ``space`` reused when it already holds them: ingest seconds 0);
     also the ingest seconds and tokens. ``router_path``: route with that router (a reused
-    space is re-encoded with it first)."""
+    space is re-encoded with it first); ``opts``: other ``Memory.open`` settings."""
     from msa_agent import Memory
 
     folder = Path(tempfile.mkdtemp(prefix="msa-speed-")) if space is None else space
-    opts = {"router_path": router_path} if router_path else {}
+    opts = {**opts, "router_path": router_path} if router_path else opts
     try:
         with Memory.open(folder / "m", **opts) as mem:
+            print(f"compute dtype: {mem.config.dtype}")
             secs = _fill(mem, texts, folder)
             toks, out = mem.stats().tokens, {}
             for mode in modes:
@@ -72,14 +74,14 @@ def _fill(mem: Any, texts: list[str], folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def throughput(space: Path, queries: list[str], modes: Sequence[str], batch: int
-               ) -> dict[str, tuple[float, float]]:
+def throughput(space: Path, queries: list[str], modes: Sequence[str], batch: int,
+               **opts: Any) -> dict[str, tuple[float, float]]:
     """Per mode, queries per second one by one (``recall``) and in batches of ``batch``
     (``recall_many``), over the space reused at ``space`` (as ``recall_latency`` left it)."""
     from msa_agent import Memory
 
     out = {}
-    with Memory.open(space / "m") as mem:
+    with Memory.open(space / "m", **opts) as mem:
         for mode in modes:
             mem.recall_many(queries[:batch], k=5, routing=mode)  # warm-up
             start = time.perf_counter()
@@ -108,8 +110,11 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
          space: Path | None = typer.Option(None, help="Reuse this folder's space (kept)."),
          batch: int = typer.Option(0, help="Also compare recall_many in batches of this "
                                    "size with recall one by one (queries/s; needs --space)."),
-         router_path: str | None = typer.Option(None, help="Route with this router file.")
+         router_path: str | None = typer.Option(None, help="Route with this router file."),
+         dtype: str | None = typer.Option(None, help="The backbone's compute dtype "
+                                          "(default: MemoryConfig's)."),
          ) -> None:
+    opts = {"dtype": dtype} if dtype else {}
     split = wiki_split()
     texts = [a.text for a in split.bank[:docs]]
     qs = [a.description for a in split.questions[:queries]]
@@ -117,10 +122,10 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
     if write_paths:
         print("| write path | docs | tokens | seconds | tokens/s |\n|---|---|---|---|---|")
         for batch in (1, 16, 64):
-            secs, toks = ingest(texts, batch)
+            secs, toks = ingest(texts, batch, **opts)
             print(f"| remember_many batch={batch} | {len(texts)} | {toks} | {secs:.1f} | "
                   f"{toks / secs:.0f} |")
-    lat, secs, toks = recall_latency(texts, qs, modes, space, router_path)
+    lat, secs, toks = recall_latency(texts, qs, modes, space, router_path, **opts)
     if secs:
         print(f"\ningest (batches of 64): {toks} tokens in {secs:.1f} s = {toks / secs:.0f} tok/s")
     for mode, values in lat.items():
@@ -129,7 +134,7 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
         print(f"recall k=5, routing={mode}, {len(texts)} memories, {len(values)} queries: "
               f"p50 {1000 * statistics.median(values):.1f} ms, p95 {1000 * p95:.1f} ms")
     if batch and space is not None:
-        for mode, (alone, many) in throughput(space, qs, modes, batch).items():
+        for mode, (alone, many) in throughput(space, qs, modes, batch, **opts).items():
             print(f"routing={mode}: recall one by one {alone:.1f} queries/s, recall_many "
                   f"batch={batch} {many:.1f} queries/s ({many / alone:.2f}x)")
 

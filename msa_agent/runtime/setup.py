@@ -35,11 +35,15 @@ def space_location(path: str | Path, cfg: MemoryConfig) -> Path | RemoteLocation
 
 def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
                   explicit: set[str]) -> tuple[LoadedModel, MemoryConfig]:
-    """Load the model; an existing space supplies its own model and layout unless overridden."""
+    """Load the model; an existing space supplies its own model, compute dtype and layout
+    unless overridden."""
     stored: dict[str, Any] = {}
     if Space.is_space(path):  # read without the writer's lock: the writer may be elsewhere
         with Space.open(path, read_only=True) as existing:
             stored = existing.get_setting("config") or {}
+            own = existing.fingerprint.get("dtype")  # computed in one dtype: keep it
+            if own in DTYPES and ("dtype" not in explicit or cfg.dtype == "auto"):
+                cfg = cfg.model_copy(update={"dtype": own})
     if "router_path" in explicit:  # naming a router overrides the space's stored routing
         explicit = explicit | {"routing"}
     # An existing space keeps its layout: a field its stored config lacks predates the field
@@ -55,7 +59,8 @@ def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
         return lm, _held_dtype(lm, cfg, explicit)
     name = model or cfg.model or stored.get("model")
     lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
-    cfg = cfg.model_copy(update={"model": name})
+    loaded = str(lm.dtype).removeprefix("torch.")  # what "auto" became
+    cfg = cfg.model_copy(update={"model": name, **({"dtype": loaded} if loaded in DTYPES else {})})
     if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k, router layers, and
         # the rule its router was trained with: the paper's max over query tokens
         own = {"chunk_size": lm.msa.chunk_size, "top_k": lm.msa.top_k, "answer_k": lm.msa.top_k,
@@ -71,7 +76,7 @@ def _held_dtype(lm: LoadedModel, cfg: MemoryConfig, explicit: set[str]) -> Memor
     """A model the caller holds keeps its own dtype (it is never cast behind their back): the
     config records that dtype, and an explicit ``dtype`` that differs is refused."""
     held = str(lm.dtype).removeprefix("torch.")
-    if "dtype" in explicit and cfg.dtype != held:
+    if "dtype" in explicit and cfg.dtype not in ("auto", held):
         raise InvalidInputError(
             f"the model passed in is {held} but dtype={cfg.dtype!r} was asked; cast the model "
             f"yourself (model.to(torch.{cfg.dtype})) or leave dtype unset")
