@@ -6,6 +6,8 @@ never collides with another folder's helper modules.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
@@ -54,3 +56,11 @@ def reader_logits(model: torch.nn.Module, reader: object) -> torch.Tensor:
     with torch.inference_mode(), msa_attention(model):
         return model(input_ids=ids, position_ids=pos,
                      msa_memory=reader.memory).logits  # type: ignore[attr-defined]
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny Llama and its tokenizer saved with ``save_pretrained`` into ``folder``: what a
+    model name or ``--model`` takes as a local path."""
+    make_llama(seed=seed).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder

@@ -111,10 +111,11 @@ class Reader:
         }
 
 
-@lru_cache(maxsize=1)
-def default_reader() -> Reader:
-    """The embedded default model, loaded once per process and shared by every row."""
-    return Reader(load_model())
+@lru_cache(maxsize=2)
+def default_reader(dtype: str = "float32") -> Reader:
+    """The embedded default model (computed in ``dtype``), loaded once per process and
+    shared by every row."""
+    return Reader(load_model(dtype=dtype))
 
 
 def fit(reader: Reader, question: str, texts: Sequence[str],

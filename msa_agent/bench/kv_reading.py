@@ -165,13 +165,15 @@ def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
 
 def evaluate(task_name: str, work: Path, per_split: int, split: str,
              answer_format: str | None = None, mode: str = "quick",
-             variants: Sequence[str] = tuple(VARIANTS)) -> list[dict[str, Any]]:
+             variants: Sequence[str] = tuple(VARIANTS), dtype: str = "float32"
+             ) -> list[dict[str, Any]]:
     """Every ``variants`` answer of ``split``'s first ``per_split`` single-hop questions of
-    the ``mode``-size task; the spaces only those variants read are made."""
+    the ``mode``-size task; the spaces only those variants read are made (computed in
+    ``dtype``, the backbone's, in a folder of their own unless float32)."""
     from msa_agent import Memory
     from msa_agent.runtime.results import Scope
 
-    reader = default_reader()
+    reader = default_reader(dtype)
     if answer_format is not None:
         reader = replace(reader, answer_format=answer_format)
     task = build(task_name, mode)
@@ -182,7 +184,8 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
     # every layout recalls the same (routing keys come from the bare document)
     spaces = {v[0] for n in variants if (v := VARIANTS[n]) is not None} or {"bare"}
     base = "bare" if "bare" in spaces else min(spaces)
-    root = work / (task_name if mode == "quick" else f"{task_name}-{mode}")
+    root = work / "-".join([task_name, *([mode] if mode != "quick" else []),
+                            *([dtype] if dtype != "float32" else [])])
     for name in sorted(spaces):
         remember(root / name, reader.lm, items, SPACES[name])
     mems = {name: Memory.open(root / name, reader.lm) for name in sorted(spaces)}
@@ -227,20 +230,23 @@ def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, r
          mode: str = typer.Option("quick", help="task size: quick or full"),
          variants: list[str] = typer.Option(list(VARIANTS), "--variant",
                                             help="variants to read (default: all)"),
+         dtype: str = typer.Option("float32", help="the backbone's compute dtype"),
          ) -> None:
     if answer_format is not None and answer_format not in ANSWER_FORMATS:
         raise typer.BadParameter(f"--answer-format must be one of {ANSWER_FORMATS}")
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise typer.BadParameter(f"unknown --variant {unknown}; one of {list(VARIANTS)}")
     rows = [r for t in tasks
-            for r in evaluate(t, work, per_split, split, answer_format, mode, variants)]
+            for r in evaluate(t, work, per_split, split, answer_format, mode, variants, dtype)]
     table = summary(rows)
     fmt = answer_format or MemoryConfig().answer_format
     out.write_text(json.dumps({
         "command": "python -m msa_agent.bench.kv_reading "
                    + "".join(f"--task {t} " for t in tasks)
                    + f"--per-split {per_split} --split {split} --answer-format {fmt} "
-                   + f"--mode {mode}" + "".join(f" --variant '{v}'" for v in variants),
+                   + f"--mode {mode}" + "".join(f" --variant '{v}'" for v in variants)
+                   + (f" --dtype {dtype}" if dtype != "float32" else ""),
+        "dtype": dtype,
         "split": split, "k": K, "answer_format": fmt, "summary": table,
         "same_retrieval": all(r["same_retrieval"] for r in rows), "answers": rows}, indent=1))
     for r in table:

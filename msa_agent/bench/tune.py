@@ -9,7 +9,8 @@ Each task's memories are remembered once (through the public API, dated with ``a
 k=50)``, what hybrid recall fuses) are read once and cached; every fusion setting is scored
 from them with the runtime's own ``fuse``, with ``memory_time`` as creation times (spaces
 cached before dates came from ``memory_time`` hold other dates; fusion reads no others).
-Multi-hop rows run the real ``recall(hops=...)``. Test queries are never run here.
+Multi-hop rows run the real ``recall(hops=...)``. Test queries are run only with ``--split
+test``, to report a choice made on val (in spaces of their own), never to make one.
 """
 
 from __future__ import annotations
@@ -91,21 +92,21 @@ def remember_items(mem: Any, items: Sequence[MemoryItem], batch: int = 64) -> No
 POOL = 50  # = MemoryConfig.fusion_pool: each channel's candidates, as the runtime fuses them
 
 
-def channel_pools(path: Path, lm: Any, queries: Sequence[Query], task: Task
-                  ) -> list[dict[str, Any]]:
+def channel_pools(path: Path, lm: Any, queries: Sequence[Query], task: Task,
+                  split: str = "val") -> list[dict[str, Any]]:
     """Each query's MSA and lexical candidate pools (ids, scores) and keys, read once through
-    ``recall(routing=...)`` and cached in ``path`` (``pools-val.json``); every fusion setting
+    ``recall(routing=...)`` and cached in ``path`` (``pools-{split}.json``); every fusion setting
     is then scored from them with the runtime's own :func:`~msa_agent.runtime.fusion.fuse`
     (no further forwards). Creation times come from :func:`memory_time` of each memory's
     task item, the dates ``remember`` gives them."""
-    cache = path / "pools-val.json"
+    cache = path / f"pools-{split}.json"
     if not cache.exists():
         cache.write_text(json.dumps(_read_pools(path, lm, queries)))
-    words = path / "matched-val.json"
+    words = path / f"matched-{split}.json"
     if not words.exists():
         words.write_text(json.dumps(_read_matched(path, queries, json.loads(cache.read_text()))))
     when = {m.key: memory_time(m) for m in task.stages[-1].memories}
-    deep = path / "msa-completed-val.json"
+    deep = path / f"msa-completed-{split}.json"
     pools = json.loads(cache.read_text())
     if not deep.exists():
         deep.write_text(json.dumps(_read_completions(path, lm, queries, pools)))
@@ -193,6 +194,8 @@ def main(
     chunk_size: int = typer.Option(0, help="New spaces' chunk_size (0: the default)."),
     dtype: str = typer.Option("float32", help="The backbone's compute dtype (a space is "
                               "built in one; a non-default one names its folder)."),
+    split: str = typer.Option("val", help="val to choose; test only to report a choice "
+                              "(its spaces are folders of their own)."),
 ) -> None:
     from msa_agent.model.loader import load_model
 
@@ -201,16 +204,18 @@ def main(
     command += f" --mode {mode}" + "".join(f" --size {o}" for o in size)
     command += f" --chunk-size {chunk_size}" if chunk_size else ""
     command += f" --dtype {dtype}" if dtype != "float32" else ""
+    command += f" --split {split}" if split != "val" else ""
     settings = {"chunk_size": chunk_size} if chunk_size else {}
     report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
         sizes = _sizes(size, name)
         task = build(name, mode, **sizes)
-        val = [q for q in task.stages[-1].queries if q.split == "val"]
+        val = [q for q in task.stages[-1].queries if q.split == split]
         path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items()),
-                                *([dtype] if dtype != "float32" else [])])
+                                *([dtype] if dtype != "float32" else []),
+                                *([split] if split != "val" else [])])
         remember(task, path, lm, {q.namespace for q in val}, settings)
-        pools = channel_pools(path, lm, val, task)
+        pools = channel_pools(path, lm, val, task, split)
         for row, f, channels in GRID:
             _log(report, name, row, asdict(f), score_setting(pools, val, f, channels))
         for row, f, channels in COMPLETED_GRID:

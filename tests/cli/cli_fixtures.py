@@ -13,16 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from msa_agent.cli import app
-from tests_helpers import make_llama, make_tokenizer
+from msa_testing import save_tiny_model
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama and its tokenizer saved with ``save_pretrained`` (what ``--model`` takes)."""
-    d = tmp_path_factory.mktemp("tiny-model")
-    make_llama().save_pretrained(d)
-    make_tokenizer().save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 class Msa:

@@ -13,15 +13,12 @@ from msa_agent import Memory
 from msa_agent.model import loader
 from msa_agent.model.loader import native_dtype
 from msa_agent.store.errors import FingerprintMismatchError
-from msa_testing import make_llama, make_tokenizer
+from msa_testing import make_llama, make_tokenizer, save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    make_llama().save_pretrained(d)
-    make_tokenizer().save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.mark.parametrize(("avx512_bf16", "amx", "want"), [
