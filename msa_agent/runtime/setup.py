@@ -9,7 +9,7 @@ from typing import Any
 from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.loader import DTYPES, LoadedModel, load_model, wrap_model
-from msa_agent.store import RemoteLocation, Space
+from msa_agent.store import FingerprintMismatchError, RemoteLocation, Space
 
 
 def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
@@ -41,9 +41,7 @@ def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
     if Space.is_space(path):  # read without the writer's lock: the writer may be elsewhere
         with Space.open(path, read_only=True) as existing:
             stored = existing.get_setting("config") or {}
-            own = existing.fingerprint.get("dtype")  # computed in one dtype: keep it
-            if own in DTYPES and ("dtype" not in explicit or cfg.dtype == "auto"):
-                cfg = cfg.model_copy(update={"dtype": own})
+            cfg = _space_dtype(path, existing.fingerprint.get("dtype"), cfg, explicit)
     if "router_path" in explicit:  # naming a router overrides the space's stored routing
         explicit = explicit | {"routing"}
     # An existing space keeps its layout: a field its stored config lacks predates the field
@@ -70,6 +68,19 @@ def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
             own["kv_frame"] = "bare"
         cfg = cfg.model_copy(update={k: v for k, v in own.items() if k not in explicit})
     return lm, cfg
+
+
+def _space_dtype(path: Path | RemoteLocation, own: Any, cfg: MemoryConfig, explicit: set[str]
+                 ) -> MemoryConfig:
+    """An existing space is computed in one dtype (``own``, from its fingerprint): unset or
+    ``auto`` takes it; another one asked for is refused before any model is loaded."""
+    if own not in DTYPES:
+        return cfg
+    if "dtype" in explicit and cfg.dtype not in ("auto", own):
+        raise FingerprintMismatchError(
+            f"space {path} was computed in {own}, not {cfg.dtype}: open it with "
+            f"dtype={own!r} or 'auto', or leave dtype unset", ["dtype"])
+    return cfg.model_copy(update={"dtype": own})
 
 
 def _held_dtype(lm: LoadedModel, cfg: MemoryConfig, explicit: set[str]) -> MemoryConfig:

@@ -61,8 +61,8 @@ def test_auto_picks_by_device_and_the_space_keeps_it(tmp_path: Path, model_dir: 
             assert mem.config.dtype == "bfloat16"
             assert sorted(m.id for m in mem.list()) == sorted(ids)
             assert mem.recall("alpha", k=1)
-    with pytest.raises(FingerprintMismatchError, match="dtype"):  # asked for another: refused
-        _open(tmp_path / "m", model_dir, dtype="float32")
+    with pytest.raises(FingerprintMismatchError, match="computed in bfloat16, not float32"):
+        _open(tmp_path / "m", model_dir, dtype="float32")  # asked for another: refused
     with _open(tmp_path / "m", model_dir) as mem:  # and nothing was lost
         assert len(mem.list()) == 2
 
