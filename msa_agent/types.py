@@ -84,6 +84,7 @@ class SpaceStats(BaseModel):
 
     path: str
     model: str
+    dtype: str = Field("float32", description="The backbone's compute dtype (the space's).")
     routing: str
     router_id: str | None
     memories: int

@@ -28,11 +28,16 @@ def init(
         show_default=False)] = None,
     path: PathOpt = None,
     model: ModelOpt = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="Compute dtype of a new space: float32 (default), bfloat16, float16, or auto "
+             "(bfloat16 where the device computes it natively). An existing space keeps "
+             "its own.", show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create a memory space bound to a model (opening an existing one just checks it)."""
     target = space_path(folder or path)
-    with open_memory(target, model=model, create=True) as mem:
+    with open_memory(target, model=model, create=True,
+                     **({"dtype": dtype} if dtype else {})) as mem:
         stats = mem.stats()
     if json_:
         print_json(record_dict(stats))
@@ -68,7 +73,8 @@ def stats_table(s: SpaceStats) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    rows = [("path", s.path), ("model", s.model), ("routing", f"{s.routing} ({s.router_id})"),
+    rows = [("path", s.path), ("model", f"{s.model} ({s.dtype})"),
+            ("routing", f"{s.routing} ({s.router_id})"),
             ("memories", str(s.memories)), ("tokens", str(s.tokens)), ("chunks", str(s.chunks)),
             ("bytes on disk", f"{s.bytes_on_disk:,}")]
     rows += [(f"namespace {ns}", str(n)) for ns, n in sorted(s.namespaces.items())]

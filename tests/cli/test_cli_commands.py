@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_fixtures import docs, model_dir, msa  # noqa: F401
+from cli_fixtures import Msa, docs, model_dir, msa  # noqa: F401
 from typer.testing import CliRunner
 
 from msa_agent.cli import app
@@ -20,6 +20,21 @@ def test_init_and_stats(msa, model_dir: Path) -> None:
     assert stats["memories"] == 0 and stats["model"] == str(model_dir)
     assert "memories" in msa("stats").stdout
     assert msa.json("init")["path"] == str(msa.space)  # opening again just checks it
+    assert stats["dtype"] == "float32"
+
+
+def test_init_in_bfloat16_and_the_space_keeps_it(tmp_path: Path, model_dir: Path) -> None:
+    cli = Msa(tmp_path / "space")
+    assert cli.json("init", "--model", str(model_dir), "--dtype", "bfloat16")["dtype"] == \
+        "bfloat16"
+    cli("ingest", "-", input="alpha beta gamma")  # no --dtype: the space's own
+    stats = cli.json("stats")
+    assert stats["dtype"] == "bfloat16" and stats["memories"] == 1
+    assert "(bfloat16)" in cli("stats").stdout
+    last = cli("init", "--dtype", "float32", code=1).stderr.strip().splitlines()[-1]
+    assert "computed in bfloat16" in last and "dtype='bfloat16'" in last
+    bad = cli("init", "--dtype", "float64", code=2)  # not a dtype: a usage error, ours
+    assert "invalid memory settings" in bad.output
 
 
 def test_ingest_folder_then_ls_show_recall(msa, docs: Path) -> None:
