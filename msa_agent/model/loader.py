@@ -195,7 +195,6 @@ def _weights_sample(model: PreTrainedModel) -> list[float]:
     return out
 
 
-
 def ensure_default_model() -> Path:
     """Path of the converted default model, converting it from the GGUF on first use."""
     target = cache_dir() / "models" / DEFAULT_MODEL
