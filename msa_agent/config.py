@@ -97,6 +97,15 @@ class MemoryConfig(BaseModel):
         "(e4m3, one scale per chunk) a quarter, at a measured cost in top-k agreement "
         "(docs/scale.md). Scores are computed in float32 either way.",
     )
+    routing_query_dtype: Literal["auto", "same", "bfloat16"] = Field(
+        "auto",
+        description="What a recall's query forward runs on: 'same', the backbone with the "
+        "router's query adapter hooked on; 'bfloat16', a bfloat16 copy of the backbone with "
+        "the adapter merged in (half the float32 weights more in memory; stored keys, K/V and "
+        "answers keep the backbone); 'auto', bfloat16 where the backbone computes in float32 "
+        "on a device that computes bfloat16 natively, where it kept every validation recall "
+        "cell and cut a 2-core CPU recall by a quarter (docs/recall.md).",
+    )
     top_k: int = Field(16, ge=1, description="Default number of memories recall returns.")
     answer_k: int = Field(
         2, ge=1, description="Default number of memories Memory.answer reads (k=None). 2 was "

@@ -51,7 +51,10 @@ def recall_latency(texts: list[str], queries: list[str], modes: Sequence[str] = 
     opts = {**opts, "router_path": router_path} if router_path else opts
     try:
         with Memory.open(folder / "m", **opts) as mem:
-            print(f"compute dtype: {mem.config.dtype}")
+            copy = mem._engine.encoder.query_dtype  # noqa: SLF001 - what "auto" chose
+            print(f"compute dtype: {mem.config.dtype}; routing queries from "
+                  f"{'the backbone' if copy is None else f'a {copy} copy'} "
+                  f"(routing_query_dtype={mem.config.routing_query_dtype})")
             secs = _fill(mem, texts, folder)
             toks, out = mem.stats().tokens, {}
             for mode in modes:
@@ -113,8 +116,11 @@ def main(docs: int = 128, queries: int = 100, write_paths: bool = True,
          router_path: str | None = typer.Option(None, help="Route with this router file."),
          dtype: str | None = typer.Option(None, help="The backbone's compute dtype "
                                           "(default: MemoryConfig's)."),
+         routing_query_dtype: str | None = typer.Option(
+             None, help="MemoryConfig.routing_query_dtype (default: the config's)."),
          ) -> None:
-    opts = {"dtype": dtype} if dtype else {}
+    opts = {k: v for k, v in (("dtype", dtype), ("routing_query_dtype", routing_query_dtype))
+            if v}
     split = wiki_split()
     texts = [a.text for a in split.bank[:docs]]
     qs = [a.description for a in split.questions[:queries]]

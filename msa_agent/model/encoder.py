@@ -12,6 +12,7 @@ C = ceil(T / P); a last partial chunk averages only its real tokens.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from msa_agent.model.capture import (
     tap_layers,
 )
 from msa_agent.model.loader import LoadedModel
-from msa_agent.model.query_adapter import QueryAdapter
+from msa_agent.model.query_adapter import QueryAdapter, merged_copy
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape
 
@@ -109,15 +110,22 @@ class Encoder:
         full_layers: list[int] | None = None,
         batch_tokens: int = 8192,
         kv_frame: Sequence[int] = (),
+        query_dtype: torch.dtype | None = None,
     ) -> None:
         """``kv_frame``: token ids the full K/V are encoded after (a chat frame; empty = the
-        document alone). Routing keys and pooled K/V always come from the document alone."""
+        document alone). Routing keys and pooled K/V always come from the document alone.
+        ``query_dtype``: routing queries come from a copy of the backbone in that dtype with
+        the router's query adapter merged in (:func:`merged_copy`, made at the first query
+        and again for another router); None: from the backbone, the adapter hooked on."""
         self.lm, self.layers, self.chunk_size = lm, layers, chunk_size
         self.shape = ModelShape.of(lm.model)
         self.router, self.keep_full_kv, self.batch_tokens = router, keep_full_kv, batch_tokens
         # layers whose per-token K/V are kept (keep_full_kv): the MSA layers unless given
         self.full_layers = list(full_layers) if full_layers is not None else list(layers)
         self.kv_frame = list(kv_frame)
+        self.query_dtype = query_dtype
+        self._query_copy: tuple[Router | None, torch.nn.Module] | None = None
+        self._copy_lock = threading.Lock()
         if router is not None and sorted(router.layer_ids) != sorted(layers):
             raise InvalidInputError(f"router covers layers {router.layer_ids}, space uses {layers}")
 
@@ -181,9 +189,10 @@ class Encoder:
             raise InvalidInputError("cannot encode an empty query")
         out: list[torch.Tensor | None] = [None] * len(queries)
         name = "hidden" if self.router else "q"
-        adapter = self.router.adapter if self.router is not None else None
+        model, adapter = self._query_model()
         for batch in length_batches([len(q) for q in queries], self.batch_tokens):
-            taps = self._forward([queries[i] for i in batch], (name,), adapter=adapter)
+            taps = self._forward([queries[i] for i in batch], (name,), adapter=adapter,
+                                 model=model)
             for row, i in enumerate(batch):
                 n = len(queries[i])
                 if self.router is None:
@@ -194,6 +203,23 @@ class Encoder:
                             for layer in self.layers]
                     out[i] = torch.stack(vecs, 1)
         return out  # type: ignore[return-value]
+
+    def _query_model(self) -> tuple[torch.nn.Module, QueryAdapter | None]:
+        """The module routing queries are encoded with and the adapter to hook on it: the
+        backbone and the router's query adapter, or (``query_dtype``) the merged copy."""
+        adapter = self.router.adapter if self.router is not None else None
+        if self.query_dtype is None:
+            return self.lm.model, adapter
+        # one copy for concurrent recalls; made under the model's lock, so that no other
+        # forward's hooks (taps, stop, adapter) are on the module while it is copied: a
+        # deepcopy would copy them too, and the copy's forwards would fill that one's taps
+        with self._copy_lock:
+            if self._query_copy is None or self._query_copy[0] is not self.router:
+                self._query_copy = None  # the old copy's memory first
+                with model_lock(self.lm.model):
+                    made = merged_copy(self.lm.model, adapter, self.query_dtype)
+                self._query_copy = (self.router, made)
+            return self._query_copy[1], None
 
     @torch.inference_mode()
     def hidden_states(self, docs: Sequence[Sequence[int]], pooled: bool) -> list[torch.Tensor]:
@@ -248,7 +274,8 @@ class Encoder:
 
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
                  tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None,
-                 resume: tuple[int, torch.Tensor] | None = None) -> dict:
+                 resume: tuple[int, torch.Tensor] | None = None,
+                 model: torch.nn.Module | None = None) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
         ``adapter``: LoRA added for this forward only (routing queries, or a router's
@@ -256,8 +283,9 @@ class Encoder:
         it from an earlier forward of these documents): compute only that layer and up.
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
-        forward would otherwise fill these taps or stop on this stop hook."""
-        model = self.lm.model
+        forward would otherwise fill these taps or stop on this stop hook. ``model``: another
+        module of the backbone's architecture to run instead (the queries' merged copy)."""
+        model = self.lm.model if model is None else model
         longest = max(len(d) for d in docs)
         ids = torch.zeros((len(docs), longest), dtype=torch.long)
         mask = torch.zeros_like(ids)

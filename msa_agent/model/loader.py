@@ -92,6 +92,21 @@ def native_dtype(device: torch.device) -> str:
     return "float32"
 
 
+def query_copy_dtype(setting: str, lm: LoadedModel) -> torch.dtype | None:
+    """The dtype of the merged copy routing queries are encoded with (``Encoder``'s
+    ``query_dtype``), or None for the backbone itself with its query adapter hooked on.
+    ``"same"``: None. ``"bfloat16"``: bfloat16, unless the backbone already computes in it.
+    ``"auto"``: bfloat16 where the backbone computes in float32 on a device that computes
+    bfloat16 natively (:func:`native_dtype`); there it keeps validation recall and saves a
+    quarter of a CPU recall, for a copy of half the float32 weights (docs/recall.md)."""
+    if setting == "same" or lm.dtype == torch.bfloat16:
+        return None
+    if setting == "bfloat16" or (lm.dtype == torch.float32
+                                 and native_dtype(lm.device) == "bfloat16"):
+        return torch.bfloat16
+    return None
+
+
 def load_model(
     model: str | None = None, *, dtype: str = "float32", device: str = "auto"
 ) -> LoadedModel:

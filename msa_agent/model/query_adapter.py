@@ -11,6 +11,7 @@ ingest is unchanged and a space's stored routing keys stay valid; one recall sti
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -96,6 +97,24 @@ class QueryAdapter(nn.Module):
         finally:
             for h in handles:
                 h.remove()
+
+
+def merged_copy(model: nn.Module, adapter: QueryAdapter | None, dtype: torch.dtype
+                ) -> nn.Module:
+    """A copy of ``model`` in ``dtype`` with ``adapter``'s deltas merged into its weights
+    (``W + scale * B @ A``, summed in float32, then cast): one forward through it gives the
+    routing queries that the hooked base model gives, with no hooks (147 of them cost ~10 ms
+    of a 2-core CPU recall) and, in bfloat16, half the weight reads. The base is untouched."""
+    out = copy.deepcopy(model)
+    if adapter is not None:
+        layers = decoder_layers(out)
+        with torch.no_grad():
+            for i in adapter.layer_ids:
+                for p in adapter.dims:
+                    lora, linear = adapter.lora[_key(i, p)], layers[i].get_submodule(p)
+                    delta = lora.scale * (lora.b.float() @ lora.a.float())
+                    linear.weight.copy_(linear.weight.float() + delta.to(linear.weight.device))
+    return out.to(dtype).eval().requires_grad_(False)
 
 
 def _key(layer: int, projection: str) -> str:

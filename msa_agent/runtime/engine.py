@@ -31,7 +31,7 @@ from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError, RoutingQualityWarning
 from msa_agent.model.attention import MemoryKV
 from msa_agent.model.encoder import EncodedDoc, Encoder
-from msa_agent.model.loader import LoadedModel, model_fingerprint
+from msa_agent.model.loader import LoadedModel, model_fingerprint, query_copy_dtype
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
 from msa_agent.model.text import split_text
@@ -94,7 +94,8 @@ class Engine(Recall):
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
                                keep_full_kv=cfg.keep_full_kv, full_layers=self.full_layers,
                                batch_tokens=cfg.batch_tokens or _default_batch_tokens(lm),
-                               kv_frame=self.kv_frame.head if self.kv_frame else ())
+                               kv_frame=self.kv_frame.head if self.kv_frame else (),
+                               query_dtype=query_copy_dtype(cfg.routing_query_dtype, lm))
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         # chunk spans and words of memory texts read as chunks (excerpt, kv_chunks, bridge)
         self._layouts = functools.lru_cache(maxsize=CHUNK_LAYOUTS)(self._layout_of)
