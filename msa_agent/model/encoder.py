@@ -114,9 +114,10 @@ class Encoder:
     ) -> None:
         """``kv_frame``: token ids the full K/V are encoded after (a chat frame; empty = the
         document alone). Routing keys and pooled K/V always come from the document alone.
-        ``query_dtype``: routing queries come from a copy of the backbone in that dtype with
-        the router's query adapter merged in (:func:`merged_copy`, made at the first query
-        and again for another router); None: from the backbone, the adapter hooked on."""
+        ``query_dtype``: with a router, routing queries come from a copy of the backbone in
+        that dtype with its query adapter merged in (:func:`merged_copy`, made at the first
+        query and again for another router); None (or no router, the model's own Q/K): from
+        the backbone, the adapter hooked on."""
         self.lm, self.layers, self.chunk_size = lm, layers, chunk_size
         self.shape = ModelShape.of(lm.model)
         self.router, self.keep_full_kv, self.batch_tokens = router, keep_full_kv, batch_tokens
@@ -208,7 +209,7 @@ class Encoder:
         """The module routing queries are encoded with and the adapter to hook on it: the
         backbone and the router's query adapter, or (``query_dtype``) the merged copy."""
         adapter = self.router.adapter if self.router is not None else None
-        if self.query_dtype is None:
+        if self.query_dtype is None or self.router is None:  # measured with a router only
             return self.lm.model, adapter
         # one copy for concurrent recalls; made under the model's lock, so that no other
         # forward's hooks (taps, stop, adapter) are on the module while it is copied: a

@@ -112,5 +112,15 @@ def test_the_copy_is_made_without_another_forwards_hooks(lm) -> None:  # noqa: A
         assert not made.wait(0.3)  # waits for the model while hooks are on it
     worker.join(10)
     assert made.is_set()
-    copy_model = enc._query_copy[1]
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in copy_model.modules())
+
+    def hooks(model: torch.nn.Module) -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    assert hooks(enc._query_copy[1]) == hooks(lm.model)  # none of the forward's taps
+
+
+def test_without_a_router_queries_come_from_the_backbone(lm) -> None:  # noqa: ANN001
+    ids = _ids(lm, "red blue fox")
+    enc = Encoder(lm, LAYERS, query_dtype=torch.bfloat16)  # the model's own Q/K
+    torch.testing.assert_close(enc.query_vectors(ids), Encoder(lm, LAYERS).query_vectors(ids))
+    assert enc._query_copy is None
