@@ -104,17 +104,26 @@ def merged_copy(model: nn.Module, adapter: QueryAdapter | None, dtype: torch.dty
     """A copy of ``model`` in ``dtype`` with ``adapter``'s deltas merged into its weights
     (``W + scale * B @ A``, summed in float32, then cast): one forward through it gives the
     routing queries that the hooked base model gives, with no hooks (147 of them cost ~10 ms
-    of a 2-core CPU recall) and, in bfloat16, half the weight reads. The base is untouched."""
-    out = copy.deepcopy(model)
+    of a 2-core CPU recall) and, in bfloat16, half the weight reads. The base is untouched.
+    Each tensor is cast as it is copied (no whole float32 copy in between; tied weights stay
+    tied), as ``model.to(dtype)`` casts: floating parameters and buffers."""
+    lora_of: dict[int, LoRA] = {}  # adapted weights (by tensor id) -> their delta's factors
     if adapter is not None:
-        layers = decoder_layers(out)
-        with torch.no_grad():
-            for i in adapter.layer_ids:
-                for p in adapter.dims:
-                    lora, linear = adapter.lora[_key(i, p)], layers[i].get_submodule(p)
-                    delta = lora.scale * (lora.b.float() @ lora.a.float())
-                    linear.weight.copy_(linear.weight.float() + delta.to(linear.weight.device))
-    return out.to(dtype).eval().requires_grad_(False)
+        layers = decoder_layers(model)
+        lora_of = {id(layers[i].get_submodule(p).weight): adapter.lora[_key(i, p)]
+                   for i in adapter.layer_ids for p in adapter.dims}
+    memo: dict[int, object] = {}
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if id(t) not in memo:
+                x, lora = t.detach(), lora_of.get(id(t))
+                if lora is not None:  # one weight at a time in float32
+                    x = x.float() + lora.scale * (lora.b.float() @ lora.a.float()).to(x.device)
+                x = x.to(dtype) if x.is_floating_point() else x.clone()
+                memo[id(t)] = nn.Parameter(x, requires_grad=False) \
+                    if isinstance(t, nn.Parameter) else x
+        out = copy.deepcopy(model, memo)
+    return out.eval().requires_grad_(False)
 
 
 def _key(layer: int, projection: str) -> str:
