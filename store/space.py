@@ -544,7 +544,8 @@ class Space:
                 raise SpaceReadOnlyError(f"space {self.path} predates the lexical index; "
                                          "open it once for writing to build it")
             conds += self._meta.alive(alive_at)
-            return self._meta.lexical_search(terms, conds, k) if terms and k else []
+            limit = min(k, v.INT64[1])  # "all of them": SQL's LIMIT takes 64 bits at most
+            return self._meta.lexical_search(terms, conds, limit) if terms and k else []
 
     def matched_terms(self, query: str, ids: Sequence[str]) -> dict[str, set[str]]:
         """Which of ``query``'s search terms (store/lexical.py) each memory of ``ids``

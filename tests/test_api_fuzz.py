@@ -155,3 +155,11 @@ def test_plugins_refuse_a_bad_filter_with_our_error(tmp_path: Path, tiny_pair) -
         with pytest.raises(InvalidInputError, match="where"):
             MsaRetriever(memory=mem).invoke("capital", where="kind=note")
         assert len(mem.list(namespace=store.encode(("n",)))) == 1
+
+
+def test_a_k_past_64_bits_answers(tmp_path: Path, tiny_pair) -> None:  # noqa: ANN001
+    """The example hypothesis found: a k past SQL's 64 bits reached SQLite's LIMIT."""
+    with Memory.open(tmp_path / "m", tiny_pair, routing="own_qk") as mem:
+        mem.remember("Paris is the capital of France.")
+        assert mem.recall("Paris is the capital of France.", k=2**63)
+        assert mem.answer("Paris is the capital of France.", k=2**63, max_new_tokens=1)

@@ -45,6 +45,14 @@ def test_rare_name_found_first(space: Space) -> None:
     assert space.lexical_search("Zorblatt", 3, "other") == []
 
 
+def test_a_k_past_64_bits_means_all_of_them(space: Space) -> None:
+    """SQL's LIMIT holds 64 bits: a larger k (``answer(k=2**63)`` in the API fuzz test
+    reached SQLite as an OverflowError) returns every match, as any k past the count does."""
+    ids = add_texts(space, ["a quokka at noon", "a quokka at dusk", "a wombat"])
+    for k in (2**63 - 1, 2**63, 10**30):
+        assert {i for i, _ in space.lexical_search("quokka", k, "default")} == set(ids[:2])
+
+
 def test_matched_terms_are_the_query_words_each_memory_contains(space: Space) -> None:
     add_texts(space, FILLER * 3)
     old, new, other = add_texts(space, [
