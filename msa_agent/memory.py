@@ -510,8 +510,8 @@ class Memory:
     def stats(self) -> SpaceStats:
         """Counts and on-disk size of the space."""
         s, e = self._engine.stats(), self._engine
-        return SpaceStats(path=str(e.path), model=e.lm.name,
-                          dtype=str(e.lm.dtype).removeprefix("torch."), routing=e.routing_mode,
+        return SpaceStats(path=str(e.path), model=e.lm.name, dtype=e.lm.dtype_name,
+                          routing=e.routing_mode,
                           router_id=e.router_id, memories=s["memories"],
                           namespaces=s["namespaces"], tokens=s["tokens"], chunks=s["chunks"],
                           bytes_on_disk=s["bytes_on_disk"], host_cache=e.host_cache_stats())

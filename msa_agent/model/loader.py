@@ -53,6 +53,11 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def dtype_name(self) -> str:
+        """The compute dtype as configs and fingerprints name it ("float32", ...)."""
+        return str(self.dtype).removeprefix("torch.")
+
 
 @contextmanager
 def _quiet() -> Iterator[None]:
@@ -97,8 +102,9 @@ def query_copy_dtype(setting: str, lm: LoadedModel) -> torch.dtype | None:
     ``query_dtype``), or None for the backbone itself with its query adapter hooked on.
     ``"same"``: None. ``"bfloat16"``: bfloat16, unless the backbone already computes in it.
     ``"auto"``: bfloat16 where the backbone computes in float32 on a device that computes
-    bfloat16 natively (:func:`native_dtype`); there it keeps validation recall and saves a
-    quarter of a CPU recall, for a copy of half the float32 weights (docs/recall.md)."""
+    bfloat16 natively (:func:`native_dtype`); there it kept every validation recall cell and
+    took a third off a 2-core CPU recall, for a copy of half the float32 weights
+    (docs/recall.md)."""
     if setting == "same" or lm.dtype == torch.bfloat16:
         return None
     if setting == "bfloat16" or (lm.dtype == torch.float32
@@ -167,13 +173,14 @@ def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
     shape = {k: getattr(cfg, k, None) for k in keys}
     blob = json.dumps(shape, sort_keys=True, default=str).encode()
     config_hash = hashlib.sha256(blob).hexdigest()
+    sampled = _hashed_weights(lm.model)  # read once for the hash and the sample
     return {
         "model": lm.name,
         "architecture": shape["model_type"],
         "config_hash": config_hash[:16],
-        "weights_hash": _weights_hash(lm.model),
-        "weights_sample": _weights_sample(lm.model),
-        "dtype": str(lm.dtype).removeprefix("torch."),
+        "weights_hash": _weights_hash(sampled),
+        "weights_sample": _weights_sample(sampled),
+        "dtype": lm.dtype_name,
     }
 
 
@@ -190,21 +197,23 @@ def _hashed_weights(model: PreTrainedModel) -> list[tuple[str, torch.Tensor]]:
             for n, p in ((n, params[n]) for n in names)]
 
 
-def _weights_hash(model: PreTrainedModel) -> str:
-    """Exact in one compute dtype: a bfloat16 copy of the same weights hashes differently."""
+def _weights_hash(sampled: list[tuple[str, torch.Tensor]]) -> str:
+    """Of :func:`_hashed_weights`; exact in one compute dtype: a bfloat16 copy of the same
+    weights hashes differently."""
     h = hashlib.sha256()
-    for n, t in _hashed_weights(model):
+    for n, t in sampled:
         h.update(n.encode())
         h.update(t.numpy().round(3).tobytes())
     return h.hexdigest()[:16]
 
 
-def _weights_sample(model: PreTrainedModel) -> list[float]:
-    """``SAMPLE_SIZE`` weights of each hashed tensor at fixed positions (6 significant
+def _weights_sample(sampled: list[tuple[str, torch.Tensor]]) -> list[float]:
+    """``SAMPLE_SIZE`` weights of each hashed tensor (:func:`_hashed_weights`) at fixed
+    positions (6 significant
     digits): close (:func:`~msa_agent.model.router.same_model`) for the same weights in any
     16- or 32-bit dtype, which a hash cannot be (a rounding flips some of 8k sampled weights)."""
     out: list[float] = []
-    for _, t in _hashed_weights(model):
+    for _, t in sampled:
         picked = t[:: max(1, t.numel() // SAMPLE_SIZE)][:SAMPLE_SIZE]
         out += [float(f"{x:.6g}") for x in picked.tolist()]
     return out

@@ -57,7 +57,7 @@ def resolve_model(path: Path | RemoteLocation, model: Any, cfg: MemoryConfig,
         return lm, _held_dtype(lm, cfg, explicit)
     name = model or cfg.model or stored.get("model")
     lm = load_model(name, dtype=cfg.dtype, device=cfg.device)
-    loaded = str(lm.dtype).removeprefix("torch.")  # what "auto" became
+    loaded = lm.dtype_name  # what "auto" became
     cfg = cfg.model_copy(update={"model": name, **({"dtype": loaded} if loaded in DTYPES else {})})
     if lm.msa is not None:  # an MSA checkpoint brings its own P, top-k, router layers, and
         # the rule its router was trained with: the paper's max over query tokens
@@ -86,7 +86,7 @@ def _space_dtype(path: Path | RemoteLocation, own: Any, cfg: MemoryConfig, expli
 def _held_dtype(lm: LoadedModel, cfg: MemoryConfig, explicit: set[str]) -> MemoryConfig:
     """A model the caller holds keeps its own dtype (it is never cast behind their back): the
     config records that dtype, and an explicit ``dtype`` that differs is refused."""
-    held = str(lm.dtype).removeprefix("torch.")
+    held = lm.dtype_name
     if "dtype" in explicit and cfg.dtype not in ("auto", held):
         raise InvalidInputError(
             f"the model passed in is {held} but dtype={cfg.dtype!r} was asked; cast the model "
