@@ -12,8 +12,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from msa_agent.config import RECALL_MODES, MemoryConfig
 from msa_agent.errors import InvalidInputError, UnknownMemoryError
 from msa_agent.model.loader import LoadedModel
@@ -81,10 +79,7 @@ class Memory:
         ``SpaceReadOnlyError``.
         """
         _flag("read_only", read_only)
-        try:
-            cfg, explicit = resolve_config(config, namespace, overrides)
-        except ValidationError as exc:  # the one translation: pydantic's error is not ours
-            raise InvalidInputError(f"invalid memory settings: {exc}") from None
+        cfg, explicit = resolve_config(config, namespace, overrides)
         try:
             where = space_location(path, cfg)  # a folder, or a remote space (cfg.meta_url)
             lm, cfg = resolve_model(where, model, cfg, explicit)

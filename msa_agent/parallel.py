@@ -19,8 +19,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from msa_agent.config import MemoryConfig
 from msa_agent.errors import InvalidInputError
 from msa_agent.memory import Memory
@@ -43,10 +41,7 @@ class ParallelMemory(Memory):
         ``path`` read-only, this rank's shard resident; arguments as :meth:`Memory.open`."""
         if read_only is not True:
             raise InvalidInputError("ParallelMemory opens a space read-only only")
-        try:
-            cfg, explicit = resolve_config(config, namespace, overrides)
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid memory settings: {exc}") from None
+        cfg, explicit = resolve_config(config, namespace, overrides)
         lm, cfg = resolve_model(Path(path), model, cfg, explicit)
         init_from_env(lm.device)
         return cls(ShardedEngine.open(path, lm, cfg, read_only=True), cfg)

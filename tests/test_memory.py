@@ -238,3 +238,13 @@ def test_forget_and_get_of_a_non_string_id_are_refused(tmp_path: Path, tiny_pair
         with pytest.raises(InvalidInputError):
             mem.get(bad_id)
         assert mem.stats().memories == 1
+
+
+def test_bad_settings_name_each_field_and_create_nothing(tmp_path: Path, tiny_pair) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        Memory.open(tmp_path / "s", tiny_pair, top_k=0, fusion_pool="many")
+    message = str(err.value)
+    assert "\n" not in message  # one line: the CLI prints only the first
+    assert "top_k: " in message and "(got 0)" in message
+    assert "fusion_pool: " in message and "(got 'many')" in message
+    assert not (tmp_path / "s").exists()

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from msa_agent.config import ROUTING_SETTINGS, MemoryConfig, SpaceLayout
 from msa_agent.errors import InvalidInputError
 from msa_agent.model.loader import DTYPES, LoadedModel, load_model, wrap_model
@@ -14,14 +16,30 @@ from msa_agent.store import FingerprintMismatchError, RemoteLocation, Space
 
 def resolve_config(config: MemoryConfig | None, namespace: str, overrides: dict[str, Any]
                    ) -> tuple[MemoryConfig, set[str]]:
-    """``config`` with ``overrides`` and ``namespace`` applied (validated; pydantic's
-    ``ValidationError`` on bad values), and the names of the fields the caller set."""
+    """``config`` with ``overrides`` and ``namespace`` applied, and the names of the fields
+    the caller set. Bad values raise ``InvalidInputError`` naming each field at fault (a
+    pydantic ``ValidationError`` is not ours to raise)."""
     base = config or MemoryConfig()
     explicit = set(base.model_fields_set) | set(overrides)
     if namespace != "default":
         explicit.add("namespace")
     fields = {**base.model_dump(), **overrides, "namespace": namespace}
-    return MemoryConfig.model_validate(fields), explicit
+    try:
+        return MemoryConfig.model_validate(fields), explicit
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid memory settings: {settings_faults(exc)}") from None
+
+
+def settings_faults(exc: ValidationError) -> str:
+    """One line naming each field at fault, what was wrong and the value given, e.g.
+    ``dtype: Input should be 'float32' or 'bfloat16' (got 'int8')`` (pydantic's own text
+    puts the field on a line of its own, which one-line error output loses)."""
+    faults = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        given = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        faults.append(f"{field}: {err['msg']}{given}")
+    return "; ".join(faults)
 
 
 def space_location(path: str | Path, cfg: MemoryConfig) -> Path | RemoteLocation:

@@ -34,7 +34,7 @@ def test_init_in_bfloat16_and_the_space_keeps_it(tmp_path: Path, model_dir: Path
     last = cli("init", "--dtype", "float32", code=1).stderr.strip().splitlines()[-1]
     assert "computed in bfloat16" in last and "dtype='bfloat16'" in last
     bad = cli("init", "--dtype", "float64", code=2)  # not a dtype: a usage error, ours
-    assert "invalid memory settings" in bad.output
+    assert "invalid memory settings: dtype:" in bad.output and "'float64'" in bad.output
 
 
 def test_ingest_folder_then_ls_show_recall(msa, docs: Path) -> None:
