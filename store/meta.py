@@ -11,7 +11,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     and_,
+    bindparam,
     cast,
     create_engine,
     delete,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -334,6 +335,17 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _expired_statement(by_namespace: bool) -> Any:
+    """Ids whose expiry is at or before the parameter ``at`` (of the parameter ``namespace``
+    when ``by_namespace``)."""
+    stmt = select(ExpiryRow.memory_id).where(ExpiryRow.expires_at <= bindparam("at"))
+    if by_namespace:  # looked up per expired row: a join made SQLite walk every memory of
+        # the namespace instead (140 ms a recall at 200k memories)
+        owner = select(MemoryRow.namespace).where(MemoryRow.id == ExpiryRow.memory_id)
+        stmt = stmt.where(owner.scalar_subquery() == bindparam("namespace"))
+    return stmt
+
+
 class MetaStore:
     """The SQL side of a space: allocation ends, memory rows, settings, pending wipes."""
 
@@ -351,6 +363,7 @@ class MetaStore:
         self.lexical_ready = False  # the FTS index exists (schema >= 2); set by create/load
         self.history_ready = False  # the history and keys tables exist (schema >= 3)
         self.expiry_ready = False  # the expiries table exists (schema >= 4)
+        self._statements: dict[tuple[str, bool], Any] = {}  # _by_ids, built once each
 
     def close(self) -> None:
         self.engine.dispose()
@@ -427,11 +440,14 @@ class MetaStore:
         that predates expiries)."""
         return [alive_filter(at)] if at is not None and self.expiry_ready else []
 
-    def _select(self) -> Any:
-        """``MEMORY_COLUMNS`` plus each row's expiry (outer join), where the table exists."""
+    def _select(self, core: bool = False) -> Any:
+        """``MEMORY_COLUMNS`` plus each row's expiry (outer join), where the table exists.
+        ``core``: labelled by attribute name, for a Core connection's rows (an ORM session
+        names them so itself; ``MemoryRow.meta`` is the column "metadata")."""
+        columns = [c.label(c.key) for c in MEMORY_COLUMNS] if core else MEMORY_COLUMNS
         if not self.expiry_ready:
-            return select(*MEMORY_COLUMNS)
-        return select(*MEMORY_COLUMNS, ExpiryRow.expires_at).outerjoin(
+            return select(*columns)
+        return select(*columns, ExpiryRow.expires_at).outerjoin(
             ExpiryRow, ExpiryRow.memory_id == MemoryRow.id)
 
     # -- writes ------------------------------------------------------------------------------
@@ -574,22 +590,43 @@ class MetaStore:
 
     # -- reads -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[str]) -> dict[str, StoredMemory]:
-        return {r.id: to_domain(r) for r in self._rows_by_id(ids, self._select())}
+        return {r.id: to_domain(r) for r in self._rows_by_id(ids, "records")}
 
     def created_times(self, ids: Sequence[str]) -> dict[str, datetime]:
         """``created_at`` (UTC) of the known ``ids``; reads no text or metadata."""
-        rows = self._rows_by_id(ids, select(MemoryRow.id, MemoryRow.created_at))
+        rows = self._rows_by_id(ids, "times")
         return {r.id: r.created_at.replace(tzinfo=timezone.utc) for r in rows}
 
-    def _rows_by_id(self, ids: Sequence[str], stmt: Any) -> list[Any]:
-        """The rows ``stmt`` (a select) gives for the distinct known ``ids``, in batches that
-        stay under SQLite's bound-variable limit."""
-        ids, out = list(dict.fromkeys(ids)), []
-        with sql_errors("get"), Session(self.engine) as s:
+    def _rows_by_id(self, ids: Sequence[str], what: str, conn: Connection | None = None
+                    ) -> list[Any]:
+        """The rows of :meth:`_by_ids` statement ``what`` for the distinct known ``ids``, in
+        batches that stay under SQLite's bound-variable limit; on ``conn`` if given. A Core
+        connection and a statement built once: every recall reads its fusion pool this way,
+        and an ORM session plus a new ``IN`` clause cost ~10x the SQLite work (docs/recall.md,
+        "Fusion's reads")."""
+        ids, out, stmt = list(dict.fromkeys(ids)), [], self._by_ids(what)
+        with sql_errors("get"), ExitStack() as stack:
+            conn = conn or stack.enter_context(self.engine.connect())
             for i in range(0, len(ids), 10_000):
-                stmt_i = stmt.where(MemoryRow.id.in_(ids[i:i + 10_000]))
-                out += s.execute(stmt_i).all()
+                out += conn.execute(stmt, {"ids": ids[i:i + 10_000]}).all()
         return out
+
+    def _by_ids(self, what: str) -> Any:
+        """A select of the rows whose id is in the expanding parameter ``ids``: "records"
+        (:meth:`_select`'s columns), "times" (id, created_at) or "rowids" (id, rowid; SQLite)."""
+        columns = {"records": lambda: self._select(core=True),
+                   "times": lambda: select(MemoryRow.id, MemoryRow.created_at),
+                   "rowids": lambda: select(MemoryRow.id, literal_column(
+                       f"{MemoryRow.__tablename__}.rowid"))}[what]
+        return self._built(what, lambda: columns().where(
+            MemoryRow.id.in_(bindparam("ids", expanding=True))))
+
+    def _built(self, key: str, build: Callable[[], Any]) -> Any:
+        """``build()``'s statement, built once per ``key`` and schema (records join the
+        expiries once that table exists): the reads of every recall bind new values only."""
+        if (key, self.expiry_ready) not in self._statements:
+            self._statements[key, self.expiry_ready] = build()
+        return self._statements[key, self.expiry_ready]
 
     def find(self, conds: list[Any], limit: int | None, offset: int,
              descending: bool) -> list[StoredMemory]:
@@ -611,9 +648,9 @@ class MetaStore:
                 return self.postings.search(s, terms, conds, k)
         match = " OR ".join(f'"{t}"' for t in terms)
         stmt = lexical_statement(match, conds, max(k, lexical.RESCORE_POOL))
-        with sql_errors("lexical search"), Session(self.engine) as s:
-            rows = s.execute(stmt).all()
-            scores = lexical.rescore(s.connection(), terms, [r.rowid for r in rows])
+        with sql_errors("lexical search"), self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            scores = lexical.rescore(conn, terms, [r.rowid for r in rows])
         ranked = sorted(rows, key=lambda r: (-scores[r.rowid], -r.created_at.timestamp(), r.id))
         return [(r.id, scores[r.rowid]) for r in ranked[:k]]
 
@@ -622,10 +659,9 @@ class MetaStore:
         if self.postings is not None:
             with sql_errors("lexical terms"), Session(self.engine) as s:
                 return self.postings.matched_terms(s, terms, ids)
-        rowid = literal_column(f"{MemoryRow.__tablename__}.rowid")
-        with sql_errors("lexical terms"), Session(self.engine) as s:
-            rows = s.execute(select(MemoryRow.id, rowid).where(MemoryRow.id.in_(ids))).all()
-            found = lexical.matched_terms(s.connection(), terms, [r[1] for r in rows])
+        with sql_errors("lexical terms"), self.engine.connect() as conn:
+            rows = self._rows_by_id(ids, "rowids", conn)
+            found = lexical.matched_terms(conn, terms, [r[1] for r in rows])
         return {r[0]: found[r[1]] for r in rows if r[1] in found}
 
     def rare_terms(self, text: str, n: int, exclude: set[str]) -> list[str]:
@@ -677,13 +713,13 @@ class MetaStore:
         """Ids (of ``namespace``; None = all) whose expiry is at or before ``at``."""
         if not self.expiry_ready:
             return []
-        stmt = select(ExpiryRow.memory_id).where(ExpiryRow.expires_at <= _naive_utc(at, "at"))
-        if namespace is not None:  # looked up per expired row: a join made SQLite walk every
-            # memory of the namespace instead (140 ms a recall at 200k memories)
-            owner = select(MemoryRow.namespace).where(MemoryRow.id == ExpiryRow.memory_id)
-            stmt = stmt.where(owner.scalar_subquery() == namespace)
-        with sql_errors("expired"), Session(self.engine) as s:
-            return list(s.scalars(stmt))
+        values: dict[str, Any] = {"at": _naive_utc(at, "at")}
+        if namespace is not None:
+            values["namespace"] = namespace
+        stmt = self._built("expired" if namespace is None else "expired-ns",
+                           lambda: _expired_statement(namespace is not None))
+        with sql_errors("expired"), self.engine.connect() as conn:  # each recall asks
+            return list(conn.execute(stmt, values).scalars())
 
     def keyed(self, namespace: str, key: str) -> str | None:
         """The source id that ``key`` names in ``namespace``, or None."""
