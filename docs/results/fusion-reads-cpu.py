@@ -2,7 +2,8 @@
 # python docs/results/fusion-reads-cpu.py TAG [TREE]   (TREE: a checkout to import instead,
 # with msa_agent/store and msa_agent/kernels linked to its store/ and kernels/; the space is
 # /tmp/sp-float32/m of recall-speed-2000-dtype-ab.txt). Prints one JSON line of p50 ms.
-import json, statistics, sys, time
+# READ_ONLY=1: open the space read_only=True (fusion-reads-cpu-read-only.txt).
+import json, os, statistics, sys, time
 from datetime import datetime, timezone
 if len(sys.argv) > 2:
     sys.path.insert(0, sys.argv[2])
@@ -24,7 +25,7 @@ def p50(f, n: int = 300) -> float:
     return statistics.median(xs)
 
 
-with Space.open("/tmp/sp-float32/m", read_only=True) as sp:
+with Space.open("/tmp/sp-float32/m", read_only=os.environ.get("READ_ONLY") == "1") as sp:
     ids = [m.id for m in sp.find(limit=100)]  # a fusion pool: 2 x 50 candidates at most
     now = datetime.now(timezone.utc)
     row = {"tag": sys.argv[1], "imported": meta.__file__, "memories": sp.count()}
