@@ -246,12 +246,13 @@ class ShardedEngine(Engine):
                                     best_chunk=chunk, channels={MSA: score}))
         return out
 
-    def _explain_ids(self, ids: list[str], q: torch.Tensor) -> tuple[Ranked, list[str]]:
+    def _explain_ids(self, ids: list[str], q: torch.Tensor, evidence: bool = True
+                     ) -> tuple[Ranked, list[str]]:
         """``RoutingIndex.explain`` over the owners' rows (hybrid's evidence and completed
         scores), with the gathered index's ids."""
         sub = gather_rows(self.index, self.comm, [self._gpos[i] for i in ids if i in self._gpos],
                           self.ids)
-        return sub.explain(ids, q, self.cfg.layer_combine), sub.doc_ids
+        return sub.explain(ids, q, self.cfg.layer_combine, evidence), sub.doc_ids
 
     def read_kv(self, kind: str, memories: Sequence[StoredMemory], widen: bool = True,
                 rows: Sequence[tuple[int, int]] | None = None

@@ -177,7 +177,7 @@ class Recall:
         if not missing:
             return []
         with self.lock:
-            ranked, names = self._explain_ids(missing, q)
+            ranked, names = self._explain_ids(missing, q, evidence=False)
         return [(names[d], s) for d, s in zip(ranked.docs, ranked.scores)]
 
     def _lexical(self, text: str, n: int, scope: Scope, exclude: set[str]
@@ -221,10 +221,11 @@ class Recall:
         return {names[d]: {"layer_scores": dict(zip(self.layers, ls)), "best_chunk": c}
                 for d, ls, c in zip(ranked.docs, ranked.layer_scores, ranked.best_chunk)}
 
-    def _explain_ids(self, ids: list[str], q: torch.Tensor) -> tuple[Ranked, list[str]]:
-        """``RoutingIndex.explain`` of ``ids`` and the id of each of its positions (Memory
-        Parallel explains over the owners' rows)."""
-        return self.index.explain(ids, q, self.cfg.layer_combine), self.index.doc_ids
+    def _explain_ids(self, ids: list[str], q: torch.Tensor, evidence: bool = True
+                     ) -> tuple[Ranked, list[str]]:
+        """``RoutingIndex.explain`` of ``ids`` (``evidence`` as there) and the id of each of
+        its positions (Memory Parallel explains over the owners' rows)."""
+        return self.index.explain(ids, q, self.cfg.layer_combine, evidence), self.index.doc_ids
 
     def route_per_layer(self, text: str, k: int, scope: Scope, q: torch.Tensor | None = None
                         ) -> dict[int, list[StoredMemory]]:

@@ -370,36 +370,65 @@ class RoutingIndex:
         documents, one host transfer per output."""
         if not docs:
             return [], torch.empty(0), []
-        slot_of = torch.full((len(self.doc_ids),), -1, dtype=torch.long, device=self.device)
-        slot_of[torch.tensor(docs, device=self.device)] = torch.arange(len(docs),
-                                                                       device=self.device)
-        hit = slot_of[self.chunk_doc] >= 0  # [N] rows of the selected documents
-        rows, slot = self.unit_rows(hit), slot_of[self.chunk_doc[hit]]  # [C, L, H, D], [C]
+        rows, slot = self._rows_of(docs)
         per = layer_chunk_scores(rows, q, self.top_tokens)  # [L, C]
         pick = head_chunk_scores(rows, q, self.top_tokens) if combine == "heads" else per.mean(0)
         n, c = len(docs), slot.numel()
-        ninf = torch.full((per.shape[0], n), float("-inf"), device=per.device)
-        layer = ninf.scatter_reduce(1, slot.expand_as(per), per, "amax")  # [L, n]
-        best_val = ninf[0].scatter_reduce(0, slot, pick, "amax")  # [n]
+        layer = _per_doc_max(per, slot, n)  # [L, n]
+        best_val = _per_doc_max(pick[None], slot, n)[0]  # [n]
         at = torch.arange(c, device=slot.device)
         first = torch.full((n,), c, device=slot.device).scatter_reduce(0, slot, at, "amin")
         at_best = torch.where(pick == best_val[slot], at, c)  # the first best row, as argmax
         best = torch.full((n,), c, device=slot.device).scatter_reduce(0, slot, at_best, "amin")
         return layer.T.tolist(), best_val, (best - first).tolist()
 
-    def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads") -> Ranked:
+    def _rows_of(self, docs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit key rows ``[C, L, H, D]`` of positions ``docs`` (distinct) and the slot in
+        ``docs`` of each row's document ``[C]``."""
+        slot_of = torch.full((len(self.doc_ids),), -1, dtype=torch.long, device=self.device)
+        slot_of[torch.tensor(docs, device=self.device)] = torch.arange(len(docs),
+                                                                       device=self.device)
+        hit = slot_of[self.chunk_doc] >= 0  # [N] rows of the selected documents
+        return self.unit_rows(hit), slot_of[self.chunk_doc[hit]]
+
+    def _combined(self, docs: list[int], q: torch.Tensor, combine: str) -> list[float]:
+        """:meth:`_evidence`'s combined score of each of ``docs`` alone: under "heads" one
+        scoring of their chunks and one scatter (no per-layer scores, no best chunk, one host
+        transfer); the per-layer rules need the per-layer scores anyway."""
+        if combine != "heads":
+            return _combine_layers(self._evidence(docs, q, combine)[0], combine)
+        rows, slot = self._rows_of(docs)
+        pick = head_chunk_scores(rows, q, self.top_tokens)  # [C]
+        return _per_doc_max(pick[None], slot, len(docs))[0].tolist()
+
+    def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads",
+                evidence: bool = True) -> Ranked:
         """The routing evidence of given documents (by id, unknown ones skipped): their
         combined score under ``combine``, per-layer scores and best chunk, in the given order.
-        Used for memories another channel found (hybrid recall)."""
+        Used for memories another channel found (hybrid recall). ``evidence=False``: the
+        combined scores alone (``layer_scores`` and ``best_chunk`` empty), as the completed
+        fusion scores need them: the same scores for less work."""
         q = q.to(self.device)
         docs = [self._pos[i] for i in ids if i in self._pos]
         uniq = list(dict.fromkeys(docs))
-        layer, best_val, best = self._evidence(uniq, q, combine)
-        if combine == "heads":
-            score = best_val.tolist()
-        else:
-            per = torch.tensor(layer) if layer else torch.empty(0, 0)
-            score = (per.mean(1) if combine == "mean" else per.amax(1)).tolist()
         at = {d: i for i, d in enumerate(uniq)}
+        if not evidence:
+            score = self._combined(uniq, q, combine) if uniq else []
+            return Ranked(docs, [score[at[d]] for d in docs], [], [])
+        layer, best_val, best = self._evidence(uniq, q, combine)
+        score = best_val.tolist() if combine == "heads" else _combine_layers(layer, combine)
         return Ranked(docs, [score[at[d]] for d in docs], [layer[at[d]] for d in docs],
                       [best[at[d]] for d in docs])
+
+
+def _per_doc_max(scores: torch.Tensor, slot: torch.Tensor, n: int) -> torch.Tensor:
+    """``[R, C]`` chunk scores -> ``[R, n]``: each document's best, by its chunks' ``slot``."""
+    ninf = torch.full((scores.shape[0], n), float("-inf"), device=scores.device)
+    return ninf.scatter_reduce(1, slot.expand_as(scores), scores, "amax")
+
+
+def _combine_layers(layer: list[list[float]], combine: str) -> list[float]:
+    """Each document's per-layer best scores ``[n][L]`` combined by the per-layer rule
+    ("mean" or "max" over layers)."""
+    per = torch.tensor(layer) if layer else torch.empty(0, 0)
+    return (per.mean(1) if combine == "mean" else per.amax(1)).tolist()

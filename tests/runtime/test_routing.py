@@ -85,6 +85,29 @@ def test_namespace_never_leaks(spaces, k, seed) -> None:
     assert len(got) == min(k, len(allowed))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n_docs=st.integers(1, 6), layers=st.integers(1, 3), kv=st.sampled_from([1, 2]),
+    group=st.sampled_from([1, 3]), t=st.integers(1, 4), seed=st.integers(0, 10_000),
+    combine=st.sampled_from(["heads", "mean", "max"]), top=st.sampled_from([1, 2]),
+    asked=st.lists(st.integers(0, 7), max_size=8),  # 6 and 7: ids the index does not hold
+)
+def test_explain_scores_alone_equal_its_full_scores(n_docs, layers, kv, group, t, seed,
+                                                    combine, top, asked) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    docs = [torch.randn(int(torch.randint(1, 4, (1,), generator=gen)), layers, kv, 8,
+                        generator=gen) for _ in range(n_docs)]
+    q = torch.randn(t, layers, kv * group, 8, generator=gen)
+    index = RoutingIndex(top_tokens=top)
+    index.add([f"m{i}" for i in range(n_docs)], ["ns"] * n_docs, docs)
+    ids = [f"m{i}" for i in asked]  # repeats and unknown ids, as a caller may pass them
+    full = index.explain(ids, q, combine)
+    alone = index.explain(ids, q, combine, evidence=False)
+    assert alone.docs == full.docs == [i for i in asked if i < n_docs]
+    assert alone.scores == full.scores  # bit-equal: the same scoring, less of it
+    assert alone.layer_scores == [] and alone.best_chunk == []
+
+
 def test_restrict_to_ids_and_empty() -> None:
     index = RoutingIndex()
     assert index.rank(torch.randn(1, 1, 1, 4), 3, index.mask_for(None)).docs == []
