@@ -363,7 +363,7 @@ class MetaStore:
         self.lexical_ready = False  # the FTS index exists (schema >= 2); set by create/load
         self.history_ready = False  # the history and keys tables exist (schema >= 3)
         self.expiry_ready = False  # the expiries table exists (schema >= 4)
-        self._statements: dict[tuple[str, bool], Any] = {}  # _by_ids, built once each
+        self._statements: dict[tuple[str, bool], Any] = {}  # hot reads, built once (_built)
 
     def close(self) -> None:
         self.engine.dispose()
