@@ -402,21 +402,40 @@ class MetaStore:
         """Read the space row, checking the schema version (and that FTS5 is there)."""
         lexical.require_fts5()
         with sql_errors("open"), Session(self.engine) as s:
-            versions = s.scalars(select(SchemaVersionRow.version)).all()
-            if len(versions) != 1:
-                raise StoreCorruptedError(f"schema_version table has {len(versions)} rows")
-            if versions[0] > SCHEMA_VERSION:
-                raise StoreCorruptedError(
-                    f"space schema version {versions[0]} is newer than supported "
-                    f"({SCHEMA_VERSION}); upgrade msa-agent")
-            self.lexical_ready = versions[0] >= 2
-            self.history_ready = versions[0] >= 3
-            self.expiry_ready = versions[0] >= 4
+            self._check_schema(s.scalars(select(SchemaVersionRow.version)).all())
             row = s.get(SpaceRow, SPACE_ID)
             if row is None:
                 raise StoreCorruptedError("spaces row missing")
             return SpaceInfo(dict(row.fingerprint), list(row.arrays), row.n_chunk_rows,
                              row.n_token_rows, row.arrays_dir)
+
+    def ends(self) -> tuple[int, int, str]:
+        """The committed chunk and token row ends and the arrays folder, with the schema
+        checked again (a writer may upgrade it): what a read-only view follows before every
+        read. Three columns on a Core connection, not :meth:`load`'s whole row, whose
+        fingerprint JSON cost ~0.3 ms a read (docs/recall.md, "Fusion's reads")."""
+        with sql_errors("open"), self.engine.connect() as conn:
+            self._check_schema(conn.execute(self._built(
+                "version", lambda: select(SchemaVersionRow.version))).scalars().all())
+            row = conn.execute(self._built("ends", lambda: select(
+                SpaceRow.n_chunk_rows, SpaceRow.n_token_rows, SpaceRow.arrays_dir).where(
+                SpaceRow.id == SPACE_ID))).first()
+        if row is None:
+            raise StoreCorruptedError("spaces row missing")
+        return int(row[0]), int(row[1]), str(row[2])
+
+    def _check_schema(self, versions: Sequence[int]) -> None:
+        """Refuse a space whose schema is missing or newer than this code; set the flags of
+        the tables its version has."""
+        if len(versions) != 1:
+            raise StoreCorruptedError(f"schema_version table has {len(versions)} rows")
+        if versions[0] > SCHEMA_VERSION:
+            raise StoreCorruptedError(
+                f"space schema version {versions[0]} is newer than supported "
+                f"({SCHEMA_VERSION}); upgrade msa-agent")
+        self.lexical_ready = versions[0] >= 2
+        self.history_ready = versions[0] >= 3
+        self.expiry_ready = versions[0] >= 4
 
     def upgrade(self) -> None:
         """Bring an older space to ``SCHEMA_VERSION`` in one transaction: version 1 -> 2

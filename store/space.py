@@ -328,17 +328,17 @@ class Space:
         """A value that changes with every committed write (add, update, delete, compact):
         how a read-only view notices its writer's commits."""
         self._check_open()
-        info = self._meta.load()
-        return (info.arrays_dir, info.n_chunk_rows, info.n_token_rows, self._meta.count([]))
+        n_chunk_rows, n_token_rows, arrays_dir = self._meta.ends()
+        return (arrays_dir, n_chunk_rows, n_token_rows, self._meta.count([]))
 
     def _follow_writer(self) -> None:
         """Read-only view: pick up the writer's committed ends and (after compact) folder."""
-        info = self._meta.load()
-        ends = {"chunk": info.n_chunk_rows, "token": info.n_token_rows}
-        if info.arrays_dir != self._arrays_dir:
-            self._store = ArrayStore.open(self._root, info.arrays_dir,
+        n_chunk_rows, n_token_rows, arrays_dir = self._meta.ends()
+        ends = {"chunk": n_chunk_rows, "token": n_token_rows}
+        if arrays_dir != self._arrays_dir:
+            self._store = ArrayStore.open(self._root, arrays_dir,
                                           list(self.arrays.values()), ends, read_only=True)
-            self._arrays_dir = info.arrays_dir
+            self._arrays_dir = arrays_dir
         self._ends = ends
 
     # -- writes ------------------------------------------------------------------------------
