@@ -430,5 +430,7 @@ def _per_doc_max(scores: torch.Tensor, slot: torch.Tensor, n: int) -> torch.Tens
 def _combine_layers(layer: list[list[float]], combine: str) -> list[float]:
     """Each document's per-layer best scores ``[n][L]`` combined by the per-layer rule
     ("mean" or "max" over layers)."""
-    per = torch.tensor(layer) if layer else torch.empty(0, 0)
+    if not layer:  # no documents (an amax over an empty tensor raises)
+        return []
+    per = torch.tensor(layer)
     return (per.mean(1) if combine == "mean" else per.amax(1)).tolist()

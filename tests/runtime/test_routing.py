@@ -108,6 +108,16 @@ def test_explain_scores_alone_equal_its_full_scores(n_docs, layers, kv, group, t
     assert alone.layer_scores == [] and alone.best_chunk == []
 
 
+@pytest.mark.parametrize("combine", ["heads", "mean", "max"])
+@pytest.mark.parametrize("evidence", [True, False])
+def test_explain_of_no_known_ids_is_empty(combine: str, evidence: bool) -> None:
+    index = RoutingIndex()  # the per-layer rules once raised on an empty amax here
+    index.add(["a"], ["n"], [torch.randn(2, 1, 1, 4)])
+    for ids in ([], ["unknown"]):
+        got = index.explain(ids, torch.randn(2, 1, 1, 4), combine, evidence)
+        assert got == Ranked([], [], [], [])
+
+
 def test_restrict_to_ids_and_empty() -> None:
     index = RoutingIndex()
     assert index.rank(torch.randn(1, 1, 1, 4), 3, index.mask_for(None)).docs == []
