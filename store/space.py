@@ -327,9 +327,9 @@ class Space:
     def generation(self) -> tuple[Any, ...]:
         """A value that changes with every committed write (add, update, delete, compact):
         how a read-only view notices its writer's commits."""
-        self._check_open()
-        n_chunk_rows, n_token_rows, arrays_dir = self._meta.ends()
-        return (arrays_dir, n_chunk_rows, n_token_rows, self._meta.count([]))
+        self._check_open()  # a read-only view has just followed its writer's ends here
+        return (self._arrays_dir, self._ends["chunk"], self._ends["token"],
+                self._meta.count([]))
 
     def _follow_writer(self) -> None:
         """Read-only view: pick up the writer's committed ends and (after compact) folder."""

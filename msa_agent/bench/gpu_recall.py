@@ -738,7 +738,7 @@ def model_facts(mem: Any) -> dict[str, Any]:
     eng = mem._engine
     return {"shape": dict(vars(eng.shape)), "msa_layers": eng.layers,
             "params": sum(p.numel() for p in eng.lm.model.parameters()),
-            "dtype": str(eng.lm.dtype).removeprefix("torch."), "weights": "random",
+            "dtype": eng.lm.dtype_name, "weights": "random",
             "router": "random, shipped router's form"}  # fmt: skip
 
 

@@ -209,9 +209,9 @@ def _weights_hash(sampled: list[tuple[str, torch.Tensor]]) -> str:
 
 def _weights_sample(sampled: list[tuple[str, torch.Tensor]]) -> list[float]:
     """``SAMPLE_SIZE`` weights of each hashed tensor (:func:`_hashed_weights`) at fixed
-    positions (6 significant
-    digits): close (:func:`~msa_agent.model.router.same_model`) for the same weights in any
-    16- or 32-bit dtype, which a hash cannot be (a rounding flips some of 8k sampled weights)."""
+    positions (6 significant digits): close (:func:`~msa_agent.model.router.same_model`) for
+    the same weights in any 16- or 32-bit dtype, which a hash cannot be (a rounding flips
+    some of 8k sampled weights)."""
     out: list[float] = []
     for _, t in sampled:
         picked = t[:: max(1, t.numel() // SAMPLE_SIZE)][:SAMPLE_SIZE]
