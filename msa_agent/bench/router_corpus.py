@@ -9,7 +9,9 @@ suite's tasks is dropped, and the Wikipedia bank is never used):
 - the Jargon File: "What does TERM mean?"-style questions -> the entry, plus inverse cloze;
 - the KJV, in passages of four verses: inverse cloze and entity questions (rare names);
 - optionally (``--renamed N``), N Wikipedia articles with a name replaced by invented words,
-  and that name's questions (``msa_agent.train.pairs.renamed_pairs``).
+  and that name's questions (``msa_agent.train.pairs.renamed_pairs``);
+- optionally (``--renamed-sentences N``), N more with single renamed sentences as the
+  documents (``renamed_sentence_pairs``): short statements about an unseen name.
 
 Evaluation sets: the suite's full-size facts, wiki, sessions and LongMemEval tasks (both
 splits; the runner chooses on ``val`` only). The file is gzip JSON; a teacher's top-k
@@ -27,7 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msa_agent.train.pairs import ENTITY_TEMPLATES, entity_pairs, inverse_cloze, renamed_pairs
+from msa_agent.train.pairs import (
+    ENTITY_TEMPLATES,
+    entity_pairs,
+    inverse_cloze,
+    renamed_pairs,
+    renamed_sentence_pairs,
+)
 
 EVAL_TASKS = ("facts", "wiki", "sessions", "longmemeval")
 JARGON_TEMPLATES = ("What does {} mean?", "What is {}?", "Define {}.", "{} meaning")
@@ -113,20 +121,24 @@ def _self_supervised(c: Corpus, passages: list[str], tag: str, ict: int, entitie
     return ids
 
 
-def _renamed(c: Corpus, passages: list[str], groups: list[str], n: int, seed: int) -> None:
-    """Renamed-entity pairs (:func:`renamed_pairs`) from ``n`` of ``passages`` drawn at random;
-    each positive text is added once."""
+def _renamed(c: Corpus, passages: list[str], groups: list[str], n: int, seed: int,
+             sentences: bool = False) -> None:
+    """Renamed-entity pairs (:func:`renamed_pairs`, or with ``sentences``
+    :func:`renamed_sentence_pairs`) from ``n`` of ``passages`` drawn at random; each positive
+    text is added once."""
     picked = random.Random(seed).sample(range(len(passages)), min(n, len(passages)))
+    make, tag = ((renamed_sentence_pairs, "wiki-renamed-sentence") if sentences
+                 else (renamed_pairs, "wiki-renamed"))
     added: dict[str, int] = {}
-    for p in renamed_pairs([passages[i] for i in picked], seed=seed,
-                           groups=[groups[i] for i in picked]):
+    for p in make([passages[i] for i in picked], seed=seed,
+                  groups=[groups[i] for i in picked]):
         if p.positive not in added:
             added[p.positive] = c.add(p.positive, p.group)
-        c.pair(p.query, added[p.positive], "wiki-renamed")
+        c.pair(p.query, added[p.positive], tag)
 
 
 def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
-                 renamed: int = 0, seed: int = 0) -> Corpus:
+                 renamed: int = 0, renamed_sentences: int = 0, seed: int = 0) -> Corpus:
     """Pairs from every offline text source, minus anything a benchmark memory holds."""
     from msa_agent.bench import debian
     from msa_agent.bench.text import essays
@@ -145,7 +157,9 @@ def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
         if unique[a.description] == 1:
             c.pair(a.description, i, "wiki-description")
         c.pair(rng.choice(ENTITY_TEMPLATES).format(a.title), i, "wiki-title")
-    _renamed(c, [a.text for a in arts], [f"wiki:{a.title}" for a in arts], renamed, seed)
+    texts, titles = [a.text for a in arts], [f"wiki:{a.title}" for a in arts]
+    _renamed(c, texts, titles, renamed, seed)
+    _renamed(c, texts, titles, renamed_sentences, seed + 1, sentences=True)  # other draws
     paras = _clean([p for _, ps in essays() for p in ps], memories)
     _self_supervised(c, paras, "essay", ict, entities, seed)
     entries = [(t, e) for t, e in debian.jargon() if len(e) >= 80]
@@ -162,10 +176,13 @@ def build_corpus(*, ict: int = 1, entities: int = 2, kjv_passages: int = 4000,
 
 
 def main(out: Path = Path("bench-out/train/corpus.json.gz"), ict: int = 1,
-         entities: int = 2, kjv_passages: int = 4000, renamed: int = 0) -> None:
+         entities: int = 2, kjv_passages: int = 4000, renamed: int = 0,
+         renamed_sentences: int = 0) -> None:
     """Build the corpus and write it (gzip JSON). ``renamed``: Wikipedia articles that also
-    give renamed-entity pairs (0: none, the corpus the shipped routers learned from)."""
-    c = build_corpus(ict=ict, entities=entities, kjv_passages=kjv_passages, renamed=renamed)
+    give renamed-entity pairs (0: none, the corpus the shipped routers learned from);
+    ``renamed_sentences``: articles that give renamed one-sentence documents."""
+    c = build_corpus(ict=ict, entities=entities, kjv_passages=kjv_passages, renamed=renamed,
+                     renamed_sentences=renamed_sentences)
     out.parent.mkdir(parents=True, exist_ok=True)
     c.save(out)
     print(json.dumps({"docs": len(c.docs), "pairs": len(c.queries), **c.counts(),

@@ -192,12 +192,7 @@ def renamed_pairs(
     """
     rng = random.Random(seed)
     pairs = []
-    for passage, unique, group in _named_passages(passages, groups):
-        if not unique:
-            continue
-        name = max(unique, key=passage.count)  # the passage's subject, most often
-        new = " ".join(invented_word(rng) for _ in name.split())
-        text = re.sub(rf"\b{re.escape(name)}\b", new, passage)
+    for text, new, group in _renamed_passages(passages, groups, rng):
         # the original's group: the two texts are one passage, never each other's negatives
         pairs.append(Pair(rng.choice(ENTITY_TEMPLATES).format(new), text, group=group))
         sentences = split_sentences(text)
@@ -208,6 +203,49 @@ def renamed_pairs(
             j = rng.choice(holding)  # inverse cloze: the sentence -> the rest of the passage
             rest = " ".join(s for k, s in enumerate(sentences) if k != j)
             pairs.append(Pair(sentences[j], rest, group=group))
+    return pairs
+
+
+def _renamed_passages(passages: Iterable[str], groups: Sequence[str] | None,
+                      rng: random.Random) -> Iterator[tuple[str, str, str]]:
+    """Each passage that has a name of its own, with that name (its most frequent one)
+    replaced everywhere by invented words: (renamed text, the new name, group)."""
+    for passage, unique, group in _named_passages(passages, groups):
+        if not unique:
+            continue
+        name = max(unique, key=passage.count)  # the passage's subject, most often
+        new = " ".join(invented_word(rng) for _ in name.split())
+        yield re.sub(rf"\b{re.escape(name)}\b", new, passage), new, group
+
+
+SHORT = (20, 300)  # characters of a sentence that stands alone as a memory
+
+
+def renamed_sentence_pairs(
+    passages: Iterable[str],
+    *,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> list[Pair]:
+    """Renamed-entity pairs whose documents are single sentences: in a renamed passage
+    (:func:`renamed_pairs`), one sentence naming the new name is the document; its queries
+    are an entity question and, where another sentence names it too, that sentence.
+
+    Agents' memories are often one short statement about a named thing ("X is based in Y",
+    "my manager is X"); a one-sentence document is a single routing chunk, so only the name's
+    own tokens can tell it from other sentences of the same shape. Sentences of ``SHORT``
+    length only.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for text, new, group in _renamed_passages(passages, groups, rng):
+        holding = [s for s in split_sentences(text)
+                   if new in s and SHORT[0] <= len(s) <= SHORT[1]]
+        if not holding:
+            continue
+        doc, *other = rng.sample(holding, min(2, len(holding)))
+        pairs.append(Pair(rng.choice(ENTITY_TEMPLATES).format(new), doc, group=group))
+        pairs += [Pair(o, doc, group=group) for o in other]
     return pairs
 
 

@@ -10,6 +10,7 @@ from msa_agent.train.pairs import (
     invented_word,
     name_spans,
     renamed_pairs,
+    renamed_sentence_pairs,
     split_sentences,
 )
 
@@ -50,3 +51,21 @@ def test_a_name_in_one_sentence_gives_no_cloze_pair_and_shared_names_none() -> N
 def test_renamed_pairs_are_deterministic_for_a_seed() -> None:
     assert renamed_pairs([CURIE, LOVELACE], seed=5) == renamed_pairs([CURIE, LOVELACE], seed=5)
     assert renamed_pairs([CURIE], seed=5) != renamed_pairs([CURIE], seed=6)
+
+
+def test_renamed_sentence_pairs_have_one_sentence_documents() -> None:
+    entity, cloze = renamed_sentence_pairs([CURIE], seed=1)
+    assert entity.positive == cloze.positive  # one document, two queries
+    assert entity.positive in split_sentences(entity.positive)  # a single sentence
+    new = next(n for n in name_spans(entity.positive) if n not in name_spans(CURIE))
+    assert "Marie Curie" not in entity.positive + cloze.query
+    assert entity.query in {t.format(new) for t in ENTITY_TEMPLATES}
+    assert new in cloze.query and cloze.query != cloze.positive
+    assert entity.group == cloze.group == "passage-0"
+    (only,) = renamed_sentence_pairs([LOVELACE])  # one sentence names it: no second query
+    assert only.positive.endswith("wrote the first program.") and "Lovelace" not in only.positive
+
+
+def test_renamed_sentence_pairs_skip_long_sentences() -> None:
+    long = "Marie Curie " + "studied " * 60 + "physics."
+    assert renamed_sentence_pairs([long]) == []
