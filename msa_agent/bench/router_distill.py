@@ -5,9 +5,11 @@
 
 One backbone pass caches every training and evaluation text (:mod:`msa_agent.train.cache`);
 each variant (a name, optional ``sources`` to keep, ``init: "shipped"``, ``train: false`` to
-only evaluate, and :class:`TrainConfig` fields) trains on the frozen backbone and is scored on
-the ``val`` split of every evaluation set with the runtime's rule (``score_matrix``), the
-memories of one namespace at a time, through the benchmark suite's own metrics. The variant
+only evaluate, ``mlp: {"q": width, "k": width}`` for residual MLPs in front of the
+projections (a deeper router), and :class:`TrainConfig` fields) trains on the frozen
+backbone and is scored on the ``val`` split of every evaluation set with the runtime's rule
+(``score_matrix``), the memories of one namespace at a time, through the benchmark suite's
+own metrics. The variant
 with the best mean of val R@1 and R@5 over the tasks is chosen; only it (and the shipped
 router, for reference) is then scored on ``test``. Reports and router files go to ``--out``
 after every variant, so a run cut short keeps what it finished.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,10 @@ from msa_agent.train.export import save_router
 from msa_agent.train.live import LiveDocs, LiveQueries
 from msa_agent.train.score import TrainableRouter, score_matrix
 from msa_agent.train.teacher import Teacher
-from msa_agent.train.trainer import Dataset, TrainConfig, train
+from msa_agent.train.trainer import Dataset, TrainConfig, TrainReport, train
 
 SHIPPED = Path(__file__).resolve().parents[1] / "routers" / "smollm2-135m-instruct.safetensors"
-_NOT_CONFIG = {"name", "sources", "init", "train", "adapter", "doc_adapter"}
+_NOT_CONFIG = {"name", "sources", "init", "train", "adapter", "doc_adapter", "mlp"}
 
 
 def corpus_dataset(cache: HiddenCache, c: Corpus, teacher: Teacher | None) -> Dataset:
@@ -99,9 +102,11 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
     shape = ModelShape.of(lm.model)
     if v.get("init"):  # "shipped" or a router file
         path = SHIPPED if v["init"] == "shipped" else Path(v["init"])
-        tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens)
+        tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens,
+                                         v.get("mlp"))
     else:
-        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens)
+        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens,
+                             mlp=v.get("mlp"))
     # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1, on the queries'
     # forward ("adapter") or the documents' (their routing keys, "doc_adapter")
     for name in ("adapter", "doc_adapter"):
@@ -117,10 +122,24 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
         live = None if tr.adapter is None else LiveQueries(
             cache.encoder, _query_ids(cache, [c.queries[i] for i in rows]), tr.adapter)
         docs = None if tr.doc_adapter is None else live_docs(cache, c.docs, tr.doc_adapter)
-        rep = train(use, tr, cfg, live=live, live_docs=docs)
+        rep = (_train_fixed_queries(use, tr, cfg, live, docs)
+               if live is not None and "adapter" in cfg.frozen
+               else train(use, tr, cfg, live=live, live_docs=docs))
         info.update(pairs=len(use), train_s=round(rep.seconds, 1),
                     final_loss=rep.losses[-1], peak_rss_mb=round(rep.peak_rss_mb))
     return tr, info
+
+
+def _train_fixed_queries(data: Dataset, tr: TrainableRouter, cfg: TrainConfig,
+                         live: LiveQueries, docs: LiveDocs | None) -> TrainReport:
+    """Train with a frozen query adapter: its queries' states are the same every step, so
+    they are encoded once (not forwarded per batch) and the adapter is set aside meanwhile."""
+    adapter, tr.adapter = tr.adapter, None
+    try:
+        fixed = replace(cfg, frozen=tuple(f for f in cfg.frozen if f != "adapter"))
+        return train(replace(data, queries=live.packed()), tr, fixed, live_docs=docs)
+    finally:
+        tr.adapter = adapter
 
 
 def _query_ids(cache: HiddenCache, texts: list[str]) -> list[list[int]]:

@@ -196,6 +196,8 @@ def main(
                               "built in one; a non-default one names its folder)."),
     split: str = typer.Option("val", help="val to choose; test only to report a choice "
                               "(its spaces are folders of their own)."),
+    router: Path | None = typer.Option(None, help="A router file for new spaces (default: "
+                                       "the shipped one); its name names their folders."),
 ) -> None:
     from msa_agent.model.loader import load_model
 
@@ -205,7 +207,10 @@ def main(
     command += f" --chunk-size {chunk_size}" if chunk_size else ""
     command += f" --dtype {dtype}" if dtype != "float32" else ""
     command += f" --split {split}" if split != "val" else ""
-    settings = {"chunk_size": chunk_size} if chunk_size else {}
+    command += f" --router {router}" if router else ""
+    settings: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {}
+    if router:
+        settings["router_path"] = str(router.resolve())
     report: dict[str, Any] = {"command": command, "k": K, "pool": POOL, "results": []}
     for name in tasks:
         sizes = _sizes(size, name)
@@ -213,7 +218,8 @@ def main(
         val = [q for q in task.stages[-1].queries if q.split == split]
         path = work / "-".join([name, mode, *(f"{k}={v}" for k, v in sizes.items()),
                                 *([dtype] if dtype != "float32" else []),
-                                *([split] if split != "val" else [])])
+                                *([split] if split != "val" else []),
+                                *([router.stem] if router else [])])
         remember(task, path, lm, {q.namespace for q in val}, settings)
         pools = channel_pools(path, lm, val, task, split)
         for row, f, channels in GRID:

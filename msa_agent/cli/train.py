@@ -87,6 +87,8 @@ def train_router(
     batch_size: int = 64,
     lr: float = 2e-3,
     rank: Annotated[int, typer.Option(help="Low rank of each projection; 0 = full rank.")] = 64,
+    mlp_width: Annotated[int, typer.Option(
+        help="Width of a residual MLP before each projection (a deeper router); 0 = none.")] = 0,
     hard_negatives: Annotated[int, typer.Option(help="Mined per pair.")] = 2,
     held_out: Annotated[float, typer.Option(help="Held-out fraction.")] = 0.1,
     seed: int = 0,
@@ -106,6 +108,8 @@ def train_router(
 
     console = Console()
     collected = _collect(pairs, texts, memory, seed, entities)
+    if mlp_width < 0:
+        raise typer.BadParameter("--mlp-width must be 0 (none) or a positive width")
     if len(collected) < 2:
         raise typer.BadParameter("need at least 2 training pairs (--pairs, --texts or --memory)")
     fit, held = _split(collected, held_out, seed)
@@ -122,7 +126,8 @@ def train_router(
 
         result = run(lm, fit, out=out, layers=chosen, config=cfg, held_out=held,
                      cache_root=cache, dtype=dtype, progress=step,
-                     init=_init_router(init, lm, chosen))
+                     init=_init_router(init, lm, chosen),
+                     mlp={"q": mlp_width, "k": mlp_width} if mlp_width else None)
     _print(console, result, len(fit), len(held))
     if reencode is not None:
         from msa_agent import Memory

@@ -316,15 +316,32 @@ class Encoder:
         t = max(lengths)
         k = torch.stack([taps["k"][i][:, :t] for i in self.layers], 2)  # [B, T, L, Hkv, D]
         v = torch.stack([taps["v"][i][:, :t] for i in self.layers], 2)
-        rk = k if self.router is None else torch.stack(
-            [self.router[i].k(taps["hidden"][i][:, :t]) for i in self.layers], 2)
         p = self.chunk_size
         pooled = [batch_chunk_mean(x, lengths, p)
-                  for x in (rk.float(), self._rotated(k), v.float())]
+                  for x in (self._route_src(taps, k, t), self._rotated(k), v.float())]
+        if self.router is not None and self.router.keys_from_pooled:
+            pooled[0] = [self._keys_of_means(h) for h in pooled[0]]
         host = [[y.cpu() for y in ys] for ys in pooled]  # one copy per array and document
         return [EncodedDoc(n_tokens=n, route_k=host[0][row], pooled_k=host[1][row],
                            pooled_v=host[2][row], full_k=full[0], full_v=full[1])
                 for row, (n, full) in enumerate(zip(lengths, self._full(taps, lengths, framed)))]
+
+    def _route_src(self, taps: dict, k: torch.Tensor, t: int) -> torch.Tensor:
+        """What is chunk-pooled into routing keys, ``[B, T, L, ...]`` fp32: the model's own K
+        (no router), the router's per-token keys (linear), or the hidden states themselves
+        (a router with a key MLP keys the chunk means; :meth:`_keys_of_means`)."""
+        if self.router is None:
+            return k.float()
+        h = [taps["hidden"][i][:, :t] for i in self.layers]
+        if self.router.keys_from_pooled:
+            return torch.stack(h, 2).float()
+        return torch.stack([self.router[i].k(x) for i, x in zip(self.layers, h)], 2).float()
+
+    def _keys_of_means(self, means: torch.Tensor) -> torch.Tensor:
+        """Routing keys ``[C, L, Hkv, D]`` of chunk-mean hidden states ``[C, L, hidden]``."""
+        assert self.router is not None
+        return torch.stack([self.router[i].k(means[:, j]) for j, i in enumerate(self.layers)],
+                           1).float()
 
     def _full(self, taps: dict, lengths: Sequence[int], framed: dict | None
               ) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:

@@ -3,6 +3,11 @@
 Both are bias-free linear maps on the attention module's input hidden states, with no RoPE and
 no q/k-norm: ``router_q_proj``: hidden -> n_heads * head_dim, ``router_k_proj``: hidden ->
 n_kv_heads * head_dim. They learn only from the routing (InfoNCE) loss.
+
+A deeper router (issue 13) puts a residual MLP in front of either projection
+(:class:`ResidualMLP`). Such a router is not linear, so a document's routing key is the
+projection of its chunk's mean hidden state (:attr:`Router.keys_from_pooled`), not the
+mean of its tokens' projections (which is the same thing for a linear router).
 """
 
 from __future__ import annotations
@@ -21,35 +26,76 @@ from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.shape import ModelShape
 
 
-class RouterLayer(nn.Module):
-    """Router projections of one layer."""
+def residual_mlp(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``x + rms(x) * up(gelu(down(x / rms(x))))`` over the last dim.
 
-    def __init__(self, shape: ModelShape) -> None:
+    One layer: ``x`` ``[..., hidden]``, ``down`` ``[width, hidden]``, ``up`` ``[hidden, width]``.
+    Stacked layers (training): ``x`` ``[..., L, hidden]``, ``down`` ``[L, width, hidden]``,
+    ``up`` ``[L, hidden, width]``. The MLP sees the state at unit RMS and its output is scaled
+    back, so one MLP serves states of any magnitude; with ``up`` zero it is the identity (a
+    deeper router starts as the linear one it extends).
+    """
+    rms = x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    xn = x / rms
+    if down.dim() == 2:
+        out = torch.nn.functional.gelu(xn @ down.T) @ up.T
+    else:
+        flat = xn.reshape(-1, *xn.shape[-2:])  # [N, L, hidden]
+        mid = torch.nn.functional.gelu(torch.einsum("nlh,lmh->nlm", flat, down))
+        out = torch.einsum("nlm,lhm->nlh", mid, up).reshape(x.shape)
+    return x + rms * out
+
+
+class ResidualMLP(nn.Module):
+    """The router's residual MLP on one layer's hidden states (:func:`residual_mlp`)."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        super().__init__()
+        self.down = nn.Parameter(torch.zeros(width, hidden))
+        self.up = nn.Parameter(torch.zeros(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return residual_mlp(x.float(), self.down.float(), self.up.float())
+
+
+class RouterLayer(nn.Module):
+    """Router projections of one layer, each optionally behind a :class:`ResidualMLP`."""
+
+    def __init__(self, shape: ModelShape, mlp: dict[str, int] | None = None) -> None:
         super().__init__()
         self.head_dim = shape.head_dim
         self.router_q_proj = nn.Linear(shape.hidden, shape.n_heads * shape.head_dim, bias=False)
         self.router_k_proj = nn.Linear(shape.hidden, shape.n_kv_heads * shape.head_dim, bias=False)
+        widths = mlp or {}
+        self.q_mlp = ResidualMLP(shape.hidden, widths["q"]) if widths.get("q") else None
+        self.k_mlp = ResidualMLP(shape.hidden, widths["k"]) if widths.get("k") else None
 
     def q(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., hidden]`` -> ``[..., n_heads, head_dim]``."""
-        out = self.router_q_proj(hidden.to(self.router_q_proj.weight.dtype))
-        return out.unflatten(-1, (-1, self.head_dim))
+        return self._project(hidden, self.q_mlp, self.router_q_proj)
 
     def k(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., hidden]`` -> ``[..., n_kv_heads, head_dim]``."""
-        out = self.router_k_proj(hidden.to(self.router_k_proj.weight.dtype))
-        return out.unflatten(-1, (-1, self.head_dim))
+        return self._project(hidden, self.k_mlp, self.router_k_proj)
+
+    def _project(self, hidden: torch.Tensor, mlp: ResidualMLP | None, proj: nn.Linear
+                 ) -> torch.Tensor:
+        x = hidden if mlp is None else mlp(hidden)
+        return proj(x.to(proj.weight.dtype)).unflatten(-1, (-1, self.head_dim))
 
 
 class Router(nn.Module):
     """Router projections for a set of MSA layers, bound to one model fingerprint."""
 
     def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None,
-                 adapter: QueryAdapter | None = None, doc_adapter: QueryAdapter | None = None):
+                 adapter: QueryAdapter | None = None, doc_adapter: QueryAdapter | None = None,
+                 mlp: dict[str, int] | None = None):
         super().__init__()
         self.shape = shape
         self.layer_ids = list(layers)
-        self.layers = nn.ModuleDict({str(i): RouterLayer(shape) for i in layers})
+        # residual MLP widths in front of the projections ({"q": 128, "k": 128}; 0: none)
+        self.mlp = {k: int(v) for k, v in (mlp or {}).items() if v}
+        self.layers = nn.ModuleDict({str(i): RouterLayer(shape, self.mlp) for i in layers})
         self.meta: dict[str, Any] = dict(meta or {})
         # LoRA on the backbone for the query side of routing only (query_adapter.py)
         self.adapter = adapter
@@ -59,6 +105,12 @@ class Router(nn.Module):
 
     def __getitem__(self, layer: int) -> RouterLayer:
         return self.layers[str(layer)]
+
+    @property
+    def keys_from_pooled(self) -> bool:
+        """Whether routing keys are the key map of chunk-mean hidden states (a key MLP makes
+        the map non-linear), rather than chunk means of per-token keys."""
+        return bool(self.mlp.get("k"))
 
     @property
     def router_id(self) -> str:
@@ -83,6 +135,8 @@ class Router(nn.Module):
         for name, adapter in (("adapter", self.adapter), ("doc_adapter", self.doc_adapter)):
             if adapter is not None:
                 header[name] = json.dumps(adapter.config())
+        if self.mlp:
+            header["mlp"] = json.dumps(self.mlp)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(path), metadata=header)
         return path
@@ -106,7 +160,8 @@ class Router(nn.Module):
         adapters = [QueryAdapter.from_config(json.loads(header[name])) if name in header
                     else None for name in ("adapter", "doc_adapter")]
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
-                     json.loads(header.get("meta", "{}")), *adapters)
+                     json.loads(header.get("meta", "{}")), *adapters,
+                     mlp=json.loads(header.get("mlp", "{}")))
         tensors = _merge_low_rank(load_file(str(path)))
         router.load_state_dict({k: v.float() for k, v in tensors.items()})
         return router.eval().requires_grad_(False)

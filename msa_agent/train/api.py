@@ -67,13 +67,16 @@ def train_router(
     meta: dict[str, Any] | None = None,
     progress: Progress | None = None,
     init: Router | None = None,
+    mlp: dict[str, int] | None = None,
 ) -> TrainResult:
     """Train router projections for ``lm`` on ``pairs`` (frozen backbone) and save them.
 
     ``held_out`` pairs are scored before and after training (loss and recall@1/5 among their
     own positives) and never trained on. ``extra_docs`` join the pool of mined negatives.
     ``init`` continues training an existing router (e.g. the shipped one, to adapt it to a
-    memory space) instead of starting from random weights; its layers are used.
+    memory space) instead of starting from random weights; its layers are used. ``mlp``
+    ({"q": width, "k": width}) puts a residual MLP in front of that side's projection (a
+    deeper router, docs/routing.md; it starts as the identity where ``init`` has none).
     """
     cfg = config or TrainConfig()
     shape = ModelShape.of(lm.model)
@@ -86,9 +89,11 @@ def train_router(
     cache_s = time.perf_counter() - start
     cache_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if init is None:
-        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens).to(lm.device)
+        tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens,
+                             mlp=mlp).to(lm.device)
     else:
-        tr = TrainableRouter.from_router(init.cpu(), cfg.rank, cfg.top_tokens).to(lm.device)
+        tr = TrainableRouter.from_router(init.cpu(), cfg.rank, cfg.top_tokens,
+                                         mlp).to(lm.device)
     before = evaluate_held_out(tr, val, cfg.temperature) if val else {}
     step_cb = (lambda s, _loss: progress("steps", s + 1, cfg.steps)) if progress else None
     report = train(data, tr, cfg, on_step=step_cb)

@@ -45,6 +45,10 @@ def _tensors(tr: TrainableRouter, dtype: torch.dtype) -> dict[str, torch.Tensor]
                 else:
                     out[f"{base}.lr_a"] = tr.factors[f"{kind}_a"][j]
                     out[f"{base}.lr_b"] = tr.factors[f"{kind}_b"][j]
+        for kind in tr.mlp_widths:
+            for j, layer in enumerate(tr.layer_ids):
+                for part in ("down", "up"):
+                    out[f"layers.{layer}.{kind}_mlp.{part}"] = tr.mlp[f"{kind}_{part}"][j]
         for name in ("adapter", "doc_adapter"):
             if (adapter := getattr(tr, name)) is not None:
                 out.update({f"{name}.{k}": v for k, v in adapter.state_dict().items()})

@@ -23,7 +23,7 @@ from msa_agent.kernels.route_topk.naive import (
     unit,
 )
 from msa_agent.model.query_adapter import QueryAdapter
-from msa_agent.model.router import Router
+from msa_agent.model.router import Router, residual_mlp
 from msa_agent.model.shape import ModelShape
 from msa_agent.train.cache import Packed
 
@@ -33,11 +33,15 @@ class TrainableRouter(nn.Module):
 
     Full rank: ``W`` ``[L, out, hidden]``. Rank ``r``: ``W = B @ A`` with ``A`` ``[L, r,
     hidden]`` and ``B`` ``[L, out, r]`` (smaller to ship, fewer parameters to fit).
+    ``mlp`` ({"q": width, "k": width}): a residual MLP in front of that side's projection
+    (``residual_mlp``; ``down`` ``[L, width, hidden]``, ``up`` ``[L, hidden, width]``, zero,
+    so training starts from the linear router).
     """
 
     def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
                  seed: int = 0, top_tokens: int = 1, adapter: QueryAdapter | None = None,
-                 doc_adapter: QueryAdapter | None = None) -> None:
+                 doc_adapter: QueryAdapter | None = None,
+                 mlp: dict[str, int] | None = None) -> None:
         super().__init__()
         self.shape, self.layer_ids, self.rank = shape, list(layers), rank
         self.top_tokens = top_tokens  # the rule it is trained for (route_top_tokens)
@@ -57,6 +61,11 @@ class TrainableRouter(nn.Module):
             else:
                 self.factors[f"{kind}_a"] = _uniform((n, rank, shape.hidden), shape.hidden, gen)
                 self.factors[f"{kind}_b"] = _uniform((n, out, rank), rank, gen)
+        self.mlp_widths = {k: int(w) for k, w in (mlp or {}).items() if w}
+        self.mlp = nn.ParameterDict()
+        for kind, width in self.mlp_widths.items():
+            self.mlp[f"{kind}_down"] = _uniform((n, width, shape.hidden), shape.hidden, gen)
+            self.mlp[f"{kind}_up"] = nn.Parameter(torch.zeros(n, shape.hidden, width))
 
     def weight(self, kind: str) -> torch.Tensor:
         """Full weights ``[L, out, hidden]`` of ``kind`` ("q" or "k")."""
@@ -66,7 +75,10 @@ class TrainableRouter(nn.Module):
 
     def project(self, hidden: torch.Tensor, kind: str) -> torch.Tensor:
         """``[N, L, hidden]`` -> ``[N, L, heads, head_dim]``."""
-        h = hidden.float().transpose(0, 1)  # [L, N, hidden]
+        h = hidden.float()
+        if kind in self.mlp_widths:
+            h = residual_mlp(h, self.mlp[f"{kind}_down"], self.mlp[f"{kind}_up"])
+        h = h.transpose(0, 1)  # [L, N, hidden]
         if self.rank is None:
             out = h @ self.factors[f"{kind}_w"].transpose(1, 2)
         else:
@@ -79,30 +91,40 @@ class TrainableRouter(nn.Module):
         """The runtime :class:`Router` with these weights (full matrices)."""
         adapter, doc = (None if a is None else copy.deepcopy(a)
                         for a in (self.adapter, self.doc_adapter))
-        router = Router(self.shape, self.layer_ids, meta, adapter, doc)
+        router = Router(self.shape, self.layer_ids, meta, adapter, doc, self.mlp_widths)
         wq, wk = self.weight("q"), self.weight("k")
         for j, layer in enumerate(self.layer_ids):
             router[layer].router_q_proj.weight.copy_(wq[j])
             router[layer].router_k_proj.weight.copy_(wk[j])
+            for kind in self.mlp_widths:
+                mlp = getattr(router[layer], f"{kind}_mlp")
+                mlp.down.copy_(self.mlp[f"{kind}_down"][j])
+                mlp.up.copy_(self.mlp[f"{kind}_up"][j])
         return router.eval().requires_grad_(False)
 
     @classmethod
-    def from_router(cls, router: Router, rank: int | None = None, top_tokens: int = 1
-                    ) -> TrainableRouter:
+    def from_router(cls, router: Router, rank: int | None = None, top_tokens: int = 1,
+                    mlp: dict[str, int] | None = None) -> TrainableRouter:
         """Trainable copy of an existing router (to continue training it).
 
         With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
-        SVD): exact when the router was itself trained at that rank.
+        SVD): exact when the router was itself trained at that rank. ``mlp``: widths of
+        residual MLPs to add where the router has none (identity at first).
         """
         adapter, doc = (None if a is None else copy.deepcopy(a).requires_grad_(True)
                         for a in (router.adapter, router.doc_adapter))
+        widths = {**(mlp or {}), **router.mlp}
         tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter,
-                 doc_adapter=doc)
+                 doc_adapter=doc, mlp=widths)
         with torch.no_grad():
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),
                                   ("k", router[layer].router_k_proj)):
                     tr._set(kind, j, lin.weight.float())
+                for kind in router.mlp:
+                    have = getattr(router[layer], f"{kind}_mlp")
+                    tr.mlp[f"{kind}_down"][j].copy_(have.down.float())
+                    tr.mlp[f"{kind}_up"][j].copy_(have.up.float())
         return tr
 
     def _set(self, kind: str, j: int, w: torch.Tensor) -> None:

@@ -41,3 +41,22 @@ def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) ->
     assert Router.load(again, model_fingerprint(lm)).layer_ids == [2, 3]
     refused = CliRunner().invoke(app, [*cont, "--init", "shipped"])
     assert refused.exit_code == 2 and "no router is shipped" in refused.output
+
+
+def test_train_router_cli_trains_a_deeper_router(tmp_path: Path, tiny_pair) -> None:
+    model, tok = tiny_pair
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    texts = tmp_path / "notes.txt"
+    texts.write_text("\n\n".join(PASSAGES * 3))
+    out = tmp_path / "router.safetensors"
+    base = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
+            "--layers", "2,3", "--batch-size", "4", "--rank", "4", "--device", "cpu",
+            "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "3"]
+    result = CliRunner().invoke(app, [*base, "--mlp-width", "8"])
+    assert result.exit_code == 0, result.output
+    lm = load_model(str(tmp_path / "model"), device="cpu")
+    router = Router.load(out, model_fingerprint(lm))
+    assert router.mlp == {"q": 8, "k": 8} and router.keys_from_pooled
+    bad = CliRunner().invoke(app, [*base, "--mlp-width", "-1"])
+    assert bad.exit_code == 2 and "mlp-width" in bad.output
