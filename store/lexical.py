@@ -36,13 +36,19 @@ FTS_TABLE = "memories_fts"
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 MAX_QUERY_TERMS = 128  # longer queries keep their first 128 distinct terms
 
+# Dropped from queries: words that say nothing about which memory is meant. Not the verb
+# particles and adverbs in PARTICLES, though they are on the usual English lists: "Where did my
+# manager grow up?" finds "... grew up in Tertathtin" only through "up" (porter does not map
+# grew to grow), and "sign up", "log out", "hand over" name what happened. Measured in
+# docs/recall.md, "Verb particles are search terms".
+PARTICLES = frozenset("again down further off once out over under up".split())
 STOP_WORDS = frozenset("""
-a about above after again against all am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further had
+a about above after against all am an and any are as at be because been before being
+below between both but by can could did do does doing during each few for from had
 has have having he her here hers herself him himself his how i if in into is it its itself just
-me more most my myself no nor not now of off on once only or other our ours ourselves out over
+me more most my myself no nor not now of on only or other our ours ourselves
 own s same she should so some such t than that the their theirs them themselves then there these
-they this those through to too under until up very was we were what when where which while who
+they this those through to too until very was we were what when where which while who
 whom why will with would you your yours yourself yourselves
 """.split())
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from msa_agent.store.lexical import STOP_WORDS
+from msa_agent.store.lexical import PARTICLES, STOP_WORDS
 
 _END = -1  # ends a line: no span runs across it
 SNAP_CUTOFF = 0.7  # difflib ratio; chosen on the sessions val split (docs/answering.md)
@@ -135,8 +135,10 @@ class _Spans:
 
 
 # words too common to tie a line to a question (what is left are its content words): the
-# lexical channel's stop words, and those a question uses to ask ("tell me", "do you know")
-_STOP = STOP_WORDS | frozenset("also know may might mine must shall tell us whose yes".split())
+# lexical channel's stop words with the particles it searches for ("up", "out": a line's
+# content words are unchanged by that choice), and those a question uses to ask ("tell me")
+_STOP = STOP_WORDS | PARTICLES | frozenset(
+    "also know may might mine must shall tell us whose yes".split())
 
 
 def content_words(text: str) -> frozenset[str]:

@@ -78,6 +78,18 @@ def test_stop_words_only_and_empty_return_nothing(space: Space) -> None:
         assert space.lexical_search(q, 5, None) == [], q
 
 
+def test_verb_particles_are_search_terms(space: Space) -> None:
+    """A phrasal verb's particle names what happened: "grow up" reaches "grew up" only
+    through "up" (porter leaves grew and grow apart), "log out" tells two logins apart. Each
+    gold memory is the longer one, so without its particle BM25 would rank the other first."""
+    add_texts(space, FILLER * 3)
+    grew, logged = add_texts(space, ["My manager grew up in Tertathtin, near the coast.",
+                                     "Anna logged out of the VPN at five in the evening."])
+    add_texts(space, ["My manager likes Tertathtin.", "Anna logged in to the VPN."])
+    assert space.lexical_search("Where did my manager grow up?", 1, None)[0][0] == grew
+    assert space.lexical_search("When did Anna log out of the VPN?", 1, None)[0][0] == logged
+
+
 HOSTILE = ['"', '""', "'", 'a"b', "NEAR(a b)", "NEAR", "*", "a*", "* OR *", "OR", "AND", "NOT",
            "a OR", "OR b", "(", ")", "((a)", ":", "text:weekly", "memories_fts:weekly", "^weekly",
            "-weekly", "+", "{text}: weekly", "weekly NOT sync", "\x00", "\ud800", "日本語 テキスト",
