@@ -18,16 +18,22 @@ PASSAGES = [
 ]
 
 
-def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) -> None:
+def _train_router_args(tmp_path: Path, tiny_pair) -> list[str]:  # noqa: ANN001
+    """The tiny model and a notes file saved under ``tmp_path``; ``train-router``'s
+    arguments for them, without ``--out`` and ``--steps``."""
     model, tok = tiny_pair
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     texts = tmp_path / "notes.txt"
     texts.write_text("\n\n".join(PASSAGES * 3))
-    out = tmp_path / "router.safetensors"
-    base = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
+    return ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
             "--layers", "2,3", "--batch-size", "4", "--rank", "4", "--device", "cpu",
             "--cache", str(tmp_path / "cache")]
+
+
+def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) -> None:
+    base = _train_router_args(tmp_path, tiny_pair)
+    out = tmp_path / "router.safetensors"
     result = CliRunner().invoke(app, [*base, "--out", str(out), "--steps", "3"])
     assert result.exit_code == 0, result.output
     lm = load_model(str(tmp_path / "model"), device="cpu")
@@ -44,15 +50,8 @@ def test_train_router_cli_writes_a_loadable_router(tmp_path: Path, tiny_pair) ->
 
 
 def test_train_router_cli_trains_a_deeper_router(tmp_path: Path, tiny_pair) -> None:
-    model, tok = tiny_pair
-    model.save_pretrained(tmp_path / "model")
-    tok.save_pretrained(tmp_path / "model")
-    texts = tmp_path / "notes.txt"
-    texts.write_text("\n\n".join(PASSAGES * 3))
     out = tmp_path / "router.safetensors"
-    base = ["train-router", "--model", str(tmp_path / "model"), "--texts", str(texts),
-            "--layers", "2,3", "--batch-size", "4", "--rank", "4", "--device", "cpu",
-            "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "3"]
+    base = [*_train_router_args(tmp_path, tiny_pair), "--out", str(out), "--steps", "3"]
     result = CliRunner().invoke(app, [*base, "--mlp-width", "8"])
     assert result.exit_code == 0, result.output
     lm = load_model(str(tmp_path / "model"), device="cpu")

@@ -15,7 +15,7 @@ from train.test_train import LAYERS, synthetic_pairs
 
 from msa_agent.bench.router_distill import _train_fixed_queries
 from msa_agent.model.encoder import Encoder
-from msa_agent.model.loader import model_fingerprint, wrap_model
+from msa_agent.model.loader import model_fingerprint
 from msa_agent.model.router import Router, residual_mlp
 from msa_agent.model.shape import ModelShape
 from msa_agent.model.text import query_ids
@@ -26,17 +26,6 @@ from msa_agent.train.score import score_matrix
 from msa_agent.train.trainer import batch_loss
 
 WIDTHS = {"q": 16, "k": 16}
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_llama, tokenizer):  # noqa: ANN001, ANN201
-    return wrap_model(tiny_llama, tokenizer, name="tiny")
-
-
-@pytest.fixture(scope="module")
-def cache(lm, tmp_path_factory) -> HiddenCache:  # noqa: ANN001
-    return HiddenCache(tmp_path_factory.mktemp("cache"), lm, LAYERS, chunk_size=8,
-                       max_doc_tokens=512)
 
 
 def test_residual_mlp_stacked_equals_per_layer() -> None:

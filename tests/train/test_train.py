@@ -18,7 +18,6 @@ from msa_agent.model.shape import ModelShape
 from msa_agent.model.text import query_ids
 from msa_agent.runtime.routing import RoutingIndex
 from msa_agent.train import (
-    HiddenCache,
     Pair,
     TrainableRouter,
     TrainConfig,
@@ -46,17 +45,6 @@ def synthetic_pairs(n: int, seed: int) -> list[Pair]:
         doc = f"the {WORDS[a]} fox and the {WORDS[b]} dog {i}"
         pairs.append(Pair(f"{WORDS[a]} {WORDS[b]}", doc, group=str(i)))
     return pairs
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_llama, tokenizer):  # noqa: ANN001, ANN201
-    return wrap_model(tiny_llama, tokenizer, name="tiny")
-
-
-@pytest.fixture(scope="module")
-def cache(lm, tmp_path_factory) -> HiddenCache:  # noqa: ANN001
-    return HiddenCache(tmp_path_factory.mktemp("cache"), lm, LAYERS, chunk_size=8,
-                       max_doc_tokens=512)
 
 
 def test_training_lowers_held_out_loss(lm, cache) -> None:  # noqa: ANN001
