@@ -169,6 +169,12 @@ class MemoryConfig(BaseModel):
         "it holds at least this share of the query words the older one holds (a newer version "
         "restates the subject; a session sharing one word of the question does not). 0 = off.",
     )
+    more_words_within: float = Field(
+        0.05, ge=0, le=1, description="A memory ranks above one whose fused score it reaches "
+        "within this fraction when it holds every query word that one holds and more, and they "
+        "share a query word held by at most newer_subject_max candidates (of two memories about "
+        "one subject, the one saying more of what was asked wins a near-tie). 0 = off.",
+    )
     newer_gap_s: float = Field(
         3600.0, ge=0, description="How much older (seconds) a memory must be for "
         "newer_within to apply: memories written together are not versions of each other.",

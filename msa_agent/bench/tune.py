@@ -36,9 +36,10 @@ BOTH = (MSA, LEXICAL)
 
 
 def _fusion(method: str, w: float, c: int = 60, recency: float = 0.0,
-            within: float = 0.0, subject_max: int = 3, cover: float = 0.0) -> Fusion:
+            within: float = 0.0, subject_max: int = 3, cover: float = 0.0,
+            more_words: float = 0.0) -> Fusion:
     return Fusion(method, c, ((MSA, 1.0), (LEXICAL, w)), recency, within,
-                  subject_max=subject_max, cover=cover)
+                  subject_max=subject_max, cover=cover, more_words_within=more_words)
 
 
 GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
@@ -63,6 +64,9 @@ COMPLETED_GRID: list[tuple[str, Fusion, tuple[str, ...]]] = [
 COMPLETED_GRID += [  # newer_within only between versions: the newer holds `cover` of the words
     (f"completed sum w_lex={w} newer_within=0.5 subject_max=2 cover={c}",
      _fusion("sum", w, 60, 0.0, 0.5, 2, c), BOTH) for w in (2.0, 4.0) for c in (0.5, 0.67, 1.0)]
+COMPLETED_GRID += [  # a memory holding more of the question's words passes a near-tie
+    (f"completed sum w_lex=2.0 newer_within=0.5 subject_max=2 cover=0.5 more_words={m}",
+     _fusion("sum", 2.0, 60, 0.0, 0.5, 2, 0.5, m), BOTH) for m in (0.02, 0.05, 0.1, 0.2)]
 
 
 def remember(task: Task, path: Path, lm: Any, namespaces: set[str],

@@ -101,7 +101,7 @@ class Engine(Recall):
         self._layouts = functools.lru_cache(maxsize=CHUNK_LAYOUTS)(self._layout_of)
         self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
                              cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
-                             cfg.newer_subject_max, cfg.newer_cover)
+                             cfg.newer_subject_max, cfg.newer_cover, cfg.more_words_within)
         self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row

@@ -30,6 +30,13 @@ additive bonus small enough to leave other rankings alone; the window lets the n
 when the two are close. The gap keeps it to statements made at different times: documents
 imported together (seconds or minutes apart) are not versions of each other, and their
 near-ties keep their order.
+
+Before that, ``more_words_within``: a memory moves above each directly preceding one whose
+fused score it reaches within that fraction, when it holds every query word that one holds
+and more, and the two share a rare query word (as above): of two memories about one subject,
+the one that says more of what was asked wins a near-tie ("In which city is Stirkvon Group
+based?": "Stirkvon Group is a mining company based in ..." above "... joined Stirkvon Group
+as ...", which the MSA channel had preferred; docs/recall.md, "More of the question's words").
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ class Fusion:
     newer_gap_s: float = 3600.0
     subject_max: int = 3  # a shared query word held by at most this many candidates; 0 = off
     cover: float = 0.0  # the newer holds at least this share of the older's query words
+    more_words_within: float = 0.0  # a memory holding more query words passes a near-tie
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
+    order = _more_words_first(order, score, matched, f.subject_max, f.more_words_within)
     related = versions(matched, f.subject_max, f.cover)
     order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
@@ -103,15 +112,41 @@ def versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: fl
     answer is no version of it). Always True without ``matched`` or with ``most`` 0."""
     if matched is None or most <= 0:
         return lambda new, old: True
-    words = {i: set(w) for i, w in matched.items()}
-    held = Counter(t for w in words.values() for t in w)
-    rare = {i: {t for t in w if held[t] <= most} for i, w in words.items()}
+    words, rare = _rare_words(matched, most)
 
     def related(new: str, old: str) -> bool:
         mine, theirs = words.get(new, set()), words.get(old, set())
         return bool(rare.get(new, set()) & rare.get(old, set())) \
             and len(mine & theirs) >= cover * len(theirs)
     return related
+
+
+def _rare_words(matched: Mapping[str, Collection[str]], most: int
+                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each candidate's query words, and those of them at most ``most`` candidates hold."""
+    words = {i: set(w) for i, w in matched.items()}
+    held = Counter(t for w in words.values() for t in w)
+    return words, {i: {t for t in w if held[t] <= most} for i, w in words.items()}
+
+
+def _more_words_first(order: list[str], score: Mapping[str, float],
+                      matched: Mapping[str, Collection[str]] | None, most: int, window: float
+                      ) -> list[str]:
+    """Best-first ``order`` with each memory moved above the directly preceding ones whose
+    score it reaches within ``window`` (of theirs), whose query words it holds and more, and
+    with which it shares a query word at most ``most`` candidates hold."""
+    if window <= 0 or not matched or most <= 0:
+        return order
+    words, rare = _rare_words(matched, most)
+    out: list[str] = []
+    for id in order:
+        at, mine = len(out), words.get(id, set())
+        while at and score[id] >= (1 - window) * score[out[at - 1]] \
+                and mine > words.get(out[at - 1], set()) \
+                and rare.get(id, set()) & rare.get(out[at - 1], set()):
+            at -= 1
+        out.insert(at, id)
+    return out
 
 
 def superseded(ids: Sequence[str], created: Mapping[str, datetime], gap_s: float,

@@ -1,7 +1,9 @@
-"""Fusion of the recall channels: weighted sum and RRF, recency, the newer-within window."""
+"""Fusion of the recall channels: weighted sum and RRF, recency, the newer-within window,
+more of the question's words."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import given
@@ -110,6 +112,50 @@ def test_newer_within_leaves_memories_written_together_alone() -> None:
 
 
 scores = st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=12)
+
+
+def test_more_words_within_puts_the_memory_saying_more_of_the_question_first() -> None:
+    """Facts val: "In which city is Stirkvon Group based?" The person's fact (MSA's favourite)
+    and the company's fact share the rare name; the company's also holds "based"."""
+    lex = {LEXICAL: [("joined", 10.0), ("based", 9.7), ("other", 9.6)]}
+    created = days(joined=0, based=0, other=0)
+    words = {"joined": {"stirkvon", "group"}, "based": {"stirkvon", "group", "based"},
+             "other": {"group", "based", "city"}}
+    f = Fusion("sum", weights=((LEXICAL, 1.0),), subject_max=2, more_words_within=0.05)
+    assert [r.id for r in fuse(lex, created, f, words)] == ["based", "joined", "other"]
+    narrow = Fusion("sum", weights=((LEXICAL, 1.0),), subject_max=2, more_words_within=0.02)
+    assert [r.id for r in fuse(lex, created, narrow, words)] == ["joined", "based", "other"]
+    # "based" holds more words than "joined", but no rare word in common: nothing moves
+    no_subject = {"joined": {"group"}, "based": {"group", "based"}, "other": {"group"}}
+    assert [r.id for r in fuse(lex, created, f, no_subject)] == ["joined", "based", "other"]
+    off = Fusion("sum", weights=((LEXICAL, 1.0),), subject_max=2)
+    assert [r.id for r in fuse(lex, created, off, words)] == ["joined", "based", "other"]
+    assert order(lex, created, f) == ["joined", "based", "other"]  # words unknown: no move
+
+
+word_sets = st.lists(st.sets(st.sampled_from("abcde"), max_size=5), min_size=12, max_size=12)
+
+
+@given(s=scores, words=word_sets, window=st.floats(0, 1), most=st.integers(0, 4))
+def test_more_words_within_only_promotes_close_memories_holding_more_words(
+        s: list[float], words: list[set[str]], window: float, most: int) -> None:
+    ids = [f"m{i}" for i in range(len(s))]
+    lex = {LEXICAL: sorted(zip(ids, s), key=lambda p: -p[1])}
+    created = days(**dict.fromkeys(ids, 0))
+    matched = dict(zip(ids, words))
+    plain = Fusion("sum", weights=((LEXICAL, 1.0),), subject_max=most)
+    base = [r.id for r in fuse(lex, created, plain, matched)]
+    got = fuse(lex, created, replace(plain, more_words_within=window), matched)
+    assert sorted(r.id for r in got) == sorted(ids)
+    pos, score = {r.id: n for n, r in enumerate(got)}, {r.id: r.score for r in got}
+    for i, a in enumerate(base):
+        for b in base[i + 1:]:
+            if pos[b] < pos[a]:  # b passed a: it holds a's words and more, and is close
+                assert matched[b] > matched[a] and score[b] >= (1 - window) * score[a] - 1e-9
+    if window == 0 or most == 0:
+        assert [r.id for r in got] == base
+
+
 
 
 @given(s=scores, ages=st.lists(st.integers(0, 5), min_size=12, max_size=12),
