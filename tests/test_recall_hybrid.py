@@ -163,12 +163,13 @@ def test_recall_after_close_is_a_clear_error(tmp_path: Path, mode: str) -> None:
 def test_second_hop_bridges_from_the_lines_that_match_the_question(tmp_path: Path) -> None:
     """A long session holds the role's line among filler with rare words; the later round
     carries the name from the chunk that matches the question, not from the chunk routing
-    preferred (a random model's: filler), and so finds the second session."""
+    preferred (a random model's: filler), and so finds the second session, which shares no
+    word with the question."""
     filler = " ".join(f"zq{i}x psalm {i}." for i in range(12))
     with open_mem(tmp_path / "s", chunk_size=32) as mem:
         a = mem.remember(f"{filler} My new manager is Drashnair Stosneal, we met on Monday. "
                          f"{filler}", at=T0)
-        b = mem.remember("Drashnair Stosneal told me they grew up in Vrouthluthstol.",
+        b = mem.remember("Drashnair Stosneal was born and raised in Vrouthluthstol.",
                          at=T0 + timedelta(days=3))
         mem.remember_many([f"{filler} lunch note {i}" for i in range(3)])  # zq..x: 4 holders
         hits = mem.recall("Where did my manager grow up?", k=2, hops="auto", routing="lexical")
