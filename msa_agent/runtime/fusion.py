@@ -90,8 +90,9 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     subject = {i for i, _ in rankings.get(LEXICAL, ())} or set(score)
     _add_recency(score, parts, created, f.recency_weight, subject)
     order = sorted(score, key=lambda i: (-score[i], -_ts(created.get(i)), i))
-    order = _more_words_first(order, score, matched, f.subject_max, f.more_words_within)
-    related = versions(matched, f.subject_max, f.cover)
+    rare = _rare_words(matched, f.subject_max)  # read once: both rules below test a subject
+    order = _more_words_first(order, score, rare, f.more_words_within)
+    related = _versions_of(rare, f.cover)
     order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
 
@@ -110,9 +111,27 @@ def versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: fl
     version restates the subject: "my car is parked at a garage called X" / "the car now
     stays at a garage called Y"; a session that shares one word of the question with the
     answer is no version of it). Always True without ``matched`` or with ``most`` 0."""
+    return _versions_of(_rare_words(matched, most), cover)
+
+
+Words = tuple[dict[str, set[str]], dict[str, set[str]]]  # each candidate's query words, rare ones
+
+
+def _rare_words(matched: Mapping[str, Collection[str]] | None, most: int) -> Words | None:
+    """Each candidate's query words, and those of them at most ``most`` candidates hold; None
+    without ``matched`` or with ``most`` 0 (no subject test)."""
     if matched is None or most <= 0:
+        return None
+    words = {i: set(w) for i, w in matched.items()}
+    held = Counter(t for w in words.values() for t in w)
+    return words, {i: {t for t in w if held[t] <= most} for i, w in words.items()}
+
+
+def _versions_of(sets: Words | None, cover: float) -> Callable[[str, str], bool]:
+    """:func:`versions` from :func:`_rare_words`' sets."""
+    if sets is None:
         return lambda new, old: True
-    words, rare = _rare_words(matched, most)
+    words, rare = sets
 
     def related(new: str, old: str) -> bool:
         mine, theirs = words.get(new, set()), words.get(old, set())
@@ -121,23 +140,14 @@ def versions(matched: Mapping[str, Collection[str]] | None, most: int, cover: fl
     return related
 
 
-def _rare_words(matched: Mapping[str, Collection[str]], most: int
-                ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Each candidate's query words, and those of them at most ``most`` candidates hold."""
-    words = {i: set(w) for i, w in matched.items()}
-    held = Counter(t for w in words.values() for t in w)
-    return words, {i: {t for t in w if held[t] <= most} for i, w in words.items()}
-
-
-def _more_words_first(order: list[str], score: Mapping[str, float],
-                      matched: Mapping[str, Collection[str]] | None, most: int, window: float
-                      ) -> list[str]:
+def _more_words_first(order: list[str], score: Mapping[str, float], sets: Words | None,
+                      window: float) -> list[str]:
     """Best-first ``order`` with each memory moved above the directly preceding ones whose
     score it reaches within ``window`` (of theirs), whose query words it holds and more, and
-    with which it shares a query word at most ``most`` candidates hold."""
-    if window <= 0 or not matched or most <= 0:
+    with which it shares a rare query word (``sets``: :func:`_rare_words`)."""
+    if window <= 0 or sets is None:
         return order
-    words, rare = _rare_words(matched, most)
+    words, rare = sets
     out: list[str] = []
     for id in order:
         at, mine = len(out), words.get(id, set())

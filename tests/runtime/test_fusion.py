@@ -156,8 +156,6 @@ def test_more_words_within_only_promotes_close_memories_holding_more_words(
         assert [r.id for r in got] == base
 
 
-
-
 @given(s=scores, ages=st.lists(st.integers(0, 5), min_size=12, max_size=12),
        window=st.floats(0, 1))
 def test_newer_within_is_a_permutation_that_only_promotes_newer_close_memories(
