@@ -69,6 +69,14 @@ class MemoryConfig(BaseModel):
         "another after the frame, best last (sequential), or all at the same positions "
         "(parallel, the paper's layout; MSA checkpoints). Chosen on validation.",
     )
+    kv_blend: float = Field(
+        0.0, ge=0.0, le=1.0, description="K/V reads (read='full' or 'kv_chunks') of a "
+        "chat-framed space laid out sequentially: the share of the memory tokens re-encoded in "
+        "the reader's context after the layout (those whose first layers' K/V change most "
+        "there, as CacheBlend chooses), so that they see the memories before them as a joint "
+        "prefill would. 0 re-encodes nothing (no prefill of memory at all); 1 every token (the "
+        "joint prefill of the memories). Measured on validation: docs/answering.md.",
+    )
     store_dtype: Literal["float16", "float32"] = "float16"
     routing: RoutingMode = Field(
         "auto",

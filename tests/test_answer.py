@@ -143,12 +143,16 @@ def test_auto_reads_the_windows_as_kv_where_chat_framed_kv_is_stored(
         (explicit.text, explicit.prompt_tokens, explicit.memory_tokens)
 
 
-@pytest.mark.parametrize(("device", "k", "sooner"), [
-    ("cpu", 1, True), ("cpu", 16, True), ("cuda", 2, False), ("cuda", 7, False),
-    ("cuda", 8, True), ("cuda", 16, True)])
+@pytest.mark.parametrize(("device", "k", "blend", "sooner"), [
+    ("cpu", 1, 0.0, True), ("cpu", 16, 0.0, True), ("cpu", 2, 0.15, True),
+    ("cuda", 2, 0.0, False), ("cuda", 7, 0.0, False), ("cuda", 8, 0.0, True),
+    ("cuda", 16, 0.0, True), ("cuda", 16, 0.15, False)])
 def test_kv_is_sooner_on_a_cpu_and_from_eight_memories_on_cuda(device: str, k: int,
+                                                              blend: float,
                                                               sooner: bool) -> None:
-    engine = SimpleNamespace(lm=SimpleNamespace(device=torch.device(device)))
+    """On CUDA a K/V read that re-encodes tokens in context is never the sooner one."""
+    engine = SimpleNamespace(lm=SimpleNamespace(device=torch.device(device)),
+                             cfg=SimpleNamespace(kv_blend=blend))
     assert Engine.kv_first_sooner(engine, k) is sooner  # type: ignore[arg-type]
 
 

@@ -208,3 +208,34 @@ def test_kv_chunks_needs_stored_kv(tmp_path: Path, tiny_pair) -> None:
         mem.remember(FACTS[0])
         with pytest.raises(InvalidInputError, match="kv_chunks"):
             mem.answer(QUESTION, read="kv_chunks")
+
+
+@pytest.mark.parametrize("read", ["full", "kv_chunks"])
+def test_blending_every_token_equals_prefilling_the_memories_together(
+        tmp_path: Path, tiny_pair, read: str) -> None:
+    """kv_blend=1: the memories' tokens re-encoded in context read exactly as one prefill
+    of the frame with every memory (best last) and the tail; with 0 they do not."""
+    model, tok = tiny_pair
+    logits = {}
+    for share in (0.0, 1.0):
+        with open_framed(tmp_path / f"m{share}", tiny_pair, kv_blend=share) as mem:
+            ids = [mem.remember(f) for f in FACTS[:2]]
+            engine = mem._engine
+            stored = [engine._space.get(i) for i in ids]
+            rows = [(0, m.n_tokens) for m in stored] if read == "kv_chunks" else None
+            reader = Reader(engine, QUESTION, stored, read, rows=rows)
+            logits[share] = reader_logits(model, reader)
+    docs = [p.ids for f in FACTS[:2] for p in split_text(tok, f, 512)]
+    with torch.inference_mode():
+        ids = torch.tensor([head_ids(tok) + docs[1] + docs[0] + tail_ids(tok, QUESTION)],
+                           device=next(model.parameters()).device)
+        want = model(input_ids=ids).logits[:, -len(tail_ids(tok, QUESTION)):]
+    torch.testing.assert_close(logits[1.0], want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits[0.0], want, atol=1e-4)  # apart: 6e-4 off on this model
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half"])
+def test_a_blend_share_outside_zero_to_one_is_refused(tmp_path: Path, tiny_pair, share) -> None:
+    with pytest.raises(InvalidInputError, match="kv_blend"):
+        open_framed(tmp_path / "m", tiny_pair, kv_blend=share)
+    assert not (tmp_path / "m").exists()

@@ -65,7 +65,17 @@ VARIANTS: dict[str, tuple[str, str, str, float] | None] = {
        for a in KEY_SCALES},
     **{f"chunk K/V, chat, sequential, memory keys x{a}": ("chat", "sequential", "rows", a)
        for a in KEY_SCALES},
+    **{f"chunk K/V, chat, sequential, {rule} re-encoded": ("chat", "sequential", "rows", 1.0)
+       for rule in ("all", "last", "deviating 0.05", "deviating 0.1", "deviating 0.15",
+                    "deviating 0.3")},
+    **{f"full K/V, chat, sequential, {rule} re-encoded": ("chat", "sequential", "whole", 1.0)
+       for rule in ("deviating 0.15",)},
 }
+# the "re-encoded" variants' rule (``runtime.kv_blend``): which memory tokens are re-encoded in
+# the reader's context after the layout: "all", the "last" memory laid out (the best), or the
+# "deviating S" share S whose layer-1 K/V change most in context (CacheBlend's choice)
+BLEND = {name: name.rsplit(", ", 1)[1].removesuffix(" re-encoded")
+         for name in VARIANTS if name.endswith(" re-encoded")}
 
 
 def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> None:
@@ -79,7 +89,8 @@ def remember(path: Path, lm: Any, items: list[Any], frame: dict[str, Any]) -> No
 
 
 def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_format: str,
-              windows: str = "", key_scale: float = 1.0) -> tuple[str, int]:
+              windows: str = "", key_scale: float = 1.0, blend: str = ""
+              ) -> tuple[str, int]:
     """Greedy answer reading the hits' stored K/V, as ``Memory.answer(read="full")`` with
     ``kv_positions=positions``, decoded under ``answer_format`` as ``Memory.answer`` does (an
     extractive answer copies from the memories read, or from their windows' text);
@@ -106,6 +117,8 @@ def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_f
             memory, start, prompt = engine.kv_frame.read(
                 model, lambda: engine.encoder.frame_kv(every), tok, question, fetched,
                 engine.full_layers)
+            if blend:
+                reencode_rule(engine, memory, hits, question, windows, blend)
         else:
             r = Reader(engine, question, [h.memory for h in hits], "full")
             memory, start, prompt = r.memory, r.start, r.prompt
@@ -117,6 +130,28 @@ def kv_answer(mem: Any, positions: str, question: str, hits: list[Any], answer_f
     return how.fix(tok.decode(out, skip_special_tokens=True)).strip(), len(prompt)
 
 
+def reencode_rule(engine: Any, memory: Any, hits: list[Any], question: str, how: str,
+                  rule: str) -> None:
+    """Re-encode the laid-out memory tokens ``rule`` picks (``BLEND``) in context."""
+    from msa_agent.runtime.kv_blend import blend, blend_share
+
+    laid = [doc_ids(engine, h)[slice(*rows)] for h, rows in zip(hits, laid_rows(
+        engine, hits, question, how))][::-1]  # sequential: best last
+    at = len(engine.kv_frame.head)
+    if rule == "last":
+        start = at + sum(len(part) for part in laid[:-1])
+        blend(engine.lm.model, memory, laid[-1], range(start, start + len(laid[-1])))
+    else:
+        share = 1.0 if rule == "all" else float(rule.split()[1])
+        blend_share(engine.lm.model, memory, laid, at, share)
+
+
+def laid_rows(engine: Any, hits: list[Any], question: str, how: str) -> list[tuple[int, int]]:
+    """Each hit's rows ``[a, b)`` of its stored K/V that a ``how`` read lays out."""
+    return [(0, h.memory.n_tokens) if how == "whole" else window_rows(engine, h, question)
+            for h in hits]
+
+
 def window_kv(engine: Any, hits: list[Any], question: str, how: str
               ) -> list[tuple[Any, Any]]:
     """Each hit's window K/V ``(K, V)`` ``[S, F, Hkv, D]``: its rows of the stored K/V
@@ -124,8 +159,7 @@ def window_kv(engine: Any, hits: list[Any], question: str, how: str
     (``alone``) or chunk by chunk (``chunks alone``)."""
     import torch
 
-    rows = [(0, h.memory.n_tokens) if how == "whole" else window_rows(engine, h, question)
-            for h in hits]
+    rows = laid_rows(engine, hits, question, how)
     if how in ("rows", "whole"):
         return [(k[a:b], v[a:b]) for (k, v), (a, b) in zip(
             engine.read_kv("full", [h.memory for h in hits]), rows)]
@@ -165,7 +199,7 @@ def window_rows(engine: Any, hit: Any, question: str) -> tuple[int, int]:
 
 def evaluate(task_name: str, work: Path, per_split: int, split: str,
              answer_format: str | None = None, mode: str = "quick",
-             variants: Sequence[str] = tuple(VARIANTS), dtype: str = "float32"
+             variants: Sequence[str] = tuple(VARIANTS), dtype: str = "float32", k: int = K
              ) -> list[dict[str, Any]]:
     """Every ``variants`` answer of ``split``'s first ``per_split`` single-hop questions of
     the ``mode``-size task; the spaces only those variants read are made (computed in
@@ -192,7 +226,7 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
     out = []
     try:
         for q in qs:
-            found = {name: m._engine.recall(q.text, K, Scope(namespace=q.namespace), 1)  # noqa: SLF001
+            found = {name: m._engine.recall(q.text, k, Scope(namespace=q.namespace), 1)  # noqa: SLF001
                      for name, m in mems.items()}
             ids = {tuple(h.memory.metadata["key"] for h in hits) for hits in found.values()}
             hits = found[base]
@@ -206,7 +240,8 @@ def evaluate(task_name: str, work: Path, per_split: int, split: str,
                 else:
                     space, positions, windows, scale = variant
                     text, n_prompt = kv_answer(mems[space], positions, q.text, found[space],
-                                               reader.answer_format, windows, scale)
+                                               reader.answer_format, windows, scale,
+                                               BLEND.get(name, ""))
                 out.append({"task": task_name, "variant": name, "qid": q.qid, "kind": q.kind,
                             "answer": text, "gold": q.answer, "prompt_tokens": n_prompt,
                             "same_retrieval": len(ids) == 1,
@@ -231,13 +266,15 @@ def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, r
          variants: list[str] = typer.Option(list(VARIANTS), "--variant",
                                             help="variants to read (default: all)"),
          dtype: str = typer.Option("float32", help="the backbone's compute dtype"),
+         k: int = typer.Option(K, help="memories recalled and read per question"),
          ) -> None:
     if answer_format is not None and answer_format not in ANSWER_FORMATS:
         raise typer.BadParameter(f"--answer-format must be one of {ANSWER_FORMATS}")
     if unknown := [v for v in variants if v not in VARIANTS]:
         raise typer.BadParameter(f"unknown --variant {unknown}; one of {list(VARIANTS)}")
     rows = [r for t in tasks
-            for r in evaluate(t, work, per_split, split, answer_format, mode, variants, dtype)]
+            for r in evaluate(t, work, per_split, split, answer_format, mode, variants, dtype,
+                              k)]
     table = summary(rows)
     fmt = answer_format or MemoryConfig().answer_format
     out.write_text(json.dumps({
@@ -245,9 +282,10 @@ def main(work: Path = typer.Option(Path("bench-out/kv-reading"), help="Spaces, r
                    + "".join(f"--task {t} " for t in tasks)
                    + f"--per-split {per_split} --split {split} --answer-format {fmt} "
                    + f"--mode {mode}" + "".join(f" --variant '{v}'" for v in variants)
-                   + (f" --dtype {dtype}" if dtype != "float32" else ""),
+                   + (f" --dtype {dtype}" if dtype != "float32" else "")
+                   + (f" --k {k}" if k != K else ""),
         "dtype": dtype,
-        "split": split, "k": K, "answer_format": fmt, "summary": table,
+        "split": split, "k": k, "answer_format": fmt, "summary": table,
         "same_retrieval": all(r["same_retrieval"] for r in rows), "answers": rows}, indent=1))
     for r in table:
         print(f"{r['task']:9} {r['kind']:18} {r['variant']:28} n={r['n']:3} "

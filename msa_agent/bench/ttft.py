@@ -358,7 +358,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "load_average_before": load_average()}
     extra = {} if args.gpu_cache_mb is None else {"gpu_cache_mb": args.gpu_cache_mb}
     extra |= {} if args.answer_format is None else {"answer_format": args.answer_format}
-    extra |= {"full_kv_layers": args.full_kv_layers}
+    extra |= {"full_kv_layers": args.full_kv_layers, "kv_blend": args.kv_blend}
     doc["gpu_cache_mb"] = args.gpu_cache_mb
     with Memory.open(work / "space", model=bb.model, device=str(device),
                      **open_options(settings.tokens), **bb.open_extra, **extra) as mem:
@@ -366,6 +366,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         doc["space"] = {"routing": mem.stats().routing, "recall_mode": mem.config.recall_mode,
                         "answer_format": mem.config.answer_format,
                         "full_kv_layers": mem.config.full_kv_layers,
+                        "kv_blend": mem.config.kv_blend,
                         "layers_with_kv": len(mem._engine.full_layers)}
         rows = summarise(measure(mem, settings))
         if args.profile:
@@ -419,6 +420,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma list of the modes to time (default: all)")
     p.add_argument("--gpu-cache-mb", type=int, default=None,
                    help="the GPU tier's size (MemoryConfig.gpu_cache_mb; 0 = none)")
+    p.add_argument("--kv-blend", type=float, default=0.0,
+                   help="MemoryConfig.kv_blend: share of memory tokens re-encoded in context")
     p.add_argument("--answer-format", default=None, choices=ANSWER_FORMATS,
                    help="MemoryConfig.answer_format (default: the config's default)")
     p.add_argument("--profile", default=None, choices=MODES,

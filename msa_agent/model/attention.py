@@ -51,10 +51,15 @@ class MemoryKV:
 
     Set a layer's K/V in ``k``/``v`` directly, or several layers at once with :meth:`put`
     (rows of stacked ``[F, Hkv, S, D]`` tensors), which the kernel path pages in one pass
-    for all of them instead of once per layer."""
+    for all of them instead of once per layer.
+
+    ``visible``: optional boolean ``[T, S]`` (True = attend), which memory columns each of
+    the T local queries may see (a layer holding fewer columns uses the first ones); None
+    = all of them. Set, attention takes the SDPA path (the kernel has no such mask)."""
 
     k: dict[int, torch.Tensor] = field(default_factory=dict)
     v: dict[int, torch.Tensor] = field(default_factory=dict)
+    visible: torch.Tensor | None = None
     _stacked: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
     _rows: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)  # (stack, row)
     _pages: dict[tuple[int, torch.dtype], PagedKV] = field(default_factory=dict, repr=False)
@@ -137,13 +142,15 @@ def msa_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     assert isinstance(memory, MemoryKV)
-    if _kernel_serves(module, query, dropout, kwargs) \
+    if memory.visible is None and _kernel_serves(module, query, dropout, kwargs) \
             and memory.causal(attention_mask, query.shape[2], key.shape[2]):
         return _kernel_attention(memory.paged(module.layer_idx, key.dtype), query, key, value,
                                  scaling), None
     mk, mv = (t.to(key.dtype) for t in prefix)
     local = _local_mask(attention_mask, query.shape[2], key.shape[2], query.device)
-    seen = torch.ones((*local.shape[:-1], mk.shape[2]), dtype=torch.bool, device=query.device)
+    shape = (*local.shape[:-1], mk.shape[2])
+    seen = torch.ones(shape, dtype=torch.bool, device=query.device) if memory.visible is None \
+        else memory.visible[:, :mk.shape[2]].expand(shape)
     mask = torch.cat([seen, local], -1)  # [B|1, 1, T, S_mem + S_local]
     k, v = torch.cat([mk, key], 2), torch.cat([mv, value], 2)
     if _plain(module, dropout, kwargs):

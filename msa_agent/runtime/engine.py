@@ -34,10 +34,11 @@ from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint, query_copy_dtype
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
-from msa_agent.model.text import split_text
+from msa_agent.model.text import query_ids, split_text
 from msa_agent.runtime import bundle
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
 from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
+from msa_agent.runtime.kv_blend import blend_share
 from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
 from msa_agent.runtime.reencode import original_ids, reencode_routing
@@ -514,8 +515,11 @@ class Engine(Recall):
         prefill of a few windows is nearly free and the K/V read's per-layer work is not:
         text is sooner below ``KV_SOONER_CUDA_K`` memories (H200, bfloat16, every layer:
         k = 2 and 4 1.16-1.24x against 1.26-1.33x, level at 8, K/V sooner at 16;
-        docs/answering.md, "`auto` on a GPU")."""
-        return self.lm.device.type != "cuda" or k >= KV_SOONER_CUDA_K
+        docs/answering.md, "`auto` on a GPU"), and never where the read re-encodes tokens in
+        context (``kv_blend``: a second forward, ~50 ms on an H200 at k = 2 and 16)."""
+        if self.lm.device.type != "cuda":
+            return True
+        return self.cfg.kv_blend == 0 and k >= KV_SOONER_CUDA_K
 
     @property
     def prefetch_depth(self) -> int:
@@ -534,8 +538,15 @@ class Engine(Recall):
             return None
         fetched = self.read_kv("full", memories, widen=False, rows=rows)  # widened in the frame
         every = list(range(self.shape.n_layers))
-        return self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
-                                  self.tokenizer, question, fetched, self.full_layers)
+        framed = self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
+                                    self.tokenizer, question, fetched, self.full_layers)
+        if self.cfg.kv_blend > 0 and self.kv_frame.positions == "sequential" and memories:
+            spans = rows if rows is not None else [(0, m.n_tokens) for m in memories]
+            laid = [query_ids(self.tokenizer, m.text, m.n_tokens)[a:b]
+                    for m, (a, b) in zip(memories, spans)][::-1]  # best last, as laid out
+            blend_share(self.lm.model, framed[0], laid, len(self.kv_frame.head),
+                        self.cfg.kv_blend)
+        return framed
 
     @property
     def pooled_layout(self) -> str | None:

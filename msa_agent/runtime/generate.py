@@ -55,7 +55,7 @@ def greedy(
     pos = torch.arange(start, start + ids.shape[1], device=device).view(1, -1)
     cache = DynamicCache(config=model.config)
     extra: dict = {"msa_memory": memory} if memory is not None else {}
-    extra[_cache_kwarg(model)] = cache
+    extra[cache_kwarg(model)] = cache
     lock = model_lock(model)
     for _ in range(max_new_tokens):
         with lock, msa_attention(model):  # one step; released before the token is yielded
@@ -69,7 +69,7 @@ def greedy(
         pos = pos[:, -1:] + 1
 
 
-def _cache_kwarg(model: PreTrainedModel) -> str:
+def cache_kwarg(model: PreTrainedModel) -> str:
     """``cache`` on newer transformers, ``past_key_values`` on older ones."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from msa_agent.model import attention
 from msa_agent.model.attention import MemoryKV
-from msa_agent.runtime.generate import _cache_kwarg, msa_attention
+from msa_agent.runtime.generate import cache_kwarg, msa_attention
 from msa_testing import make_llama
 
 pytestmark = [pytest.mark.gpu,
@@ -29,7 +29,7 @@ def random_memory(model: torch.nn.Module, length: int, dtype: torch.dtype) -> Me
 def logits(model: torch.nn.Module, mkv: MemoryKV, ids: list[int], start: int) -> torch.Tensor:
     """Prefill logits of ``ids`` ``[T, V]``, then one decode step's ``[1, V]``, stacked."""
     cache = DynamicCache(config=model.config)
-    kw = {_cache_kwarg(model): cache, "msa_memory": mkv, "use_cache": True}
+    kw = {cache_kwarg(model): cache, "msa_memory": mkv, "use_cache": True}
     with msa_attention(model):
         pos = torch.arange(start, start + len(ids), device="cuda").view(1, -1)
         pre = model(input_ids=torch.tensor([ids], device="cuda"), position_ids=pos, **kw)
