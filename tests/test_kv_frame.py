@@ -230,8 +230,9 @@ def test_blending_every_token_equals_prefilling_the_memories_together(
         ids = torch.tensor([head_ids(tok) + docs[1] + docs[0] + tail_ids(tok, QUESTION)],
                            device=next(model.parameters()).device)
         want = model(input_ids=ids).logits[:, -len(tail_ids(tok, QUESTION)):]
-    torch.testing.assert_close(logits[1.0], want, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(logits[0.0], want, atol=1e-4)  # apart: 6e-4 off on this model
+    torch.testing.assert_close(logits[1.0], want, atol=2e-4, rtol=1e-3)
+    # apart, 6e-4 off on this model; blended, 1e-7 on a CPU and 2e-4 on CUDA (TF32 kernel)
+    assert (logits[0.0] - want).abs().max() > 2 * (logits[1.0] - want).abs().max()
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, "half"])

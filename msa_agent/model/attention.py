@@ -104,6 +104,11 @@ class MemoryKV:
                                                                                   plain)))
         return self._causal[key][1]
 
+    def written(self) -> None:
+        """Say that K/V rows were written in place: pages made from them are dropped (the
+        kernel path would otherwise read the old values)."""
+        self._pages.clear()
+
     @property
     def length(self) -> int:
         return next(iter(self.k.values())).shape[2] if self.k else 0

@@ -66,6 +66,7 @@ def blend(model: PreTrainedModel, memory: MemoryKV, ids: Sequence[int],
             v = memory.v[layer]
             k[:, :, col] = cache.layers[layer].keys.to(k.dtype)
             v[:, :, col] = cache.layers[layer].values.to(v.dtype)
+    memory.written()
 
 
 def deviating(model: PreTrainedModel, memory: MemoryKV, ids: Sequence[int],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import DynamicCache
 
@@ -12,11 +13,17 @@ from msa_agent.runtime.kv_blend import blend, deviating
 HEAD, MEM, TAIL = [5, 9, 13, 2], [21, 33, 40, 7, 18, 26, 30], [11, 3, 17]
 
 
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the shared tiny model is (a CUDA test before may have moved it there)."""
+    return next(model.parameters()).device
+
+
 def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[torch.Tensor, DynamicCache]:
     """Logits and cache of a plain forward over ``ids``."""
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids]), use_cache=True, **{cache_kwarg(model): cache})
+        out = model(input_ids=torch.tensor([ids], device=_device(model)), use_cache=True,
+                    **{cache_kwarg(model): cache})
     return out.logits[0], cache
 
 
@@ -27,24 +34,29 @@ def _memory(cache: DynamicCache, n_layers: int, garbage_from: int | None) -> Mem
     v = torch.cat([cache.layers[i].values for i in range(n_layers)]).clone()
     if garbage_from is not None:
         g = torch.Generator().manual_seed(0)
-        k[:, :, garbage_from:] = torch.randn(k[:, :, garbage_from:].shape, generator=g)
-        v[:, :, garbage_from:] = torch.randn(v[:, :, garbage_from:].shape, generator=g)
+        k[:, :, garbage_from:] = torch.randn(k[:, :, garbage_from:].shape, generator=g).to(k)
+        v[:, :, garbage_from:] = torch.randn(v[:, :, garbage_from:].shape, generator=g).to(v)
     mkv = MemoryKV()
     mkv.put(range(n_layers), k, v)
     return mkv
 
 
 def _tail_logits(model: torch.nn.Module, mkv: MemoryKV, start: int) -> torch.Tensor:
-    pos = torch.arange(start, start + len(TAIL))[None]
+    pos = torch.arange(start, start + len(TAIL), device=_device(model))[None]
     with torch.inference_mode(), msa_attention(model):
-        out = model(input_ids=torch.tensor([TAIL]), position_ids=pos, msa_memory=mkv,
-                    use_cache=True, **{cache_kwarg(model): DynamicCache(config=model.config)})
+        out = model(input_ids=torch.tensor([TAIL], device=pos.device), position_ids=pos,
+                    msa_memory=mkv, use_cache=True,
+                    **{cache_kwarg(model): DynamicCache(config=model.config)})
     return out.logits[0]
 
 
-def test_every_token_reencoded_is_the_joint_prefill(tiny_llama: torch.nn.Module) -> None:
+@pytest.mark.parametrize("kernel", ["0", "1"])
+def test_every_token_reencoded_is_the_joint_prefill(tiny_llama: torch.nn.Module, kernel: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Stored rows that are noise, all re-encoded: the tail reads exactly what a forward over
-    head, memory and tail together gives."""
+    head, memory and tail together gives; also through the kernel, whose pages of the noise
+    (made by the read before) must not outlive the write."""
+    monkeypatch.setenv("MSA_ATTENTION_KERNEL", kernel)
     n = tiny_llama.config.num_hidden_layers
     joint, _ = _prefill(tiny_llama, HEAD + MEM + TAIL)
     _, cache = _prefill(tiny_llama, HEAD + MEM)
