@@ -34,6 +34,17 @@ def tiny_pair(tiny_llama, tokenizer):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(autouse=True)
+def tiny_back_on_cpu(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's tiny model goes back to the CPU after a test that used it: a ``Memory``
+    on a GPU machine moves it to CUDA, and later tests build their tensors on the CPU."""
+    yield
+    if "tiny_llama" in request.fixturenames:
+        model = request.getfixturevalue("tiny_llama")
+        if next(model.parameters()).device.type != "cpu":
+            model.to("cpu")
+
+
+@pytest.fixture(autouse=True)
 def one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     """One torch thread for tiny-model tests: several times faster on a busy 2-core machine.
 
