@@ -135,8 +135,7 @@ def reencode_rule(engine: Any, memory: Any, hits: list[Any], question: str, how:
     """Re-encode the laid-out memory tokens ``rule`` picks (``BLEND``) in context."""
     from msa_agent.runtime.kv_blend import blend, blend_share
 
-    laid = [doc_ids(engine, h)[slice(*rows)] for h, rows in zip(hits, laid_rows(
-        engine, hits, question, how))][::-1]  # sequential: best last
+    laid = engine.laid_ids([h.memory for h in hits], laid_rows(engine, hits, question, how))
     at = len(engine.kv_frame.head)
     if rule == "last":
         start = at + sum(len(part) for part in laid[:-1])

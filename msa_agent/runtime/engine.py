@@ -541,12 +541,17 @@ class Engine(Recall):
         framed = self.kv_frame.read(self.lm.model, lambda: self.encoder.frame_kv(every),
                                     self.tokenizer, question, fetched, self.full_layers)
         if self.cfg.kv_blend > 0 and self.kv_frame.positions == "sequential" and memories:
-            spans = rows if rows is not None else [(0, m.n_tokens) for m in memories]
-            laid = [query_ids(self.tokenizer, m.text, m.n_tokens)[a:b]
-                    for m, (a, b) in zip(memories, spans)][::-1]  # best last, as laid out
-            blend_share(self.lm.model, framed[0], laid, len(self.kv_frame.head),
-                        self.cfg.kv_blend)
+            blend_share(self.lm.model, framed[0], self.laid_ids(memories, rows),
+                        len(self.kv_frame.head), self.cfg.kv_blend)
         return framed
+
+    def laid_ids(self, memories: Sequence[StoredMemory],
+                 rows: Sequence[tuple[int, int]] | None = None) -> list[list[int]]:
+        """The token ids of the stored rows a sequential framed read lays out (each memory's
+        ``rows``, every row when None), best memory last as :class:`KVFrame` orders them."""
+        spans = rows if rows is not None else [(0, m.n_tokens) for m in memories]
+        return [query_ids(self.tokenizer, m.text, m.n_tokens)[a:b]
+                for m, (a, b) in zip(memories, spans)][::-1]
 
     @property
     def pooled_layout(self) -> str | None:

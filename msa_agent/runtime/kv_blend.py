@@ -28,7 +28,7 @@ from msa_agent.runtime.generate import cache_kwarg, msa_attention
 
 @torch.inference_mode()
 def in_context(model: PreTrainedModel, memory: MemoryKV, ids: Sequence[int],
-             cols: Sequence[int], layers: int | None = None) -> DynamicCache:
+               cols: Sequence[int], layers: int | None = None) -> DynamicCache:
     """The local cache of ``ids`` run at positions ``cols`` (increasing) over ``memory``,
     each seeing the memory columns before its own except the other chosen ones, which it
     sees re-encoded (the local, causal part). ``layers``: run only the first ones."""
@@ -85,7 +85,7 @@ def deviating(model: PreTrainedModel, memory: MemoryKV, ids: Sequence[int],
 
 
 def blend_share(model: PreTrainedModel, memory: MemoryKV, laid: Sequence[Sequence[int]],
-                   at: int, share: float) -> int:
+                at: int, share: float) -> int:
     """Re-encode in context the ``share`` of the laid-out memory tokens whose K/V deviate
     most (all of them at 1). ``laid``: each memory's token ids in layout order, its rows
     one after another from column ``at``. Returns how many tokens were re-encoded."""
