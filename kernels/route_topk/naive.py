@@ -40,13 +40,19 @@ def fold_queries(q: torch.Tensor, n_kv: int) -> torch.Tensor:
     return unit(q).view(*lead, n_kv, hq // n_kv, d).sum(-2) / hq
 
 
-def fold_layers_as_heads(q: torch.Tensor, n_kv: int) -> torch.Tensor:
+def fold_layers_as_heads(q: torch.Tensor, n_kv: int,
+                         layer_weight: torch.Tensor | None = None) -> torch.Tensor:
     """``[..., L, HQ, D]`` -> ``[..., 1, 1, L*HKV*D]``: the L layers' heads as one set of heads.
 
     The fold of all L*HQ heads is the mean over layers of each layer's fold; flattened, it is
     one lane of one feature row, to be scored against keys ``k̂.flatten(1)[:, None, None]``.
+    ``layer_weight`` ``[L]`` (mean 1; a learned router's, issue 13) turns the mean over
+    layers into a weighted mean: layer ``l``'s cosines count ``layer_weight[l]`` times.
     """
-    return (fold_queries(q, n_kv).flatten(-3) / q.shape[-3])[..., None, None, :]
+    folded = fold_queries(q, n_kv) / q.shape[-3]  # [..., L, HKV, D]
+    if layer_weight is not None:
+        folded = folded * layer_weight.to(folded)[:, None, None]
+    return folded.flatten(-3)[..., None, None, :]
 
 
 def reduce_tokens(s: torch.Tensor, top_tokens: int = 1) -> torch.Tensor:

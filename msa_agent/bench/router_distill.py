@@ -6,7 +6,8 @@
 One backbone pass caches every training and evaluation text (:mod:`msa_agent.train.cache`);
 each variant (a name, optional ``sources`` to keep, ``init: "shipped"``, ``train: false`` to
 only evaluate, ``mlp: {"q": width, "k": width}`` for residual MLPs in front of the
-projections (a deeper router), and :class:`TrainConfig` fields) trains on the frozen
+projections (a deeper router), ``layer_weights: true`` for a learned weight per layer in
+the rule, and :class:`TrainConfig` fields) trains on the frozen
 backbone and is scored on the ``val`` split of every evaluation set with the runtime's rule
 (``score_matrix``), the memories of one namespace at a time, through the benchmark suite's
 own metrics. The variant
@@ -41,7 +42,8 @@ from msa_agent.train.teacher import Teacher
 from msa_agent.train.trainer import Dataset, TrainConfig, TrainReport, train
 
 SHIPPED = Path(__file__).resolve().parents[1] / "routers" / "smollm2-135m-instruct.safetensors"
-_NOT_CONFIG = {"name", "sources", "init", "train", "adapter", "doc_adapter", "mlp"}
+_NOT_CONFIG = {"name", "sources", "init", "train", "adapter", "doc_adapter", "mlp",
+               "layer_weights"}
 
 
 def corpus_dataset(cache: HiddenCache, c: Corpus, teacher: Teacher | None) -> Dataset:
@@ -103,10 +105,10 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
     if v.get("init"):  # "shipped" or a router file
         path = SHIPPED if v["init"] == "shipped" else Path(v["init"])
         tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens,
-                                         v.get("mlp"))
+                                         v.get("mlp"), bool(v.get("layer_weights")))
     else:
         tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens,
-                             mlp=v.get("mlp"))
+                             mlp=v.get("mlp"), layer_weights=bool(v.get("layer_weights")))
     # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1, on the queries'
     # forward ("adapter") or the documents' (their routing keys, "doc_adapter")
     for name in ("adapter", "doc_adapter"):

@@ -89,7 +89,7 @@ class Router(nn.Module):
 
     def __init__(self, shape: ModelShape, layers: list[int], meta: dict[str, Any] | None = None,
                  adapter: QueryAdapter | None = None, doc_adapter: QueryAdapter | None = None,
-                 mlp: dict[str, int] | None = None):
+                 mlp: dict[str, int] | None = None, layer_weight: torch.Tensor | None = None):
         super().__init__()
         self.shape = shape
         self.layer_ids = list(layers)
@@ -102,9 +102,23 @@ class Router(nn.Module):
         # the same for the documents' routing keys only (their stored K/V never see it):
         # ingest then runs a second forward through it (docs/routing.md, "The document side")
         self.doc_adapter = doc_adapter
+        # learned weight ``[L]`` (mean 1) of each layer in the rule's mean over layers, or
+        # None for the equal mean (kernels/route_topk/naive.py, fold_layers_as_heads)
+        self.layer_weight: torch.Tensor | None
+        if layer_weight is not None and layer_weight.shape != (len(self.layer_ids),):
+            raise RouterMismatchError(f"layer_weight has shape {tuple(layer_weight.shape)}, "
+                                      f"expected ({len(self.layer_ids)},)")
+        self.register_buffer("layer_weight", layer_weight)
 
     def __getitem__(self, layer: int) -> RouterLayer:
         return self.layers[str(layer)]
+
+    def layer_weight_for(self, layers: list[int]) -> torch.Tensor | None:
+        """The learned layer weights in the order of ``layers`` (a space's MSA layers, each
+        one of this router's), or None when the router weighs its layers equally."""
+        if self.layer_weight is None:
+            return None
+        return self.layer_weight[[self.layer_ids.index(i) for i in layers]]
 
     @property
     def keys_from_pooled(self) -> bool:
@@ -159,10 +173,12 @@ class Router(nn.Module):
             )
         adapters = [QueryAdapter.from_config(json.loads(header[name])) if name in header
                     else None for name in ("adapter", "doc_adapter")]
+        tensors = _merge_low_rank(load_file(str(path)))
+        weight = tensors.get("layer_weight")
         router = cls(ModelShape(**json.loads(header["shape"])), json.loads(header["layers"]),
                      json.loads(header.get("meta", "{}")), *adapters,
-                     mlp=json.loads(header.get("mlp", "{}")))
-        tensors = _merge_low_rank(load_file(str(path)))
+                     mlp=json.loads(header.get("mlp", "{}")),
+                     layer_weight=None if weight is None else weight.float())
         router.load_state_dict({k: v.float() for k, v in tensors.items()})
         return router.eval().requires_grad_(False)
 

@@ -224,7 +224,9 @@ class Engine(Recall):
     def _empty_index(self) -> RoutingIndex:
         """A resident routing index as this space's settings lay it out."""
         return RoutingIndex(self.lm.device, top_tokens=self.cfg.route_top_tokens,
-                            key_dtype=self.cfg.routing_key_dtype)
+                            key_dtype=self.cfg.routing_key_dtype,
+                            layer_weight=None if self.router is None
+                            else self.router.layer_weight_for(self.layers))
 
     def _load_index(self, live: Sequence[StoredMemory]) -> None:
         self.index = self._empty_index()

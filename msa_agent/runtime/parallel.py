@@ -158,7 +158,7 @@ def gather_rows(index: RoutingIndex, comm: Comm, positions: Sequence[int], ids: 
             parts += zip(owned, block.to(index.device).split(count.tolist()))
     parts.sort(key=lambda part: part[0])
     out = RoutingIndex(index.device, use_kernel=index.use_kernel, top_tokens=index.top_tokens,
-                       key_dtype=index.key_dtype)
+                       key_dtype=index.key_dtype, layer_weight=index.layer_weight)
     if parts:
         out.add_unit([ids[p] for p, _ in parts], [""] * len(parts),
                      torch.cat([r for _, r in parts]), [r.shape[0] for _, r in parts])

@@ -52,4 +52,7 @@ def _tensors(tr: TrainableRouter, dtype: torch.dtype) -> dict[str, torch.Tensor]
         for name in ("adapter", "doc_adapter"):
             if (adapter := getattr(tr, name)) is not None:
                 out.update({f"{name}.{k}": v for k, v in adapter.state_dict().items()})
-    return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}
+        if (weight := tr.layer_weight()) is not None:
+            out["layer_weight"] = weight
+    return {k: v.detach().to(torch.float32 if k == "layer_weight" else dtype).contiguous()
+            for k, v in out.items()}

@@ -35,13 +35,15 @@ class TrainableRouter(nn.Module):
     hidden]`` and ``B`` ``[L, out, r]`` (smaller to ship, fewer parameters to fit).
     ``mlp`` ({"q": width, "k": width}): a residual MLP in front of that side's projection
     (``residual_mlp``; ``down`` ``[L, width, hidden]``, ``up`` ``[L, hidden, width]``, zero,
-    so training starts from the linear router).
+    so training starts from the linear router). ``layer_weights``: a learned weight per
+    layer in the rule's mean over layers, ``L * softmax(layer_logit)`` (mean 1; zero logits,
+    so training starts from the equal weights).
     """
 
     def __init__(self, shape: ModelShape, layers: Sequence[int], rank: int | None = None,
                  seed: int = 0, top_tokens: int = 1, adapter: QueryAdapter | None = None,
                  doc_adapter: QueryAdapter | None = None,
-                 mlp: dict[str, int] | None = None) -> None:
+                 mlp: dict[str, int] | None = None, layer_weights: bool = False) -> None:
         super().__init__()
         self.shape, self.layer_ids, self.rank = shape, list(layers), rank
         self.top_tokens = top_tokens  # the rule it is trained for (route_top_tokens)
@@ -66,6 +68,13 @@ class TrainableRouter(nn.Module):
         for kind, width in self.mlp_widths.items():
             self.mlp[f"{kind}_down"] = _uniform((n, width, shape.hidden), shape.hidden, gen)
             self.mlp[f"{kind}_up"] = nn.Parameter(torch.zeros(n, shape.hidden, width))
+        self.layer_logit = nn.Parameter(torch.zeros(n)) if layer_weights else None
+
+    def layer_weight(self) -> torch.Tensor | None:
+        """Per-layer weights ``[L]`` of the rule (mean 1), or None for the equal mean."""
+        if self.layer_logit is None:
+            return None
+        return self.layer_logit.softmax(0) * self.layer_logit.shape[0]
 
     def weight(self, kind: str) -> torch.Tensor:
         """Full weights ``[L, out, hidden]`` of ``kind`` ("q" or "k")."""
@@ -91,7 +100,9 @@ class TrainableRouter(nn.Module):
         """The runtime :class:`Router` with these weights (full matrices)."""
         adapter, doc = (None if a is None else copy.deepcopy(a)
                         for a in (self.adapter, self.doc_adapter))
-        router = Router(self.shape, self.layer_ids, meta, adapter, doc, self.mlp_widths)
+        weight = self.layer_weight()
+        router = Router(self.shape, self.layer_ids, meta, adapter, doc, self.mlp_widths,
+                        None if weight is None else weight.detach().float().cpu())
         wq, wk = self.weight("q"), self.weight("k")
         for j, layer in enumerate(self.layer_ids):
             router[layer].router_q_proj.weight.copy_(wq[j])
@@ -104,19 +115,24 @@ class TrainableRouter(nn.Module):
 
     @classmethod
     def from_router(cls, router: Router, rank: int | None = None, top_tokens: int = 1,
-                    mlp: dict[str, int] | None = None) -> TrainableRouter:
+                    mlp: dict[str, int] | None = None, layer_weights: bool = False
+                    ) -> TrainableRouter:
         """Trainable copy of an existing router (to continue training it).
 
         With ``rank``, each weight is cut to its best rank-``rank`` approximation (truncated
         SVD): exact when the router was itself trained at that rank. ``mlp``: widths of
-        residual MLPs to add where the router has none (identity at first).
+        residual MLPs to add where the router has none (identity at first);
+        ``layer_weights``: learn per-layer weights (from the router's own, else equal).
         """
         adapter, doc = (None if a is None else copy.deepcopy(a).requires_grad_(True)
                         for a in (router.adapter, router.doc_adapter))
         widths = {**(mlp or {}), **router.mlp}
+        has = router.layer_weight is not None
         tr = cls(router.shape, router.layer_ids, rank, top_tokens=top_tokens, adapter=adapter,
-                 doc_adapter=doc, mlp=widths)
+                 doc_adapter=doc, mlp=widths, layer_weights=layer_weights or has)
         with torch.no_grad():
+            if has:  # logits whose L * softmax is the router's weights
+                tr.layer_logit.copy_(router.layer_weight.float().clamp_min(1e-8).log())
             for j, layer in enumerate(router.layer_ids):
                 for kind, lin in (("q", router[layer].router_q_proj),
                                   ("k", router[layer].router_k_proj)):
@@ -161,7 +177,8 @@ def pad_rows(packed: Packed, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Te
 def query_features(tr: TrainableRouter, x: torch.Tensor) -> torch.Tensor:
     """Folded unit queries ``[B, T, 1, 1, L*Hkv*D]`` (layers as heads) of ``[B, T, L, hidden]``."""
     q = tr.project(x.flatten(0, 1), "q")  # [B*T, L, Hq, D]
-    return fold_layers_as_heads(q, tr.shape.n_kv_heads).unflatten(0, x.shape[:2])
+    qf = fold_layers_as_heads(q, tr.shape.n_kv_heads, tr.layer_weight())
+    return qf.unflatten(0, x.shape[:2])
 
 
 def key_features(tr: TrainableRouter, chunks: torch.Tensor) -> torch.Tensor:
