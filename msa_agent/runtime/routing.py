@@ -20,7 +20,6 @@ is ranked as alone.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,21 +35,16 @@ from msa_agent.kernels.route_topk.naive import (
 )
 from msa_agent.runtime.rows import GrowableRows
 
-_log = logging.getLogger(__name__)
-
 
 def head_chunk_scores(keys: torch.Tensor, q: torch.Tensor, top_tokens: int = 1,
                       key_scale: torch.Tensor | None = None,
-                      q_mask: torch.Tensor | None = None,
-                      layer_weight: torch.Tensor | None = None) -> torch.Tensor:
+                      q_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Layers-as-heads chunk scores ``[N]``: unit keys ``[N, L, H, D]`` (times ``key_scale``
     ``[N]`` for fp8), queries ``[T, L, Hq, D]`` (the rule on ``[T, L*Hq, D]`` against
     ``[N, L*H, D]``); or ``[B, N]`` for a padded batch ``[B, T, L, Hq, D]`` whose real tokens
-    are ``q_mask`` ``[B, T]`` (None: all). ``layer_weight`` ``[L]``: a router's learned
-    weights of the layers in the mean (None: equal)."""
+    are ``q_mask`` ``[B, T]`` (None: all)."""
     batched = q.dim() == 5
-    qf = fold_layers_as_heads(q if batched else q[None], keys.shape[2],
-                              layer_weight)  # [B, T, 1, 1, L*H*D]
+    qf = fold_layers_as_heads(q if batched else q[None], keys.shape[2])  # [B, T, 1, 1, L*H*D]
     s = chunk_scores(qf, keys.flatten(1)[:, None, None], q_mask, top_tokens=top_tokens,
                      key_scale=key_scale)[:, 0]  # [B, N]
     return s if batched else s[0]
@@ -138,15 +132,13 @@ class RoutingIndex:
         self.device = torch.device(device)
         self.top_tokens = top_tokens
         self.key_dtype = key_dtype
-        # a router's learned weight of each layer under "heads" ([L], mean 1; None: equal).
-        # The fused kernel has no such weights: an index with them ranks by the torch rule
+        # a router's learned weight of each layer ([L], mean 1; None: equal). Resident rows
+        # are the unit keys times their layer's weight: <q̂, w_l k̂> sums to the weighted
+        # mean of the rule (naive.fold_layers_as_heads) in the fused kernel and the torch
+        # rule alike, with no change to either; per-layer scores are weighted cosines
         self.layer_weight = None if layer_weight is None else layer_weight.float().to(
             self.device)
         self.use_kernel = self.device.type == "cuda" if use_kernel is None else use_kernel
-        if self.layer_weight is not None and self.use_kernel:
-            _log.warning("the router has learned layer weights, which the fused route_topk "
-                         "kernel does not implement: routing uses the torch rule")
-            self.use_kernel = False
         # resident rows, appended in place (rows.py): [N, L, H, D] unit keys (fp8: divided
         # by key_scale), [N] fp8 scales, [N] the document of each chunk row
         self._keys = GrowableRows(torch.empty(0, dtype=KEY_DTYPES[key_dtype],
@@ -203,8 +195,16 @@ class RoutingIndex:
                 rows += counts[end]
                 end += 1
             self.add_unit(ids[doc:end], namespaces[doc:end],
-                          unit(keys[row:row + rows].to(self.device)), counts[doc:end])
+                          self._resident(keys[row:row + rows]), counts[doc:end])
             doc, row = end, row + rows
+
+    def _resident(self, keys: torch.Tensor) -> torch.Tensor:
+        """Unnormalised keys ``[N, L, H, D]`` -> resident rows: unit, times their layer's
+        learned weight when the router has one."""
+        rows = unit(keys.to(self.device))
+        if self.layer_weight is not None:
+            rows = rows * self.layer_weight[None, :, None, None]
+        return rows
 
     def _reserve(self, more: int, row_shape: tuple[int, ...]) -> None:
         """Room for ``more`` chunk rows in every resident buffer."""
@@ -215,9 +215,10 @@ class RoutingIndex:
 
     def add_unit(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
                  counts: Sequence[int]) -> None:
-        """Append documents whose keys are unit already: ``keys`` ``[sum(counts), L, H, D]``,
-        ``counts[i]`` rows for ``ids[i]`` (rows taken from another index: not normalised
-        again, so their scores stay bit-identical)."""
+        """Append documents whose rows are resident rows already: ``keys`` ``[sum(counts), L,
+        H, D]`` (unit, times the layer weights if any), ``counts[i]`` rows for ``ids[i]``
+        (rows taken from another index: not normalised or weighted again, so their scores
+        stay bit-identical)."""
         if not ids:
             return
         codes = [self._ns_code.setdefault(n, len(self._ns_code)) for n in namespaces]
@@ -255,8 +256,9 @@ class RoutingIndex:
         self._pos = {d: j for j, d in enumerate(self.doc_ids)}
 
     def unit_rows(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Float32 unit keys of chunk ``rows`` (a bool or index tensor; None = all), widened
-        from the resident dtype: what another index or rank takes (``add_unit``)."""
+        """Float32 resident rows of chunk ``rows`` (a bool or index tensor; None = all):
+        unit keys times the layer weights if any, widened from the resident dtype; what
+        another index or rank takes (``add_unit``)."""
         keys = self.keys if rows is None else self.keys[rows]
         out = keys.float()
         if self.key_scale is not None:
@@ -314,8 +316,7 @@ class RoutingIndex:
         q, q_len = padded(qs)  # [B, Tmax, L, Hq, D], [B] or None
         q_mask = token_mask(q_len, q.shape[1])  # [B, Tmax] or None
         if combine == "heads":
-            chunk = head_chunk_scores(self.keys, q, self.top_tokens, self.key_scale, q_mask,
-                                      self.layer_weight)
+            chunk = head_chunk_scores(self.keys, q, self.top_tokens, self.key_scale, q_mask)
         else:
             chunk = layer_chunk_scores(self.keys, q, self.top_tokens, self.key_scale, q_mask)
         doc = doc_scores_ref(chunk, self.chunk_doc, len(self.doc_ids), mask)  # [B(, L), M]
@@ -388,8 +389,7 @@ class RoutingIndex:
             return [], torch.empty(0), []
         rows, slot = self._rows_of(docs)
         per = layer_chunk_scores(rows, q, self.top_tokens)  # [L, C]
-        pick = (head_chunk_scores(rows, q, self.top_tokens, layer_weight=self.layer_weight)
-                if combine == "heads" else per.mean(0))
+        pick = head_chunk_scores(rows, q, self.top_tokens) if combine == "heads" else per.mean(0)
         n, c = len(docs), slot.numel()
         layer = _per_doc_max(per, slot, n)  # [L, n]
         best_val = _per_doc_max(pick[None], slot, n)[0]  # [n]
@@ -415,8 +415,7 @@ class RoutingIndex:
         if combine != "heads":
             return _combine_layers(self._evidence(docs, q, combine)[0], combine)
         rows, slot = self._rows_of(docs)
-        pick = head_chunk_scores(rows, q, self.top_tokens,
-                                 layer_weight=self.layer_weight)  # [C]
+        pick = head_chunk_scores(rows, q, self.top_tokens)  # [C]
         return _per_doc_max(pick[None], slot, len(docs))[0].tolist()
 
     def explain(self, ids: Sequence[str], q: torch.Tensor, combine: str = "heads",

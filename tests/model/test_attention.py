@@ -33,7 +33,9 @@ def naive_logits(model, mems: list[list[int]], question: list[int]) -> torch.Ten
 
 def memory_of(model, tokenizer, mems: list[list[int]]) -> MemoryKV:  # noqa: ANN001
     layers = list(range(model.config.num_hidden_layers))
-    enc = Encoder(wrap_model(model, tokenizer), layers, chunk_size=4, keep_full_kv=True)
+    # on the CPU, where the test builds its tensors (wrap_model would take a GPU if any)
+    enc = Encoder(wrap_model(model, tokenizer, device="cpu"), layers, chunk_size=4,
+                  keep_full_kv=True)
     docs = enc.encode(mems)
     mkv = MemoryKV()
     for j, layer in enumerate(layers):

@@ -228,6 +228,51 @@ def test_fused_kernel_through_the_runtime(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(calls) == 4
 
 
+def test_layer_weights_through_the_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A router's learned layer weights live in the resident rows, so the fused kernel ranks
+    by the weighted rule with no change: the same picks as the torch rule."""
+    calls, gen, docs, ids, spaces = _kernel_setup(monkeypatch, 11)
+    weight = torch.tensor([0.4, 1.6])
+    kernel = RoutingIndex(use_kernel=True, top_tokens=2, layer_weight=weight)
+    torch_path = RoutingIndex(use_kernel=False, top_tokens=2, layer_weight=weight)
+    for index in (kernel, torch_path):
+        index.add(ids, spaces, docs)
+    check_same_ranking(kernel, torch_path, gen)
+    assert len(calls) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_docs=st.integers(1, 6), layers=st.integers(1, 3), seed=st.integers(0, 10_000),
+       key_dtype=st.sampled_from(["float32", "float16"]))
+def test_layer_weights_give_the_weighted_mean_of_layer_scores(n_docs: int, layers: int,
+                                                             seed: int, key_dtype: str) -> None:
+    """Oracle, one query token and one chunk per memory: a weighted index's score is the
+    mean over layers of weight times that layer's score in an unweighted index; the
+    per-layer evidence is the weighted cosine; rows moved to another index (``add_unit``
+    of ``unit_rows``, as shards do) are not weighted twice."""
+    gen = torch.Generator().manual_seed(seed)
+    docs = [torch.randn(1, layers, 2, 8, generator=gen) for _ in range(n_docs)]
+    ids = [f"m{i}" for i in range(n_docs)]
+    weight = torch.rand(layers, generator=gen) * 2
+    weight = weight / weight.mean()
+    plain = RoutingIndex(key_dtype=key_dtype)
+    weighted = RoutingIndex(key_dtype=key_dtype, layer_weight=weight)
+    for index in (plain, weighted):
+        index.add(ids, ["a"] * n_docs, docs)
+    moved = RoutingIndex(key_dtype=key_dtype, layer_weight=weight)
+    moved.add_unit(ids, ["a"] * n_docs, weighted.unit_rows(), [1] * n_docs)
+    q = torch.randn(1, layers, 4, 8, generator=gen)
+    per_layer = torch.tensor(plain.explain(ids, q).layer_scores)  # [n, L]
+    want = (per_layer * weight).mean(1)
+    for index in (weighted, moved):
+        got = index.explain(ids, q)
+        torch.testing.assert_close(torch.tensor(got.scores), want, atol=2e-3, rtol=0)
+        torch.testing.assert_close(torch.tensor(got.layer_scores), per_layer * weight,
+                                   atol=2e-3, rtol=0)
+    ranked = weighted.rank(q, n_docs, weighted.mask_for("a"))
+    assert sorted(ranked.docs) == list(range(n_docs))
+
+
 def check_same_ranking(kernel: RoutingIndex, torch_path: RoutingIndex,
                        gen: torch.Generator) -> None:  # fmt: skip
     for t in (1, 4):

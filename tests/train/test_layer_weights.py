@@ -116,10 +116,3 @@ def test_runtime_index_scores_equal_the_training_rule(lm, cache) -> None:  # noq
         shown = index.explain([str(d) for d in range(6)], q, evidence=False)
         for d, s in zip(shown.docs, shown.scores):
             assert s == pytest.approx(got[d], abs=1e-5)
-
-
-def test_the_fused_kernel_is_not_used_with_layer_weights(caplog) -> None:  # noqa: ANN001
-    with caplog.at_level("WARNING"):
-        index = RoutingIndex(use_kernel=True, layer_weight=torch.ones(3))
-    assert not index.use_kernel
-    assert "layer weights" in caplog.text
