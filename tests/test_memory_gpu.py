@@ -26,7 +26,8 @@ def test_memory_on_cuda(tmp_path: Path) -> None:
         hits = mem.recall("Where does Alice work?", k=3, hops=2, explain=True)
         ans = mem.answer("Where does Alice work?", k=2, read="full", max_new_tokens=4)
         assert {h.id for h in hits} == set(ids)
-        assert ans.read == "full" and ans.generated_tokens == 4
+        # the answer format stops at the end of a short answer: 1 to max_new_tokens tokens
+        assert ans.read == "full" and 1 <= ans.generated_tokens <= 4 and ans.text
     with Memory.open(tmp_path / "m", model=pair, device="cuda") as mem:
         again = mem.recall("Where does Alice work?", k=3, hops=2)
     assert [h.id for h in again] == [h.id for h in hits]

@@ -11,14 +11,18 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fused_rank_equals_cpu_rank() -> None:
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_rank_equals_cpu_rank(weighted: bool) -> None:
+    """``weighted``: a router's learned layer weights (in the resident rows)."""
     gen = torch.Generator().manual_seed(0)
+    weight = torch.linspace(0.5, 1.5, 15) if weighted else None
     docs = [torch.randn(int(torch.randint(1, 9, (1,), generator=gen)), 15, 3, 64, generator=gen)
             for _ in range(3000)]
     ids = [f"m{i}" for i in range(len(docs))]
     spaces = ["a" if i % 3 else "b" for i in range(len(docs))]
     q = torch.randn(12, 15, 9, 64, generator=gen)
-    cpu, gpu = RoutingIndex("cpu"), RoutingIndex("cuda")
+    cpu, gpu = (RoutingIndex(d, layer_weight=weight) for d in ("cpu", "cuda"))
+    assert gpu.use_kernel
     for index in (cpu, gpu):
         index.add(ids, spaces, docs)
     every = cpu.rank(q, len(docs), cpu.mask_for("a"), "heads")
