@@ -89,6 +89,9 @@ def train_router(
     rank: Annotated[int, typer.Option(help="Low rank of each projection; 0 = full rank.")] = 64,
     mlp_width: Annotated[int, typer.Option(
         help="Width of a residual MLP before each projection (a deeper router); 0 = none.")] = 0,
+    layer_weights: Annotated[bool, typer.Option(
+        help="Learn a weight per MSA layer in the routing rule (equal weights otherwise).")
+    ] = False,
     hard_negatives: Annotated[int, typer.Option(help="Mined per pair.")] = 2,
     held_out: Annotated[float, typer.Option(help="Held-out fraction.")] = 0.1,
     seed: int = 0,
@@ -127,7 +130,8 @@ def train_router(
         result = run(lm, fit, out=out, layers=chosen, config=cfg, held_out=held,
                      cache_root=cache, dtype=dtype, progress=step,
                      init=_init_router(init, lm, chosen),
-                     mlp={"q": mlp_width, "k": mlp_width} if mlp_width else None)
+                     mlp={"q": mlp_width, "k": mlp_width} if mlp_width else None,
+                     layer_weights=layer_weights)
     _print(console, result, len(fit), len(held))
     if reencode is not None:
         from msa_agent import Memory

@@ -68,6 +68,7 @@ def train_router(
     progress: Progress | None = None,
     init: Router | None = None,
     mlp: dict[str, int] | None = None,
+    layer_weights: bool = False,
 ) -> TrainResult:
     """Train router projections for ``lm`` on ``pairs`` (frozen backbone) and save them.
 
@@ -77,6 +78,8 @@ def train_router(
     memory space) instead of starting from random weights; its layers are used. ``mlp``
     ({"q": width, "k": width}) puts a residual MLP in front of that side's projection (a
     deeper router, docs/routing.md; it starts as the identity where ``init`` has none).
+    ``layer_weights``: learn a weight per layer in the rule's mean over layers (equal at
+    first, or ``init``'s own), trained with the projections.
     """
     cfg = config or TrainConfig()
     shape = ModelShape.of(lm.model)
@@ -90,10 +93,10 @@ def train_router(
     cache_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if init is None:
         tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens,
-                             mlp=mlp).to(lm.device)
+                             mlp=mlp, layer_weights=layer_weights).to(lm.device)
     else:
         tr = TrainableRouter.from_router(init.cpu(), cfg.rank, cfg.top_tokens,
-                                         mlp).to(lm.device)
+                                         mlp, layer_weights).to(lm.device)
     before = evaluate_held_out(tr, val, cfg.temperature) if val else {}
     step_cb = (lambda s, _loss: progress("steps", s + 1, cfg.steps)) if progress else None
     report = train(data, tr, cfg, on_step=step_cb)

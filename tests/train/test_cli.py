@@ -59,3 +59,14 @@ def test_train_router_cli_trains_a_deeper_router(tmp_path: Path, tiny_pair) -> N
     assert router.mlp == {"q": 8, "k": 8} and router.keys_from_pooled
     bad = CliRunner().invoke(app, [*base, "--mlp-width", "-1"])
     assert bad.exit_code == 2 and "mlp-width" in bad.output
+
+
+def test_train_router_cli_learns_layer_weights(tmp_path: Path, tiny_pair) -> None:
+    out = tmp_path / "router.safetensors"
+    base = [*_train_router_args(tmp_path, tiny_pair), "--out", str(out), "--steps", "3"]
+    result = CliRunner().invoke(app, [*base, "--layer-weights", "--lr", "0.05"])
+    assert result.exit_code == 0, result.output
+    lm = load_model(str(tmp_path / "model"), device="cpu")
+    weight = Router.load(out, model_fingerprint(lm)).layer_weight
+    assert weight is not None and weight.shape == (2,)
+    assert abs(float(weight.mean()) - 1) < 1e-5 and float((weight - 1).abs().max()) > 0
