@@ -23,7 +23,7 @@ from msa_agent.runtime.routing import RoutingIndex
 from msa_agent.train import HiddenCache, TrainableRouter, TrainConfig, build_dataset, train
 from msa_agent.train.live import LiveQueries
 from msa_agent.train.score import score_matrix
-from msa_agent.train.trainer import batch_loss
+from msa_agent.train.trainer import TrainReport, batch_loss
 
 WIDTHS = {"q": 16, "k": 16}
 
@@ -53,16 +53,24 @@ def test_added_mlp_starts_as_the_linear_router(lm, cache) -> None:  # noqa: ANN0
     torch.testing.assert_close(got, want)
 
 
-def test_training_only_the_mlp_moves_it_and_nothing_else(lm, cache) -> None:  # noqa: ANN001
-    data = build_dataset(cache, synthetic_pairs(48, seed=1))
+def train_beside_frozen_factors(lm, data, steps: int, lr: float, **extra  # noqa: ANN001
+                                ) -> tuple[TrainableRouter, TrainReport]:
+    """Continue a rank-8 router with ``extra`` parts added (``mlp=``, ``layer_weights=``),
+    its projections frozen; checks that they did not move."""
     base = TrainableRouter(ModelShape.of(lm.model), LAYERS, rank=8, seed=0)
-    tr = TrainableRouter.from_router(base.to_router(), 8, 1, mlp=WIDTHS)
+    tr = TrainableRouter.from_router(base.to_router(), 8, 1, **extra)
     frozen = {k: v.detach().clone() for k, v in tr.factors.items()}
-    cfg = TrainConfig(steps=15, batch_size=16, lr=1e-2, rank=8, hard_negatives=0,
+    cfg = TrainConfig(steps=steps, batch_size=16, lr=lr, rank=8, hard_negatives=0,
                       frozen=("factors",))
     report = train(data, tr, cfg)
     for k, v in tr.factors.items():
         torch.testing.assert_close(v, frozen[k])
+    return tr, report
+
+
+def test_training_only_the_mlp_moves_it_and_nothing_else(lm, cache) -> None:  # noqa: ANN001
+    data = build_dataset(cache, synthetic_pairs(48, seed=1))
+    tr, report = train_beside_frozen_factors(lm, data, 15, 1e-2, mlp=WIDTHS)
     assert float(tr.mlp["k_up"].detach().abs().max()) > 0
     assert float(tr.mlp["q_up"].detach().abs().max()) > 0
     assert report.losses[-1] < report.losses[0]
