@@ -102,13 +102,14 @@ def run_variant(v: dict[str, Any], data: Dataset, c: Corpus, cache: HiddenCache,
     lm = cache.lm
     cfg = TrainConfig(**{k: x for k, x in v.items() if k not in _NOT_CONFIG})
     shape = ModelShape.of(lm.model)
+    weighted = bool(v.get("layer_weights"))
     if v.get("init"):  # "shipped" or a router file
         path = SHIPPED if v["init"] == "shipped" else Path(v["init"])
         tr = TrainableRouter.from_router(Router.load(path), cfg.rank, cfg.top_tokens,
-                                         v.get("mlp"), bool(v.get("layer_weights")))
+                                         v.get("mlp"), weighted)
     else:
         tr = TrainableRouter(shape, layers, cfg.rank, cfg.seed, cfg.top_tokens,
-                             mlp=v.get("mlp"), layer_weights=bool(v.get("layer_weights")))
+                             mlp=v.get("mlp"), layer_weights=weighted)
     # {"first": layer, "rank": r, "alpha": a}: LoRA on first..L_max-1, on the queries'
     # forward ("adapter") or the documents' (their routing keys, "doc_adapter")
     for name in ("adapter", "doc_adapter"):

@@ -112,7 +112,8 @@ class Ranked:
 
 
 class RoutingIndex:
-    """Unit routing keys of every live chunk, resident on one device, plus chunk->doc map.
+    """Unit routing keys of every live chunk (times their layer's learned weight, if the
+    router has one), resident on one device, plus chunk->doc map.
 
     ``use_kernel``: rank ``combine="heads"`` with the fused Triton ``route_topk`` (True), with
     the torch rule of ``naive.py`` (False), or auto (None: the kernel when keys are on CUDA).
@@ -157,7 +158,8 @@ class RoutingIndex:
 
     @property
     def keys(self) -> torch.Tensor:
-        """``[N, L, H, D]`` resident unit keys (fp8: divided by :attr:`key_scale`)."""
+        """``[N, L, H, D]`` resident rows: unit keys times the layer weights if any (fp8:
+        divided by :attr:`key_scale`)."""
         return self._keys.view()
 
     @property
@@ -400,7 +402,7 @@ class RoutingIndex:
         return layer.T.tolist(), best_val, (best - first).tolist()
 
     def _rows_of(self, docs: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unit key rows ``[C, L, H, D]`` of positions ``docs`` (distinct) and the slot in
+        """The resident rows ``[C, L, H, D]`` of positions ``docs`` (distinct) and the slot in
         ``docs`` of each row's document ``[C]``."""
         slot_of = torch.full((len(self.doc_ids),), -1, dtype=torch.long, device=self.device)
         slot_of[torch.tensor(docs, device=self.device)] = torch.arange(len(docs),
