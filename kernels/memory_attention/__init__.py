@@ -19,6 +19,8 @@ def memory_attention(
     *,
     page_len: torch.Tensor | None = None,
     num_splits: int | None = None,
+    heads_first: bool = False,
+    scratch: dict | None = None,
 ) -> torch.Tensor:
     """Softmax attention of local queries over the selected memory and the local context.
 
@@ -35,6 +37,11 @@ def memory_attention(
         scale: softmax scale, default D ** -0.5.
         page_len: `[L]` int, valid tokens in each selected page (default: all PAGE).
         num_splits: split-KV programs per (query tile, kv head); default by occupancy.
+        heads_first: q / k_local / v_local come as `[HQ, T, D]` / `[HKV, TK, D]` (a model's
+            `[B, H, T, D]` row, no transpose needed); the output is `[T, HQ, D]` either way.
+        scratch: a dict kept by the caller across calls of one shape on one stream, one
+            after another (every layer of a forward): the kernel's split buffers are
+            allocated once in it instead of at each call.
 
     Returns:
         `[T, HQ, D]` in q's dtype. At least one key must be visible to every query.
@@ -45,19 +52,21 @@ def memory_attention(
     if use_triton(q):
         from .parallel import memory_attention_triton
 
-        # q / k_local / v_local are read through their strides (a transposed [B, H, T, D]
-        # view costs no copy); only a D that is not unit-stride, and the pools, are packed.
-        q, k_local, v_local = (_unit_last(t) for t in (q, k_local, v_local))
-        k_pool, v_pool, mem_idx = (t.contiguous() for t in (k_pool, v_pool, mem_idx))
-        return memory_attention_triton(
-            q, k_local, v_local, k_pool, v_pool, mem_idx, scale, page_len, num_splits
-        )
+        # q / k_local / v_local are read through their strides (a [B, H, T, D] row or its
+        # transpose costs no copy); only a D that is not unit-stride, and the pools, are packed.
+        q, k_local, v_local = _unit_last(q), _unit_last(k_local), _unit_last(v_local)
+        k_pool, v_pool, mem_idx = k_pool.contiguous(), v_pool.contiguous(), mem_idx.contiguous()
+        return memory_attention_triton(q, k_local, v_local, k_pool, v_pool, mem_idx, scale,
+                                       page_len, num_splits, heads_first, scratch)
+    if heads_first:
+        q, k_local, v_local = q.transpose(0, 1), k_local.transpose(0, 1), v_local.transpose(0, 1)
     return memory_attention_ref(q, k_local, v_local, k_pool, v_pool, mem_idx, scale, page_len)
 
 
 def _unit_last(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when its last dim is unit-stride (any other strides are fine), else packed."""
     return t if t.stride(-1) == 1 else t.contiguous()
+
 
 
 __all__ = ["memory_attention"]

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .._dispatch import autotune_off, interpret_mode
+from .._relaunch import Relauncher
 
 LOG2E = 1.4426950408889634
 
@@ -198,21 +199,40 @@ def _plan(T: int, TK: int, HQ: int, HKV: int, D: int, PAGE: int, L: int, has_len
                  tuple(consts.items()))
 
 
-# autotuned config per (constexprs, dtypes): after the first launch of a key, later launches
-# call the compiled kernel with it directly instead of through the autotuner's lookup
-_tuned: dict[tuple[Any, ...], Any] = {}
+# launch constants per (constexprs, dtypes): the autotuned config's merged in once known;
+# after that, launches go to the compiled kernel directly (``Relauncher``)
+_tuned: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[Any, ...]]] = {}
+_attn = Relauncher(memory_attn_kernel.fn)
+_combine = Relauncher(combine_kernel)
 
 
 def _launch(plan: _Plan, args: tuple[Any, ...], dtypes: tuple[torch.dtype, ...]) -> None:
     key = (plan.key, dtypes)
-    config = _tuned.get(key)
-    if config is None or interpret_mode():
+    ready = _tuned.get(key)
+    if ready is None or interpret_mode():
         memory_attn_kernel[plan.grid](*args, **plan.consts)
         best = getattr(memory_attn_kernel, "best_config", None)
         if best is not None and best.pre_hook is None:
-            _tuned[key] = best
+            consts = {**plan.consts, **best.all_kwargs()}
+            _tuned[key] = (consts, (key, tuple(sorted(best.all_kwargs().items()))))
         return
-    memory_attn_kernel.fn[plan.grid](*args, **plan.consts, **config.all_kwargs())
+    _attn(plan.grid, args, *ready)
+
+
+Scratch = dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _split_buffers(NS: int, T: int, HQ: int, D: int, device: torch.device,
+                   scratch: Scratch | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split-KV partial outputs ``[NS, T, HQ, D]`` and log-sum-exps ``[NS, T, HQ]``
+    (float32), kept in ``scratch`` for the next call of this shape when given."""
+    key = (NS, T, HQ, D, device)
+    if scratch is not None and key in scratch:
+        return scratch[key]
+    bufs = (torch.empty((NS, T, HQ, D), device=device), torch.empty((NS, T, HQ), device=device))
+    if scratch is not None:
+        scratch[key] = bufs
+    return bufs
 
 
 def memory_attention_triton(
@@ -225,20 +245,26 @@ def memory_attention_triton(
     scale: float,
     page_len: torch.Tensor | None,
     num_splits: int | None,
+    heads_first: bool = False,
+    scratch: Scratch | None = None,
 ) -> torch.Tensor:
-    T, HQ, D = q.shape
-    TK, HKV, _ = k_local.shape
-    plan = _plan(T, TK, HQ, HKV, D, k_pool.shape[1], mem_idx.numel(), page_len is not None,
-                 num_splits, q.device)
+    """``memory_attention`` on the kernel; q/k/v ``[T, H, D]``, or ``[H, T, D]`` when
+    ``heads_first`` (read through their strides either way)."""
+    t, h = (1, 0) if heads_first else (0, 1)
+    T, HQ, D = q.shape[t], q.shape[h], q.shape[2]
+    TK, HKV = k_local.shape[t], k_local.shape[h]
+    L = mem_idx.numel()
+    plan = _plan(T, TK, HQ, HKV, D, k_pool.shape[1], L, page_len is not None, num_splits,
+                 q.device)
     NS = plan.grid[2]
     out = torch.empty((T, HQ, D), dtype=q.dtype, device=q.device)
-    o_buf = out if NS == 1 else torch.empty((NS, T, HQ, D), device=q.device)
-    lse = torch.empty((NS, T, HQ) if NS > 1 else (1,), device=q.device)
+    o_buf, lse = (out, out) if NS == 1 else _split_buffers(NS, T, HQ, D, q.device, scratch)
+    sq, sk, sv = q.stride(), k_local.stride(), v_local.stride()
     args = (q, k_local, v_local, k_pool, v_pool, mem_idx,
             page_len if page_len is not None else mem_idx, o_buf, lse, scale * LOG2E,
-            *q.stride()[:2], *k_local.stride()[:2], *v_local.stride()[:2],
-            T, TK, mem_idx.numel(), NS)  # fmt: skip
+            sq[t], sq[h], sk[t], sk[h], sv[t], sv[h], T, TK, L, NS)  # fmt: skip
     _launch(plan, args, (q.dtype, k_local.dtype, k_pool.dtype, mem_idx.dtype))
     if NS > 1:
-        combine_kernel[(T * HQ,)](o_buf, lse, out, T * HQ, NS, D=D, BD=plan.bd, BSP=plan.bsp)
+        consts = {"D": D, "BD": plan.bd, "BSP": plan.bsp}
+        _combine((T * HQ,), (o_buf, lse, out, T * HQ, NS), consts, (D, plan.bd, plan.bsp))
     return out

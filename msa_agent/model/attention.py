@@ -27,6 +27,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from msa_agent.kernels import memory_attention
 from msa_agent.kernels._dispatch import use_triton
 
 MSA_ATTENTION = "msa"
@@ -65,6 +66,9 @@ class MemoryKV:
     _pages: dict[tuple[int, torch.dtype], PagedKV] = field(default_factory=dict, repr=False)
     _causal: dict[tuple[int, int, int], tuple[torch.Tensor, bool]] = field(
         default_factory=dict, repr=False)  # (id(mask), T, S) -> (the mask, kept alive; causal?)
+    # the kernel's split buffers, shared by the layers of a forward (they run one after
+    # another on one stream): allocated once per shape instead of at every layer
+    scratch: dict = field(default_factory=dict, repr=False)
 
     def get(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return (self.k[layer], self.v[layer]) if layer in self.k else None
@@ -150,7 +154,7 @@ def msa_attention_forward(
     if memory.visible is None and _kernel_serves(module, query, dropout, kwargs) \
             and memory.causal(attention_mask, query.shape[2], key.shape[2]):
         return _kernel_attention(memory.paged(module.layer_idx, key.dtype), query, key, value,
-                                 scaling), None
+                                 scaling, memory.scratch), None
     mk, mv = (t.to(key.dtype) for t in prefix)
     local = _local_mask(attention_mask, query.shape[2], key.shape[2], query.device)
     shape = (*local.shape[:-1], mk.shape[2])
@@ -201,13 +205,14 @@ def _kernel_serves(module: torch.nn.Module, query: torch.Tensor, dropout: float,
 
 
 def _kernel_attention(pages: PagedKV, query: torch.Tensor, key: torch.Tensor,
-                      value: torch.Tensor, scaling: float | None) -> torch.Tensor:
-    """[memory pages ; causal local] via the kernel: ``[1, Hq, T, D]`` in, ``[1, T, Hq, D]`` out."""
-    from msa_agent.kernels import memory_attention
-
-    out = memory_attention(query[0].transpose(0, 1), key[0].transpose(0, 1),
-                           value[0].transpose(0, 1), pages.k, pages.v, pages.idx, scaling,
-                           page_len=pages.page_len)  # [T, Hq, D]
+                      value: torch.Tensor, scaling: float | None,
+                      scratch: dict | None = None) -> torch.Tensor:
+    """[memory pages ; causal local] via the kernel: ``[1, Hq, T, D]`` in, ``[1, T, Hq, D]`` out.
+    The rows go in heads first, as they are (no transposed views: this runs once per layer
+    and token, where the host's time per call is what costs)."""
+    out = memory_attention(query[0], key[0], value[0], pages.k, pages.v, pages.idx, scaling,
+                           page_len=pages.page_len, heads_first=True,
+                           scratch=scratch)  # [T, Hq, D]
     return out[None]
 
 

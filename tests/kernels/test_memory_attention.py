@@ -102,3 +102,68 @@ def test_memory_attention_gpu(assert_rms: Check, dt: torch.dtype, shape: tuple[i
     run_case(assert_rms, shape, dt, "cuda", ragged=False)
     run_case(assert_rms, shape, dt, "cuda", strided=True)
     run_case(assert_rms, shape, dt, "cuda")
+
+
+def test_heads_first_rows_and_scratch_interpret(assert_rms: Check) -> None:
+    """``heads_first`` reads a model's ``[H, T, D]`` rows as they are, and split buffers kept
+    in ``scratch`` serve later calls of one shape (one entry per shape) with right results."""
+    torch.manual_seed(5)
+    scratch: dict = {}
+    for T, TK in ((6, 6), (6, 6), (1, 7)):
+        HQ, HKV, D, P, PAGE, L = 4, 2, 32, 9, 8, 5
+        q = torch.randn(HQ, T, D)
+        kl, vl = torch.randn(HKV, TK, D), torch.randn(HKV, TK, D)
+        kp, vp = torch.randn(P, PAGE, HKV, D), torch.randn(P, PAGE, HKV, D)
+        idx, plen = torch.randperm(P)[:L], torch.randint(1, PAGE + 1, (L,))
+        out = memory_attention(q, kl, vl, kp, vp, idx, 0.2, page_len=plen, num_splits=3,
+                               heads_first=True, scratch=scratch)
+        ref = memory_attention_ref(q.transpose(0, 1).double(), kl.transpose(0, 1).double(),
+                                   vl.transpose(0, 1).double(), kp.double(), vp.double(), idx,
+                                   0.2, plen)
+        assert_rms(out, ref, TOL[torch.float32])
+    assert len(scratch) == 2  # (T = 6) and (T = 1): the second T = 6 call reused its buffers
+
+
+def test_specialisation_follows_triton_rules() -> None:
+    """The relaunch key tells apart what Triton compiles apart: dtypes, 16-byte alignment,
+    ints equal to 1, multiples of 16, and ints wider than 32 bits."""
+    try:
+        from msa_agent.kernels._relaunch import specialisation
+    except ImportError:
+        from kernels._relaunch import specialisation
+    x = torch.zeros(64, dtype=torch.float16)
+    assert specialisation((x,)) != specialisation((x[1:],))  # 2 bytes off: not aligned
+    assert specialisation((x,)) == specialisation((x[8:],))  # 16 bytes off: aligned
+    assert specialisation((x,)) != specialisation((x.float(),))
+    assert specialisation((1,)) != specialisation((2,)) == specialisation((3,))
+    assert specialisation((32,)) != specialisation((33,))
+    assert specialisation((33,)) != specialisation((2**31 + 1,))
+    assert specialisation((0.5,)) == specialisation((2.5,))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_relaunch_matches_the_jit_gpu(assert_rms: Check, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launches after the first go to the compiled kernel directly; across shapes, unaligned
+    views and repeats they give what the JIT's own launch gives, bit for bit."""
+    torch.manual_seed(6)
+    HQ, HKV, D, P, PAGE, L = 9, 3, 64, 40, 64, 30
+    kp, vp = (torch.randn(P, PAGE, HKV, D, device="cuda", dtype=torch.bfloat16)
+              for _ in range(2))
+    idx = torch.randperm(P, device="cuda")[:L].int()
+    plen = torch.randint(1, PAGE + 1, (L,), device="cuda").int()
+    scratch: dict = {}
+    for T in (22, 22, 16, 1, 1, 22):
+        base = torch.randn(HQ * T * D + 1, device="cuda", dtype=torch.bfloat16)
+        q = base[T % 2:][:HQ * T * D].view(HQ, T, D)  # odd T: 2 bytes off alignment
+        kl, vl = (torch.randn(HKV, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        args = (q, kl, vl, kp, vp, idx, 0.125)
+        monkeypatch.setenv("MSA_TRITON_RELAUNCH", "1")
+        got = memory_attention(*args, page_len=plen, heads_first=True, scratch=scratch)
+        monkeypatch.setenv("MSA_TRITON_RELAUNCH", "0")
+        want = memory_attention(*args, page_len=plen, heads_first=True)
+        assert torch.equal(got, want)
+        ref = memory_attention_ref(q.transpose(0, 1).double(), kl.transpose(0, 1).double(),
+                                   vl.transpose(0, 1).double(), kp.double(), vp.double(), idx,
+                                   0.125, plen)
+        assert_rms(got, ref, TOL[torch.bfloat16])
