@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class Relauncher:
     def __init__(self, fn: Any) -> None:
         self.fn = fn  # a JITFunction (an InterpretedFunction under the interpreter: never
         self._compiled: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}  # relaunched)
+        self.broken = False
 
     @functools.cached_property
     def const_names(self) -> list[str]:
@@ -62,7 +64,7 @@ class Relauncher:
         """``fn[grid](*args, **consts)``. ``args``: the runtime arguments in order;
         ``consts``: the constexprs and the launch options (``num_warps``, ...), hashed by
         the caller into ``consts_key`` (the same key for the same dict)."""
-        if not relaunch_enabled():
+        if not relaunch_enabled() or self.broken:
             self.fn[grid](*args, **consts)
             return
         key = (consts_key, args[0].device, specialisation(args))
@@ -72,4 +74,10 @@ class Relauncher:
             self._compiled[key] = (kernel, tuple(consts[n] for n in self.const_names))
             return
         kernel, tail = hit
-        kernel[grid](*args, *tail)
+        try:  # the compiled kernel's launcher wants all three grid dims and every parameter
+            kernel[(*grid, 1, 1)[:3]](*args, *tail)
+        except (AttributeError, IndexError, TypeError) as err:  # a Triton that launches
+            self.broken = True  # otherwise: its JIT from now on (raised before the launch)
+            warnings.warn(f"relaunching {self.fn} failed ({err!r}); launching through "
+                          "Triton's JIT from now on", RuntimeWarning, stacklevel=2)
+            self.fn[grid](*args, **consts)

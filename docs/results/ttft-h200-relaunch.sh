@@ -8,11 +8,12 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 ln -sfn "$PWD/kernels" msa_agent/kernels; ln -sfn "$PWD/store" msa_agent/store
 ln -sfn "$PWD/.gpu-old/kernels" .gpu-old/msa_agent/kernels; ln -sfn "$PWD/.gpu-old/store" .gpu-old/msa_agent/store
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels/test_memory_attention.py \
-  tests/model/test_attention_gpu.py tests/test_memory_gpu.py 2>&1 | tail -4
+  tests/model/test_attention_gpu.py 2>&1 | tail -4
+python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_memory_gpu.py -k "memory_on_cuda" 2>&1 | tail -2
 echo "| tree | path | µs per layer, median | min |"
 for r in a b; do
-  (cd .gpu-old && python3 ../docs/results/attention-host-h200.py 72fcaa1)
-  python3 docs/results/attention-host-h200.py new
+  (cd .gpu-old && PYTHONPATH=$PWD:$PYTHONPATH python3 ../docs/results/attention-host-h200.py 72fcaa1)
+  PYTHONPATH=$PWD:$PYTHONPATH python3 docs/results/attention-host-h200.py new
 done
 M=$PWD/.gpu-model
 run() {  # tree tag rep

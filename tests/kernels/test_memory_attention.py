@@ -167,3 +167,51 @@ def test_relaunch_matches_the_jit_gpu(assert_rms: Check, monkeypatch: pytest.Mon
                                    vl.transpose(0, 1).double(), kp.double(), vp.double(), idx,
                                    0.125, plen)
         assert_rms(got, ref, TOL[torch.bfloat16])
+
+
+def test_relauncher_calls_the_compiled_kernel_and_falls_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first launch of a key goes through the JIT and keeps its compiled kernel; later
+    ones call that kernel with a 3-D grid and every parameter; a kernel that cannot be
+    launched so sends this and every later launch back to the JIT, with a warning."""
+    try:
+        from msa_agent.kernels import _relaunch
+    except ImportError:
+        from kernels import _relaunch
+    calls: list[tuple] = []
+
+    class Compiled:
+        fail = False
+
+        def __getitem__(self, grid: tuple) -> Callable[..., None]:
+            def run(*args: object) -> None:
+                if self.fail:
+                    raise IndexError("tuple index out of range")
+                calls.append(("direct", grid, args))
+            return run
+
+    compiled = Compiled()
+
+    class Jit:
+        arg_names, constexprs = ["x", "n", "C"], [2]
+
+        def __getitem__(self, grid: tuple) -> Callable[..., Compiled]:
+            def run(*args: object, **consts: object) -> Compiled:
+                calls.append(("jit", grid, args, consts))
+                return compiled
+            return run
+
+    monkeypatch.setattr(_relaunch, "relaunch_enabled", lambda: True)
+    launch = _relaunch.Relauncher(Jit())
+    x = torch.zeros(8)
+    for _ in range(2):
+        launch((4,), (x, 3), {"C": 7, "num_warps": 4}, ("C7",))
+    assert calls == [("jit", (4,), (x, 3), {"C": 7, "num_warps": 4}),
+                     ("direct", (4, 1, 1), (x, 3, 7))]
+    launch((4,), (x, 16), {"C": 7, "num_warps": 4}, ("C7",))  # n = 16: compiled apart
+    assert calls[-1][0] == "jit"
+    compiled.fail = True
+    with pytest.warns(RuntimeWarning, match="relaunching"):
+        launch((4,), (x, 3), {"C": 7, "num_warps": 4}, ("C7",))
+    launch((4,), (x, 3), {"C": 7, "num_warps": 4}, ("C7",))
+    assert [c[0] for c in calls[-2:]] == ["jit", "jit"] and launch.broken
