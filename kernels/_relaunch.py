@@ -10,8 +10,7 @@ large part of a layer's host time (docs/answering.md, "Time to first token"). A
 
 The specialisation is worked out here as Triton does it: each tensor's dtype and whether its
 address is 16-byte aligned, and whether each int is 1, a multiple of 16 or wider than 32
-bits. Set
-``MSA_TRITON_RELAUNCH=0`` to go through the JIT on every launch.
+bits. Set ``MSA_TRITON_RELAUNCH=0`` to go through the JIT on every launch.
 """
 
 from __future__ import annotations
@@ -47,9 +46,10 @@ class Relauncher:
     """Launches of one ``@triton.jit`` function whose constexpr parameters come last."""
 
     def __init__(self, fn: Any) -> None:
-        self.fn = fn  # a JITFunction (an InterpretedFunction under the interpreter: never
-        self._compiled: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}  # relaunched)
-        self.broken = False
+        self.fn = fn  # a JITFunction (under the interpreter, never relaunched)
+        # (constants, device, specialisation) -> (compiled kernel, constexpr values in order)
+        self._compiled: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}
+        self.broken = False  # set when the installed Triton refused a relaunch
 
     @functools.cached_property
     def const_names(self) -> list[str]:

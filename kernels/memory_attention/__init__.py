@@ -68,5 +68,4 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-
 __all__ = ["memory_attention"]
