@@ -11,6 +11,7 @@ import torch
 
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError
+from msa_agent.model.attention import paged_buffers
 from msa_agent.model.text import split_text
 from msa_agent.runtime.answer import Reader, lay_out
 from msa_agent.runtime.engine import KV_FRAME_SETTING
@@ -80,7 +81,8 @@ def test_laying_memories_out_together_writes_what_one_by_one_writes(
         tiny_pair, starts: list[int], dtype: torch.dtype) -> None:
     """``lay_out(together=True)`` (CUDA's default: one rotation over every memory) and
     ``together=False`` (each memory into its slot) give the same buffers, parallel and
-    sequential positions alike, narrower stored K/V widened the same way."""
+    sequential positions alike, narrower stored K/V widened the same way; and the same
+    again written into views of the kernel's pages (``paged_buffers``, CUDA's layout)."""
     model, _ = tiny_pair
     cfg = model.config
     hkv, d = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
@@ -91,8 +93,14 @@ def test_laying_memories_out_together_writes_what_one_by_one_writes(
         keys, values = torch.zeros(2, hkv, 2 + 15 + 1, d), torch.zeros(2, hkv, 2 + 15 + 1, d)
         lay_out(model, docs, starts, [2, 3], keys, values, at=2, together=together)
         bufs.append((keys, values))
-    torch.testing.assert_close(bufs[0][0], bufs[1][0], rtol=0, atol=0)
-    torch.testing.assert_close(bufs[0][1], bufs[1][1], rtol=0, atol=0)
+    keys, values, _ = paged_buffers(torch.zeros(1), 2, hkv, 2 + 15 + 1, d, paged=True)
+    keys.zero_()
+    values.zero_()
+    lay_out(model, docs, starts, [2, 3], keys, values, at=2, together=True)
+    bufs.append((keys, values))
+    for got in bufs[1:]:
+        torch.testing.assert_close(got[0], bufs[0][0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], bufs[0][1], rtol=0, atol=0)
     assert bufs[0][0][:, :, 2:17].abs().sum() > 0 and not bufs[0][0][:, :, 17:].any()
 
 

@@ -22,7 +22,7 @@ import torch
 
 from msa_agent.config import READ_MODES
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.attention import MemoryKV, rope_tables, rotate_with
+from msa_agent.model.attention import MemoryKV, paged_buffers, rope_tables, rotate_with
 from msa_agent.model.loader import LoadedModel
 from msa_agent.runtime.residency import Candidates
 from msa_agent.store import StoredMemory
@@ -158,11 +158,10 @@ def full_kv(model: Any, fetched: Sequence[KV], layers: Sequence[int]) -> tuple[M
     """
     k0 = fetched[0][0]
     total = sum(k.shape[0] for k, _ in fetched)
-    keys = k0.new_empty((len(layers), k0.shape[2], total, k0.shape[3]))
-    values = torch.empty_like(keys)
+    keys, values, pages = paged_buffers(k0, len(layers), k0.shape[2], total, k0.shape[3])
     lay_out(model, fetched, [0] * len(fetched), layers, keys, values)
     mkv = MemoryKV()
-    mkv.put(layers, keys, values)
+    mkv.put(layers, keys, values, pages)
     return mkv, max(k.shape[0] for k, _ in fetched)
 
 

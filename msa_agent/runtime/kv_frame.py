@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.attention import MemoryKV, rotate_layers
+from msa_agent.model.attention import MemoryKV, paged_buffers, rotate_layers
 from msa_agent.runtime.answer import KV, SYSTEM, WORKED_EXAMPLE, lay_out, prompt_text
 
 SLOT = "@@msa-memory@@"  # stands for the memory while the frame is rendered
@@ -83,7 +83,7 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     """:func:`framed_kv` from a :func:`frame_head`. The full layers' K/V live in one buffer
     ``[F, Hkv, P + sum S_i, D]`` each: the head, then every memory rotated straight into its
     slot (``rotate_layers(out=...)``), so no layer is concatenated and each layer's K/V are
-    views ``[1, Hkv, ., D]``."""
+    views ``[1, Hkv, ., D]`` (on CUDA, of the kernel's pages: :func:`paged_buffers`)."""
     if positions not in POSITIONS:
         raise InvalidInputError(f"kv_positions must be one of {POSITIONS}, got {positions!r}")
     hk, hv = head
@@ -98,11 +98,10 @@ def _framed(model: Any, head: KV, fetched: Sequence[KV], full_layers: Sequence[i
     if not fetched:
         return mkv, end
     rows = list(full_layers)
-    kbuf = hk.new_empty((len(rows), hk.shape[1], p + sum(sizes), hk.shape[3]))
-    vbuf = torch.empty_like(kbuf)
+    kbuf, vbuf, pages = paged_buffers(hk, len(rows), hk.shape[1], p + sum(sizes), hk.shape[3])
     kbuf[:, :, :p], vbuf[:, :, :p] = hk[rows], hv[rows]
     lay_out(model, fetched, starts, rows, kbuf, vbuf, at=p)
-    mkv.put(rows, kbuf, vbuf)
+    mkv.put(rows, kbuf, vbuf, pages)
     return mkv, end
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from msa_agent.model.attention import MSA_ATTENTION, MemoryKV, rotate_memory
+from msa_agent.model.attention import MSA_ATTENTION, MemoryKV, paged_buffers, rotate_memory
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.loader import wrap_model
 
@@ -170,6 +170,35 @@ def test_put_pages_every_layer_of_a_stack_in_one_buffer() -> None:
             assert torch.equal(a, b)
     assert pages[4].page_len.tolist() == [64, 64, 22]
     assert torch.count_nonzero(pages[4].k[-1, 22:]) == 0  # the last page's tail is zero
+
+
+def test_layout_in_pages_is_read_without_a_copy() -> None:
+    """K/V laid out in :func:`paged_buffers` (the CUDA layout, forced here) are the kernel's
+    pages as they are: ``paged`` returns views of the same storage, equal to paging the
+    same values laid out contiguously, tail zeroed, and a write into a layer's K/V (as
+    ``kv_blend`` makes) reaches its pages after ``written``."""
+    gen = torch.Generator().manual_seed(1)
+    k, v = torch.randn(3, 2, 150, 8, generator=gen), torch.randn(3, 2, 150, 8, generator=gen)
+    kb, vb, pages = paged_buffers(k, 3, 2, 150, 8, paged=True)
+    kb.copy_(k)
+    vb.copy_(v)
+    laid, plain = MemoryKV(), MemoryKV()
+    laid.put([4, 6, 9], kb, vb, pages)
+    plain.put([4, 6, 9], k, v)
+    for layer in (4, 6, 9):
+        got, want = laid.paged(layer, torch.float32), plain.paged(layer, torch.float32)
+        assert got.k.untyped_storage().data_ptr() == pages[0].untyped_storage().data_ptr()
+        for a, b in [(got.k, want.k), (got.v, want.v), (got.idx, want.idx),
+                     (got.page_len, want.page_len)]:
+            assert torch.equal(a, b)
+    laid.k[6][:, :, 3] = 7.0
+    laid.written()
+    assert torch.all(laid.paged(6, torch.float32).k[0, 3] == 7.0)
+    other = laid.paged(4, torch.float16)  # another dtype: paged from the K/V, a copy
+    assert other.k.untyped_storage().data_ptr() != pages[0].untyped_storage().data_ptr()
+    assert torch.equal(other.k.float(), plain.paged(4, torch.float16).k.float())
+    kc, _, none = paged_buffers(k, 3, 2, 150, 8, paged=False)
+    assert none is None and kc.is_contiguous() and kc.shape == k.shape
 
 
 def test_causal_mask_is_compared_once_per_mask() -> None:

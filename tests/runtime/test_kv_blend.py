@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from msa_agent.model.attention import MemoryKV
+from msa_agent.model.attention import MemoryKV, paged_buffers
 from msa_agent.runtime.generate import cache_kwarg, msa_attention
 from msa_agent.runtime.kv_blend import blend, deviating
 
@@ -27,9 +27,11 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[torch.Tensor, Dyna
     return out.logits[0], cache
 
 
-def _memory(cache: DynamicCache, n_layers: int, garbage_from: int | None) -> MemoryKV:
+def _memory(cache: DynamicCache, n_layers: int, garbage_from: int | None,
+            in_pages: bool = False) -> MemoryKV:
     """Every layer's cached K/V as one memory (rows from ``garbage_from`` on replaced by
-    noise: K/V encoded somewhere else)."""
+    noise: K/V encoded somewhere else); ``in_pages``: laid out in the kernel's pages, as
+    reads on CUDA lay them (``paged_buffers``)."""
     k = torch.cat([cache.layers[i].keys for i in range(n_layers)]).clone()
     v = torch.cat([cache.layers[i].values for i in range(n_layers)]).clone()
     if garbage_from is not None:
@@ -37,7 +39,13 @@ def _memory(cache: DynamicCache, n_layers: int, garbage_from: int | None) -> Mem
         k[:, :, garbage_from:] = torch.randn(k[:, :, garbage_from:].shape, generator=g).to(k)
         v[:, :, garbage_from:] = torch.randn(v[:, :, garbage_from:].shape, generator=g).to(v)
     mkv = MemoryKV()
-    mkv.put(range(n_layers), k, v)
+    if in_pages:
+        kb, vb, pages = paged_buffers(k, *k.shape, paged=True)
+        kb.copy_(k)
+        vb.copy_(v)
+        mkv.put(range(n_layers), kb, vb, pages)
+    else:
+        mkv.put(range(n_layers), k, v)
     return mkv
 
 
@@ -50,8 +58,10 @@ def _tail_logits(model: torch.nn.Module, mkv: MemoryKV, start: int) -> torch.Ten
     return out.logits[0]
 
 
+@pytest.mark.parametrize("in_pages", [False, True])
 @pytest.mark.parametrize("kernel", ["0", "1"])
 def test_every_token_reencoded_is_the_joint_prefill(tiny_llama: torch.nn.Module, kernel: str,
+                                                    in_pages: bool,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Stored rows that are noise, all re-encoded: the tail reads exactly what a forward over
     head, memory and tail together gives; also through the kernel, whose pages of the noise
@@ -60,7 +70,7 @@ def test_every_token_reencoded_is_the_joint_prefill(tiny_llama: torch.nn.Module,
     n = tiny_llama.config.num_hidden_layers
     joint, _ = _prefill(tiny_llama, HEAD + MEM + TAIL)
     _, cache = _prefill(tiny_llama, HEAD + MEM)
-    mkv = _memory(cache, n, garbage_from=len(HEAD))
+    mkv = _memory(cache, n, garbage_from=len(HEAD), in_pages=in_pages)
     assert not torch.allclose(_tail_logits(tiny_llama, mkv, len(HEAD + MEM)),
                               joint[-len(TAIL):], atol=1e-3)
     blend(tiny_llama, mkv, MEM, list(range(len(HEAD), len(HEAD + MEM))))
