@@ -78,6 +78,22 @@ class MemoryConfig(BaseModel):
         "joint prefill of the memories). Measured on validation: docs/answering.md.",
     )
     store_dtype: Literal["float16", "float32"] = "float16"
+    summary_layer: int | None = Field(
+        None, description="Also keep a summary vector of each memory: the attention input of "
+        "this layer (negative: counted from the top, -1 the last) at the last token of the "
+        "memory read inside PromptEOL's template ('This text : \"...\" means in one word:\"'), "
+        "matched by cosine against the question's, read the same way: a third recall channel "
+        "from the frozen model's own states, no training (docs/routing.md, 'A summary "
+        "token'). A second forward per memory at ingest and per question at recall. None = "
+        "off. Part of the space's layout.",
+    )
+    summary_weight: float = Field(
+        2.0, ge=0, description="Weight of the summary channel in fusion (MSA routing: 1), "
+        "in a space with a summary_layer; 0 turns the channel off at recall (no question "
+        "forward for it), the space then routes exactly as one without summaries. 2 was "
+        "chosen on the val splits: the best mean over routing='msa' and 'hybrid' of the "
+        "weights that lower no val cell (docs/routing.md).",
+    )
     routing: RoutingMode = Field(
         "auto",
         description="'learned' needs a router; 'own_qk' uses the model's own Q/K (chance-level "
@@ -270,6 +286,7 @@ class SpaceLayout:
     full_kv_layers: str = "msa"
     max_doc_tokens: int = 512
     kv_frame: str = "bare"
+    summary_layer: int | None = None
 
     @classmethod
     def of(cls, cfg: MemoryConfig) -> SpaceLayout:
@@ -292,4 +309,4 @@ class SpaceLayout:
 # How a space routes, stored with it and kept by later opens unless the caller sets them
 ROUTING_SETTINGS = ("routing", "router_path", "route_top_tokens")
 LAYOUT_FIELDS = ("msa_layers", "chunk_size", "store_dtype", "keep_full_kv", "full_kv_layers",
-                 "max_doc_tokens", "kv_frame")
+                 "max_doc_tokens", "kv_frame", "summary_layer")

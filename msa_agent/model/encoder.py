@@ -47,6 +47,7 @@ class EncodedDoc:
     pooled_v: torch.Tensor
     full_k: torch.Tensor | None = None
     full_v: torch.Tensor | None = None
+    summary: torch.Tensor | None = None  # [hidden] unit summary vector (a summary_layer)
 
     @property
     def n_chunks(self) -> int:
@@ -204,6 +205,22 @@ class Encoder:
                             for layer in self.layers]
                     out[i] = torch.stack(vecs, 1)
         return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def last_states(self, texts: Sequence[Sequence[int]], layer: int) -> torch.Tensor:
+        """Unit attention inputs ``[N, hidden]`` fp32 (on the CPU) of ``layer`` at each
+        text's last token: its summary vector when the text is wrapped in the summary
+        template (``text.summary_ids``). Base weights, no adapter; each forward stops after
+        ``layer``; batched by length as :meth:`encode`."""
+        if any(len(t) == 0 for t in texts):
+            raise InvalidInputError("cannot encode an empty text")
+        out = torch.empty(len(texts), self.shape.hidden)
+        for batch in length_batches([len(t) for t in texts], self.batch_tokens):
+            taps = self._forward([texts[i] for i in batch], ("hidden",), [layer])
+            h = taps["hidden"][layer]  # [B, Tmax, hidden]
+            last = torch.tensor([len(texts[i]) - 1 for i in batch], device=h.device)
+            out[batch] = h[torch.arange(len(batch), device=h.device), last].float().cpu()
+        return torch.nn.functional.normalize(out, dim=-1)
 
     def _query_model(self) -> tuple[torch.nn.Module, QueryAdapter | None]:
         """The module routing queries are encoded with and the adapter to hook on it: the

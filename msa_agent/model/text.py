@@ -109,3 +109,21 @@ def query_ids(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
     """Token ids of a query (prefix added), truncated to ``max_tokens``."""
     ids = special_prefix(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[:max_tokens]
+
+
+# PromptEOL's template (Jiang et al. 2023): the state at its last token sums the text up in a
+# frozen causal LM. A memory's and a question's summary vectors read it (docs/routing.md,
+# "A summary token"); the prefix is what makes it work there (suffix-only templates were far
+# worse on validation).
+SUMMARY_PREFIX, SUMMARY_SUFFIX = 'This text : "', '" means in one word:"'
+
+
+def summary_ids(tokenizer: Any, ids: list[int]) -> list[int]:
+    """``ids`` (a document's or a query's, the tokenizer's special prefix first if it has
+    one) inside the summary template: prefix + PREFIX + text + SUFFIX. The pieces are
+    tokenised apart, so a text's own ids are the ones it is stored with."""
+    lead = special_prefix(tokenizer)
+    body = ids[len(lead):] if ids[:len(lead)] == lead else ids
+    pre = tokenizer(SUMMARY_PREFIX, add_special_tokens=False)["input_ids"]
+    post = tokenizer(SUMMARY_SUFFIX, add_special_tokens=False)["input_ids"]
+    return [*lead, *pre, *body, *post]

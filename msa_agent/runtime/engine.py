@@ -34,10 +34,10 @@ from msa_agent.model.encoder import EncodedDoc, Encoder
 from msa_agent.model.loader import LoadedModel, model_fingerprint, query_copy_dtype
 from msa_agent.model.router import Router
 from msa_agent.model.shape import ModelShape, resolve_msa_layers
-from msa_agent.model.text import query_ids, split_text
+from msa_agent.model.text import query_ids, split_text, summary_ids
 from msa_agent.runtime import bundle
 from msa_agent.runtime.answer import POOLED_K_ROPE, POOLED_K_SETTING
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion
+from msa_agent.runtime.fusion import LEXICAL, MSA, SUMMARY, Fusion
 from msa_agent.runtime.kv_blend import blend_share
 from msa_agent.runtime.kv_frame import KVFrame, head_ids
 from msa_agent.runtime.recall import Recall
@@ -90,6 +90,7 @@ class Engine(Recall):
         self.shape = ModelShape.of(lm.model)
         self.layers = resolve_msa_layers(self.shape, cfg.msa_layers)
         self.full_layers = _full_layers(self.shape, self.layers, cfg)
+        self.summary_layer = resolve_summary_layer(self.shape, cfg.summary_layer)
         framed = cfg.keep_full_kv and cfg.kv_frame == "chat"
         self.kv_frame = KVFrame(head_ids(self.tokenizer), cfg.kv_positions) if framed else None
         self.encoder = Encoder(lm, self.layers, chunk_size=cfg.chunk_size, router=router,
@@ -100,9 +101,7 @@ class Engine(Recall):
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         # chunk spans and words of memory texts read as chunks (excerpt, kv_chunks, bridge)
         self._layouts = functools.lru_cache(maxsize=CHUNK_LAYOUTS)(self._layout_of)
-        self.fusion = Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight)),
-                             cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s,
-                             cfg.newer_subject_max, cfg.newer_cover, cfg.more_words_within)
+        self.fusion = fusion_of(cfg)
         self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds
         self._indexed_at: dict[str, int] = {}  # a reader's: memory id -> its first chunk row
@@ -233,7 +232,17 @@ class Engine(Recall):
         if live:
             keys, _owner = self._space.read_all("route_k")  # [N, L, H, D], store dtype
             self.index.add_rows([m.id for m in live], [m.namespace for m in live],
-                                torch.from_numpy(keys), [m.n_chunks for m in live])
+                                torch.from_numpy(keys), [m.n_chunks for m in live],
+                                summary=self._summaries_of(live))
+
+    def _summaries_of(self, live: Sequence[StoredMemory]) -> torch.Tensor | None:
+        """The summary vectors ``[len(live), hidden]`` of every live memory (each one's first
+        chunk row; every row of a memory holds it), None in a space without them."""
+        if self.summary_layer is None:
+            return None
+        rows, owner = self._space.read_all(SUMMARY)  # [N chunks, hidden]
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else owner
+        return torch.from_numpy(np.ascontiguousarray(rows[first]))
 
     def _sync_index(self, live: Sequence[StoredMemory]) -> list[str]:
         """Apply the writer's commits since the last load to the index: drop memories gone
@@ -250,8 +259,10 @@ class Engine(Recall):
         self.index.remove(gone)
         if new:
             keys = self._space.read("route_k", new)  # each [C_i, L, H, D]
+            summary = None if self.summary_layer is None else torch.from_numpy(
+                np.stack([r[0] for r in self._space.read(SUMMARY, new)]))
             self.index.add([m.id for m in new], [m.namespace for m in new],
-                           [torch.from_numpy(np.ascontiguousarray(k)) for k in keys])
+                           [torch.from_numpy(np.ascontiguousarray(k)) for k in keys], summary)
         return gone
 
     # ---------------------------------------------------------------- writes
@@ -279,7 +290,12 @@ class Engine(Recall):
                 ) -> dict[int, list[EncodedDoc]]:
         """Encoded parts of the docs whose target needs new rows, by doc index."""
         todo = [i for i, t in enumerate(targets) if t.encode]
-        flat = self.encoder.encode([ids for i in todo for ids, _ in planned[i]]) if todo else []
+        parts = [ids for i in todo for ids, _ in planned[i]]
+        flat = self.encoder.encode(parts) if todo else []
+        if self.summary_layer is not None and parts:
+            vectors = self.encoder.last_states(
+                [summary_ids(self.tokenizer, ids) for ids in parts], self.summary_layer)
+            flat = [replace(e, summary=v) for e, v in zip(flat, vectors)]
         out, at = {}, 0
         for i in todo:
             out[i], at = flat[at:at + len(planned[i])], at + len(planned[i])
@@ -325,7 +341,9 @@ class Engine(Recall):
             if replaced:
                 self._drop([p.id for t in replaced for p in t.old])
             keys = [torch.from_numpy(np.ascontiguousarray(a["route_k"])) for a in arrays]
-            self.index.add(ids, [m.namespace for m in memories], keys)
+            summary = torch.from_numpy(np.stack([a[SUMMARY][0] for a in arrays])) \
+                if self.summary_layer is not None else None
+            self.index.add(ids, [m.namespace for m in memories], keys, summary)
         return ids
 
     def _drop(self, ids: list[str]) -> None:
@@ -570,7 +588,18 @@ class Engine(Recall):
                "pooled_v": self._np(d.pooled_v)}
         if self.cfg.keep_full_kv:
             out["full_k"], out["full_v"] = self._np(d.full_k), self._np(d.full_v)
+        if self.summary_layer is not None:  # a chunk-unit array: each chunk row holds it
+            assert d.summary is not None
+            out[SUMMARY] = self._np(d.summary[None].expand(d.n_chunks, -1))
         return out
+
+
+def fusion_of(cfg: MemoryConfig) -> Fusion:
+    """How ``cfg`` fuses hybrid recall's channels (MSA routing weighs 1)."""
+    return Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight),
+                                          (SUMMARY, cfg.summary_weight)),
+                  cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s, cfg.newer_subject_max,
+                  cfg.newer_cover, cfg.more_words_within)
 
 
 def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> dict[str, Any]:
@@ -583,6 +612,9 @@ def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> 
         fp["full_kv_layers"] = cfg.full_kv_layers
     if cfg.keep_full_kv and cfg.kv_frame != "bare":
         fp["kv_frame"] = cfg.kv_frame
+    summary = resolve_summary_layer(ModelShape.of(lm.model), cfg.summary_layer)
+    if summary is not None:
+        fp["summary_layer"] = summary
     return fp
 
 
@@ -593,7 +625,19 @@ def array_specs(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> list[A
     if cfg.keep_full_kv:
         full = (len(_full_layers(s, layers, cfg)), s.n_kv_heads, s.head_dim)
         specs += [ArraySpec(n, "token", full, dt) for n in ("full_k", "full_v")]
+    if cfg.summary_layer is not None:
+        specs.append(ArraySpec(SUMMARY, "chunk", (s.hidden,), dt))
     return specs
+
+
+def resolve_summary_layer(shape: ModelShape, layer: int | None) -> int | None:
+    """``summary_layer`` as a layer index (negative counts from the top); None stays None."""
+    if layer is None:
+        return None
+    if not -shape.n_layers <= layer < shape.n_layers:
+        raise InvalidInputError(f"summary_layer {layer} is out of range for a "
+                                f"{shape.n_layers}-layer model")
+    return layer % shape.n_layers
 
 
 def stored_config(cfg: MemoryConfig, lm: LoadedModel) -> dict[str, Any]:

@@ -43,10 +43,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-MSA, LEXICAL = "msa", "lexical"
+MSA, LEXICAL, SUMMARY = "msa", "lexical", "summary"
 Ranking = Sequence[tuple[str, float]]  # (memory id, channel score), best first
 
 
@@ -95,6 +95,13 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     related = _versions_of(rare, f.cover)
     order = _newer_first_within(order, score, created, f.newer_within, f.newer_gap_s, related)
     return [Fused(i, score[i], parts[i]) for i in order]
+
+
+def without_word_rules(f: Fusion) -> Fusion:
+    """``f`` without the rules that read the question's words (recency, newer-first,
+    more-words-first): they belong to the lexical channel, so ``routing="msa"`` fuses MSA
+    routing with the summary channel (a space with a ``summary_layer``) without them."""
+    return replace(f, recency_weight=0.0, newer_within=0.0, more_words_within=0.0)
 
 
 def completed(msa: Ranking, extra: Ranking) -> list[tuple[str, float]]:

@@ -175,6 +175,9 @@ class ShardedEngine(Engine):
 
     def __init__(self, lm: LoadedModel, cfg: MemoryConfig, router: Router | None,
                  space: Space) -> None:
+        if cfg.summary_layer is not None:
+            raise InvalidInputError("Memory Parallel does not route with a summary channel: "
+                                    "open this space in one process (summary_layer is set)")
         self.ids: list[str] = []  # every live memory's id, by global position
         self._gpos: dict[str, int] = {}
         super().__init__(lm, cfg, router, space)

@@ -15,9 +15,20 @@ import torch
 
 from msa_agent.config import MemoryConfig
 from msa_agent.model.encoder import Encoder
-from msa_agent.model.text import query_ids, special_prefix
+from msa_agent.model.text import query_ids, special_prefix, summary_ids
 from msa_agent.runtime.excerpt import ChunkLayout, chunk_words, matched_chunk, window
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, completed, fuse, superseded, versions
+from msa_agent.runtime.fusion import (
+    LEXICAL,
+    MSA,
+    SUMMARY,
+    Fusion,
+    Ranking,
+    completed,
+    fuse,
+    superseded,
+    versions,
+    without_word_rules,
+)
 from msa_agent.runtime.interleave import Hops, interleave
 from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
@@ -41,6 +52,7 @@ class Recall:
     layers: list[int]
     index: RoutingIndex
     fusion: Fusion
+    summary_layer: int | None
     lock: threading.RLock
     _space: Space
     _layouts: Callable[[str], ChunkLayout]  # _layout_of, cached per text (the engine's)
@@ -54,6 +66,14 @@ class Recall:
         """:meth:`query` of several texts, their forwards batched by length."""
         return self.encoder.query_vectors_many(
             [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts])
+
+    def summary_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit summary vectors ``[B, hidden]`` of ``texts`` read as questions: each inside
+        the summary template, one batched forward up to ``summary_layer``."""
+        assert self.summary_layer is not None
+        ids = [summary_ids(self.tokenizer, query_ids(self.tokenizer, t, self.cfg.max_doc_tokens))
+               for t in texts]
+        return self.encoder.last_states(ids, self.summary_layer)
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
                q: torch.Tensor | None = None, mode: str | None = None,
@@ -128,25 +148,74 @@ class Recall:
         if mode == LEXICAL:  # one channel: its own BM25 scores, no fusion
             return [self._lexical_only(self._lexical(t, pool, scope, exclude)[:k])
                     for t in texts]
+        if mode == MSA and not self.summary_on:
+            queries = self._queries(texts, qs)
+            with self.lock:
+                ranked = self.index.rank_many(queries, k, self._mask(scope, exclude),
+                                              self.cfg.layer_combine, explain=evidence)
+                return [self._recalled(r) for r in ranked]
+        pools, queries = self.channel_pools(texts, pool, scope, exclude, qs, mode)
+        f = self.fusion if mode != MSA else self.fusion_alone
+        return [self._fused(channels, k, q if evidence else None, t, f)
+                for t, q, channels in zip(texts, queries, pools)]
+
+    @property
+    def summary_on(self) -> bool:
+        """Whether recall reads the summary channel: a space with summaries and a positive
+        ``summary_weight`` (0 turns it off: no question forward for it)."""
+        return self.index.has_summary and self.cfg.summary_weight > 0
+
+    def channel_pools(self, texts: Sequence[str], pool: int, scope: Scope, exclude: set[str],
+                      qs: Sequence[torch.Tensor | None], mode: str
+                      ) -> tuple[list[dict[str, Ranking]], list[torch.Tensor]]:
+        """Each text's channel candidates before fusion (MSA routing, and the lexical channel
+        unless ``mode`` is "msa", and the summary channel when on: ``pool`` each, the MSA
+        and summary ones completed with the other channels' candidates), and the texts'
+        router queries. The MSA rankings of all texts come from one ``rank_many`` pass."""
         # Hybrid, one channel after the other: the lexical search costs ~5 ms at 2,000
         # memories, and overlapping it with the forward on a worker thread only made both
         # compete for the cores (docs/recall.md, "Cost").
         lexical = [self._lexical(t, pool, scope, exclude) for t in texts] \
-            if mode != MSA else []
+            if mode != MSA else [[] for _ in texts]
         queries = self._queries(texts, qs)
+        vectors = self.summary_vectors(texts) if self.summary_on else None
         with self.lock:
             mask = self._mask(scope, exclude)
-            if mode == MSA:
-                ranked = self.index.rank_many(queries, k, mask, self.cfg.layer_combine,
-                                              explain=evidence)
-                return [self._recalled(r) for r in ranked]
             ranked = self.index.rank_many(queries, pool, mask, self.cfg.layer_combine,
                                           explain=False)
             ids = self.index.doc_ids
             msa = [[(ids[d], s) for d, s in zip(r.docs, r.scores)] for r in ranked]
-        return [self._fused({LEXICAL: lex, MSA: self._completed(m, lex, q)}, k,
-                            q if evidence else None, t)
-                for t, q, lex, m in zip(texts, queries, lexical, msa)]
+            cosines = None if vectors is None else self.index.summary_scores(vectors, mask)
+            out = []
+            for i, (lex, m) in enumerate(zip(lexical, msa)):
+                channels: dict[str, Ranking] = {LEXICAL: lex} if mode != MSA else {}
+                if cosines is not None:
+                    channels[SUMMARY] = self._summary_pool(cosines[i], pool, [*lex, *m])
+                others = [x for c in (LEXICAL, SUMMARY) for x in channels.get(c, [])]
+                channels[MSA] = self._completed(m, others, queries[i])
+                out.append(channels)
+        return out, queries
+
+    @property
+    def fusion_alone(self) -> Fusion:
+        """How ``routing="msa"`` fuses MSA routing with the summary channel
+        (:func:`~msa_agent.runtime.fusion.without_word_rules` of the engine's fusion)."""
+        return without_word_rules(self.fusion)
+
+    def _summary_pool(self, cosines: torch.Tensor, n: int, also: Ranking
+                      ) -> list[tuple[str, float]]:
+        """The summary channel's candidates, best first: the ``n`` documents of highest
+        cosine (``cosines`` ``[M]``, -inf outside the scope) and the other channels'
+        candidates ``also``, each with its own cosine (every fused candidate then has a real
+        summary score, as ``fusion_complete`` gives the MSA channel)."""
+        live = int(torch.isfinite(cosines).sum())
+        top = torch.topk(cosines, min(n, live)).indices.tolist() if live else []
+        pos = self.index.positions([i for i, _ in also])
+        chosen = list(dict.fromkeys([*top, *pos]))
+        values = cosines[chosen].tolist() if chosen else []
+        ids = self.index.doc_ids
+        return sorted(((ids[d], v) for d, v in zip(chosen, values) if v != float("-inf")),
+                      key=lambda x: -x[1])
 
     def _queries(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
                  ) -> list[torch.Tensor]:
@@ -173,7 +242,7 @@ class Recall:
     def routing_scores(self, ids: list[str], skip: set[str], q: torch.Tensor
                        ) -> list[tuple[str, float]]:
         """The routing score of each of ``ids`` not in ``skip`` (``RoutingIndex.explain``)."""
-        missing = [i for i in ids if i not in skip]
+        missing = list(dict.fromkeys(i for i in ids if i not in skip))  # channels overlap
         if not missing:
             return []
         with self.lock:
@@ -195,23 +264,24 @@ class Recall:
                 for r, (i, s) in enumerate(found, 1) if i in by_id]
 
     def _fused(self, channels: dict[str, list[tuple[str, float]]], k: int,
-               q: torch.Tensor | None, text: str) -> list[Recalled]:
-        """Fuse the channels' candidates; routing evidence for the top ``k`` when ``q``."""
+               q: torch.Tensor | None, text: str, f: Fusion | None = None) -> list[Recalled]:
+        """Fuse the channels' candidates (by ``f``, default the engine's fusion); routing
+        evidence for the top ``k`` when ``q``."""
+        f = self.fusion if f is None else f
         with self.lock:  # times for the whole pool, full records for the top k only
             pool = list({i for ranking in channels.values() for i, _ in ranking})
             created = self._space.created_times(pool)
             matched = (self._space.matched_terms(text, pool)
-                       if self.fusion.newer_within > 0 and self.fusion.subject_max > 0 else None)
-            top = [f for f in fuse(channels, created, self.fusion, matched)
-                   if f.id in created][:k]
-            by_id = {m.id: m for m in self._space.get_many([f.id for f in top])}
-            evidence = self._evidence([f.id for f in top], q)
+                       if f.newer_within > 0 and f.subject_max > 0 else None)
+            top = [x for x in fuse(channels, created, f, matched) if x.id in created][:k]
+            by_id = {m.id: m for m in self._space.get_many([x.id for x in top])}
+            evidence = self._evidence([x.id for x in top], q)
         later = {} if matched is None else superseded(
-            [f.id for f in top], created, self.fusion.newer_gap_s,
-            versions(matched, self.fusion.subject_max, self.fusion.cover))
-        return [Recalled(by_id[f.id], f.score, channels=f.channels,
-                         superseded_by=later.get(f.id), **evidence.get(f.id, {}))
-                for f in top if f.id in by_id]
+            [x.id for x in top], created, f.newer_gap_s,
+            versions(matched, f.subject_max, f.cover))
+        return [Recalled(by_id[x.id], x.score, channels=x.channels,
+                         superseded_by=later.get(x.id), **evidence.get(x.id, {}))
+                for x in top if x.id in by_id]
 
     def _evidence(self, ids: list[str], q: torch.Tensor | None) -> dict[str, dict[str, Any]]:
         """Per-layer routing scores and best chunk of ``ids`` (none without router queries)."""

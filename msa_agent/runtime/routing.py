@@ -147,6 +147,8 @@ class RoutingIndex:
         self._scale = (GrowableRows(torch.empty(0, device=self.device))
                        if key_dtype == "float8" else None)
         self._chunk_doc = GrowableRows(torch.empty(0, dtype=torch.long, device=self.device))
+        # [M, hidden] unit summary vector of each document (a space with a summary_layer)
+        self._summary: GrowableRows | None = None
         self.doc_ids: list[str] = []
         self.doc_ns = torch.empty(0, dtype=torch.long)  # namespace code per doc
         self.alive = torch.empty(0, dtype=torch.bool)
@@ -173,20 +175,25 @@ class RoutingIndex:
         return self._chunk_doc.view()
 
     def add(
-        self, ids: Sequence[str], namespaces: Sequence[str], route_k: Sequence[torch.Tensor]
+        self, ids: Sequence[str], namespaces: Sequence[str], route_k: Sequence[torch.Tensor],
+        summary: torch.Tensor | None = None,
     ) -> None:
-        """Append documents; ``route_k[i]`` is ``[C_i, L, H, D]`` (unnormalised)."""
+        """Append documents; ``route_k[i]`` is ``[C_i, L, H, D]`` (unnormalised); ``summary``
+        ``[len(ids), hidden]`` their summary vectors, in an index that keeps them."""
         if not ids:
             return
-        self.add_rows(ids, namespaces, torch.cat(list(route_k)), [r.shape[0] for r in route_k])
+        self.add_rows(ids, namespaces, torch.cat(list(route_k)), [r.shape[0] for r in route_k],
+                      summary=summary)
 
     def add_rows(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
-                 counts: Sequence[int], block_rows: int = LOAD_ROWS) -> None:
+                 counts: Sequence[int], block_rows: int = LOAD_ROWS,
+                 summary: torch.Tensor | None = None) -> None:
         """Append documents whose unnormalised rows come as one tensor ``[sum(counts), L, H,
         D]`` (any float dtype, any device; e.g. a whole space read from the store). Whole
         documents of about ``block_rows`` rows at a time are moved to the index's device,
         normalised there and narrowed, into buffers reserved once: opening a large space
-        makes no float32 copy of every key on the host and no growth copy."""
+        makes no float32 copy of every key on the host and no growth copy. ``summary``:
+        as :meth:`add`."""
         if not ids:
             return
         self._reserve(int(keys.shape[0]), tuple(keys.shape[1:]))
@@ -197,7 +204,8 @@ class RoutingIndex:
                 rows += counts[end]
                 end += 1
             self.add_unit(ids[doc:end], namespaces[doc:end],
-                          self._resident(keys[row:row + rows]), counts[doc:end])
+                          self._resident(keys[row:row + rows]), counts[doc:end],
+                          None if summary is None else summary[doc:end])
             doc, row = end, row + rows
 
     def _resident(self, keys: torch.Tensor) -> torch.Tensor:
@@ -216,13 +224,14 @@ class RoutingIndex:
             self._scale.reserve(len(self._scale) + more, ())
 
     def add_unit(self, ids: Sequence[str], namespaces: Sequence[str], keys: torch.Tensor,
-                 counts: Sequence[int]) -> None:
+                 counts: Sequence[int], summary: torch.Tensor | None = None) -> None:
         """Append documents whose rows are resident rows already: ``keys`` ``[sum(counts), L,
         H, D]`` (unit, times the layer weights if any), ``counts[i]`` rows for ``ids[i]``
         (rows taken from another index: not normalised or weighted again, so their scores
-        stay bit-identical)."""
+        stay bit-identical). ``summary``: as :meth:`add`."""
         if not ids:
             return
+        self._add_summary(len(ids), summary)
         codes = [self._ns_code.setdefault(n, len(self._ns_code)) for n in namespaces]
         self.doc_ns = torch.cat([self.doc_ns, torch.tensor(codes, dtype=torch.long)])
         new, scale = narrow_keys(keys.to(self.device), self.key_dtype)
@@ -253,6 +262,8 @@ class RoutingIndex:
         self._chunk_doc.replace(new_pos[self.chunk_doc[rows]])
         if self._scale is not None:
             self._scale.replace(self._scale.view()[rows])
+        if self._summary is not None:
+            self._summary.replace(self._summary.view()[keep.to(self.device)])
         self.doc_ids = [d for d, k in zip(self.doc_ids, keep.tolist()) if k]
         self.doc_ns, self.alive = self.doc_ns[keep], self.alive[keep]
         self._pos = {d: j for j, d in enumerate(self.doc_ids)}
@@ -268,10 +279,40 @@ class RoutingIndex:
             out = out * scale.reshape(-1, 1, 1, 1)
         return out
 
+    def _add_summary(self, n: int, summary: torch.Tensor | None) -> None:
+        """Append ``n`` documents' summary vectors ``[n, hidden]`` (unit again here): every
+        document of an index has one, or none has."""
+        if (summary is None) != (self._summary is None) and self.doc_ids:
+            raise ValueError("every document of an index has a summary vector, or none has")
+        if summary is None:
+            self._summary = None
+            return
+        if summary.shape[0] != n:
+            raise ValueError(f"{n} documents, {summary.shape[0]} summary vectors")
+        if self._summary is None:
+            self._summary = GrowableRows(torch.empty(0, device=self.device))
+        self._summary.append(unit(summary.to(self.device, torch.float32)))
+
+    @property
+    def has_summary(self) -> bool:
+        return self._summary is not None
+
+    def summary_scores(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cosine ``[B, M]`` of each query summary vector ``[B, hidden]`` (unit) with every
+        document's; -inf outside ``mask`` ``[M]``."""
+        if self._summary is None:
+            raise ValueError("this index keeps no summary vectors")
+        s = vectors.to(self.device, torch.float32) @ self._summary.view().T
+        return s.masked_fill(~mask.to(self.device)[None], float("-inf"))
+
     @property
     def rows(self) -> int:
         """Chunk rows resident (every one belongs to a live document)."""
         return int(self.chunk_doc.numel())
+
+    def positions(self, ids: Sequence[str]) -> list[int]:
+        """The index positions of those of ``ids`` it holds, in order."""
+        return [self._pos[i] for i in ids if i in self._pos]
 
     def mask_for(self, namespace: str | None, ids: Sequence[str] | None = None) -> torch.Tensor:
         """Boolean ``[M]``: live docs in ``namespace`` (None = all), among ``ids`` if given."""

@@ -1,0 +1,142 @@
+"""The summary channel (``summary_layer``) through the public API, per task and split.
+
+    python -m msa_agent.bench.summary_channel --tasks facts --tasks wiki --split val \
+        --out docs/results/summary-channel-val.json
+
+Each task's memories (those of the split's namespaces) are remembered once into a space with
+``summary_layer`` (``--layer``), timed, under ``--work``. Each query's channel pools are read
+once through the runtime's own ``channel_pools`` (as ``routing="msa"`` and ``"hybrid"``
+recall), then every setting fuses them with the runtime's own ``_fused`` and the fusion its
+config makes (``fusion_of``), top 5 distinct memories. ``summary_weight`` 0 rows fuse the
+pools a recall with the channel off fuses (no summary channel, MSA completed with the
+lexical candidates only), as a space without summaries routes. Settings are chosen on
+``--split val``; ``test`` only reports a choice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from msa_agent.bench import metrics
+from msa_agent.bench.systems import dedupe
+from msa_agent.bench.tasks import Query, build
+from msa_agent.bench.tune import remember
+from msa_agent.runtime.engine import fusion_of
+from msa_agent.runtime.fusion import LEXICAL, MSA, SUMMARY, Fusion, Ranking, without_word_rules
+from msa_agent.runtime.results import Scope
+
+K = 5
+POOL = 50  # = MemoryConfig.fusion_pool
+# (row, recall's routing, config overrides): MSA alone and the default hybrid, each without
+# the channel (weight 0) and with it at a few weights; rrf for the two-channel MSA row too
+SETTINGS: list[tuple[str, str, dict[str, Any]]] = [
+    *[(f"msa summary_weight={w}", "msa", {"summary_weight": w})
+      for w in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)],
+    *[(f"msa summary rrf w={w}", "msa", {"summary_weight": w, "fusion": "rrf"})
+      for w in (1.0, 2.0, 4.0)],
+    *[(f"hybrid summary_weight={w}", "hybrid", {"summary_weight": w})
+      for w in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)],
+]
+
+
+def without_summary(channels: dict[str, Ranking]) -> dict[str, Ranking]:
+    """The pools a recall with the channel off would fuse: no summary channel, and the MSA
+    pool completed with the lexical candidates only (its own ``POOL`` best are the completed
+    list's first ``POOL``: completion only adds lower scores)."""
+    msa = list(channels[MSA])
+    lexical = {i for i, _ in channels.get(LEXICAL, [])}
+    own = msa[:POOL]
+    mine = {i for i, _ in own}
+    out = {c: r for c, r in channels.items() if c not in (SUMMARY, MSA)}
+    out[MSA] = [*own, *[x for x in msa[POOL:] if x[0] in lexical and x[0] not in mine]]
+    return out
+
+
+def pools(mem: Any, query: Query) -> dict[str, dict[str, Ranking]]:
+    """The query's channel pools as ``routing="msa"`` and ``"hybrid"`` recall fuse them (the
+    runtime's ``channel_pools``, summary channel on)."""
+    eng = mem._engine
+    scope = Scope(namespace=query.namespace)
+    q = eng.query(query.text)
+    return {mode: eng.channel_pools([query.text], POOL, scope, set(), [q], mode)[0][0]
+            for mode in ("msa", "hybrid")}
+
+
+def cached_pools(mem: Any, queries: list[Query], file: Path
+                 ) -> list[dict[str, dict[str, Ranking]]]:
+    """:func:`pools` of every query, read once and kept in ``file`` (the space's own: its
+    memories and settings make them)."""
+    if file.exists():
+        return [{m: {c: distinct(r) for c, r in p.items()} for m, p in q.items()}
+                for q in json.loads(file.read_text())]
+    made = [pools(mem, q) for q in queries]
+    file.write_text(json.dumps(made))
+    return made
+
+
+def distinct(ranking: Ranking) -> list[tuple[str, float]]:
+    """``ranking`` with each id once (its first, best entry): pools cached before the MSA
+    completion took each candidate once held the candidates of two channels twice."""
+    seen: set[str] = set()
+    return [(i, s) for i, s in ranking if not (i in seen or seen.add(i))]
+
+
+def ranking(mem: Any, query: Query, channels: dict[str, Ranking], f: Fusion) -> list[str]:
+    """``K`` distinct memory keys of the runtime's fusion of ``channels`` by ``f``."""
+    hits = mem._engine._fused(channels, POOL, None, query.text, f)
+    return dedupe([h.memory.metadata["key"] for h in hits], K)
+
+
+def run_task(name: str, split: str, layer: int, work: Path, lm: Any,
+             only: list[str]) -> dict[str, Any]:
+    from msa_agent import Memory
+
+    task = build(name, "full")
+    queries = [q for q in task.stages[-1].queries if q.split == split]
+    path = work / f"{name}-full-{split}-summary{layer}"
+    t0 = time.perf_counter()
+    remember(task, path, lm, {q.namespace for q in queries}, {"summary_layer": layer})
+    out: dict[str, Any] = {"task": name, "split": split, "summary_layer": layer,
+                           "queries": len(queries), "space": str(path),
+                           "ingest_s": time.perf_counter() - t0, "rows": {}}
+    with Memory.open(path, lm, summary_weight=1.0) as mem:
+        cached = cached_pools(mem, queries, path / f"pools-{split}.json")
+        for row, routing, overrides in SETTINGS:
+            if only and row not in only:
+                continue
+            f = fusion_of(mem.config.model_copy(update=overrides))
+            f = without_word_rules(f) if routing == "msa" else f
+            off = overrides["summary_weight"] == 0
+            ranks = [ranking(mem, q, without_summary(p[routing]) if off else p[routing], f)
+                     for q, p in zip(queries, cached)]
+            rows = metrics.score(queries, ranks)
+            out["rows"][row] = rows
+            line = "  ".join(f"{r['kind']} {r['r1']:.3f}/{r['r5']:.3f}" for r in rows)
+            print(f"{name:12s} {split} {row:28s} {line}", flush=True)
+    return out
+
+
+def main(
+    tasks: list[str] = typer.Option(["facts", "wiki"], "--tasks"),
+    split: str = typer.Option("val", help="val to choose; test only to report a choice."),
+    layer: int = typer.Option(-2, help="summary_layer of the spaces."),
+    work: Path = typer.Option(Path("bench-out/summary"), help="Spaces, reused between runs."),
+    out: Path = typer.Option(Path("docs/results/summary-channel-val.json")),
+    row: list[str] = typer.Option([], "--row", help="Only these settings (default: all); "
+                                  "a test run names the rows chosen on val."),
+) -> None:
+    from msa_agent.model.loader import load_model
+
+    lm = load_model(None, dtype="float32")
+    report = [run_task(t, split, layer, work, lm, row) for t in tasks]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    typer.run(main)
