@@ -167,3 +167,19 @@ def test_channel_pools_hold_each_memory_once(tmp_path: Path) -> None:
                 ids = [i for i, _ in ranking]
                 assert len(ids) == len(set(ids))
             assert (mode == "hybrid") == ("lexical" in pools[0])
+
+
+def test_bundle_without_summaries_is_refused_by_a_summary_space(tmp_path: Path) -> None:
+    """A bundle has no summary rows to give: importing it where every memory needs one is a
+    clear layout error, and the space keeps what it held."""
+    from msa_agent.store import FingerprintMismatchError
+
+    plain, _ = filled(tmp_path / "plain")
+    with plain:
+        plain.export(tmp_path / "bundle")
+    mem, ids = filled(tmp_path / "s", summary_layer=-1, **BY_SUMMARY)
+    with mem:
+        with pytest.raises(FingerprintMismatchError, match="summary_layer"):
+            mem.import_(tmp_path / "bundle")
+        assert len(mem.list(limit=None)) == len(TEXTS)
+        own_text_first(mem, ids)
