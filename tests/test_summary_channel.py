@@ -85,7 +85,8 @@ def test_export_import_carries_summaries(tmp_path: Path) -> None:
     with mem:
         mem.export(tmp_path / "bundle")
     with open_mem(tmp_path / "b", summary_layer=-1, **BY_SUMMARY) as other:
-        other.import_(tmp_path / "bundle")
+        report = other.import_(tmp_path / "bundle")
+        assert report.imported == len(TEXTS) and other._engine.index.has_summary
         own_text_first(other, ids)
 
 
