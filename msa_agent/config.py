@@ -88,11 +88,18 @@ class MemoryConfig(BaseModel):
         "off. Part of the space's layout.",
     )
     summary_weight: float = Field(
-        2.0, ge=0, description="Weight of the summary channel in fusion (MSA routing: 1), "
-        "in a space with a summary_layer; 0 turns the channel off at recall (no question "
-        "forward for it), the space then routes exactly as one without summaries. 2 was "
-        "chosen on the val splits: the best mean over routing='msa' and 'hybrid' of the "
-        "weights that lower no val cell (docs/routing.md).",
+        0.09375, ge=0, description="Weight of the summary channel in fusion (MSA routing: 1, "
+        "its scores over its pool's best), in a space with a summary_layer; 0 turns the "
+        "channel off at recall (no question forward for it), the space then routes exactly "
+        "as one without summaries. With summary_norm='z' the channel adds weight x each "
+        "memory's z-score within the pool. 0.09375 with 'z' was chosen on the val splits: "
+        "the best mean over routing='msa' and 'hybrid' of the settings that lower no val "
+        "cell (docs/routing.md).",
+    )
+    summary_norm: Literal["max", "minmax", "z"] = Field(
+        "z", description="How fusion='sum' scales the summary channel's cosines within its "
+        "pool: z-scores (a memory that stands out of the pool gains most), min-max, or over "
+        "the best as every other channel (docs/routing.md).",
     )
     routing: RoutingMode = Field(
         "auto",

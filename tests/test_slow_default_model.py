@@ -52,11 +52,11 @@ def test_summary_channel_finds_invented_names(tmp_path: Path) -> None:
     with Memory.open(tmp_path / "m", summary_layer=-1) as mem:
         mem.remember_many([{"text": m.text, "metadata": {"key": m.key}} for m in facts])
 
-    def found(weight: float) -> int:
-        with Memory.open(tmp_path / "m", summary_weight=weight) as mem:
+    def found(**weight: float) -> int:
+        with Memory.open(tmp_path / "m", **weight) as mem:
             return sum(q.gold[0] in {h.metadata["key"] for h in mem.recall(
                 q.text, k=5, routing="msa")} for q in asked)
 
-    without, with_summary = found(0.0), found(2.0)
+    without, with_summary = found(summary_weight=0.0), found()  # off, and the default
     assert len(asked) >= 40
     assert with_summary > without

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError, MsaError
 from msa_agent.model.text import summary_ids
+from msa_agent.runtime.engine import fusion_of
 from msa_agent.runtime.routing import RoutingIndex
 from msa_testing import make_llama, make_tokenizer
 
@@ -108,11 +109,30 @@ def test_explain_shows_the_summary_channel_in_hybrid(tmp_path: Path) -> None:
         assert {"summary", "summary_rank", "msa", "lexical"} <= set(ch)
 
 
+def test_z_scores_let_bunched_cosines_decide_a_score_sum(tmp_path: Path) -> None:
+    """A random model's cosines are too alike for the score sum over the pool's best; as
+    z-scores within the pool (``summary_norm="z"``) the memory's own text stands out."""
+    found = {}
+    for norm in ("max", "z"):
+        mem, ids = filled(tmp_path / norm, summary_layer=-1, fusion="sum",
+                          summary_weight=10.0, summary_norm=norm)
+        with mem:
+            assert fusion_of(mem.config).norms == (("summary", norm),)
+            top = [mem.recall(t, k=1, routing="msa")[0].id for t in TEXTS]
+            found[norm] = sum(a == b for a, b in zip(top, ids))
+            spread = [h.explanation.channels["summary"] for h in
+                      mem.recall(TEXTS[0], k=len(TEXTS), routing="msa", explain=True)]
+        assert max(spread) - min(spread) < 0.1  # the raw cosines: one narrow band
+    assert found["z"] == len(TEXTS) > found["max"]
+
+
 def test_bad_summary_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="summary_layer"):
         open_mem(tmp_path / "a", summary_layer=99)
     with pytest.raises(MsaError):
         open_mem(tmp_path / "b", summary_weight=-1.0)
+    with pytest.raises(MsaError, match="summary_norm"):
+        open_mem(tmp_path / "b", summary_norm="l2")
     mem, _ = filled(tmp_path / "c", summary_layer=-1)
     mem.close()
     with pytest.raises(MsaError):  # another layout than the space's

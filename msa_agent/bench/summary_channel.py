@@ -33,14 +33,22 @@ from msa_agent.runtime.results import Scope
 K = 5
 POOL = 50  # = MemoryConfig.fusion_pool
 # (row, recall's routing, config overrides): MSA alone and the default hybrid, each without
-# the channel (weight 0) and with it at a few weights; rrf for the two-channel MSA row too
+# the channel (weight 0) and with it at a few weights, its cosines over the pool's best
+# ("summary_weight=" rows, the first measured), min-max or z-scores within the pool; rrf for
+# the two-channel MSA row too
+BY_BEST = {"summary_norm": "max"}
 SETTINGS: list[tuple[str, str, dict[str, Any]]] = [
-    *[(f"msa summary_weight={w}", "msa", {"summary_weight": w})
+    *[(f"msa summary_weight={w}", "msa", {"summary_weight": w, **BY_BEST})
       for w in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)],
     *[(f"msa summary rrf w={w}", "msa", {"summary_weight": w, "fusion": "rrf"})
       for w in (1.0, 2.0, 4.0)],
-    *[(f"hybrid summary_weight={w}", "hybrid", {"summary_weight": w})
+    *[(f"hybrid summary_weight={w}", "hybrid", {"summary_weight": w, **BY_BEST})
       for w in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)],
+    *[(f"{r} {norm} w={w}", r, {"summary_weight": w, "summary_norm": norm})
+      for r in ("msa", "hybrid")
+      for norm, ws in (("minmax", (0.25, 0.5, 1.0, 2.0, 4.0)),
+                       ("z", (0.03125, 0.0625, 0.09375, 0.125, 0.25, 0.5, 1.0)))
+      for w in ws],
 ]
 
 

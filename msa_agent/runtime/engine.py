@@ -599,7 +599,7 @@ def fusion_of(cfg: MemoryConfig) -> Fusion:
     return Fusion(cfg.fusion, cfg.rrf_k, ((MSA, 1.0), (LEXICAL, cfg.lexical_weight),
                                           (SUMMARY, cfg.summary_weight)),
                   cfg.recency_weight, cfg.newer_within, cfg.newer_gap_s, cfg.newer_subject_max,
-                  cfg.newer_cover, cfg.more_words_within)
+                  cfg.newer_cover, cfg.more_words_within, ((SUMMARY, cfg.summary_norm),))
 
 
 def space_fingerprint(lm: LoadedModel, cfg: MemoryConfig, layers: list[int]) -> dict[str, Any]:

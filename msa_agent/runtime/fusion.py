@@ -7,7 +7,11 @@ Each channel ranks a candidate pool; the fused score of a memory is
 - ``sum``: ``sum_c w_c * norm_c(score)``, a calibrated weighted sum: each channel's scores
   are divided by its pool's best (a pool whose best is not positive is min-max normalised),
   one scale whatever the signs of the other scores (docs/recall.md, "One scale for the MSA
-  channel"),
+  channel"); a channel named in ``norms`` is scaled its own way instead: ``minmax``
+  maps its pool's worst to 0 and best to 1 (for scores bunched in a narrow band, such as
+  the summary channel's cosines), ``z`` gives each score's z-score within the pool (so a
+  channel whose best stands far out of its pool weighs more than one whose best barely
+  does),
 
 plus ``recency_weight * recency * top``, where ``recency`` is the memory's creation order
 among the candidates that share the query's words (the lexical channel's; newest 1, oldest
@@ -63,6 +67,7 @@ class Fusion:
     subject_max: int = 3  # a shared query word held by at most this many candidates; 0 = off
     cover: float = 0.0  # the newer holds at least this share of the older's query words
     more_words_within: float = 0.0  # a memory holding more query words passes a near-tie
+    norms: tuple[tuple[str, str], ...] = ()  # channel -> "max" (default), "minmax" or "z"
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,11 @@ def fuse(rankings: Mapping[str, Ranking], created: Mapping[str, datetime], f: Fu
     """All candidates of every channel, best fused score first (ties: newer, then id).
     ``matched``: the query words each candidate contains; None = newer-first reorders any
     near-tie (as does ``f.subject_max`` 0)."""
-    weights = dict(f.weights)
+    weights, norms = dict(f.weights), dict(f.norms)
     parts: dict[str, dict[str, float]] = {}
     score: dict[str, float] = {}
     for channel, ranking in rankings.items():
-        for rank, (id, s), value in _contributions(ranking, f):
+        for rank, (id, s), value in _contributions(ranking, f, norms.get(channel, "max")):
             parts.setdefault(id, {})[channel] = s
             parts[id][f"{channel}_rank"] = float(rank)
             score[id] = score.get(id, 0.0) + weights.get(channel, 1.0) * value
@@ -198,15 +203,40 @@ def _newer_first_within(order: list[str], score: Mapping[str, float],
     return out
 
 
-def _contributions(ranking: Ranking, f: Fusion):  # noqa: ANN202 - (rank, item, value)
+def _contributions(ranking: Ranking, f: Fusion, norm: str = "max"
+                   ) -> list[tuple[int, tuple[str, float], float]]:
+    """(rank, item, fused value) of each item of ``ranking`` (see the module docstring)."""
     if f.method == "rrf":
         return [(r, item, 1.0 / (f.rrf_k + r)) for r, item in enumerate(ranking, 1)]
-    scores = [s for _, s in ranking]
+    scale = _NORMS.get(norm)
+    if scale is None:
+        raise ValueError(f"unknown channel norm {norm!r}: one of {sorted(_NORMS)}")
+    values = scale([s for _, s in ranking])
+    return [(r, item, v) for r, (item, v) in enumerate(zip(ranking, values), 1)]
+
+
+def _by_best(scores: list[float]) -> list[float]:
+    """Each score over the pool's best (min-max where the best is not positive)."""
     hi = max(scores, default=0.0)
-    lo = 0.0 if hi > 0 else min(scores, default=0.0)
-    span = hi - lo
-    return [(r, item, 1.0 if span <= 0 else (item[1] - lo) / span)
-            for r, item in enumerate(ranking, 1)]
+    return _minmax(scores) if hi <= 0 else [s / hi for s in scores]
+
+
+def _minmax(scores: list[float]) -> list[float]:
+    """The pool's worst 0, its best 1 (all 1 when they are equal)."""
+    lo, hi = min(scores, default=0.0), max(scores, default=0.0)
+    return [1.0 if hi <= lo else (s - lo) / (hi - lo) for s in scores]
+
+
+def _zscore(scores: list[float]) -> list[float]:
+    """Each score's z-score within the pool (all 0 when they are equal)."""
+    n = len(scores)
+    mean = sum(scores) / n if n else 0.0
+    sd = (sum((s - mean) ** 2 for s in scores) / n) ** 0.5 if n else 0.0
+    return [0.0 if sd <= 0 else (s - mean) / sd for s in scores]
+
+
+_NORMS: dict[str, Callable[[list[float]], list[float]]] = {
+    "max": _by_best, "minmax": _minmax, "z": _zscore}
 
 
 def _add_recency(score: dict[str, float], parts: dict[str, dict[str, float]],

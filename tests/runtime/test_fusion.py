@@ -6,10 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msa_agent.runtime.fusion import LEXICAL, MSA, Fusion, fuse, superseded, versions
+from msa_agent.runtime.fusion import (
+    LEXICAL,
+    MSA,
+    SUMMARY,
+    Fusion,
+    fuse,
+    superseded,
+    versions,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -35,6 +44,27 @@ def test_weighted_sum_normalises_each_channel() -> None:
     assert [r.score for r in worst] == [1.0, 0.0]  # no positive best: min-max
     assert ranked[1].channels == {LEXICAL: 5.0, f"{LEXICAL}_rank": 2.0, MSA: 0.9,
                                   f"{MSA}_rank": 1.0}
+
+
+def test_a_channel_norm_scales_that_channel_alone() -> None:
+    cos = [("a", 0.90), ("b", 0.85), ("c", 0.80)]  # bunched cosines
+    msa = [("c", 2.0), ("b", 1.2), ("a", 1.0)]
+    created = days(a=0, b=0, c=0)
+    by_best = fuse({SUMMARY: cos, MSA: msa}, created, Fusion("sum", weights=((SUMMARY, 1.0),)))
+    # over the best the cosines differ by 0.11 at most, so MSA's c leads
+    assert [r.id for r in by_best] == ["c", "b", "a"]
+    minmax = Fusion("sum", weights=((SUMMARY, 1.0),), norms=((SUMMARY, "minmax"),))
+    ranked = fuse({SUMMARY: cos, MSA: msa}, created, minmax)
+    # summary 1, 0.5, 0 against MSA 0.5, 0.6, 1: a = 1.5, b = 1.1, c = 1.0
+    assert [(r.id, round(r.score, 6)) for r in ranked] == [("a", 1.5), ("b", 1.1), ("c", 1.0)]
+    z = fuse({SUMMARY: cos}, created, Fusion("sum", norms=((SUMMARY, "z"),)))
+    sd = (2 * 0.05**2 / 3) ** 0.5
+    assert [round(r.score, 6) for r in z] == [round(0.05 / sd, 6), 0.0, round(-0.05 / sd, 6)]
+    z_only = Fusion("sum", norms=((SUMMARY, "z"),))
+    flat = fuse({SUMMARY: [("a", 0.5), ("b", 0.5)]}, created, z_only)
+    assert [r.score for r in flat] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown channel norm 'l2'"):
+        fuse({SUMMARY: cos}, created, Fusion("sum", norms=((SUMMARY, "l2"),)))
 
 
 def test_rrf_scores_ranks() -> None:
