@@ -14,10 +14,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from msa_agent import Memory
 from msa_agent.bench import metrics
-from msa_agent.bench.summary_channel import cached_pools, ranking
-from msa_agent.bench.tasks import build
+from msa_agent.bench.summary_channel import cached_space, ranking
 from msa_agent.model.loader import load_model
 from msa_agent.runtime.engine import fusion_of
 from msa_agent.runtime.fusion import MSA, SUMMARY, without_word_rules
@@ -27,10 +25,7 @@ def main(out_file: Path, tasks: list[str]) -> None:
     lm = load_model(None, dtype="float32")
     out: dict = {}
     for name in tasks:
-        qs = [q for q in build(name, "full").stages[-1].queries if q.split == "val"]
-        path = Path(f"/tmp/sum/{name}-full-val-summary-1")
-        with Memory.open(path, lm) as mem:
-            pools = cached_pools(mem, qs, path / "pools-val.json")
+        with cached_space(name, "val", -1, Path("/tmp/sum"), lm) as (mem, qs, pools):
             base = without_word_rules(fusion_of(mem.config))
             for w in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0):
                 f = replace(base, norms=((SUMMARY, "z"), (MSA, "z")),

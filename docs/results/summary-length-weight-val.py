@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from msa_agent import Memory
 from msa_agent.bench import metrics
-from msa_agent.bench.summary_channel import cached_pools, ranking
-from msa_agent.bench.tasks import build
+from msa_agent.bench.summary_channel import cached_space, ranking
 from msa_agent.model.loader import load_model
 from msa_agent.runtime import fusion as F
 from msa_agent.runtime.engine import fusion_of
@@ -31,10 +29,7 @@ def main(out_file: Path, tasks: list[str]) -> None:
     lm = load_model(None, dtype="float32")
     out: dict = {}
     for name in tasks:
-        qs = [q for q in build(name, "full").stages[-1].queries if q.split == "val"]
-        path = Path(f"/tmp/sum/{name}-full-val-summary-1")
-        with Memory.open(path, lm) as mem:
-            pools = cached_pools(mem, qs, path / "pools-val.json")
+        with cached_space(name, "val", -1, Path("/tmp/sum"), lm) as (mem, qs, pools):
             idx = mem._engine.index
             counts = torch.bincount(idx.chunk_doc.cpu(), minlength=len(idx.doc_ids)).tolist()
             n_chunks = dict(zip(idx.doc_ids, counts))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,19 @@ def cached_pools(mem: Any, queries: list[Query], file: Path
     made = [pools(mem, q) for q in queries]
     file.write_text(json.dumps(made))
     return made
+
+
+@contextmanager
+def cached_space(name: str, split: str, layer: int, work: Path, lm: Any
+                 ) -> Iterator[tuple[Any, list[Query], list[dict[str, dict[str, Ranking]]]]]:
+    """The space :func:`run_task` built for ``name``'s ``split`` under ``work``, open, with
+    the split's queries and their cached pools (for scripts that fuse them their own way)."""
+    from msa_agent import Memory
+
+    queries = [q for q in build(name, "full").stages[-1].queries if q.split == split]
+    path = work / f"{name}-full-{split}-summary{layer}"
+    with Memory.open(path, lm) as mem:
+        yield mem, queries, cached_pools(mem, queries, path / f"pools-{split}.json")
 
 
 def distinct(ranking: Ranking) -> list[tuple[str, float]]:
