@@ -26,7 +26,7 @@ import typer
 
 from msa_agent.bench import metrics
 from msa_agent.bench.systems import dedupe
-from msa_agent.bench.tasks import Query, build
+from msa_agent.bench.tasks import Query, Task, build
 from msa_agent.bench.tune import remember
 from msa_agent.runtime.engine import fusion_of
 from msa_agent.runtime.fusion import LEXICAL, MSA, SUMMARY, Fusion, Ranking, without_word_rules
@@ -89,6 +89,16 @@ def cached_pools(mem: Any, queries: list[Query], file: Path
     return made
 
 
+def split_queries(task: Task, split: str) -> list[Query]:
+    """The questions of ``task``'s ``split`` (its last stage)."""
+    return [q for q in task.stages[-1].queries if q.split == split]
+
+
+def space_path(work: Path, name: str, split: str, layer: int) -> Path:
+    """Where :func:`run_task` keeps the space of ``name``'s ``split`` under ``work``."""
+    return work / f"{name}-full-{split}-summary{layer}"
+
+
 @contextmanager
 def cached_space(name: str, split: str, layer: int, work: Path, lm: Any
                  ) -> Iterator[tuple[Any, list[Query], list[dict[str, dict[str, Ranking]]]]]:
@@ -96,8 +106,8 @@ def cached_space(name: str, split: str, layer: int, work: Path, lm: Any
     the split's queries and their cached pools (for scripts that fuse them their own way)."""
     from msa_agent import Memory
 
-    queries = [q for q in build(name, "full").stages[-1].queries if q.split == split]
-    path = work / f"{name}-full-{split}-summary{layer}"
+    queries = split_queries(build(name, "full"), split)
+    path = space_path(work, name, split, layer)
     with Memory.open(path, lm) as mem:
         yield mem, queries, cached_pools(mem, queries, path / f"pools-{split}.json")
 
@@ -120,8 +130,7 @@ def run_task(name: str, split: str, layer: int, work: Path, lm: Any,
     from msa_agent import Memory
 
     task = build(name, "full")
-    queries = [q for q in task.stages[-1].queries if q.split == split]
-    path = work / f"{name}-full-{split}-summary{layer}"
+    queries, path = split_queries(task, split), space_path(work, name, split, layer)
     t0 = time.perf_counter()
     remember(task, path, lm, {q.namespace for q in queries}, {"summary_layer": layer})
     out: dict[str, Any] = {"task": name, "split": split, "summary_layer": layer,
