@@ -196,15 +196,49 @@ class Encoder:
             taps = self._forward([queries[i] for i in batch], (name,), adapter=adapter,
                                  model=model)
             for row, i in enumerate(batch):
-                n = len(queries[i])
-                if self.router is None:
-                    vecs = [taps["q"][layer][row, :n] for layer in self.layers]
-                    out[i] = torch.stack(vecs, 1).float()
-                else:
-                    vecs = [self.router[layer].q(taps["hidden"][layer][row, :n])
-                            for layer in self.layers]
-                    out[i] = torch.stack(vecs, 1)
+                out[i] = self._query_row(taps, row, len(queries[i]))
         return out  # type: ignore[return-value]
+
+    def _query_row(self, taps: dict, row: int, n: int) -> torch.Tensor:
+        """Routing queries ``[n, L, Hq, D]`` of batch ``row`` (``n`` tokens) of a forward's
+        taps: router-Q of the ``hidden`` taps, or the model's own ``q`` taps."""
+        if self.router is None:
+            return torch.stack([taps["q"][layer][row, :n] for layer in self.layers], 1).float()
+        return torch.stack([self.router[layer].q(taps["hidden"][layer][row, :n])
+                            for layer in self.layers], 1)
+
+    @torch.inference_mode()
+    def queries_and_summaries(self, queries: Sequence[Sequence[int]],
+                              summaries: Sequence[Sequence[int]], layer: int
+                              ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`query_vectors_many` of ``queries`` and :meth:`last_states` of ``summaries``
+        at ``layer``, from shared forwards: the rows of both kinds batched by length, the query
+        adapter on the query rows only. On a short question a CPU forward is bound by reading
+        the weights, so two rows cost far less than two forwards (docs/routing.md, "One forward
+        for both"). Where queries run on a merged copy (``query_dtype``) the weights differ,
+        and the two run apart."""
+        model, adapter = self._query_model()
+        if model is not self.lm.model or not queries or not summaries:
+            return (self.query_vectors_many(queries) if queries else [],
+                    self.last_states(summaries, layer) if summaries
+                    else torch.empty(0, self.shape.hidden))
+        if any(len(t) == 0 for t in [*queries, *summaries]):
+            raise InvalidInputError("cannot encode an empty query")
+        texts, n_q = [*queries, *summaries], len(queries)
+        names = ("hidden",) if self.router is not None else ("q", "hidden")
+        tap = sorted({*self.layers, layer})
+        found: list[torch.Tensor | None] = [None] * n_q
+        states = torch.empty(len(summaries), self.shape.hidden)
+        for batch in length_batches([len(t) for t in texts], self.batch_tokens):
+            rows = torch.tensor([float(i < n_q) for i in batch], device=self.lm.device)
+            taps = self._forward([texts[i] for i in batch], names, tap, adapter, rows=rows)
+            for row, i in enumerate(batch):
+                n = len(texts[i])
+                if i < n_q:
+                    found[i] = self._query_row(taps, row, n)
+                else:
+                    states[i - n_q] = taps["hidden"][layer][row, n - 1].float().cpu()
+        return found, torch.nn.functional.normalize(states, dim=-1)  # type: ignore[return-value]
 
     @torch.inference_mode()
     def last_states(self, texts: Sequence[Sequence[int]], layer: int) -> torch.Tensor:
@@ -293,7 +327,8 @@ class Encoder:
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
                  tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None,
                  resume: tuple[int, torch.Tensor] | None = None,
-                 model: torch.nn.Module | None = None) -> dict:
+                 model: torch.nn.Module | None = None, rows: torch.Tensor | None = None
+                 ) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
         ``adapter``: LoRA added for this forward only (routing queries, or a router's
@@ -302,7 +337,8 @@ class Encoder:
 
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook. ``model``: another
-        module of the backbone's architecture to run instead (the queries' merged copy)."""
+        module of the backbone's architecture to run instead (the queries' merged copy).
+        ``rows``: the ``[B]`` 0/1 mask of the rows the adapter applies to (None: all)."""
         model = self.lm.model if model is None else model
         longest = max(len(d) for d in docs)
         ids = torch.zeros((len(docs), longest), dtype=torch.long)
@@ -316,7 +352,7 @@ class Encoder:
             set(self.layers) | (set(self.full_layers) if "k" in names else set()))
         with (model_lock(model), tap_layers(model, tapped, names) as taps,
               stop_after(model, max(tapped), inputs_only=names == ("hidden",)),
-              adapter.applied(model) if adapter is not None else nullcontext(),
+              adapter.applied(model, rows) if adapter is not None else nullcontext(),
               resume_at(model, *resume) if resume is not None else nullcontext()):
             try:
                 inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)

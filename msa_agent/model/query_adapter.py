@@ -86,12 +86,14 @@ class QueryAdapter(nn.Module):
         return cls(cfg["dims"], cfg["layers"], int(cfg["rank"]), float(cfg["alpha"]))
 
     @contextmanager
-    def applied(self, model: nn.Module) -> Iterator[None]:
+    def applied(self, model: nn.Module, rows: torch.Tensor | None = None) -> Iterator[None]:
         """Add the deltas to ``model``'s projections for the duration of the block. The
-        caller holds the model's lock (``capture.model_lock``) across the block."""
+        caller holds the model's lock (``capture.model_lock``) across the block. ``rows``:
+        a ``[B]`` 0/1 mask of the batch rows that get them (routing queries batched with
+        base-weight rows, such as summary prompts); None = every row."""
         layers = decoder_layers(model)
         handles = [layers[i].get_submodule(p).register_forward_hook(_delta_hook(self.lora[
-            _key(i, p)])) for i in self.layer_ids for p in self.dims]
+            _key(i, p)], rows)) for i in self.layer_ids for p in self.dims]
         try:
             yield
         finally:
@@ -130,8 +132,11 @@ def _key(layer: int, projection: str) -> str:
     return f"{layer}_{projection.replace('.', '_')}"
 
 
-def _delta_hook(lora: LoRA):  # noqa: ANN202 - torch hook signature
+def _delta_hook(lora: LoRA, rows: torch.Tensor | None):  # noqa: ANN202 - torch hook
     def hook(_mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return lora.add_to(out, args[0])
+        if rows is None:
+            return lora.add_to(out, args[0])
+        # [B, T, out]: the delta on the masked rows only; the others keep the base output
+        return out + lora(args[0]).to(out.dtype) * rows.to(out.dtype).view(-1, 1, 1)
 
     return hook

@@ -71,9 +71,27 @@ class Recall:
         """Unit summary vectors ``[B, hidden]`` of ``texts`` read as questions: each inside
         the summary template, one batched forward up to ``summary_layer``."""
         assert self.summary_layer is not None
-        ids = [summary_ids(self.tokenizer, query_ids(self.tokenizer, t, self.cfg.max_doc_tokens))
-               for t in texts]
-        return self.encoder.last_states(ids, self.summary_layer)
+        return self.encoder.last_states([self._summary_ids(t) for t in texts],
+                                        self.summary_layer)
+
+    def _summary_ids(self, text: str) -> list[int]:
+        return summary_ids(self.tokenizer, query_ids(self.tokenizer, text,
+                                                     self.cfg.max_doc_tokens))
+
+    def _question_vectors(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
+                          ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The router queries of ``texts`` (``qs[i]`` where given) and, when the summary
+        channel is on, their summary vectors ``[B, hidden]``; both from shared forwards
+        (``Encoder.queries_and_summaries``), so the channel costs rows, not forwards."""
+        if not self.summary_on:
+            return self._queries(texts, qs), None
+        assert self.summary_layer is not None
+        missing = [i for i, q in enumerate(qs) if q is None]
+        computed, vectors = self.encoder.queries_and_summaries(
+            [query_ids(self.tokenizer, texts[i], self.cfg.max_doc_tokens) for i in missing],
+            [self._summary_ids(t) for t in texts], self.summary_layer)
+        found = dict(zip(missing, computed))
+        return [q if q is not None else found[i] for i, q in enumerate(qs)], vectors
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
                q: torch.Tensor | None = None, mode: str | None = None,
@@ -177,8 +195,7 @@ class Recall:
         # compete for the cores (docs/recall.md, "Cost").
         lexical = [self._lexical(t, pool, scope, exclude) for t in texts] \
             if mode != MSA else [[] for _ in texts]
-        queries = self._queries(texts, qs)
-        vectors = self.summary_vectors(texts) if self.summary_on else None
+        queries, vectors = self._question_vectors(texts, qs)
         with self.lock:
             mask = self._mask(scope, exclude)
             ranked = self.index.rank_many(queries, pool, mask, self.cfg.layer_combine,

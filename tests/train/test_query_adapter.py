@@ -9,6 +9,7 @@ import pytest
 import torch
 from train.test_train import LAYERS, synthetic_pairs
 
+from msa_agent.errors import InvalidInputError
 from msa_agent.model.encoder import Encoder
 from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.query_adapter import QueryAdapter
@@ -139,3 +140,29 @@ def test_bad_adapter_settings_are_refused(lm) -> None:  # noqa: ANN001
         QueryAdapter.for_model(lm.model, [0], rank=0)
     with pytest.raises(ValueError, match="empty"):
         LiveQueries(Encoder(lm, LAYERS), [[]], QueryAdapter.for_model(lm.model, [0]))
+
+
+@pytest.mark.parametrize("with_router", [True, False])
+def test_queries_and_summaries_share_forwards_and_keep_each_rows_weights(
+        lm, with_router: bool) -> None:  # noqa: ANN001
+    """One padded batch of query rows (the adapter on) and summary rows (base weights) gives
+    what the two kinds' own forwards give; the adapter does move the query rows."""
+    router = _router(lm, trained=True) if with_router else None
+    enc = Encoder(lm, LAYERS, router=router)
+    queries = [_ids(lm, t) for t in ("red blue", "the olive fox jumps over the gate")]
+    summaries = [_ids(lm, t) for t in ("gold", "a navy dog and a plum", "coral")]
+    top = len(lm.model.model.layers) - 1
+    got_q, got_s = enc.queries_and_summaries(queries, summaries, top)
+    want_q = enc.query_vectors_many(queries)
+    assert len(got_q) == 2 and got_s.shape == (3, enc.shape.hidden)
+    for got, want in zip(got_q, want_q):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got_s, enc.last_states(summaries, top), atol=1e-4, rtol=1e-4)
+    if with_router:  # the summary rows were not adapted: the adapter would change them
+        hooked = Encoder(lm, LAYERS, router=router)
+        with router.adapter.applied(lm.model):
+            adapted = hooked.last_states(summaries, top)
+        assert (adapted - got_s).abs().max() > 1e-3
+    assert enc.queries_and_summaries([], summaries, top)[0] == []
+    with pytest.raises(InvalidInputError):
+        enc.queries_and_summaries([[]], summaries, top)
