@@ -102,6 +102,30 @@ def test_weight_zero_routes_as_without_summaries(tmp_path: Path) -> None:
                 assert a == b
 
 
+def test_a_recall_reads_both_channels_in_one_forward(tmp_path: Path) -> None:
+    """The question's routing queries and its summary template share one forward, and the
+    summary vector it keeps is the one the template alone gives."""
+    mem, _ = filled(tmp_path / "s", summary_layer=-1)
+    with mem:
+        eng = mem._engine
+        forwards = []
+        embed = eng.lm.model.get_input_embeddings()
+        handle = embed.register_forward_hook(lambda *_: forwards.append(1))
+        try:
+            for mode in ("msa", "hybrid"):
+                forwards.clear()
+                assert mem.recall("where is the violin kept?", k=2, routing=mode)
+                assert len(forwards) == 1, mode
+            forwards.clear()
+            assert len(mem.recall_many(["tea at Oslo", "the Zorblax key"], k=2)) == 2
+            assert len(forwards) == 1
+        finally:
+            handle.remove()
+        kept = eng.summary_vectors(["tea at Oslo"])
+        alone = eng.encoder.last_states([eng._summary_ids("tea at Oslo")], eng.summary_layer)
+        torch.testing.assert_close(kept, alone, atol=1e-4, rtol=1e-4)
+
+
 def test_explain_shows_the_summary_channel_in_hybrid(tmp_path: Path) -> None:
     mem, _ = filled(tmp_path / "s", summary_layer=-1)
     with mem:

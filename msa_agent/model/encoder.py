@@ -97,6 +97,51 @@ def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
         yield batch
 
 
+def packs(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Indices grouped into packs of at most ``budget`` tokens in all (a longer text alone):
+    what one packed forward (:func:`packed_inputs`) computes, with no padding."""
+    pack: list[int] = []
+    total = 0
+    for i, n in enumerate(lengths):
+        if pack and total + n > budget:
+            yield pack
+            pack, total = [], 0
+        pack.append(i)
+        total += n
+    if pack:
+        yield pack
+
+
+def padded_inputs(texts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``texts`` right-padded: ids and the 0/1 attention mask, both ``[B, longest]``."""
+    ids = torch.zeros((len(texts), max(len(t) for t in texts)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, t in enumerate(texts):
+        ids[row, : len(t)] = torch.as_tensor(list(t))
+        mask[row, : len(t)] = 1
+    return ids, mask
+
+
+def packed_inputs(texts: Sequence[Sequence[int]], dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``texts`` end to end in one row: ids ``[1, N]``, an additive block-diagonal causal mask
+    ``[1, 1, N, N]`` (each token sees its own text's earlier tokens only) and positions
+    ``[1, N]`` restarting at 0 per text, so each text's states are those of its own forward."""
+    ids = torch.tensor([[t for text in texts for t in text]], dtype=torch.long)
+    lengths = torch.tensor([len(t) for t in texts])
+    segment = torch.repeat_interleave(torch.arange(len(texts)), lengths)
+    n = len(segment)
+    order = torch.arange(n)
+    seen = (segment[:, None] == segment[None, :]) & (order[:, None] >= order[None, :])
+    mask = torch.zeros(1, 1, n, n, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
+    positions = torch.cat([torch.arange(len(t)) for t in texts])[None]
+    return ids, mask, positions
+
+
+# tokens of one packed forward: its mask is [N, N], 1 MiB of float32 at 512
+PACK_TOKENS = 512
+
+
 class Encoder:
     """Runs the backbone once per batch of documents and pools what MSA keeps."""
 
@@ -196,15 +241,16 @@ class Encoder:
             taps = self._forward([queries[i] for i in batch], (name,), adapter=adapter,
                                  model=model)
             for row, i in enumerate(batch):
-                out[i] = self._query_row(taps, row, len(queries[i]))
+                out[i] = self._query_row(taps, row, slice(0, len(queries[i])))
         return out  # type: ignore[return-value]
 
-    def _query_row(self, taps: dict, row: int, n: int) -> torch.Tensor:
-        """Routing queries ``[n, L, Hq, D]`` of batch ``row`` (``n`` tokens) of a forward's
-        taps: router-Q of the ``hidden`` taps, or the model's own ``q`` taps."""
+    def _query_row(self, taps: dict, row: int, span: slice) -> torch.Tensor:
+        """Routing queries ``[T, L, Hq, D]`` of the tokens ``span`` of batch ``row`` of a
+        forward's taps: router-Q of the ``hidden`` taps, or the model's own ``q`` taps."""
         if self.router is None:
-            return torch.stack([taps["q"][layer][row, :n] for layer in self.layers], 1).float()
-        return torch.stack([self.router[layer].q(taps["hidden"][layer][row, :n])
+            return torch.stack([taps["q"][layer][row, span] for layer in self.layers],
+                               1).float()
+        return torch.stack([self.router[layer].q(taps["hidden"][layer][row, span])
                             for layer in self.layers], 1)
 
     @torch.inference_mode()
@@ -212,11 +258,11 @@ class Encoder:
                               summaries: Sequence[Sequence[int]], layer: int
                               ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """:meth:`query_vectors_many` of ``queries`` and :meth:`last_states` of ``summaries``
-        at ``layer``, from shared forwards: the rows of both kinds batched by length, the query
-        adapter on the query rows only. On a short question a CPU forward is bound by reading
-        the weights, so two rows cost far less than two forwards (docs/routing.md, "One forward
-        for both"). Where queries run on a merged copy (``query_dtype``) the weights differ,
-        and the two run apart."""
+        at ``layer``, from shared forwards: the texts of both kinds packed end to end (no
+        padding), the query adapter on the query tokens only. On a short question a CPU
+        forward is bound by reading the weights, so the two cost far less together than apart
+        (docs/routing.md, "One forward for both"). Where queries run on a merged copy
+        (``query_dtype``) the weights differ, and the two run apart."""
         model, adapter = self._query_model()
         if model is not self.lm.model or not queries or not summaries:
             return (self.query_vectors_many(queries) if queries else [],
@@ -229,15 +275,19 @@ class Encoder:
         tap = sorted({*self.layers, layer})
         found: list[torch.Tensor | None] = [None] * n_q
         states = torch.empty(len(summaries), self.shape.hidden)
-        for batch in length_batches([len(t) for t in texts], self.batch_tokens):
-            rows = torch.tensor([float(i < n_q) for i in batch], device=self.lm.device)
-            taps = self._forward([texts[i] for i in batch], names, tap, adapter, rows=rows)
-            for row, i in enumerate(batch):
-                n = len(texts[i])
+        for pack in packs([len(t) for t in texts], PACK_TOKENS):
+            adapted = torch.tensor([[float(i < n_q) for i in pack for _ in texts[i]]],
+                                   device=self.lm.device)
+            taps = self._forward([texts[i] for i in pack], names, tap, adapter, rows=adapted,
+                                 packed=True)
+            start = 0
+            for i in pack:
+                span = slice(start, start + len(texts[i]))
                 if i < n_q:
-                    found[i] = self._query_row(taps, row, n)
+                    found[i] = self._query_row(taps, 0, span)
                 else:
-                    states[i - n_q] = taps["hidden"][layer][row, n - 1].float().cpu()
+                    states[i - n_q] = taps["hidden"][layer][0, span.stop - 1].float().cpu()
+                start = span.stop
         return found, torch.nn.functional.normalize(states, dim=-1)  # type: ignore[return-value]
 
     @torch.inference_mode()
@@ -327,8 +377,8 @@ class Encoder:
     def _forward(self, docs: Sequence[Sequence[int]], names: tuple[str, ...],
                  tap: Sequence[int] | None = None, adapter: QueryAdapter | None = None,
                  resume: tuple[int, torch.Tensor] | None = None,
-                 model: torch.nn.Module | None = None, rows: torch.Tensor | None = None
-                 ) -> dict:
+                 model: torch.nn.Module | None = None, rows: torch.Tensor | None = None,
+                 packed: bool = False) -> dict:
         """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
         ``adapter``: LoRA added for this forward only (routing queries, or a router's
@@ -338,14 +388,16 @@ class Encoder:
         Holds :func:`model_lock` while its hooks are on the (shared) model: another thread's
         forward would otherwise fill these taps or stop on this stop hook. ``model``: another
         module of the backbone's architecture to run instead (the queries' merged copy).
-        ``rows``: the ``[B]`` 0/1 mask of the rows the adapter applies to (None: all)."""
+        ``rows``: the 0/1 mask of the rows ``[B]`` (or tokens ``[B, T]``) the adapter applies
+        to (None: all). ``packed``: the documents end to end in one row
+        (:func:`packed_inputs`), their taps ``[1, sum of lengths, ...]``."""
         model = self.lm.model if model is None else model
-        longest = max(len(d) for d in docs)
-        ids = torch.zeros((len(docs), longest), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, d in enumerate(docs):
-            ids[row, : len(d)] = torch.as_tensor(list(d))
-            mask[row, : len(d)] = 1
+        extra: dict[str, torch.Tensor] = {}
+        if packed:
+            dtype = next(model.parameters()).dtype
+            ids, mask, extra["position_ids"] = packed_inputs(docs, dtype)
+        else:
+            ids, mask = padded_inputs(docs)
         device = self.lm.device
         inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         tapped = sorted(tap) if tap is not None else sorted(
@@ -355,7 +407,8 @@ class Encoder:
               adapter.applied(model, rows) if adapter is not None else nullcontext(),
               resume_at(model, *resume) if resume is not None else nullcontext()):
             try:
-                inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                inner(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                      **{k: v.to(device) for k, v in extra.items()})
             except StopForward:
                 pass
         assert len(decoder_layers(model)) > max(tapped)

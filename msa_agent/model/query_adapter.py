@@ -89,8 +89,9 @@ class QueryAdapter(nn.Module):
     def applied(self, model: nn.Module, rows: torch.Tensor | None = None) -> Iterator[None]:
         """Add the deltas to ``model``'s projections for the duration of the block. The
         caller holds the model's lock (``capture.model_lock``) across the block. ``rows``:
-        a ``[B]`` 0/1 mask of the batch rows that get them (routing queries batched with
-        base-weight rows, such as summary prompts); None = every row."""
+        a 0/1 mask of the batch rows ``[B]`` or tokens ``[B, T]`` that get them (routing
+        queries in one forward with base-weight texts, such as summary prompts); None =
+        every token."""
         layers = decoder_layers(model)
         handles = [layers[i].get_submodule(p).register_forward_hook(_delta_hook(self.lora[
             _key(i, p)], rows)) for i in self.layer_ids for p in self.dims]
@@ -134,9 +135,9 @@ def _key(layer: int, projection: str) -> str:
 
 def _delta_hook(lora: LoRA, rows: torch.Tensor | None):  # noqa: ANN202 - torch hook
     def hook(_mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        if rows is None:
-            return lora.add_to(out, args[0])
-        # [B, T, out]: the delta on the masked rows only; the others keep the base output
-        return out + lora(args[0]).to(out.dtype) * rows.to(out.dtype).view(-1, 1, 1)
+        x = args[0]
+        if rows is not None:  # the delta is linear in x: zero rows of x add nothing
+            x = x * rows.to(x.dtype).view(*rows.shape, *[1] * (x.dim() - rows.dim()))
+        return lora.add_to(out, x)
 
     return hook

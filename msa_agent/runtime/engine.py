@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -101,6 +102,8 @@ class Engine(Recall):
         self.lock = threading.RLock()  # one writer/reader at a time over space, index, caches
         # chunk spans and words of memory texts read as chunks (excerpt, kv_chunks, bridge)
         self._layouts = functools.lru_cache(maxsize=CHUNK_LAYOUTS)(self._layout_of)
+        self._question_summaries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._summaries_lock = threading.Lock()
         self.fusion = fusion_of(cfg)
         self.index = self._empty_index()
         self._generation: tuple[Any, ...] | None = None  # a reader's: what its index holds

@@ -8,6 +8,7 @@ here (space, index, lock, encoder); this file only holds the methods that read t
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from msa_agent.runtime.results import Recalled, Scope
 from msa_agent.runtime.routing import Ranked, RoutingIndex
 from msa_agent.store import Space, StoredMemory
 
+QUESTION_SUMMARIES = 64  # questions whose summary vectors a recall keeps (2.3 KB each)
 BRIDGE_WORDS = 1  # the most specific word of a memory a later interleave round adds to the question
 
 
@@ -54,44 +56,61 @@ class Recall:
     fusion: Fusion
     summary_layer: int | None
     lock: threading.RLock
+    _question_summaries: OrderedDict[str, torch.Tensor]  # recent questions' summary vectors
+    _summaries_lock: threading.Lock
     _space: Space
     _layouts: Callable[[str], ChunkLayout]  # _layout_of, cached per text (the engine's)
 
     def query(self, text: str) -> torch.Tensor:
-        """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward."""
-        return self.encoder.query_vectors(query_ids(self.tokenizer, text,
-                                                    self.cfg.max_doc_tokens))
+        """Router queries ``[T, L, Hq, D]`` of ``text``: one backbone forward (with the
+        summary channel on, the same forward reads its summary vector: :meth:`query_many`)."""
+        return self._question_forward([text])[0]
 
     def query_many(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        """:meth:`query` of several texts, their forwards batched by length."""
-        return self.encoder.query_vectors_many(
-            [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts])
+        """:meth:`query` of several texts, their forwards batched by length. With the summary
+        channel on, each text's summary template rides in the same forwards
+        (``Encoder.queries_and_summaries``) and its vector is kept for the text's routes, so
+        a recall that computed its queries first still costs one forward."""
+        return self._question_forward(texts)
+
+    def _question_forward(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        ids = [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts]
+        if not self.summary_on:
+            return self.encoder.query_vectors_many(ids)
+        assert self.summary_layer is not None
+        queries, vectors = self.encoder.queries_and_summaries(
+            ids, [self._summary_ids(t) for t in texts], self.summary_layer)
+        self._keep_summaries(texts, vectors)
+        return queries
 
     def summary_vectors(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit summary vectors ``[B, hidden]`` of ``texts`` read as questions: each inside
-        the summary template, one batched forward up to ``summary_layer``."""
+        the summary template; those :meth:`query_many` kept, the others from one batched
+        forward up to ``summary_layer``."""
         assert self.summary_layer is not None
-        return self.encoder.last_states([self._summary_ids(t) for t in texts],
-                                        self.summary_layer)
+        with self._summaries_lock:
+            kept = {t: self._question_summaries.get(t) for t in texts}
+        missing = [t for t, v in kept.items() if v is None]
+        if missing:
+            computed = self.encoder.last_states([self._summary_ids(t) for t in missing],
+                                                self.summary_layer)
+            kept.update(zip(missing, computed))
+            self._keep_summaries(missing, computed)
+        return torch.stack([kept[t] for t in texts])  # type: ignore[misc]
+
+    def _keep_summaries(self, texts: Sequence[str], vectors: torch.Tensor) -> None:
+        """Keep the latest ``QUESTION_SUMMARIES`` questions' summary vectors (a text's vector
+        depends on the model and the text only)."""
+        with self._summaries_lock:
+            for t, v in zip(texts, vectors):
+                self._question_summaries[t] = v
+                self._question_summaries.move_to_end(t)
+            while len(self._question_summaries) > QUESTION_SUMMARIES:
+                self._question_summaries.popitem(last=False)
 
     def _summary_ids(self, text: str) -> list[int]:
         return summary_ids(self.tokenizer, query_ids(self.tokenizer, text,
                                                      self.cfg.max_doc_tokens))
-
-    def _question_vectors(self, texts: Sequence[str], qs: Sequence[torch.Tensor | None]
-                          ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The router queries of ``texts`` (``qs[i]`` where given) and, when the summary
-        channel is on, their summary vectors ``[B, hidden]``; both from shared forwards
-        (``Encoder.queries_and_summaries``), so the channel costs rows, not forwards."""
-        if not self.summary_on:
-            return self._queries(texts, qs), None
-        assert self.summary_layer is not None
-        missing = [i for i, q in enumerate(qs) if q is None]
-        computed, vectors = self.encoder.queries_and_summaries(
-            [query_ids(self.tokenizer, texts[i], self.cfg.max_doc_tokens) for i in missing],
-            [self._summary_ids(t) for t in texts], self.summary_layer)
-        found = dict(zip(missing, computed))
-        return [q if q is not None else found[i] for i, q in enumerate(qs)], vectors
 
     def recall(self, question: str, k: int, scope: Scope, hops: Hops = 1,
                q: torch.Tensor | None = None, mode: str | None = None,
@@ -195,7 +214,8 @@ class Recall:
         # compete for the cores (docs/recall.md, "Cost").
         lexical = [self._lexical(t, pool, scope, exclude) for t in texts] \
             if mode != MSA else [[] for _ in texts]
-        queries, vectors = self._question_vectors(texts, qs)
+        queries = self._queries(texts, qs)
+        vectors = self.summary_vectors(texts) if self.summary_on else None
         with self.lock:
             mask = self._mask(scope, exclude)
             ranked = self.index.rank_many(queries, pool, mask, self.cfg.layer_combine,

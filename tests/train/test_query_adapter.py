@@ -10,7 +10,8 @@ import torch
 from train.test_train import LAYERS, synthetic_pairs
 
 from msa_agent.errors import InvalidInputError
-from msa_agent.model.encoder import Encoder
+from msa_agent.model import encoder as encoder_module
+from msa_agent.model.encoder import Encoder, packed_inputs, packs
 from msa_agent.model.loader import model_fingerprint, wrap_model
 from msa_agent.model.query_adapter import QueryAdapter
 from msa_agent.model.router import Router
@@ -142,11 +143,13 @@ def test_bad_adapter_settings_are_refused(lm) -> None:  # noqa: ANN001
         LiveQueries(Encoder(lm, LAYERS), [[]], QueryAdapter.for_model(lm.model, [0]))
 
 
-@pytest.mark.parametrize("with_router", [True, False])
+@pytest.mark.parametrize(("with_router", "pack_tokens"), [(True, 512), (False, 512), (True, 9)])
 def test_queries_and_summaries_share_forwards_and_keep_each_rows_weights(
-        lm, with_router: bool) -> None:  # noqa: ANN001
-    """One padded batch of query rows (the adapter on) and summary rows (base weights) gives
-    what the two kinds' own forwards give; the adapter does move the query rows."""
+        lm, with_router: bool, pack_tokens: int, monkeypatch) -> None:  # noqa: ANN001
+    """Query texts (the adapter on) and summary texts (base weights) packed into shared
+    forwards give what the two kinds' own forwards give, in one pack or in several; the
+    adapter does move the summary rows where it is on."""
+    monkeypatch.setattr(encoder_module, "PACK_TOKENS", pack_tokens)
     router = _router(lm, trained=True) if with_router else None
     enc = Encoder(lm, LAYERS, router=router)
     queries = [_ids(lm, t) for t in ("red blue", "the olive fox jumps over the gate")]
@@ -166,3 +169,12 @@ def test_queries_and_summaries_share_forwards_and_keep_each_rows_weights(
     assert enc.queries_and_summaries([], summaries, top)[0] == []
     with pytest.raises(InvalidInputError):
         enc.queries_and_summaries([[]], summaries, top)
+
+
+def test_packs_and_packed_inputs() -> None:
+    assert list(packs([3, 4, 2, 9, 1], 7)) == [[0, 1], [2], [3], [4]]
+    ids, mask, positions = packed_inputs([[5, 6], [7, 8, 9]], torch.float32)
+    assert ids.tolist() == [[5, 6, 7, 8, 9]] and positions.tolist() == [[0, 1, 0, 1, 2]]
+    seen = (mask[0, 0] == 0).int().tolist()
+    assert seen == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0],
+                    [0, 0, 1, 1, 1]]
