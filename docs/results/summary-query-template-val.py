@@ -54,6 +54,7 @@ def main(work: Path, out: Path, tasks: list[str]) -> None:
             eng = mem._engine
             qs = [eng.query(q.text) for q in queries]
             for tname, (prefix, suffix) in TEMPLATES.items():
+                eng._question_summaries.clear()  # the vectors the queries' forwards kept
                 with mock.patch("msa_agent.runtime.recall.summary_ids",
                                 template_ids(prefix, suffix)):
                     pools = [{mode: eng.channel_pools([q.text], POOL, Scope(
