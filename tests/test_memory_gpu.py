@@ -88,3 +88,27 @@ def test_prefetch_makes_the_second_round_a_gpu_tier_hit(tmp_path: Path, host_mb:
             assert prefetcher.alive == bool(n)
         assert not prefetcher.alive  # close joined the worker
     assert seen[0] == seen[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_summary_channel_reads_the_question_once_on_cuda(tmp_path: Path,
+                                                         dtype: torch.dtype) -> None:
+    """On CUDA a question's routing queries and summary vector are those of the two
+    forwards apart: packed into one forward where the queries run on the backbone (a
+    bfloat16 model), apart where they run on a merged bfloat16 copy (a float32 model)."""
+    from msa_agent.model.text import query_ids
+
+    pair = (make_llama().to(dtype), make_tokenizer())
+    facts = ["Alice works for Acme.", "Acme is based in Lisbon.", "Bob likes green tea."]
+    with Memory.open(tmp_path / "m", model=pair, device="cuda", chunk_size=8,
+                     summary_layer=-1) as mem:
+        ids = mem.remember_many(facts)
+        eng, text = mem._engine, "Where does Alice work?"
+        q = eng.query(text)
+        kept = eng.summary_vectors([text])
+        alone_q = eng.encoder.query_vectors_many([query_ids(eng.tokenizer, text, 512)])[0]
+        alone_s = eng.encoder.last_states([eng._summary_ids(text)], eng.summary_layer)
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        torch.testing.assert_close(q, alone_q, atol=tol, rtol=tol)
+        torch.testing.assert_close(kept, alone_s, atol=tol, rtol=tol)
+        assert {h.id for h in mem.recall(text, k=3, routing="msa")} == set(ids)
