@@ -259,10 +259,11 @@ class Encoder:
                               ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """:meth:`query_vectors_many` of ``queries`` and :meth:`last_states` of ``summaries``
         at ``layer``, from shared forwards: the texts of both kinds packed end to end (no
-        padding), the query adapter on the query tokens only. On a short question a CPU
-        forward is bound by reading the weights, so the two cost far less together than apart
-        (docs/routing.md, "One forward for both"). Where queries run on a merged copy
-        (``query_dtype``) the weights differ, and the two run apart."""
+        padding), the query adapter on the query tokens only. A short forward costs far less
+        for two texts end to end than two forwards do (1.44x against 1.98x a recall without
+        the summary channel on a 2-core CPU: docs/routing.md, "One forward for the question's
+        two readings"). Where queries run on a merged copy (``query_dtype``) the weights
+        differ, and the two run apart."""
         model, adapter = self._query_model()
         if model is not self.lm.model or not queries or not summaries:
             return (self.query_vectors_many(queries) if queries else [],
@@ -379,7 +380,8 @@ class Encoder:
                  resume: tuple[int, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None, rows: torch.Tensor | None = None,
                  packed: bool = False) -> dict:
-        """Right-padded batch; positions 0..len-1 per document (document-local, as the paper).
+        """Right-padded batch (or one packed row); positions 0..len-1 per document
+        (document-local, as the paper).
         ``tap``: the layers to tap (default: the MSA layers, and the full layers for K/V).
         ``adapter``: LoRA added for this forward only (routing queries, or a router's
         document adapter for documents' routing keys). ``resume``: (layer, the stream entering
