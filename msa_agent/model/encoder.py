@@ -260,9 +260,9 @@ class Encoder:
         """:meth:`query_vectors_many` of ``queries`` and :meth:`last_states` of ``summaries``
         at ``layer``, from shared forwards: the texts of both kinds packed end to end (no
         padding), the query adapter on the query tokens only. A short forward costs far less
-        for two texts end to end than two forwards do (1.44x against 1.98x a recall without
-        the summary channel on a 2-core CPU: docs/routing.md, "One forward for the question's
-        two readings"). Where queries run on a merged copy (``query_dtype``) the weights
+        for two texts end to end than two forwards do (1.38-1.59x against 1.97x a recall
+        without the summary channel on a 2-core CPU: docs/routing.md, "One forward for the
+        question's two readings"). Where queries run on a merged copy (``query_dtype``) the weights
         differ, and the two run apart."""
         model, adapter = self._query_model()
         if model is not self.lm.model or not queries or not summaries:
