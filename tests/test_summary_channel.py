@@ -6,6 +6,7 @@ exactly as a space without summaries; bad settings are clear errors."""
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from msa_agent import Memory
 from msa_agent.errors import InvalidInputError, MsaError
 from msa_agent.model.text import summary_ids
+from msa_agent.runtime import recall as recall_module
 from msa_agent.runtime.engine import fusion_of
 from msa_agent.runtime.routing import RoutingIndex
 from msa_testing import make_llama, make_tokenizer
@@ -124,6 +126,23 @@ def test_a_recall_reads_both_channels_in_one_forward(tmp_path: Path) -> None:
         kept = eng.summary_vectors(["tea at Oslo"])
         alone = eng.encoder.last_states([eng._summary_ids("tea at Oslo")], eng.summary_layer)
         torch.testing.assert_close(kept, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_concurrent_recalls_keep_each_questions_summary(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Recalls from several threads at once (each question's packed forward under the model
+    lock, the kept vectors under their own) rank as the same recalls one by one, with a kept
+    window of two questions: a question pushed out is read again and ranks the same."""
+    monkeypatch.setattr(recall_module, "QUESTION_SUMMARIES", 2)
+    mem, _ = filled(tmp_path / "s", summary_layer=-1, **BY_SUMMARY)
+    with mem:
+        questions = [f"{t} ?" for t in TEXTS] * 3
+        alone = [[h.id for h in mem.recall(q, k=3, routing="msa")] for q in questions]
+        mem._engine._question_summaries.clear()
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(
+                lambda q: [h.id for h in mem.recall(q, k=3, routing="msa")], questions))
+        assert together == alone
+        assert len(mem._engine._question_summaries) == 2
 
 
 def test_explain_shows_the_summary_channel_in_hybrid(tmp_path: Path) -> None:
