@@ -93,9 +93,9 @@ def test_prefetch_makes_the_second_round_a_gpu_tier_hit(tmp_path: Path, host_mb:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_summary_channel_reads_the_question_once_on_cuda(tmp_path: Path,
                                                          dtype: torch.dtype) -> None:
-    """On CUDA a question's routing queries and summary vector are those of the two
-    forwards apart: packed into one forward where the queries run on the backbone (a
-    bfloat16 model), apart where they run on a merged bfloat16 copy (a float32 model)."""
+    """On CUDA, in float32 and in bfloat16, a question's routing queries and summary
+    vector packed into one forward are those of the two forwards apart (a tiny model has
+    no router, so its queries run on the backbone itself, not on a merged copy)."""
     from msa_agent.model.text import query_ids
 
     pair = (make_llama().to(dtype), make_tokenizer())

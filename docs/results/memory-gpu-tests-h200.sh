@@ -1,7 +1,9 @@
-# H200: the GPU tests of the Memory path, the summary channel's packed question forward among
-# them. Carry .whl (cp312 wheels: zarr, numcodecs, donfig, google-crc32c, msgspec, sqlalchemy,
-# pydantic, pydantic-core, annotated-types, typing-inspection, hypothesis, sortedcontainers, gguf,
-# safetensors, rich, markdown-it-py, mdurl, pygments). 2026-12-03: 7 passed in 42 s.
+# H200: the GPU tests of the Memory path, the summary channel's packed question forward
+# among them (float32 and bfloat16, both packed: the tiny model has no router, so no
+# merged copy). Carry .whl (cp312 wheels: zarr, numcodecs, donfig, google-crc32c, msgspec,
+# sqlalchemy, pydantic, pydantic-core, annotated-types, typing-inspection, hypothesis,
+# sortedcontainers, gguf, safetensors, rich, markdown-it-py, mdurl, pygments).
+# 2026-12-03: 7 passed in 42 s.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1

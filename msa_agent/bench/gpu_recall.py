@@ -231,7 +231,7 @@ def recall_targets(mem: Any) -> list[tuple[Any, str, str]]:
     import msa_agent.kernels as kernels
 
     eng = mem._engine
-    return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors", "router_q"),
+    return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors_many", "router_q"),
             (eng.encoder, "_forward", "backbone"), (eng, "_mask", "mask"),
             (eng.index, "rank_many", "rank"),
             (kernels, "route_topk", "kernel"), (eng.index, "_explain", "explain"),

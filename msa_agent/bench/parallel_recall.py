@@ -283,7 +283,7 @@ def parallel_targets(pm: Any) -> list[tuple[Any, str, str]]:
     from msa_agent.runtime.routing import RoutingIndex
 
     eng = pm._engine
-    return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors", "router_q"),
+    return [(eng, "query", "tokenize"), (eng.encoder, "query_vectors_many", "router_q"),
             (eng.encoder, "_forward", "backbone"), (eng.comm, "broadcast", "broadcast"),
             (eng, "_mask", "mask"), (par, "sharded_top", "sharded_top"),
             (par, "local_top", "local_rank"), (kernels, "route_topk", "kernel"),

@@ -178,3 +178,15 @@ def test_packs_and_packed_inputs() -> None:
     seen = (mask[0, 0] == 0).int().tolist()
     assert seen == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0],
                     [0, 0, 1, 1, 1]]
+
+
+def test_queries_and_summaries_on_a_merged_copy_run_apart(lm) -> None:  # noqa: ANN001
+    """Where routing queries run on a merged bfloat16 copy, the summaries still come from
+    the base weights: the two kinds run apart, each on its own module."""
+    enc = Encoder(lm, LAYERS, router=_router(lm, trained=True), query_dtype=torch.bfloat16)
+    queries, summaries = [_ids(lm, "red blue fox")], [_ids(lm, "a navy dog"), _ids(lm, "gold")]
+    top = len(lm.model.model.layers) - 1
+    got_q, got_s = enc.queries_and_summaries(queries, summaries, top)
+    assert enc._query_model()[0] is not lm.model  # the copy
+    torch.testing.assert_close(got_q[0], enc.query_vectors_many(queries)[0])
+    torch.testing.assert_close(got_s, Encoder(lm, LAYERS).last_states(summaries, top))
