@@ -279,8 +279,10 @@ class Encoder:
         for pack in packs([len(t) for t in texts], PACK_TOKENS):
             adapted = torch.tensor([[float(i < n_q) for i in pack for _ in texts[i]]],
                                    device=self.lm.device)
+            # a text alone (one past PACK_TOKENS) needs no mask of its own: [N, N] would be
+            # 64 MiB at 4k tokens
             taps = self._forward([texts[i] for i in pack], names, tap, adapter, rows=adapted,
-                                 packed=True)
+                                 packed=len(pack) > 1)
             start = 0
             for i in pack:
                 span = slice(start, start + len(texts[i]))

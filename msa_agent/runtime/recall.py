@@ -74,6 +74,7 @@ class Recall:
         return self._question_forward(texts)
 
     def _question_forward(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        # query and query_many both call this, not each other: Memory Parallel overrides both
         ids = [query_ids(self.tokenizer, t, self.cfg.max_doc_tokens) for t in texts]
         if not self.summary_on:
             return self.encoder.query_vectors_many(ids)
