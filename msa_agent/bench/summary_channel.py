@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import typer
 
 from msa_agent.bench import metrics
@@ -31,6 +32,7 @@ from msa_agent.bench.tune import remember
 from msa_agent.runtime.engine import fusion_of
 from msa_agent.runtime.fusion import LEXICAL, MSA, SUMMARY, Fusion, Ranking, without_word_rules
 from msa_agent.runtime.results import Scope
+from msa_agent.runtime.routing import GrowableRows, unit
 
 K = 5
 POOL = 50  # = MemoryConfig.fusion_pool
@@ -123,6 +125,37 @@ def ranking(mem: Any, query: Query, channels: dict[str, Ranking], f: Fusion) -> 
     """``K`` distinct memory keys of the runtime's fusion of ``channels`` by ``f``."""
     hits = mem._engine._fused(channels, POOL, None, query.text, f)
     return dedupe([h.memory.metadata["key"] for h in hits], K)
+
+
+def swapped_rows(mem: Any, queries: list[Query], routes: list[Any], docs: torch.Tensor,
+                 asked: torch.Tensor, weights: Sequence[float], label: str
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Val rows of the summary channel with other vectors: ``docs`` ``[M, hidden]`` in the
+    index's order replace the memories' (in this open space only, never on disk), ``asked``
+    ``[len(queries), hidden]`` the questions'. Each query's pools through the runtime's
+    ``channel_pools`` (``routes``: its routing queries, computed once), fused as the bench
+    does, MSA alone and hybrid, z-scores at each of ``weights``. Rows are named
+    ``"{label} | {mode} z w={w}"``; probes of a readout, a whitening or a projection use it."""
+    eng = mem._engine
+    eng.index._summary = GrowableRows(torch.empty(0))
+    eng.index._summary.append(docs.float())  # unit again there
+    by_text = dict(zip([q.text for q in queries], unit(asked.float())))
+    eng.summary_vectors = lambda texts: torch.stack([by_text[t] for t in texts])
+    pooled = [{mode: eng.channel_pools([q.text], POOL, Scope(namespace=q.namespace), set(),
+                                       [v], mode)[0][0] for mode in ("msa", "hybrid")}
+              for q, v in zip(queries, routes)]
+    out = {}
+    for mode in ("msa", "hybrid"):
+        for w in weights:
+            f = fusion_of(mem.config.model_copy(update={"summary_weight": w,
+                                                        "summary_norm": "z"}))
+            f = without_word_rules(f) if mode == "msa" else f
+            row = f"{label} | {mode} z w={w}"
+            out[row] = metrics.score(queries, [ranking(mem, q, p[mode], f)
+                                               for q, p in zip(queries, pooled)])
+            line = "  ".join(f"{r['kind']} {r['r1']:.3f}/{r['r5']:.3f}" for r in out[row])
+            print(f"{row:40s} {line}", flush=True)
+    return out
 
 
 def run_task(name: str, split: str, layer: int, work: Path, lm: Any,
