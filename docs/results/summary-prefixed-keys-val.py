@@ -15,6 +15,7 @@ shipped weight and off (weight 0).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,25 +24,27 @@ from unittest import mock
 import numpy as np
 import torch
 
-from msa_agent.bench.summary_channel import cached_space, swapped_rows
+from msa_agent.bench.summary_channel import each_space, swapped_rows
 from msa_agent.model.encoder import batch_chunk_mean, length_batches
-from msa_agent.model.loader import load_model
 from msa_agent.model.text import SUMMARY_PREFIX, SUMMARY_SUFFIX, special_prefix, split_text
 
 WEIGHTS = (0.0, 0.09375)
+# PREFIXES='["Note: ", "\\n"]': other prefixes than the template's (their rows are named by them)
+PREFIXES = json.loads(os.environ.get("PREFIXES", json.dumps([SUMMARY_PREFIX])))
 
 
 @torch.inference_mode()
-def templated_keys(enc, tok, docs: list[list[int]], bare: bool = False  # noqa: ANN001
-                   ) -> list[torch.Tensor]:
+def templated_keys(enc, tok, docs: list[list[int]], bare: bool = False,  # noqa: ANN001
+                   prefix: str = SUMMARY_PREFIX) -> list[torch.Tensor]:
     """Routing keys ``[C, L, Hkv, D]`` of each document (its ids, the special prefix first)
     from the forward of ``lead + PREFIX + body + SUFFIX``, at the document's own tokens
-    (``bare``: of the document alone, the runtime's keys; a check of this path)."""
+    (``bare``: of the document alone, the runtime's keys; a check of this path). ``prefix``:
+    another text before the document instead of the template's (the suffix stays)."""
     router = enc.router
     assert router is not None and not router.keys_from_pooled and router.doc_adapter is None
     lead = special_prefix(tok)
     pre, post = ([] if bare else tok(t, add_special_tokens=False)["input_ids"]
-                 for t in (SUMMARY_PREFIX, SUMMARY_SUFFIX))
+                 for t in (prefix, SUMMARY_SUFFIX))
     out: list[torch.Tensor] = [torch.empty(0)] * len(docs)
     full = [[*lead, *pre, *d[len(lead):], *post] for d in docs]
     for batch in length_batches([len(f) for f in full], enc.batch_tokens):
@@ -56,45 +59,50 @@ def templated_keys(enc, tok, docs: list[list[int]], bare: bool = False  # noqa: 
     return out
 
 
+def swap_keys(eng, live, keys: np.ndarray, owner: np.ndarray,  # noqa: ANN001
+              made: list[torch.Tensor]) -> int:
+    """Reload the open engine's index with ``made`` as the memories' routing keys (a memory
+    whose retokenised part has another chunk count keeps its own); how many kept theirs."""
+    start = np.r_[0, np.cumsum([m.n_chunks for m in live])]
+    new, kept = keys.copy(), 0
+    for j, k in enumerate(made):
+        if k.shape[0] == live[j].n_chunks:
+            new[start[j]:start[j + 1]] = k.numpy().astype(keys.dtype)
+        else:
+            kept += 1
+    real = eng._space.read_all
+
+    def read_all(n: str):  # noqa: ANN202
+        return (new, owner) if n == "route_k" else real(n)
+    with mock.patch.object(eng._space, "read_all", read_all):
+        eng._load_index(live)
+    return kept
+
+
 def main(work: Path, out: Path, tasks: list[str]) -> None:
-    lm = load_model(None, dtype="float32")
     report: dict = {}
-    for name in tasks:
-        with cached_space(name, "val", -1, work, lm) as (mem, queries, _):
-            eng = mem._engine
-            texts = [q.text for q in queries]
-            routes = [eng.query(t) for t in texts]
-            docs, asked = eng.index._summary.view().clone(), eng.summary_vectors(texts).clone()
-            rows = swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, "bare keys")
-            live = eng._space.live_chunks()
-            keys, owner = eng._space.read_all("route_k")
-            t0 = time.perf_counter()
-            ids = [split_text(eng.tokenizer, m.text, eng.cfg.max_doc_tokens)[0].ids
-                   for m in live]
-            check = templated_keys(eng.encoder, eng.tokenizer, ids[:8], bare=True)
-            err = max(float((k - torch.from_numpy(keys[start:start + len(k)]).float()).abs()
-                            .max()) for k, start in zip(check, np.cumsum(
-                                [0] + [m.n_chunks for m in live[:7]])))
-            print(f"{name}: bare keys through this path, max |diff| {err:.4f}", flush=True)
-            made = templated_keys(eng.encoder, eng.tokenizer, ids)
-            start = np.r_[0, np.cumsum([m.n_chunks for m in live])]
-            new, kept = keys.copy(), 0
-            for j, k in enumerate(made):
-                if k.shape[0] == live[j].n_chunks:  # a part retokenised to another length
-                    new[start[j]:start[j + 1]] = k.numpy().astype(keys.dtype)  # keeps its own
-                else:
-                    kept += 1
+    for name, mem, queries, routes in each_space(work, tasks):
+        eng = mem._engine
+        texts = [q.text for q in queries]
+        docs, asked = eng.index._summary.view().clone(), eng.summary_vectors(texts).clone()
+        rows = swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, "bare keys")
+        live = eng._space.live_chunks()
+        keys, owner = eng._space.read_all("route_k")
+        t0 = time.perf_counter()
+        ids = [split_text(eng.tokenizer, m.text, eng.cfg.max_doc_tokens)[0].ids for m in live]
+        check = templated_keys(eng.encoder, eng.tokenizer, ids[:8], bare=True)
+        err = max(float((k - torch.from_numpy(keys[start:start + len(k)]).float()).abs().max())
+                  for k, start in zip(check, np.cumsum([0] + [m.n_chunks for m in live[:7]])))
+        print(f"{name}: bare keys through this path, max |diff| {err:.4f}", flush=True)
+        for prefix in PREFIXES:
+            label = "templated keys" if prefix == SUMMARY_PREFIX else f"keys after {prefix!r}"
+            made = templated_keys(eng.encoder, eng.tokenizer, ids, prefix=prefix)
+            kept = swap_keys(eng, live, keys, owner, made)
             print(f"{name}: {len(live)} memories, {kept} kept their keys, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-            real = eng._space.read_all
-
-            def read_all(n: str, new=new, owner=owner, real=real):  # noqa: ANN001, ANN202
-                return (new, owner) if n == "route_k" else real(n)
-            with mock.patch.object(eng._space, "read_all", read_all):
-                eng._load_index(live)
-            rows |= swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, "templated keys")
-            report[name] = {"rows": rows, "memories": len(live), "kept_own_keys": kept}
-            out.write_text(json.dumps(report, indent=1))
+            rows |= swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, label)
+        report[name] = {"rows": rows, "memories": len(live), "kept_own_keys": kept}
+        out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

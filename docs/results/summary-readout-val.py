@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from msa_agent.bench.summary_channel import cached_space, swapped_rows
+from msa_agent.bench.summary_channel import each_space, swapped_rows
 from msa_agent.model.encoder import length_batches
-from msa_agent.model.loader import load_model
 from msa_agent.model.text import query_ids, split_text, summary_ids
 from msa_agent.runtime.routing import unit
 
@@ -80,24 +79,21 @@ def memory_ids(eng) -> list[list[int]]:  # noqa: ANN001
 
 
 def main(work: Path, out: Path, tasks: list[str]) -> None:
-    lm = load_model(None, dtype="float32")
     report: dict = {}
-    for name in tasks:
-        with cached_space(name, "val", -1, work, lm) as (mem, queries, _):
-            eng = mem._engine
-            t0 = time.perf_counter()
-            docs = variants(readouts(lm.model, memory_ids(eng)))
-            texts = [q.text for q in queries]
-            asked = variants(readouts(lm.model, [
-                summary_ids(eng.tokenizer, query_ids(eng.tokenizer, t, eng.cfg.max_doc_tokens))
-                for t in texts]))
-            print(f"{name}: {len(eng.index.doc_ids)} memories read in "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-            routes = [eng.query(t) for t in texts]
-            for vname, dvec in docs.items():
-                report.setdefault(name, {}).update(swapped_rows(
-                    mem, queries, routes, dvec, asked[vname], WEIGHTS, vname))
-            out.write_text(json.dumps(report, indent=1))
+    for name, mem, queries, routes in each_space(work, tasks):
+        eng = mem._engine
+        model = eng.encoder.lm.model
+        t0 = time.perf_counter()
+        docs = variants(readouts(model, memory_ids(eng)))
+        asked = variants(readouts(model, [
+            summary_ids(eng.tokenizer, query_ids(eng.tokenizer, q.text, eng.cfg.max_doc_tokens))
+            for q in queries]))
+        print(f"{name}: {len(eng.index.doc_ids)} memories read in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        for vname, dvec in docs.items():
+            report.setdefault(name, {}).update(swapped_rows(
+                mem, queries, routes, dvec, asked[vname], WEIGHTS, vname))
+        out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -114,6 +114,18 @@ def cached_space(name: str, split: str, layer: int, work: Path, lm: Any
         yield mem, queries, cached_pools(mem, queries, path / f"pools-{split}.json")
 
 
+def each_space(work: Path, tasks: Sequence[str], split: str = "val"
+               ) -> Iterator[tuple[str, Any, list[Query], list[torch.Tensor]]]:
+    """For the summary probes: each task's space under ``work`` open on the embedded model
+    (float32), with its ``split``'s questions and their routing queries (computed once)."""
+    from msa_agent.model.loader import load_model
+
+    lm = load_model(None, dtype="float32")
+    for name in tasks:
+        with cached_space(name, split, -1, work, lm) as (mem, queries, _):
+            yield name, mem, queries, [mem._engine.query(q.text) for q in queries]
+
+
 def distinct(ranking: Ranking) -> list[tuple[str, float]]:
     """``ranking`` with each id once (its first, best entry): pools cached before the MSA
     completion took each candidate once held the candidates of two channels twice."""
