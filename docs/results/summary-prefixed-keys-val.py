@@ -26,11 +26,40 @@ import torch
 
 from msa_agent.bench.summary_channel import each_space, swapped_rows
 from msa_agent.model.encoder import batch_chunk_mean, length_batches
-from msa_agent.model.text import SUMMARY_PREFIX, SUMMARY_SUFFIX, special_prefix, split_text
+from msa_agent.model.text import (
+    SUMMARY_PREFIX,
+    SUMMARY_SUFFIX,
+    query_ids,
+    special_prefix,
+    split_text,
+)
 
 WEIGHTS = (0.0, 0.09375)
 # PREFIXES='["Note: ", "\\n"]': other prefixes than the template's (their rows are named by them)
 PREFIXES = json.loads(os.environ.get("PREFIXES", json.dumps([SUMMARY_PREFIX])))
+# QPREFIX="\n": also route each question read after that text (its rows dropped from the
+# routing queries), beside the bare question, with every set of keys
+QPREFIX = os.environ.get("QPREFIX")
+
+
+def prefixed_routes(eng, queries: list, prefix: str) -> list[torch.Tensor]:  # noqa: ANN001
+    """Routing queries of each question read after ``prefix``, the prefix's rows dropped."""
+    tok = eng.tokenizer
+    lead = special_prefix(tok)
+    pre = tok(prefix, add_special_tokens=False)["input_ids"]
+    ids = [query_ids(tok, q.text, eng.cfg.max_doc_tokens) for q in queries]
+    made = eng.encoder.query_vectors_many([[*lead, *pre, *i[len(lead):]] for i in ids])
+    return [torch.cat([m[:len(lead)], m[len(lead) + len(pre):]]) for m in made]
+
+
+def rows_of(mem, queries: list, routes: list, asked: torch.Tensor, label: str) -> dict:  # noqa: ANN001
+    """``swapped_rows`` with the bare questions' routes and, with ``QPREFIX``, the prefixed."""
+    docs = mem._engine.index._summary.view().clone()
+    rows = swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, label)
+    if QPREFIX is not None:
+        rows |= swapped_rows(mem, queries, prefixed_routes(mem._engine, queries, QPREFIX),
+                             docs, asked, WEIGHTS, f"{label}, question after {QPREFIX!r}")
+    return rows
 
 
 @torch.inference_mode()
@@ -84,8 +113,8 @@ def main(work: Path, out: Path, tasks: list[str]) -> None:
     for name, mem, queries, routes in each_space(work, tasks):
         eng = mem._engine
         texts = [q.text for q in queries]
-        docs, asked = eng.index._summary.view().clone(), eng.summary_vectors(texts).clone()
-        rows = swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, "bare keys")
+        asked = eng.summary_vectors(texts).clone()
+        rows = rows_of(mem, queries, routes, asked, "bare keys")
         live = eng._space.live_chunks()
         keys, owner = eng._space.read_all("route_k")
         t0 = time.perf_counter()
@@ -100,7 +129,7 @@ def main(work: Path, out: Path, tasks: list[str]) -> None:
             kept = swap_keys(eng, live, keys, owner, made)
             print(f"{name}: {len(live)} memories, {kept} kept their keys, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-            rows |= swapped_rows(mem, queries, routes, docs, asked, WEIGHTS, label)
+            rows |= rows_of(mem, queries, routes, asked, label)
         report[name] = {"rows": rows, "memories": len(live), "kept_own_keys": kept}
         out.write_text(json.dumps(report, indent=1))
 
