@@ -150,7 +150,7 @@ def swapped_rows(mem: Any, queries: list[Query], routes: list[Any], docs: torch.
     ``"{label} | {mode} z w={w}"``; probes of a readout, a whitening or a projection use it."""
     eng = mem._engine
     eng.index._summary = GrowableRows(torch.empty(0))
-    eng.index._summary.append(docs.float())  # unit again there
+    eng.index._summary.append(unit(docs.float()))  # cosines: unit rows, as _add_summary
     by_text = dict(zip([q.text for q in queries], unit(asked.float())))
     eng.summary_vectors = lambda texts: torch.stack([by_text[t] for t in texts])
     pooled = [{mode: eng.channel_pools([q.text], POOL, Scope(namespace=q.namespace), set(),

@@ -39,6 +39,9 @@ def test_swapped_vectors_decide_and_stay_off_disk(tmp_path: Path) -> None:
         # each question asks with its gold memory's vector: the summary channel puts it first
         rows = swapped_rows(mem, queries, routes, stored, stored, (50.0,), "own")
         assert top1(rows, "own") == 1.0
+        # vectors of other lengths rank as their directions do (cosines, not dot products)
+        scaled = stored * torch.tensor([[9.0], [0.5], [3.0], [0.1]])
+        assert swapped_rows(mem, queries, routes, scaled, stored, (50.0,), "own") == rows
         # the same questions with the next memory's vector: none is first any more
         rows = swapped_rows(mem, queries, routes, stored, stored.roll(1, 0), (50.0,), "next")
         assert top1(rows, "next") == 0.0
