@@ -159,15 +159,26 @@ def swapped_rows(mem: Any, queries: list[Query], routes: list[Any], docs: torch.
     out = {}
     for mode in ("msa", "hybrid"):
         for w in weights:
-            f = fusion_of(mem.config.model_copy(update={"summary_weight": w,
-                                                        "summary_norm": "z"}))
-            f = without_word_rules(f) if mode == "msa" else f
             row = f"{label} | {mode} z w={w}"
-            out[row] = metrics.score(queries, [ranking(mem, q, p[mode], f)
-                                               for q, p in zip(queries, pooled)])
-            line = "  ".join(f"{r['kind']} {r['r1']:.3f}/{r['r5']:.3f}" for r in out[row])
-            print(f"{row:40s} {line}", flush=True)
+            out[row] = fused_rows(mem, queries, [p[mode] for p in pooled], mode,
+                                  {"summary_weight": w, "summary_norm": "z"})
+            print(f"{row:40s} {row_line(out[row])}", flush=True)
     return out
+
+
+def fused_rows(mem: Any, queries: list[Query], pools: list[dict[str, Ranking]], routing: str,
+               overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Metric rows of each query's ``pools`` fused as ``routing`` recall fuses them under the
+    space's config with ``overrides`` (MSA alone leaves out the rules on the question's
+    words), top ``K`` distinct memories."""
+    f = fusion_of(mem.config.model_copy(update=overrides))
+    f = without_word_rules(f) if routing == "msa" else f
+    return metrics.score(queries, [ranking(mem, q, p, f) for q, p in zip(queries, pools)])
+
+
+def row_line(rows: list[dict[str, Any]]) -> str:
+    """R@1 / R@5 of each kind, for a progress line."""
+    return "  ".join(f"{r['kind']} {r['r1']:.3f}/{r['r5']:.3f}" for r in rows)
 
 
 def run_task(name: str, split: str, layer: int, work: Path, lm: Any,
@@ -186,15 +197,10 @@ def run_task(name: str, split: str, layer: int, work: Path, lm: Any,
         for row, routing, overrides in SETTINGS:
             if only and row not in only:
                 continue
-            f = fusion_of(mem.config.model_copy(update=overrides))
-            f = without_word_rules(f) if routing == "msa" else f
             off = overrides["summary_weight"] == 0
-            ranks = [ranking(mem, q, without_summary(p[routing]) if off else p[routing], f)
-                     for q, p in zip(queries, cached)]
-            rows = metrics.score(queries, ranks)
-            out["rows"][row] = rows
-            line = "  ".join(f"{r['kind']} {r['r1']:.3f}/{r['r5']:.3f}" for r in rows)
-            print(f"{name:12s} {split} {row:28s} {line}", flush=True)
+            pools = [without_summary(p[routing]) if off else p[routing] for p in cached]
+            out["rows"][row] = fused_rows(mem, queries, pools, routing, overrides)
+            print(f"{name:12s} {split} {row:28s} {row_line(out['rows'][row])}", flush=True)
     return out
 
 
